@@ -1,0 +1,1 @@
+"""On-device and host benchmarking of exported artifacts: transports, runners, statistics, reports."""

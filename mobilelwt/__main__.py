@@ -1,0 +1,3 @@
+from mobilelwt.cli import main
+
+main()

@@ -1,0 +1,44 @@
+"""The ``mobilelwt`` command line: thin Typer wrappers over plain functions that return data."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mobilelwt import __version__
+from mobilelwt.cli.datasets import datasets_command
+from mobilelwt.cli.models import models_command
+from mobilelwt.cli.train_teacher import train_teacher_command
+
+app = typer.Typer(
+    name="mobilelwt",
+    help="Layer-wise compression of CNN teachers into fast students for mobile runtimes.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mobilelwt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Layer-wise compression of CNN teachers into fast students for mobile runtimes."""
+
+
+app.command("models")(models_command)
+app.command("datasets")(datasets_command)
+app.command("train-teacher")(train_teacher_command)
+
+
+def main() -> None:
+    app()

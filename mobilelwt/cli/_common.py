@@ -1,0 +1,100 @@
+"""What every command shares: one error formatter, the consoles and rich progress drawing."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from mobilelwt.errors import MobileLWTError
+from mobilelwt.progress import ProgressEvent
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def handle_user_errors(func: F) -> F:
+    """Turn a :class:`MobileLWTError` into one line on stderr and a non-zero exit; bugs keep their traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except MobileLWTError as exc:
+            message = f"[bold red]error:[/] {_escape(exc.problem)}"
+            if exc.fix:
+                message += f" [bold]fix:[/] {_escape(exc.fix)}"
+            err_console.print(message, soft_wrap=True, highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+@contextlib.contextmanager
+def progress_bars() -> Iterator[Callable[[ProgressEvent], None]]:
+    """A progress callback: one rich bar per stage on a terminal, plain log lines (every 10%) elsewhere."""
+    if not err_console.is_terminal:
+        yield _log_lines()
+        return
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+    )
+    tasks: dict[str, Any] = {}
+    with Progress(*columns, console=err_console, transient=False) as progress:
+
+        def draw(event: ProgressEvent) -> None:
+            if event.stage not in tasks:
+                tasks[event.stage] = progress.add_task(event.stage, total=event.total, info="")
+            progress.update(tasks[event.stage], completed=event.done, total=event.total, info=_info(event))
+
+        yield draw
+
+
+def _log_lines() -> Callable[[ProgressEvent], None]:
+    started = time.perf_counter()
+    last_decile: dict[str, int] = {}
+
+    def log(event: ProgressEvent) -> None:
+        decile = 10 * event.done // max(event.total, 1)
+        if last_decile.get(event.stage) == decile and event.done != event.total:
+            return
+        last_decile[event.stage] = decile
+        elapsed = time.perf_counter() - started
+        line = f"[{elapsed:7.1f}s] {event.stage} {event.done}/{event.total} {_info(event)}"
+        err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    return log
+
+
+def _info(event: ProgressEvent) -> str:
+    return "  ".join(_fmt(k, v) for k, v in event.info.items() if isinstance(v, int | float | str))
+
+
+def _fmt(key: str, value: object) -> str:
+    return f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+
+
+def human(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{unit}"
+    return f"{n:.0f}"

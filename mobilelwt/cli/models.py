@@ -1,0 +1,56 @@
+"""``mobilelwt models``: the teachers, their parameters and MACs."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mobilelwt.cli._common import console, handle_user_errors, human
+
+
+@handle_user_errors
+def models_command(
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Only these teachers (repeatable).")] = None,
+    input_size: Annotated[int, typer.Option(help="Square input side in pixels.")] = 224,
+    num_classes: Annotated[int, typer.Option(help="Classes of the classifier head.")] = 1000,
+    layers: Annotated[bool, typer.Option("--layers", help="Also print a per-layer table.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """List the teachers with parameters and MACs (multiply-accumulates) at the chosen input size."""
+    from mobilelwt.profile import summarize_teachers
+    from mobilelwt.teachers import get_teacher_spec, list_teachers
+
+    names = model or list_teachers()
+    for name in names:
+        get_teacher_spec(name)  # unknown names fail before any work
+    rows = summarize_teachers(names, input_size=input_size, num_classes=num_classes)
+    if as_json:
+        if not layers:
+            rows = [{k: v for k, v in r.items() if k != "layers"} for r in rows]
+        console.print_json(json.dumps(rows))
+        return
+    table = Table(title=f"Teachers at {input_size}×{input_size}, {num_classes} classes")
+    for column in ("model", "family", "params", "MACs", "GMACs"):
+        table.add_column(column, justify="left" if column in ("model", "family") else "right")
+    for r in rows:
+        table.add_row(r["model"], r["family"], human(r["params"]), human(r["macs"]), f"{r['macs'] / 1e9:.3f}")
+    console.print(table)
+    if layers:
+        for r in rows:
+            layer_table = Table(title=f"{r['model']} layers")
+            for column in ("name", "type", "output shape", "MACs", "params", "% MACs"):
+                layer_table.add_column(column, justify="left" if column in ("name", "type") else "right")
+            for layer in r["layers"]:
+                share = 100.0 * layer["macs"] / r["macs"] if r["macs"] else 0.0
+                layer_table.add_row(
+                    layer["name"],
+                    layer["type"],
+                    "×".join(map(str, layer["output_shape"])),
+                    human(layer["macs"]),
+                    human(layer["params"]),
+                    f"{share:.1f}",
+                )
+            console.print(layer_table)

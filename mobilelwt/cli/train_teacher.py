@@ -1,0 +1,65 @@
+"""``mobilelwt train-teacher``: train or fine-tune a teacher on a dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mobilelwt.cli._common import console, handle_user_errors, progress_bars
+
+
+@handle_user_errors
+def train_teacher_command(
+    model: Annotated[str, typer.Option("--model", "-m", help="Teacher name (see `mobilelwt models`).")],
+    out: Annotated[Path, typer.Option(help="Checkpoint to write; a manifest JSON is written beside it.")],
+    data: Annotated[str, typer.Option(help="ImageFolder directory or built-in dataset name.")] = "digits",
+    weights: Annotated[str, typer.Option(help="Start from: none (random), imagenet, or a checkpoint path.")] = "none",
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
+    input_size: Annotated[int | None, typer.Option(help="Square input side (default: the dataset's).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 64,
+    optimizer: Annotated[str, typer.Option(help="adamw or sgd.")] = "adamw",
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (default 5e-4 AdamW, 0.01 SGD).")] = None,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 5e-4,
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing.")] = 0.1,
+    augment: Annotated[bool, typer.Option(help="Random crops (and flips for photos).")] = True,
+    val_fraction: Annotated[float, typer.Option(help="Share of --data held out for validation.")] = 0.1,
+    val_data: Annotated[Path | None, typer.Option(help="Separate labelled ImageFolder for validation.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for init, split, shuffling and augmentation.")] = 0,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice).")] = None,
+    max_steps_per_epoch: Annotated[int | None, typer.Option(help="Cap the steps of each epoch (quick runs).")] = None,
+) -> None:
+    """Train or fine-tune a teacher; report top-1/top-5 on the val split and save a checkpoint for --weights."""
+    from mobilelwt.train import TrainConfig, train_teacher
+
+    config = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        lr=lr,
+        weight_decay=weight_decay,
+        label_smoothing=label_smoothing,
+        augment=augment,
+        seed=seed,
+        max_steps_per_epoch=max_steps_per_epoch,
+    )
+    with progress_bars() as on_progress:
+        result = train_teacher(
+            model,
+            data=data,
+            out=out,
+            weights=weights,
+            input_size=input_size,
+            val_fraction=val_fraction,
+            val_data=val_data,
+            config=config,
+            threads=threads,
+            on_progress=on_progress,
+        )
+    m = result.metrics
+    console.print(
+        f"{model} on {data}: val top-1 {m['val_top1']:.2f}%  top-5 {m['val_top5']:.2f}%  "
+        f"({m['train_seconds']:.1f} s training, {m['threads']} threads)"
+    )
+    console.print(f"checkpoint: {result.checkpoint}\nmanifest:   {result.manifest}")

@@ -1,0 +1,29 @@
+"""Data: built-in datasets, ImageFolder trees, seeded splits and batch iteration."""
+
+from mobilelwt.data.builtin import BUILTIN_DATASETS, BuiltinDataset
+from mobilelwt.data.bundle import (
+    DataBundle,
+    augment_batch,
+    default_input_size,
+    list_builtin_datasets,
+    load_data,
+    normalize,
+    stratified_split,
+)
+from mobilelwt.data.imagefolder import scan_image_folder
+from mobilelwt.data.images import ImageSet, decode_image
+
+__all__ = [
+    "BUILTIN_DATASETS",
+    "BuiltinDataset",
+    "DataBundle",
+    "ImageSet",
+    "augment_batch",
+    "decode_image",
+    "default_input_size",
+    "list_builtin_datasets",
+    "load_data",
+    "normalize",
+    "scan_image_folder",
+    "stratified_split",
+]

@@ -1,0 +1,116 @@
+"""Labelled images as uint8 tensors at the model's input size, held in memory or decoded from disk on demand."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mobilelwt.errors import DataError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def decode_image(path: Path, size: int) -> torch.Tensor:
+    """Read an image as RGB, resize its shorter side to ``size`` and centre-crop a square: uint8 3×size×size."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            w, h = img.size
+            scale = size / min(w, h)
+            new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+            img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
+            left, top = (new_w - size) // 2, (new_h - size) // 2
+            img = img.crop((left, top, left + size, top + size))
+            array = np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataError(f"Cannot read image {path} ({exc}).", "Remove or replace the corrupt file.") from None
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def _default_threads() -> int:
+    return min(8, (os.cpu_count() or 1) * 2)
+
+
+class ImageSet(Dataset[tuple[torch.Tensor, int]]):
+    """Images with integer labels; ``images`` (N×3×S×S uint8) when in memory, else ``paths`` decoded on demand."""
+
+    def __init__(
+        self,
+        labels: Sequence[int] | torch.Tensor,
+        classes: Sequence[str],
+        size: int,
+        *,
+        images: torch.Tensor | None = None,
+        paths: Sequence[Path] | None = None,
+    ) -> None:
+        if (images is None) == (paths is None):
+            raise ValueError("give exactly one of images and paths")
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.classes = list(classes)
+        self.size = size
+        self.images = images
+        self.paths = list(paths) if paths is not None else None
+        if len(self.labels) != (len(images) if images is not None else len(self.paths or [])):
+            raise ValueError("labels and images differ in length")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.images[index] if self.images is not None else decode_image(self.paths[index], self.size)
+        return image, int(self.labels[index])
+
+    @property
+    def in_memory(self) -> bool:
+        return self.images is not None
+
+    def subset(self, indices: Sequence[int] | torch.Tensor) -> ImageSet:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        if self.images is not None:
+            return ImageSet(self.labels[idx], self.classes, self.size, images=self.images[idx])
+        assert self.paths is not None
+        return ImageSet(self.labels[idx], self.classes, self.size, paths=[self.paths[i] for i in idx.tolist()])
+
+    def load(self, indices: Sequence[int] | torch.Tensor, threads: int | None = None) -> torch.Tensor:
+        """The uint8 images at ``indices`` as one N×3×S×S tensor."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        if self.images is not None:
+            return self.images[idx]
+        assert self.paths is not None
+        paths = [self.paths[i] for i in idx.tolist()]
+        with ThreadPoolExecutor(threads or _default_threads()) as pool:  # PIL releases the GIL while decoding
+            return torch.stack(list(pool.map(lambda p: decode_image(p, self.size), paths)))
+
+    def materialize(self, threads: int | None = None, chunk: int = 2048) -> ImageSet:
+        """Decode every image once into memory (fast epochs for datasets that fit)."""
+        if self.images is not None:
+            return self
+        parts = [self.load(range(i, min(i + chunk, len(self))), threads) for i in range(0, len(self), chunk)]
+        images = torch.cat(parts) if parts else torch.empty(0, 3, self.size, self.size, dtype=torch.uint8)
+        return ImageSet(self.labels, self.classes, self.size, images=images)
+
+    def nbytes(self) -> int:
+        return len(self) * 3 * self.size * self.size
+
+    def chunks(self, indices: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """uint8 batches and labels in the order of ``indices``; decoding of the next batch overlaps the caller."""
+        batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+        if self.images is not None:
+            for idx in batches:
+                yield self.images[idx], self.labels[idx]
+            return
+        with ThreadPoolExecutor(1) as prefetch:
+            pending = prefetch.submit(self.load, batches[0]) if batches else None
+            for i, idx in enumerate(batches):
+                images = pending.result()  # type: ignore[union-attr]
+                if i + 1 < len(batches):
+                    pending = prefetch.submit(self.load, batches[i + 1])
+                yield images, self.labels[idx]

@@ -1,0 +1,44 @@
+"""Classification accuracy of a model on labelled images."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[int]:
+    """How many rows have their label among the top-k logits, for each k (k is capped at the class count)."""
+    kmax = min(max(ks), logits.shape[1])
+    top = logits.topk(kmax, dim=1).indices
+    hits = top == labels.view(-1, 1)
+    return [int(hits[:, : min(k, kmax)].any(dim=1).sum()) for k in ks]
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[str, float]:
+    """top-1/top-5 accuracy (percent) and mean cross-entropy over ``batches``."""
+    was_training = model.training
+    model.eval()
+    n = correct1 = correct5 = 0
+    loss = 0.0
+    try:
+        for images, labels in batches:
+            logits = model(images)
+            loss += float(F.cross_entropy(logits, labels, reduction="sum"))
+            c1, c5 = topk_correct(logits, labels)
+            correct1, correct5, n = correct1 + c1, correct5 + c5, n + len(labels)
+            if on_batch:
+                on_batch(len(labels))
+    finally:
+        model.train(was_training)
+    if n == 0:
+        return {"top1": float("nan"), "top5": float("nan"), "loss": float("nan"), "images": 0}
+    return {"top1": 100.0 * correct1 / n, "top5": 100.0 * correct5 / n, "loss": loss / n, "images": n}

@@ -1,0 +1,30 @@
+"""Teachers: torchvision classification CNNs, built by name."""
+
+from mobilelwt.teachers import alexnet, resnet, vgg  # noqa: F401  (registers the architectures)
+from mobilelwt.teachers._api import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TEACHERS,
+    Teacher,
+    TeacherSpec,
+    build_teacher,
+    check_input_size,
+    get_teacher_spec,
+    list_teachers,
+    min_input_size,
+    register_teacher,
+)
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "TEACHERS",
+    "Teacher",
+    "TeacherSpec",
+    "build_teacher",
+    "check_input_size",
+    "get_teacher_spec",
+    "list_teachers",
+    "min_input_size",
+    "register_teacher",
+]

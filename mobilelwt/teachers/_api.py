@@ -1,0 +1,181 @@
+"""Teacher registry and builder: torchvision classifiers, built by name, weights from a file or the hub cache."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mobilelwt.errors import CheckpointError, ConfigError
+from mobilelwt.registry import Registry
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """How to build one teacher: a torchvision builder, its ImageNet weights enum and its classifier head."""
+
+    name: str
+    family: str
+    builder: Callable[..., nn.Module]
+    weights_enum: Any
+    head: str  # dotted name of the final Linear, replaced when the class count changes
+    default_input_size: int = 224
+
+
+@dataclass
+class Teacher:
+    """A built teacher and the facts needed to use it the way it was trained."""
+
+    name: str
+    model: nn.Module
+    num_classes: int
+    input_size: int
+    weights: str
+    classes: list[str] | None = None
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+TEACHERS: Registry[TeacherSpec] = Registry("model")
+
+
+def register_teacher(spec: TeacherSpec) -> TeacherSpec:
+    TEACHERS.add(spec.name, spec)
+    return spec
+
+
+def list_teachers() -> list[str]:
+    return TEACHERS.names()
+
+
+def get_teacher_spec(name: str) -> TeacherSpec:
+    return TEACHERS.get(name)
+
+
+def _set_submodule(model: nn.Module, dotted: str, module: nn.Module) -> None:
+    parent_name, _, child = dotted.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def _replace_head(model: nn.Module, spec: TeacherSpec, num_classes: int) -> None:
+    old = model.get_submodule(spec.head)
+    if not isinstance(old, nn.Linear):
+        raise TypeError(f"{spec.name}: head {spec.head!r} is {type(old).__name__}, expected Linear")
+    if old.out_features != num_classes:
+        _set_submodule(model, spec.head, nn.Linear(old.in_features, num_classes))
+
+
+@functools.cache
+def min_input_size(name: str) -> int:
+    """Smallest square input that the architecture accepts (found with shape-only forwards)."""
+    spec = get_teacher_spec(name)
+    with torch.device("meta"):
+        model = spec.builder(weights=None, num_classes=10).eval()
+    lo, hi = 1, spec.default_input_size
+    while lo < hi:  # accepting sizes form an upward-closed range for these CNNs
+        mid = (lo + hi) // 2
+        if _accepts(model, mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _accepts(model: nn.Module, size: int) -> bool:
+    try:
+        with torch.no_grad():
+            model(torch.empty(1, 3, size, size, device="meta"))
+    except RuntimeError:
+        return False
+    return True
+
+
+def check_input_size(name: str, input_size: int) -> None:
+    smallest = min_input_size(name)
+    if input_size < smallest:
+        raise ConfigError(
+            f"Input size {input_size} is too small for {name}: its feature maps shrink to nothing.",
+            f"Use --input-size {smallest} or more.",
+        )
+
+
+def build_teacher(
+    name: str,
+    *,
+    num_classes: int | None = None,
+    weights: str | os.PathLike[str] | None = "none",
+    input_size: int | None = None,
+    device: str | torch.device | None = None,
+) -> Teacher:
+    """Build teacher ``name``.
+
+    ``weights`` is ``"none"`` (random init), ``"imagenet"`` (torchvision's DEFAULT weights from the local torch
+    hub cache) or a path to a state_dict or checkpoint. A checkpoint written by ``train-teacher`` also supplies
+    the class count, class names, input size and normalisation it was trained with; explicit arguments that
+    contradict it are an error. ``device="meta"`` builds shapes only (for MAC counting).
+    """
+    spec = get_teacher_spec(name)
+    weights = "none" if weights is None else weights
+    source = str(weights)
+    checkpoint: dict[str, Any] | None = None
+    if source not in ("none", "imagenet"):
+        from mobilelwt.weights import load_checkpoint
+
+        checkpoint = load_checkpoint(Path(source))
+    meta = (checkpoint or {}).get("metadata", {})
+    if meta.get("model") not in (None, name):
+        raise CheckpointError(
+            f"{source} holds weights for {meta['model']!r}, not {name!r}.", f"Use --model {meta['model']}."
+        )
+    num_classes = _agree("num_classes", num_classes, meta.get("num_classes"), source)
+    input_size = _agree("input_size", input_size, meta.get("input_size"), source)
+    num_classes = num_classes or 1000
+    input_size = input_size or spec.default_input_size
+    if num_classes < 2:
+        raise ConfigError(f"--num-classes must be at least 2, got {num_classes}.", "Pass the number of classes.")
+    check_input_size(name, input_size)
+
+    with torch.device(device or "cpu"):
+        model = spec.builder(weights=None, num_classes=1000 if source == "imagenet" else num_classes)
+    if source == "imagenet":
+        from mobilelwt.weights import load_imagenet_state_dict
+
+        model.load_state_dict(load_imagenet_state_dict(spec))
+        _replace_head(model, spec, num_classes)  # a fresh head, to be fine-tuned on the user's classes
+    elif checkpoint is not None:
+        from mobilelwt.weights import load_into
+
+        load_into(model, checkpoint["state_dict"], source)
+    model.eval()
+    return Teacher(
+        name=name,
+        model=model,
+        num_classes=num_classes,
+        input_size=input_size,
+        weights=source,
+        classes=meta.get("classes"),
+        mean=tuple(meta.get("mean", IMAGENET_MEAN)),
+        std=tuple(meta.get("std", IMAGENET_STD)),
+        metadata=meta,
+    )
+
+
+def _agree(key: str, requested: int | None, recorded: int | None, source: str) -> int | None:
+    if requested is not None and recorded is not None and requested != recorded:
+        flag = "--" + key.replace("_", "-")
+        raise ConfigError(
+            f"{flag} {requested} contradicts {source}, which was trained with {key} = {recorded}.",
+            f"Drop {flag} or pass {flag} {recorded}.",
+        )
+    return requested if requested is not None else recorded

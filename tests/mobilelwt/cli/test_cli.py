@@ -1,0 +1,155 @@
+import json
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mobilelwt import __version__
+from mobilelwt.cli import app
+from tests.conftest import write_image_folder
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_user_error(result, *needles: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert "error:" in result.output and "fix:" in result.output
+    for needle in needles:
+        assert needle in result.output, result.output
+
+
+def test_version_and_help() -> None:
+    assert invoke("--version").output.strip() == f"mobilelwt {__version__}"
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("models", "datasets", "train-teacher"):
+        assert command in result.output
+
+
+def test_models_table_and_layers() -> None:
+    result = invoke("models", "-m", "alexnet", "-m", "vgg16", "--layers")
+    assert result.exit_code == 0, result.output
+    assert "0.714" in result.output and "15.470" in result.output
+    assert "features.0" in result.output and "classifier.6" in result.output
+
+
+def test_models_json() -> None:
+    result = invoke("models", "-m", "alexnet", "--input-size", "112", "--num-classes", "10", "--json")
+    rows = json.loads(result.output)
+    assert rows[0]["model"] == "alexnet" and rows[0]["num_classes"] == 10 and "layers" not in rows[0]
+
+
+def test_datasets() -> None:
+    result = invoke("datasets")
+    assert result.exit_code == 0 and "digits" in result.output and "1797" in result.output
+
+
+def test_unknown_model_lists_known_names() -> None:
+    assert_user_error(invoke("models", "-m", "resnet9000"), "Unknown model 'resnet9000'", "alexnet", "vgg16")
+
+
+@pytest.fixture
+def good_weights(tmp_path):
+    path = tmp_path / "w.pt"
+    from mobilelwt.teachers import build_teacher
+
+    torch.save(build_teacher("alexnet", num_classes=3, input_size=64).model.state_dict(), path)
+    return path
+
+
+def train(tmp_path, *extra):
+    return invoke("train-teacher", "--out", tmp_path / "t.pt", "--epochs", "1", "--max-steps-per-epoch", "1", *extra)
+
+
+def test_train_teacher_on_image_folder_then_reload(tmp_path, image_folder) -> None:
+    result = train(tmp_path, "--model", "alexnet", "--data", image_folder, "--input-size", "64", "--batch-size", "8")
+    assert result.exit_code == 0, result.output
+    assert "val top-1" in result.output
+    assert (tmp_path / "t.pt").is_file() and (tmp_path / "t.json").is_file()
+    # fine-tune from the file just written: classes and size come from its metadata
+    again = invoke(
+        "train-teacher",
+        "--model",
+        "alexnet",
+        "--data",
+        image_folder,
+        "--weights",
+        tmp_path / "t.pt",
+        "--out",
+        tmp_path / "t2.pt",
+        "--epochs",
+        "1",
+        "--max-steps-per-epoch",
+        "1",
+        "--optimizer",
+        "sgd",
+    )
+    assert again.exit_code == 0, again.output
+
+
+def test_train_teacher_error_paths(tmp_path, image_folder, good_weights) -> None:
+    assert_user_error(train(tmp_path, "--model", "alexnett"), "Unknown model", "vgg16")
+    assert_user_error(train(tmp_path, "--model", "alexnet", "--data", tmp_path / "none"), "does not exist")
+    (tmp_path / "empty").mkdir()
+    assert_user_error(train(tmp_path, "--model", "alexnet", "--data", tmp_path / "empty"), "no class sub-directories")
+    assert_user_error(train(tmp_path, "--model", "alexnet", "--input-size", "32"), "--input-size 63")
+    assert_user_error(train(tmp_path, "--model", "alexnet", "--optimizer", "lion"), "Unknown optimizer")
+
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"garbage" * 10)
+    assert_user_error(train(tmp_path, "--model", "alexnet", "--weights", corrupt), "not a readable PyTorch checkpoint")
+
+    # 3-class weights for a 10-class dataset: the head does not fit
+    assert_user_error(train(tmp_path, "--model", "alexnet", "--weights", good_weights), "classifier.6.weight (3, 4096)")
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"state_dict": _Evil()}, protocol=2))
+    assert_user_error(train(tmp_path, "--model", "alexnet", "--weights", evil), "refused")
+
+    classes = write_image_folder(tmp_path / "other", {"x": 4, "y": 4, "z": 4})
+    trained = tmp_path / "trained.pt"
+    ok = invoke(
+        "train-teacher",
+        "--model",
+        "alexnet",
+        "--data",
+        image_folder,
+        "--input-size",
+        "64",
+        "--out",
+        trained,
+        "--epochs",
+        "1",
+        "--max-steps-per-epoch",
+        "1",
+    )
+    assert ok.exit_code == 0, ok.output
+    assert_user_error(
+        train(tmp_path, "--model", "alexnet", "--data", classes, "--weights", trained),
+        "do not match the model's classes",
+    )
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_console_script_prints_no_traceback(tmp_path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mobilelwt", "train-teacher", "--model", "nope", "--out", str(tmp_path / "x.pt")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Unknown model 'nope'" in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
