@@ -38,40 +38,8 @@ def layer_macs(module: nn.Module, output: torch.Tensor) -> int:
 
 
 def profile_layers(model: nn.Module, input_size: int, *, in_channels: int = 3) -> list[LayerStats]:
-    """One row per leaf module that runs in the forward pass, in execution order.
-
-    The forward runs on the meta device, so even VGG-19 at 224² costs no real compute.
-    """
-    rows: list[LayerStats] = []
-    names = {module: name for name, module in model.named_modules()}
-
-    def hook(module: nn.Module, _inputs: object, output: object) -> None:
-        if not isinstance(output, torch.Tensor):
-            return
-        rows.append(
-            LayerStats(
-                name=names[module],
-                type=type(module).__name__,
-                output_shape=tuple(output.shape[1:]),
-                macs=layer_macs(module, output),
-                params=sum(p.numel() for p in module.parameters(recurse=False)),
-            )
-        )
-
-    # Meta copies of the tensors share no storage: the real weights are neither copied nor touched.
-    meta_tensors = {k: v.to("meta") for k, v in [*model.named_parameters(), *model.named_buffers()]}
-    was_training = model.training
-    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
-    try:
-        with torch.no_grad():
-            model.eval()
-            x = torch.empty(1, in_channels, input_size, input_size, device="meta")
-            torch.func.functional_call(model, meta_tensors, (x,))
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    return rows
+    """One row per leaf module that runs in the forward pass of a square ``input_size`` image, in execution order."""
+    return profile_module(model, (in_channels, input_size, input_size))
 
 
 def count_macs(model: nn.Module, input_size: int) -> int:
@@ -101,4 +69,32 @@ def summarize_teachers(names: list[str], *, input_size: int = 224, num_classes: 
                 "layers": [r.to_dict() for r in layers],
             }
         )
+    return rows
+
+
+def profile_module(module: nn.Module, input_shape: tuple[int, ...]) -> list[LayerStats]:
+    """Rows for the leaf modules of ``module`` run on one sample of ``input_shape`` (C, H, W) or (features,).
+
+    The forward runs in eval mode on the meta device: even VGG-19 at 224² costs no compute, and the real
+    weights are neither copied nor touched (meta copies share no storage).
+    """
+    rows: list[LayerStats] = []
+    names = {m: n for n, m in module.named_modules()}
+
+    def hook(m: nn.Module, _inputs: object, output: object) -> None:
+        if isinstance(output, torch.Tensor):
+            params = sum(p.numel() for p in m.parameters(recurse=False))
+            rows.append(LayerStats(names[m], type(m).__name__, tuple(output.shape[1:]), layer_macs(m, output), params))
+
+    meta_tensors = {k: v.to("meta") for k, v in [*module.named_parameters(), *module.named_buffers()]}
+    was_training = module.training
+    handles = [m.register_forward_hook(hook) for m in module.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            module.eval()
+            torch.func.functional_call(module, meta_tensors, (torch.empty(1, *input_shape, device="meta"),))
+    finally:
+        module.train(was_training)
+        for handle in handles:
+            handle.remove()
     return rows

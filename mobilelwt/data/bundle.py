@@ -64,8 +64,7 @@ class DataBundle:
             yield self.normalize(images), labels
 
     def eval_batches(self, images: ImageSet, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for batch, labels in images.chunks(torch.arange(len(images)), batch_size):
-            yield self.normalize(batch), labels
+        return iterate_normalized(images, self.mean, self.std, batch_size)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return normalize(images, self.mean, self.std)
@@ -187,6 +186,29 @@ def load_data(
     return DataBundle(
         source=name, train=train, val=val, classes=full.classes, input_size=input_size, augment=augment, split=split
     )
+
+
+def load_labelled(
+    data: str | Path,
+    input_size: int,
+    *,
+    expected_classes: list[str] | None = None,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
+) -> ImageSet:
+    """A whole labelled set (built-in name or ImageFolder) without a split, e.g. a separate evaluation set."""
+    name = str(data)
+    images = BUILTIN_DATASETS.get(name).loader(input_size) if name in BUILTIN_DATASETS else None
+    if images is None:
+        images = scan_image_folder(Path(name), input_size)
+    _check_classes(images.classes, expected_classes, name)
+    return images.materialize() if images.nbytes() <= cache_bytes else images
+
+
+def iterate_normalized(
+    images: ImageSet, mean: tuple[float, ...], std: tuple[float, ...], batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for batch, labels in images.chunks(torch.arange(len(images)), batch_size):
+        yield normalize(batch, mean, std), labels
 
 
 def _check_classes(found: list[str], expected: list[str] | None, where: str) -> None:

@@ -1,0 +1,212 @@
+"""Layer-wise training (Zeng & Tian 2017): each replacement learns to reproduce its teacher layer's output.
+
+Layers are trained in execution order. With ``layer_input="student"`` a replacement sees the *student's* own
+upstream activations (so the errors of earlier replacements are corrected rather than accumulated); with
+``"teacher"`` it sees the teacher's, and layers are independent. Activations are never cached for the whole
+dataset: every step recomputes the two prefixes on a fresh batch, so memory stays at one batch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mobilelwt.data import DataBundle
+from mobilelwt.errors import ConfigError
+from mobilelwt.io import atomic_path, read_json, write_json
+from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
+
+LAYER_INPUTS = ("student", "teacher")
+
+
+@dataclass
+class LayerwiseConfig:
+    epochs: float = 1.0  # passes over the training split per layer; 0 keeps the closed-form init
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    layer_input: str = "student"
+    max_steps: int | None = None  # per layer
+    eval_every: int = 50
+    patience: int = 4
+    eval_images: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.layer_input not in LAYER_INPUTS:
+            raise ConfigError(f"Unknown --layer-input {self.layer_input!r}.", f"Use one of: {', '.join(LAYER_INPUTS)}.")
+        if self.epochs < 0:
+            raise ConfigError("--layer-epochs must be >= 0.", "Pass 0 for closed-form init only.")
+
+
+class _Stop(Exception):
+    """Raised by a hook to end a forward pass once the wanted activation is captured."""
+
+
+@torch.no_grad()
+def layer_io(model: nn.Module, name: str, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input and output of layer ``name`` when ``model`` runs on ``images``; the rest of the net is skipped."""
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        captured["input"], captured["output"] = inputs[0], output
+        raise _Stop
+
+    handle = model.get_submodule(name).register_forward_hook(hook)
+    try:
+        model(images)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    if "input" not in captured:
+        raise RuntimeError(f"layer {name} did not run in the forward pass")
+    return captured["input"], captured["output"]
+
+
+def normalized_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Squared error relative to the target's energy: comparable across layers of any scale."""
+    return ((prediction - target) ** 2).sum() / (target**2).sum().clamp_min(1e-12)
+
+
+@torch.no_grad()
+def layer_error(
+    teacher: nn.Module, student: nn.Module, name: str, images: torch.Tensor, layer_input: str, batch_size: int = 64
+) -> float:
+    """Normalised error of the student's layer ``name`` against the teacher's on ``images``."""
+    num = den = 0.0
+    for i in range(0, len(images), batch_size):
+        batch = images[i : i + batch_size]
+        _, target = layer_io(teacher, name, batch)
+        source = teacher if layer_input == "teacher" else student
+        x, _ = layer_io(source, name, batch)
+        prediction = student.get_submodule(name)(x)
+        num += float(((prediction - target) ** 2).sum())
+        den += float((target**2).sum())
+    return num / max(den, 1e-12)
+
+
+def _batches(data: DataBundle, config: LayerwiseConfig, seed: int) -> Iterator[torch.Tensor]:
+    epoch = 0
+    while True:
+        for images, _ in data.train_batches(config.batch_size, seed=seed * 7919 + epoch):
+            yield images
+        epoch += 1
+
+
+def train_layerwise(
+    teacher: nn.Module,
+    student: nn.Module,
+    layers: list[str],
+    data: DataBundle,
+    config: LayerwiseConfig,
+    *,
+    state_dir: Path | None = None,
+    on_progress: ProgressCallback = ignore_progress,
+) -> dict[str, dict[str, Any]]:
+    """Train the replacements named in ``layers`` (execution order) in place; returns per-layer records.
+
+    With ``state_dir`` the student is saved after every finished layer, and a re-run resumes after the last one.
+    """
+    teacher.eval()
+    student.eval()  # dropout off, batch-norm statistics frozen: only the replacement's weights move
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    monitor = data.normalize(data.val.load(torch.arange(min(config.eval_images, len(data.val)))))
+    steps_per_layer = math.ceil(config.epochs * len(data.train) / config.batch_size)
+    if config.max_steps is not None:
+        steps_per_layer = min(steps_per_layer, config.max_steps)
+
+    records: dict[str, dict[str, Any]] = {}
+    if state_dir is not None:
+        records = _resume(student, layers, config, state_dir)
+    for index, name in enumerate(layers):
+        if name in records:
+            on_progress(ProgressEvent("layers", index + 1, len(layers), {"layer": name, "resumed": "yes"}))
+            continue
+        started = time.perf_counter()
+        module = student.get_submodule(name)
+        error_init = layer_error(teacher, student, name, monitor, config.layer_input)
+        best_error, best_state, stale, steps_done = error_init, _copy_state(module), 0, 0
+        if steps_per_layer > 0:
+            params = [p for p in module.parameters()]
+            for p in params:
+                p.requires_grad_(True)
+            optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps_per_layer)
+            source = teacher if config.layer_input == "teacher" else student
+            batches = _batches(data, config, config.seed + index)
+            for step in range(steps_per_layer):
+                images = next(batches)
+                _, target = layer_io(teacher, name, images)
+                x, _ = layer_io(source, name, images)
+                module.train()
+                loss = normalized_mse(module(x), target)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                module.eval()
+                steps_done = step + 1
+                info = {"layer": name, "loss": loss.item()}
+                if steps_done % config.eval_every == 0 or steps_done == steps_per_layer:
+                    error = layer_error(teacher, student, name, monitor, config.layer_input)
+                    info["val_error"] = error
+                    if error < best_error * (1 - 1e-3):
+                        best_error, best_state, stale = error, _copy_state(module), 0
+                    else:
+                        stale += 1
+                on_progress(ProgressEvent(f"layer {name}", steps_done, steps_per_layer, info))
+                if stale >= config.patience:
+                    break
+            for p in params:
+                p.requires_grad_(False)
+            module.load_state_dict(best_state)
+        records[name] = {
+            "error_init": error_init,
+            "error_final": best_error,
+            "steps": steps_done,
+            "early_stopped": steps_done < steps_per_layer,
+            "seconds": time.perf_counter() - started,
+        }
+        if state_dir is not None:
+            _checkpoint(student, records, config, state_dir)
+        on_progress(ProgressEvent("layers", index + 1, len(layers), {"layer": name, "error": best_error}))
+    for p in student.parameters():
+        p.requires_grad_(True)
+    return records
+
+
+def _copy_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _settings(config: LayerwiseConfig) -> dict[str, Any]:
+    return {k: v for k, v in asdict(config).items() if k not in ("eval_every",)}
+
+
+def _checkpoint(student: nn.Module, records: dict[str, Any], config: LayerwiseConfig, state_dir: Path) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(state_dir / "student.pt") as tmp:
+        torch.save(student.state_dict(), tmp)
+    write_json(state_dir / "progress.json", {"config": _settings(config), "layers": records})
+
+
+def _resume(student: nn.Module, layers: list[str], config: LayerwiseConfig, state_dir: Path) -> dict[str, Any]:
+    progress_path, weights_path = state_dir / "progress.json", state_dir / "student.pt"
+    if not (progress_path.is_file() and weights_path.is_file()):
+        return {}
+    progress = read_json(progress_path)
+    if progress.get("config") != _settings(config) or not set(progress["layers"]) <= set(layers):
+        return {}  # different settings: start over rather than mix two runs
+    from mobilelwt.weights import load_checkpoint, load_into
+
+    load_into(student, load_checkpoint(weights_path)["state_dict"], str(weights_path))
+    return dict(progress["layers"])

@@ -1,0 +1,83 @@
+"""Helpers shared by the replacement modules: width rounding, conv geometry, truncated SVD."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mobilelwt.errors import ConfigError
+
+WIDTH_MULTIPLE = 8
+
+
+def round_width(width: float, *, multiple: int = WIDTH_MULTIPLE, maximum: int | None = None) -> int:
+    """Round a channel count to a multiple of ``multiple`` (never below it, never above ``maximum``)."""
+    rounded = max(multiple, int(round(width / multiple)) * multiple)
+    if maximum is not None:
+        rounded = min(rounded, maximum)
+    return max(1, rounded)
+
+
+def pair(value: int | tuple[int, ...]) -> tuple[int, int]:
+    if isinstance(value, int):
+        return value, value
+    if len(value) != 2:
+        raise ValueError(f"expected a pair, got {value}")
+    return int(value[0]), int(value[1])
+
+
+def check_plain_conv(layer: nn.Module, module_name: str, *, allow_groups: bool = False) -> nn.Conv2d:
+    """A 2-D convolution with explicit zero padding: what every conv replacement can reproduce exactly."""
+    if not isinstance(layer, nn.Conv2d):
+        raise ConfigError(f"{module_name} replaces Conv2d layers, not {type(layer).__name__}.", "Fix the plan.")
+    if isinstance(layer.padding, str) or layer.padding_mode != "zeros":
+        raise ConfigError(
+            f"{module_name} needs explicit zero padding; this layer has padding={layer.padding!r}, "
+            f"padding_mode={layer.padding_mode!r}.",
+            "Leave this layer out of the plan.",
+        )
+    if layer.groups != 1 and not allow_groups:
+        raise ConfigError(
+            f"{module_name} cannot replace a grouped convolution (groups={layer.groups}).", "Leave it out."
+        )
+    return layer
+
+
+def conv_out(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def truncated_svd(matrix: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Factors ``A (m×r)`` and ``B (r×n)`` with ``A @ B`` the best rank-``rank`` approximation of ``matrix``.
+
+    The singular values are split evenly (√s on each side) so both factors have comparable scale for training.
+    Ranks above the matrix rank are padded with zeros.
+    """
+    m, n = matrix.shape
+    k = min(rank, m, n)
+    if m * n > 4_000_000 and k < min(m, n) // 2:
+        # randomised SVD (Halko et al.) with power iterations: near-optimal, several times faster on VGG's fc6
+        u, s, v = torch.svd_lowrank(matrix.float(), q=min(k + 16, m, n), niter=4)
+        vh = v.T
+    else:
+        u, s, vh = torch.linalg.svd(matrix.double(), full_matrices=False)
+    root = s[:k].sqrt()
+    a = torch.zeros(m, rank, dtype=u.dtype)
+    b = torch.zeros(rank, n, dtype=u.dtype)
+    a[:, :k] = u[:, :k] * root
+    b[:k] = root[:, None] * vh[:k]
+    return a.to(matrix.dtype), b.to(matrix.dtype)
+
+
+def copy_bias(target: nn.Module, source: nn.Module) -> None:
+    if getattr(source, "bias", None) is not None and getattr(target, "bias", None) is not None:
+        target.bias.data.copy_(source.bias.data)
+    elif getattr(target, "bias", None) is not None:
+        target.bias.data.zero_()
+
+
+def leaf_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """MACs of ``module`` for one sample of ``input_shape`` (C, H, W) or (features,), shape-only."""
+    from mobilelwt.profile import profile_module
+
+    return sum(row.macs for row in profile_module(module, input_shape))
