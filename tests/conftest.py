@@ -6,7 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from torch import nn
+
+from mobilelwt.teachers import TEACHERS, TeacherSpec, register_teacher
 
 
 def write_image_folder(root: Path, classes: dict[str, int], size: int = 20, seed: int = 0) -> Path:
@@ -35,4 +39,51 @@ def digits_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("teacher") / "alexnet-digits.pt"
     train_teacher("alexnet", data="digits", out=out, input_size=64, config=TrainConfig(epochs=1, max_steps_per_epoch=3))
+    return out
+
+
+class TinyNet(nn.Module):
+    """A VGG-shaped teacher small enough for layer-wise training in seconds (registered for tests only)."""
+
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(16, 48, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(48, 64, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        )  # fmt: skip
+        self.avgpool = nn.AdaptiveAvgPool2d(2)
+        self.classifier = nn.Sequential(
+            nn.Linear(256, 128), nn.ReLU(inplace=True), nn.Dropout(0.2), nn.Linear(128, num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.avgpool(self.features(x)).flatten(1))
+
+
+def tinynet(*, weights: object = None, num_classes: int = 1000) -> TinyNet:
+    assert weights is None
+    return TinyNet(num_classes)
+
+
+if "tinynet" not in TEACHERS:
+    register_teacher(
+        TeacherSpec(
+            name="tinynet",
+            family="test",
+            builder=tinynet,
+            weights_enum=None,
+            head="classifier.3",
+            default_input_size=32,
+        )
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tinynet trained on digits at 32² to well above chance (about 20 s)."""
+    from mobilelwt.train import TrainConfig, train_teacher
+
+    out = tmp_path_factory.mktemp("tiny") / "tinynet-digits.pt"
+    train_teacher("tinynet", data="digits", out=out, input_size=32, config=TrainConfig(epochs=8, lr=2e-3))
     return out

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from mobilelwt import __version__
+from mobilelwt.cli.compress import compress_command, evaluate_command
 from mobilelwt.cli.datasets import datasets_command
 from mobilelwt.cli.models import models_command
 from mobilelwt.cli.train_teacher import train_teacher_command
@@ -38,6 +39,8 @@ def _root(
 app.command("models")(models_command)
 app.command("datasets")(datasets_command)
 app.command("train-teacher")(train_teacher_command)
+app.command("compress")(compress_command)
+app.command("evaluate")(evaluate_command)
 
 
 def main() -> None:

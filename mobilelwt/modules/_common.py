@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -55,18 +58,49 @@ def truncated_svd(matrix: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.
     """
     m, n = matrix.shape
     k = min(rank, m, n)
-    if m * n > 4_000_000 and k < min(m, n) // 2:
-        # randomised SVD (Halko et al.) with power iterations: near-optimal, several times faster on VGG's fc6
-        u, s, v = torch.svd_lowrank(matrix.float(), q=min(k + 16, m, n), niter=4)
-        vh = v.T
-    else:
-        u, s, vh = torch.linalg.svd(matrix.double(), full_matrices=False)
+    u, s, vh = _top_svd(matrix, k)
     root = s[:k].sqrt()
     a = torch.zeros(m, rank, dtype=u.dtype)
     b = torch.zeros(rank, n, dtype=u.dtype)
     a[:, :k] = u[:, :k] * root
     b[:k] = root[:, None] * vh[:k]
     return a.to(matrix.dtype), b.to(matrix.dtype)
+
+
+_SVD_CACHE_BYTES = 1 << 30
+_SVD_CACHE: OrderedDict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = OrderedDict()
+
+
+def _fingerprint(matrix: torch.Tensor) -> tuple[Any, ...]:
+    flat = matrix.reshape(-1)
+    probe = flat[:: max(1, flat.numel() // 4096)]
+    return (tuple(matrix.shape), str(matrix.dtype), float(flat.double().sum()), float(probe.double().square().sum()))
+
+
+def _top_svd(matrix: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The top-``k`` singular triplets, cached: planners try many ranks of one layer, and the truncated SVD at a
+    lower rank is a prefix of the one at a higher rank."""
+    key = _fingerprint(matrix)
+    cached = _SVD_CACHE.get(key)
+    if cached is not None and cached[1].numel() >= k:
+        _SVD_CACHE.move_to_end(key)
+        return cached
+    m, n = matrix.shape
+    if m * n > 4_000_000 and k < min(m, n) // 2:
+        # randomised SVD (Halko et al.) with power iterations: near-optimal, several times faster on big FC layers
+        u, s, v = torch.svd_lowrank(matrix.float(), q=min(k + 16, m, n), niter=4)
+        result = (u[:, :k], s[:k], v.T[:k])
+    else:
+        u, s, vh = torch.linalg.svd(matrix.double(), full_matrices=False)
+        result = (u, s, vh)
+    _SVD_CACHE[key] = result
+    while len(_SVD_CACHE) > 1 and sum(_nbytes(v) for v in _SVD_CACHE.values()) > _SVD_CACHE_BYTES:
+        _SVD_CACHE.popitem(last=False)
+    return result
+
+
+def _nbytes(triplet: tuple[torch.Tensor, ...]) -> int:
+    return sum(t.numel() * t.element_size() for t in triplet)
 
 
 def copy_bias(target: nn.Module, source: nn.Module) -> None:

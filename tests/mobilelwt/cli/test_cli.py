@@ -153,3 +153,20 @@ def test_console_script_prints_no_traceback(tmp_path) -> None:
     )
     assert proc.returncode == 2
     assert "Unknown model 'nope'" in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_compress_and_evaluate_commands(tmp_path, tiny_teacher) -> None:
+    out = tmp_path / "build"
+    args = ["compress", "--model", "tinynet", "--weights", tiny_teacher, "--out", out, "--speedup", "2.5",
+            "--layer-max-steps", "10", "--finetune-epochs", "0"]  # fmt: skip
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert "MAC speedup" in result.output and "features.3" in result.output
+    assert (out / "student.pt").is_file()
+    evaluated = invoke("evaluate", out, "--data", "digits")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "teacher" in evaluated.output and "student" in evaluated.output
+
+    assert_user_error(invoke(*args[:-2], "--planner", "magic"), "Unknown planner")
+    assert_user_error(invoke(*args, "--speedup", "500"), "out of reach")
+    assert_user_error(invoke("evaluate", tmp_path / "nothing", "--data", "digits"), "not a finished build")

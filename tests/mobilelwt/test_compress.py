@@ -1,0 +1,132 @@
+import json
+
+import pytest
+import torch
+
+from mobilelwt.compress import CompressConfig, compress, evaluate_build, load_build, load_student_model
+from mobilelwt.data import load_data
+from mobilelwt.distill import DistillConfig
+from mobilelwt.errors import ConfigError, DataError
+from mobilelwt.layerwise import LayerwiseConfig, layer_io, train_layerwise
+from mobilelwt.plan import Plan, apply_plan
+from mobilelwt.teachers import build_teacher
+from tests.conftest import write_image_folder
+
+
+def _config(**overrides) -> CompressConfig:
+    settings = dict(
+        speedup=3.0,
+        layerwise=LayerwiseConfig(epochs=1.0, max_steps=60, eval_every=20),
+        finetune=DistillConfig(epochs=1, max_steps_per_epoch=15),
+    )
+    settings.update(overrides)
+    return CompressConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory, tiny_teacher):
+    out = tmp_path_factory.mktemp("build")
+    return compress("tinynet", out=out, weights=str(tiny_teacher), data="digits", config=_config())
+
+
+def test_compress_writes_the_build_directory(build) -> None:
+    for name in ("plan.json", "student.pt", "metrics.json", "manifest.json"):
+        assert (build.out / name).is_file()
+    manifest = json.loads((build.out / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"plan.json", "student.pt", "metrics.json"}
+    assert manifest["teacher"]["classes"] == [str(i) for i in range(10)]
+    assert manifest["seeds"]["seed"] == 0 and manifest["environment"]["versions"]["torch"]
+
+
+def test_layerwise_training_lowers_every_layers_error_and_keeps_accuracy(build) -> None:
+    metrics = build.metrics
+    assert metrics["mac_speedup"] >= 3.0
+    for name, record in metrics["layers"].items():
+        assert record["error_final"] < record["error_init"], name
+    teacher, student = metrics["teacher"]["top1"], metrics["student"]["top1"]
+    assert teacher > 80.0
+    assert student >= teacher - 5.0
+    assert metrics["student"]["layerwise"]["top1"] >= metrics["student"]["closed_form"]["top1"] - 1.0
+
+
+def test_student_reloads_from_the_build_directory(build) -> None:
+    student = load_student_model(build.out)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(student(x), build.student.eval()(x), atol=1e-5)
+    loaded = load_build(build.out)
+    assert loaded.plan == build.plan and loaded.classes == [str(i) for i in range(10)]
+
+
+def test_rerun_with_same_settings_returns_the_finished_build(build, tiny_teacher) -> None:
+    before = (build.out / "student.pt").stat().st_mtime_ns
+    again = compress("tinynet", out=build.out, weights=str(tiny_teacher), data="digits", config=_config())
+    assert (build.out / "student.pt").stat().st_mtime_ns == before
+    assert again.metrics["student"]["top1"] == build.metrics["student"]["top1"]
+
+
+def test_evaluate_build_on_another_labelled_set(build, tmp_path) -> None:
+    result = evaluate_build(build.out, "digits")
+    assert result["images"] == 1797
+    assert result["teacher"]["top1"] > 80 and result["student"]["top1"] > 70
+    wrong = write_image_folder(tmp_path / "wrong", {"cat": 2, "dog": 2})
+    with pytest.raises(DataError, match="missing 0, 1, 2"):
+        evaluate_build(build.out, wrong)
+
+
+def test_layerwise_resumes_after_the_last_finished_layer(tmp_path, tiny_teacher) -> None:
+    teacher = build_teacher("tinynet", weights=tiny_teacher)
+    data = load_data("digits", 32)
+    plan = Plan.load(_plan_for(tmp_path, tiny_teacher))
+    layers = list(plan.layers)
+    config = LayerwiseConfig(epochs=1.0, max_steps=10, eval_every=5)
+    state = tmp_path / "state"
+
+    student = apply_plan(teacher.model, plan)
+    first = train_layerwise(teacher.model, student, layers[:1], data, config, state_dir=state)
+    progress = json.loads((state / "progress.json").read_text())
+    assert list(progress["layers"]) == layers[:1]
+
+    # a "restarted" run: fresh closed-form student, all layers; the first one must come from the saved state
+    fresh = apply_plan(teacher.model, plan)
+    seen = []
+    records = train_layerwise(
+        teacher.model, fresh, layers, data, config, state_dir=state, on_progress=lambda e: seen.append(e)
+    )
+    assert records[layers[0]] == first[layers[0]]
+    assert any(e.info.get("resumed") == "yes" and e.info["layer"] == layers[0] for e in seen)
+    w_saved = student.get_submodule(layers[0]).state_dict()
+    w_resumed = fresh.get_submodule(layers[0]).state_dict()
+    assert all(torch.equal(w_saved[k], w_resumed[k]) for k in w_saved)
+    assert set(records) == set(layers)
+
+
+def _plan_for(tmp_path, tiny_teacher):
+    from mobilelwt.compress import make_plan
+
+    teacher = build_teacher("tinynet", weights=tiny_teacher)
+    return make_plan(teacher, load_data("digits", 32), _config()).save(tmp_path / "plan.json")
+
+
+def test_teacher_layer_input_trains_layers_independently(tmp_path, tiny_teacher) -> None:
+    teacher = build_teacher("tinynet", weights=tiny_teacher)
+    plan = Plan.load(_plan_for(tmp_path, tiny_teacher))
+    student = apply_plan(teacher.model, plan)
+    data = load_data("digits", 32)
+    config = LayerwiseConfig(epochs=1.0, max_steps=20, eval_every=10, layer_input="teacher")
+    records = train_layerwise(teacher.model, student, list(plan.layers), data, config)
+    assert all(r["error_final"] <= r["error_init"] for r in records.values())
+
+
+def test_layer_io_stops_after_the_layer() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    calls = []
+    model[2].register_forward_hook(lambda *a: calls.append(1))
+    x, y = layer_io(model, "0", torch.randn(5, 4))
+    assert x.shape == (5, 4) and y.shape == (5, 3) and not calls
+
+
+def test_bad_options() -> None:
+    with pytest.raises(ConfigError, match="Unknown planner"):
+        CompressConfig(planner="magic")
+    with pytest.raises(ConfigError, match="layer-input"):
+        LayerwiseConfig(layer_input="both")
