@@ -8,6 +8,7 @@ finished layer.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,15 @@ def _accuracy(model: nn.Module, data: DataBundle) -> dict[str, float]:
 
 
 def make_plan(
-    teacher: Teacher, data: DataBundle, config: CompressConfig, on_progress: ProgressCallback = ignore_progress
+    teacher: Teacher,
+    data: DataBundle,
+    config: CompressConfig,
+    on_progress: ProgressCallback = ignore_progress,
+    *,
+    measure_latency: tuple[Callable[[nn.Module], float], str] | None = None,
+    cache_path: Path | None = None,
 ) -> Plan:
+    """Run the configured planner; ``measure_latency`` is (probe, description) for the latency planner."""
     spec = get_teacher_spec(teacher.name)
     candidates = default_candidates(teacher.model, teacher.input_size, spec.head)
     if not config.compress_fc:
@@ -87,7 +95,14 @@ def make_plan(
         return plan_sensitivity(ctx, config.speedup, calibration, on_progress=on_progress)
     from mobilelwt.planners.latency import plan_latency
 
-    return plan_latency(ctx, config.speedup, on_progress=on_progress)
+    if measure_latency is None:
+        raise ConfigError(
+            "The latency planner needs a runtime to time candidates on.", "Run it from the CLI or pass measure_latency."
+        )
+    probe, probe_key = measure_latency
+    return plan_latency(
+        ctx, config.speedup, measure=probe, probe_key=probe_key, cache_path=cache_path, on_progress=on_progress
+    )
 
 
 def _settings(model: str, weights: str, data: DataBundle, config: CompressConfig) -> dict[str, Any]:
@@ -105,8 +120,10 @@ def compress(
     input_size: int | None = None,
     config: CompressConfig | None = None,
     threads: int | None = None,
+    measure_latency: tuple[Callable[[nn.Module], float], str] | None = None,
     on_progress: ProgressCallback = ignore_progress,
 ) -> CompressResult:
+    """Compress ``model`` into a student in ``out``; see the module docstring for the stages."""
     config = config or CompressConfig()
     if threads:
         torch.set_num_threads(threads)
@@ -140,7 +157,9 @@ def compress(
     plan_path = out / "plan.json"
     plan = Plan.load(plan_path) if _plan_reusable(plan_path, out, settings) else None
     if plan is None:
-        plan = make_plan(teacher, bundle, config, on_progress)
+        plan = make_plan(
+            teacher, bundle, config, on_progress, measure_latency=measure_latency, cache_path=out / "latency-cache.json"
+        )
         plan.details["settings_key"] = _settings_key(settings)
         plan.save(plan_path)
     timings["plan"] = time.perf_counter() - t0

@@ -1,0 +1,148 @@
+"""Speed benchmark: teacher vs student, whole network, batch 1, fp32, ExecuTorch-XNNPACK and LiteRT on this host.
+
+The student comes from the latency-aware planner (tuned on ExecuTorch) with closed-form init from randomly
+initialised weights: latency does not depend on weight values. Teacher and student run interleaved in one
+process (rounds of a few runs each, after warm-up) so drift hits both; medians are reported.
+
+    python bench/speed.py --models alexnet vgg16 --threads 2 --out bench/results/speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from mobilelwt.manifest import environment
+from mobilelwt.plan import apply_plan, default_candidates
+from mobilelwt.planners import PlanningContext
+from mobilelwt.planners.latency import plan_latency
+from mobilelwt.profile import count_macs
+from mobilelwt.teachers import build_teacher, get_teacher_spec
+from targets import host_runner, latency_probe
+
+TARGETS = {"alexnet": 4.0, "vgg16": 6.0}
+
+
+def interleaved(runners: dict[str, object], example, *, rounds: int, per_round: int, warmup: int) -> dict[str, list]:
+    samples: dict[str, list[float]] = {name: [] for name in runners}
+    for run in runners.values():
+        for _ in range(warmup):
+            run(*example)
+    for _ in range(rounds):
+        for name, run in runners.items():
+            for _ in range(per_round):
+                started = time.perf_counter()
+                run(*example)
+                samples[name].append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def stats(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    mean = statistics.fmean(samples)
+    return {
+        "median_ms": statistics.median(samples),
+        "p10_ms": ordered[int(0.1 * (len(ordered) - 1))],
+        "p90_ms": ordered[int(0.9 * (len(ordered) - 1))],
+        "cv": statistics.stdev(samples) / mean if len(samples) > 1 else 0.0,
+        "runs": len(samples),
+    }
+
+
+def bench_model(name: str, target: float, args) -> dict:
+    torch.manual_seed(0)
+    teacher = build_teacher(name, num_classes=args.num_classes, input_size=args.input_size)
+    candidates = default_candidates(teacher.model, args.input_size, get_teacher_spec(name).head)
+    ctx = PlanningContext(
+        name, teacher.model, args.input_size, args.num_classes, candidates, count_macs(teacher.model, args.input_size)
+    )
+    probe, key = latency_probe("executorch", input_size=args.input_size, threads=args.threads)
+    started = time.perf_counter()
+    plan = plan_latency(ctx, target, measure=probe, probe_key=key, cache_path=Path(args.cache))
+    planning_seconds = time.perf_counter() - started
+    student = apply_plan(teacher.model, plan, init=True)
+    example = (torch.randn(1, 3, args.input_size, args.input_size),)
+    result = {
+        "model": name,
+        "target_speedup": target,
+        "mac_speedup": plan.mac_speedup,
+        "teacher_macs": plan.teacher_macs,
+        "student_macs": plan.student_macs,
+        "planning_seconds": planning_seconds,
+        "plan": {k: {"module": v.module, **v.params} for k, v in plan.layers.items()},
+        "latency_search": plan.details.get("rounds"),
+        "runtimes": {},
+    }
+    for runtime in ("executorch", "litert"):
+        t0 = time.perf_counter()
+        runners = {
+            "teacher": host_runner(runtime, teacher.model, example, args.threads),
+            "student": host_runner(runtime, student, example, args.threads),
+        }
+        lower_seconds = time.perf_counter() - t0
+        with torch.no_grad():
+            reference = student(*example)
+        parity = float((runners["student"](*example) - reference).abs().max())
+        samples = interleaved(runners, example, rounds=args.rounds, per_round=args.per_round, warmup=args.warmup)
+        t_stats, s_stats = stats(samples["teacher"]), stats(samples["student"])
+        speedup = t_stats["median_ms"] / s_stats["median_ms"]
+        result["runtimes"][runtime] = {
+            "teacher": t_stats,
+            "student": s_stats,
+            "speedup": speedup,
+            "realised_over_mac": speedup / plan.mac_speedup,
+            "student_max_abs_diff_vs_pytorch": parity,
+            "lowering_seconds": lower_seconds,
+            "meets_target": speedup >= target,
+        }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(TARGETS))
+    parser.add_argument("--input-size", type=int, default=224)
+    parser.add_argument("--num-classes", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--per-round", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--cache", default="bench/results/latency-cache.json")
+    parser.add_argument("--out", default="bench/results/speed.json")
+    args = parser.parse_args()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name in args.models:
+        results.append(bench_model(name, TARGETS.get(name, 4.0), args))
+        print(f"{name}: done", flush=True)
+    report = {
+        "benchmark": "speed",
+        "machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform()},
+        "environment": environment(),
+        "settings": vars(args),
+        "results": results,
+    }
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    header = (
+        f"{'model':8} {'runtime':10} {'teacher ms':>10} {'student ms':>10} {'speedup':>8} {'MAC x':>7} "
+        f"{'real/MAC':>8} {'CV t/s':>11} target"
+    )
+    print(header)
+    for r in results:
+        for runtime, m in r["runtimes"].items():
+            print(
+                f"{r['model']:8} {runtime:10} {m['teacher']['median_ms']:10.2f} {m['student']['median_ms']:10.2f} "
+                f"{m['speedup']:8.2f} {r['mac_speedup']:7.2f} {m['realised_over_mac']:8.2f} "
+                f"{m['teacher']['cv']:5.2f}/{m['student']['cv']:5.2f} {'met' if m['meets_target'] else 'MISSED'} "
+                f"(≥{r['target_speedup']})"
+            )
+
+
+if __name__ == "__main__":
+    main()

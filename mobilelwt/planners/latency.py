@@ -1,0 +1,99 @@
+"""Latency-aware planner: meet the target in *measured* latency on a runtime, not in MACs.
+
+Replacement modules realise different fractions of their MAC cut (memory-bound FC layers, grouped convolutions
+and depthwise layers realise less), so a plan that cuts MACs by X rarely runs X times faster. This planner times
+the teacher and candidate students on the target runtime on this host (``measure`` lowers a model and returns
+its median latency in ms), and raises the MAC reduction of the base planner by the measured shortfall until the
+measured speedup meets the target. Measurements are cached by plan content, so a re-run times nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from torch import nn
+
+from mobilelwt.errors import ConfigError
+from mobilelwt.io import read_json, write_json
+from mobilelwt.plan import Plan, apply_plan
+from mobilelwt.planners._common import PlanningContext
+from mobilelwt.planners.uniform import plan_uniform
+from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
+
+LatencyProbe = Callable[[nn.Module], float]
+
+
+class LatencyCache:
+    """Median latencies keyed by (probe, model architecture); stored as JSON when ``path`` is given."""
+
+    def __init__(self, path: Path | None, probe_key: str) -> None:
+        self.path, self.probe_key = path, probe_key
+        self.entries: dict[str, float] = read_json(path) if path and Path(path).is_file() else {}
+
+    def key(self, description: dict) -> str:
+        blob = json.dumps({"probe": self.probe_key, **description}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+    def get_or_measure(self, description: dict, measure: Callable[[], float]) -> tuple[float, bool]:
+        key = self.key(description)
+        if key in self.entries:
+            return self.entries[key], True
+        self.entries[key] = measure()
+        if self.path:
+            write_json(self.path, self.entries)
+        return self.entries[key], False
+
+
+def plan_latency(
+    ctx: PlanningContext,
+    speedup: float,
+    *,
+    measure: LatencyProbe,
+    probe_key: str,
+    cache_path: Path | None = None,
+    base_planner: Callable[[PlanningContext, float], Plan] = plan_uniform,
+    max_rounds: int = 6,
+    on_progress: ProgressCallback = ignore_progress,
+) -> Plan:
+    cache = LatencyCache(cache_path, probe_key)
+    shape = {"model": ctx.model_name, "input_size": ctx.input_size, "num_classes": ctx.num_classes}
+    teacher_ms, _ = cache.get_or_measure({**shape, "layers": {}}, lambda: measure(ctx.model))
+    mac_target = speedup
+    rounds = []
+    for round_index in range(max_rounds):
+        try:
+            plan = base_planner(ctx, mac_target)
+        except ConfigError:
+            break
+        layers = {name: {"module": c.module, **c.params} for name, c in plan.layers.items()}
+        student_ms, cached = cache.get_or_measure(
+            {**shape, "layers": layers}, lambda plan=plan: measure(apply_plan(ctx.model, plan, init=False))
+        )
+        achieved = teacher_ms / student_ms
+        rounds.append(
+            {
+                "mac_target": mac_target,
+                "mac_speedup": plan.mac_speedup,
+                "student_ms": student_ms,
+                "measured_speedup": achieved,
+                "cached": cached,
+            }
+        )
+        on_progress(ProgressEvent("latency search", round_index + 1, max_rounds, {"measured": achieved}))
+        if achieved >= speedup:
+            plan.planner = "latency"
+            plan.details.update(
+                probe=probe_key, teacher_ms=teacher_ms, student_ms=student_ms, measured_speedup=achieved, rounds=rounds
+            )
+            return plan
+        # the shortfall is what the runtime does not realise of the MAC cut: ask for that much more
+        mac_target = plan.mac_speedup * (speedup / achieved) * 1.02
+    best = max((r["measured_speedup"] for r in rounds), default=0.0)
+    raise ConfigError(
+        f"A measured {speedup}× speedup on {probe_key} is out of reach for {ctx.model_name}: the best plan ran "
+        f"{best:.2f}× faster than the teacher ({teacher_ms:.2f} ms).",
+        f"Ask for at most --speedup {best:.2f}, or compress more layers (e.g. --compress-fc).",
+    )

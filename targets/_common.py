@@ -1,0 +1,63 @@
+"""What every target adapter shares: the Artifact record, typed errors, host timing."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mobilelwt.errors import MobileLWTError
+from mobilelwt.io import sha256_file
+
+
+class TargetError(MobileLWTError):
+    """An export or a host run that failed."""
+
+
+class UnsupportedOpError(TargetError):
+    """An operator the runtime cannot lower."""
+
+
+@dataclass
+class Artifact:
+    path: Path
+    format: str
+    runtime: str
+    precision: str
+    bytes: int
+    sha256: str
+    export_seconds: float
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["path"] = str(self.path)
+        return data
+
+    @classmethod
+    def of(cls, path: Path, fmt: str, runtime: str, precision: str, seconds: float, **summary: Any) -> Artifact:
+        return cls(Path(path), fmt, runtime, precision, Path(path).stat().st_size, sha256_file(path), seconds, summary)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def time_callable(run: Callable[[], Any], *, warmup: int = 5, runs: int = 20) -> list[float]:
+    """Wall-clock milliseconds of ``runs`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        run()
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        run()
+        samples.append((time.perf_counter() - started) * 1000.0)
+    return samples
+
+
+def median(samples: list[float]) -> float:
+    return statistics.median(samples)
