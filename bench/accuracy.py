@@ -54,8 +54,16 @@ def main() -> None:
         layerwise=LayerwiseConfig(epochs=1.0, max_steps=args.layer_max_steps, batch_size=32),
         finetune=DistillConfig(epochs=args.finetune_epochs, batch_size=64),
     )
+    from targets import latency_probe
+
     result = compress(
-        args.model, out=Path(args.build_dir), weights=args.weights, data=args.data, config=config, on_progress=log
+        args.model,
+        out=Path(args.build_dir),
+        weights=args.weights,
+        data=args.data,
+        config=config,
+        latency_probe=lambda size: latency_probe("executorch", input_size=size, threads=args.threads),
+        on_progress=log,
     )
     m = result.metrics
     rows = {

@@ -30,6 +30,7 @@ from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
 from mobilelwt.teachers import Teacher, build_teacher, get_teacher_spec
 from mobilelwt.weights import checkpoint_metadata, load_checkpoint, load_into
 
+LatencyProbeFactory = Callable[[int], tuple[Callable[[nn.Module], float], str]]
 FILES = ("plan.json", "student.pt", "metrics.json", "manifest.json")
 
 
@@ -70,10 +71,10 @@ def make_plan(
     config: CompressConfig,
     on_progress: ProgressCallback = ignore_progress,
     *,
-    measure_latency: tuple[Callable[[nn.Module], float], str] | None = None,
+    latency_probe: LatencyProbeFactory | None = None,
     cache_path: Path | None = None,
 ) -> Plan:
-    """Run the configured planner; ``measure_latency`` is (probe, description) for the latency planner."""
+    """Run the configured planner; the latency planner needs ``latency_probe`` (see :func:`compress`)."""
     spec = get_teacher_spec(teacher.name)
     candidates = default_candidates(teacher.model, teacher.input_size, spec.head)
     if not config.compress_fc:
@@ -95,11 +96,11 @@ def make_plan(
         return plan_sensitivity(ctx, config.speedup, calibration, on_progress=on_progress)
     from mobilelwt.planners.latency import plan_latency
 
-    if measure_latency is None:
+    if latency_probe is None:
         raise ConfigError(
-            "The latency planner needs a runtime to time candidates on.", "Run it from the CLI or pass measure_latency."
+            "The latency planner needs a runtime to time candidates on.", "Run it from the CLI or pass latency_probe."
         )
-    probe, probe_key = measure_latency
+    probe, probe_key = latency_probe(teacher.input_size)
     return plan_latency(
         ctx, config.speedup, measure=probe, probe_key=probe_key, cache_path=cache_path, on_progress=on_progress
     )
@@ -120,10 +121,14 @@ def compress(
     input_size: int | None = None,
     config: CompressConfig | None = None,
     threads: int | None = None,
-    measure_latency: tuple[Callable[[nn.Module], float], str] | None = None,
+    latency_probe: LatencyProbeFactory | None = None,
     on_progress: ProgressCallback = ignore_progress,
 ) -> CompressResult:
-    """Compress ``model`` into a student in ``out``; see the module docstring for the stages."""
+    """Compress ``model`` into a student in ``out``; see the module docstring for the stages.
+
+    ``latency_probe(input_size) -> (probe, description)`` supplies the runtime timer of the latency planner
+    (``targets.latency_probe``); the core itself knows no runtime.
+    """
     config = config or CompressConfig()
     if threads:
         torch.set_num_threads(threads)
@@ -158,7 +163,7 @@ def compress(
     plan = Plan.load(plan_path) if _plan_reusable(plan_path, out, settings) else None
     if plan is None:
         plan = make_plan(
-            teacher, bundle, config, on_progress, measure_latency=measure_latency, cache_path=out / "latency-cache.json"
+            teacher, bundle, config, on_progress, latency_probe=latency_probe, cache_path=out / "latency-cache.json"
         )
         plan.details["settings_key"] = _settings_key(settings)
         plan.save(plan_path)

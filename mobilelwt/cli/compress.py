@@ -27,6 +27,9 @@ def compress_command(
     ] = "lowrank_spatial",
     compress_fc: Annotated[bool, typer.Option(help="Also factorise the fully connected layers.")] = True,
     calib_images: Annotated[int, typer.Option(help="Calibration images for the sensitivity planner.")] = 64,
+    latency_runtime: Annotated[
+        str, typer.Option(help="Runtime the latency planner times on: executorch or litert.")
+    ] = ("executorch"),
     layer_epochs: Annotated[float, typer.Option(help="Passes over the data per layer (0: closed form only).")] = 1.0,
     layer_max_steps: Annotated[int | None, typer.Option(help="Cap the steps per layer.")] = None,
     layer_input: Annotated[str, typer.Option(help="student (sequential) or teacher (independent).")] = "student",
@@ -84,6 +87,14 @@ def compress_command(
         )
     print_compress_summary(result.metrics)
     console.print(f"build directory: {result.out}")
+
+
+def _latency_probe(runtime: str, threads: int | None):
+    from targets import RUNTIMES, TargetError, latency_probe
+
+    if runtime not in RUNTIMES:
+        raise TargetError(f"Unknown runtime {runtime!r}.", f"Use one of: {', '.join(RUNTIMES)}.")
+    return lambda size: latency_probe(runtime, input_size=size, threads=threads or 2)
 
 
 def print_compress_summary(metrics: dict) -> None:
