@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mobilelwt.data import DataBundle, default_input_size, iterate_normalized, load_data, load_labelled
+from mobilelwt.data import DataBundle, iterate_normalized, load_labelled
 from mobilelwt.distill import DistillConfig, distill
 from mobilelwt.errors import ConfigError
 from mobilelwt.evaluation import evaluate
@@ -28,7 +28,8 @@ from mobilelwt.planners import PLANNERS, PlanningContext, plan_sensitivity, plan
 from mobilelwt.profile import count_macs, count_params
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
 from mobilelwt.teachers import Teacher, build_teacher, get_teacher_spec
-from mobilelwt.weights import checkpoint_metadata, load_checkpoint, load_into
+from mobilelwt.train import load_data_for_weights
+from mobilelwt.weights import load_checkpoint, load_into
 
 LatencyProbeFactory = Callable[[int], tuple[Callable[[nn.Module], float], str]]
 FILES = ("plan.json", "student.pt", "metrics.json", "manifest.json")
@@ -134,16 +135,10 @@ def compress(
         torch.set_num_threads(threads)
     out = Path(out)
     started = time.perf_counter()
-    recorded = checkpoint_metadata(Path(weights)) if weights not in ("none", "imagenet") else {}
-    input_size = input_size or recorded.get("input_size") or default_input_size(str(data))
-    bundle = load_data(
-        data,
-        input_size,
-        val_fraction=val_fraction,
-        seed=config.seed,
-        val_data=val_data,
-        expected_classes=recorded.get("classes"),
+    bundle = load_data_for_weights(
+        weights, data, input_size, val_fraction=val_fraction, seed=config.seed, val_data=val_data
     )
+    input_size = bundle.input_size
     teacher = build_teacher(model, num_classes=bundle.num_classes, weights=weights, input_size=input_size)
     settings = _settings(model, str(weights), bundle, config)
 

@@ -76,6 +76,28 @@ def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int, warmu
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def load_data_for_weights(
+    weights: str | Path,
+    data: str | Path,
+    input_size: int | None,
+    *,
+    val_fraction: float,
+    seed: int,
+    val_data: Path | None,
+) -> DataBundle:
+    """Load ``data`` the way a teacher checkpoint expects it: its input size (unless overridden) and classes."""
+    recorded = checkpoint_metadata(Path(weights)) if str(weights) not in ("none", "imagenet") else {}
+    input_size = input_size or recorded.get("input_size") or default_input_size(str(data))
+    return load_data(
+        data,
+        input_size,
+        val_fraction=val_fraction,
+        seed=seed,
+        val_data=val_data,
+        expected_classes=recorded.get("classes"),
+    )
+
+
 def steps_per_epoch(data: DataBundle, config: TrainConfig) -> int:
     steps = math.ceil(len(data.train) / config.batch_size)
     return min(steps, config.max_steps_per_epoch) if config.max_steps_per_epoch else steps
@@ -175,17 +197,11 @@ def train_teacher(
     config = config or TrainConfig()
     if threads:
         torch.set_num_threads(threads)
-    recorded = checkpoint_metadata(Path(weights)) if weights not in ("none", "imagenet") else {}
-    input_size = input_size or recorded.get("input_size") or default_input_size(str(data))
     started = time.perf_counter()
-    bundle = load_data(
-        data,
-        input_size,
-        val_fraction=val_fraction,
-        seed=config.seed,
-        val_data=val_data,
-        expected_classes=recorded.get("classes"),
+    bundle = load_data_for_weights(
+        weights, data, input_size, val_fraction=val_fraction, seed=config.seed, val_data=val_data
     )
+    input_size = bundle.input_size
     torch.manual_seed(config.seed)
     teacher = build_teacher(model_name, num_classes=bundle.num_classes, weights=weights, input_size=input_size)
     before = evaluate(teacher.model, bundle.eval_batches(bundle.val, 256)) if weights != "none" else None

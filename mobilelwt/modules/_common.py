@@ -46,6 +46,16 @@ def check_plain_conv(layer: nn.Module, module_name: str, *, allow_groups: bool =
     return layer
 
 
+def conv_geometry(conv: nn.Conv2d) -> dict[str, Any]:
+    """The keyword arguments that make a replacement reproduce ``conv``'s output shape (and its bias)."""
+    return {
+        "stride": pair(conv.stride),
+        "padding": pair(conv.padding),
+        "dilation": pair(conv.dilation),
+        "bias": conv.bias is not None,
+    }
+
+
 def conv_out(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mobilelwt.modules._common import check_plain_conv, copy_bias, pair, round_width
+from mobilelwt.modules._common import check_plain_conv, conv_geometry, copy_bias, pair, round_width
 
 
 class ChannelBottleneckConv(nn.Module):
@@ -57,10 +57,7 @@ class ChannelBottleneckConv(nn.Module):
             pair(conv.kernel_size),
             rank_in,
             rank_out,
-            stride=pair(conv.stride),
-            padding=pair(conv.padding),
-            dilation=pair(conv.dilation),
-            bias=conv.bias is not None,
+            **conv_geometry(conv),
         )
         if init:
             module.init_from(conv)

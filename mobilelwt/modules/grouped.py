@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from mobilelwt.errors import ConfigError
-from mobilelwt.modules._common import check_plain_conv, copy_bias, pair, round_width, truncated_svd
+from mobilelwt.modules._common import check_plain_conv, conv_geometry, copy_bias, pair, round_width, truncated_svd
 
 
 class GroupedMixingConv(nn.Module):
@@ -68,10 +68,7 @@ class GroupedMixingConv(nn.Module):
             pair(conv.kernel_size),
             width,
             groups,
-            stride=pair(conv.stride),
-            padding=pair(conv.padding),
-            dilation=pair(conv.dilation),
-            bias=conv.bias is not None,
+            **conv_geometry(conv),
         )
         if init:
             module.init_from(conv)

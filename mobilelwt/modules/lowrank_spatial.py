@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mobilelwt.modules._common import check_plain_conv, copy_bias, pair, round_width, truncated_svd
+from mobilelwt.modules._common import check_plain_conv, conv_geometry, copy_bias, pair, round_width, truncated_svd
 
 
 class LowRankSpatialConv(nn.Module):
@@ -66,10 +66,7 @@ class LowRankSpatialConv(nn.Module):
             conv.out_channels,
             pair(conv.kernel_size),
             rank,
-            stride=pair(conv.stride),
-            padding=pair(conv.padding),
-            dilation=pair(conv.dilation),
-            bias=conv.bias is not None,
+            **conv_geometry(conv),
         )
         if init:
             module.init_from(conv)
