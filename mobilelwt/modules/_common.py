@@ -56,10 +56,6 @@ def conv_geometry(conv: nn.Conv2d) -> dict[str, Any]:
     }
 
 
-def conv_out(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
-
-
 def truncated_svd(matrix: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Factors ``A (m×r)`` and ``B (r×n)`` with ``A @ B`` the best rank-``rank`` approximation of ``matrix``.
 
@@ -120,8 +116,13 @@ def copy_bias(target: nn.Module, source: nn.Module) -> None:
         target.bias.data.zero_()
 
 
-def leaf_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """MACs of ``module`` for one sample of ``input_shape`` (C, H, W) or (features,), shape-only."""
-    from mobilelwt.profile import profile_module
+class Replacement(nn.Module):
+    """Base of the replacement modules: a registry ``kind`` and MAC reporting."""
 
-    return sum(row.macs for row in profile_module(module, input_shape))
+    kind = ""
+
+    def macs(self, input_shape: tuple[int, ...]) -> int:
+        """MACs for one sample of ``input_shape`` ((C, H, W) or (features,)), counted shape-only."""
+        from mobilelwt.profile import profile_module
+
+        return sum(row.macs for row in profile_module(self, input_shape))

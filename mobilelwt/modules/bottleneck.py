@@ -8,10 +8,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mobilelwt.modules._common import check_plain_conv, conv_geometry, copy_bias, pair, round_width
+from mobilelwt.modules._common import Replacement, check_plain_conv, conv_geometry, copy_bias, pair, round_width
 
 
-class ChannelBottleneckConv(nn.Module):
+class ChannelBottleneckConv(Replacement):
     kind = "bottleneck"
 
     def __init__(

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 from mobilelwt.errors import ConfigError
-from mobilelwt.modules._common import copy_bias, round_width, truncated_svd
+from mobilelwt.modules._common import Replacement, copy_bias, round_width, truncated_svd
 
 
-class FactorizedLinear(nn.Module):
+class FactorizedLinear(Replacement):
     kind = "factorized_linear"
 
     def __init__(self, in_features: int, out_features: int, rank: int, *, bias: bool = True) -> None:

@@ -12,10 +12,18 @@ import torch
 from torch import nn
 
 from mobilelwt.errors import ConfigError
-from mobilelwt.modules._common import check_plain_conv, conv_geometry, copy_bias, pair, round_width, truncated_svd
+from mobilelwt.modules._common import (
+    Replacement,
+    check_plain_conv,
+    conv_geometry,
+    copy_bias,
+    pair,
+    round_width,
+    truncated_svd,
+)
 
 
-class GroupedMixingConv(nn.Module):
+class GroupedMixingConv(Replacement):
     kind = "grouped"
 
     def __init__(

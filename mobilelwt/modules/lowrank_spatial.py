@@ -9,10 +9,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mobilelwt.modules._common import check_plain_conv, conv_geometry, copy_bias, pair, round_width, truncated_svd
+from mobilelwt.modules._common import (
+    Replacement,
+    check_plain_conv,
+    conv_geometry,
+    copy_bias,
+    pair,
+    round_width,
+    truncated_svd,
+)
 
 
-class LowRankSpatialConv(nn.Module):
+class LowRankSpatialConv(Replacement):
     kind = "lowrank_spatial"
 
     def __init__(

@@ -14,7 +14,7 @@ from mobilelwt.modules import (
     LowRankSpatialConv,
     build_replacement,
 )
-from mobilelwt.modules._common import leaf_macs, round_width
+from mobilelwt.modules._common import round_width
 from mobilelwt.profile import profile_module
 
 CONV_KINDS = ["lowrank_spatial", "bottleneck", "grouped", "depthwise_separable"]
@@ -133,14 +133,14 @@ def test_macs_are_reported_and_below_the_teachers(kind) -> None:
     teacher = nn.Conv2d(64, 64, 3, padding=1)
     module = build_replacement(kind, teacher, rank=_rank(kind))
     teacher_macs = sum(r.macs for r in profile_module(teacher, (64, 16, 16)))
-    assert 0 < leaf_macs(module, (64, 16, 16)) < teacher_macs
+    assert 0 < module.macs((64, 16, 16)) < teacher_macs
 
 
 def test_lowrank_macs_formula() -> None:
     teacher = nn.Conv2d(32, 48, 3, padding=1, stride=2)
     module = LowRankSpatialConv.from_teacher(teacher, rank=16)
     # vertical: 16 × 32·3 per output of an (8×16) map; horizontal: 48 × 16·3 per output of (8×8)
-    assert leaf_macs(module, (32, 16, 16)) == 16 * 32 * 3 * 8 * 16 + 48 * 16 * 3 * 8 * 8
+    assert module.macs((32, 16, 16)) == 16 * 32 * 3 * 8 * 16 + 48 * 16 * 3 * 8 * 8
 
 
 def test_widths_round_to_multiples_of_eight() -> None:
