@@ -8,7 +8,7 @@ from mobilelwt.modules.bottleneck import ChannelBottleneckConv
 from mobilelwt.modules.factorized_linear import FactorizedLinear
 from mobilelwt.modules.grouped import DepthwiseSeparableConv, GroupedMixingConv
 from mobilelwt.modules.lowrank_spatial import LowRankSpatialConv
-from mobilelwt.modules.registry import REPLACEMENTS, build_replacement, replacement_for
+from mobilelwt.modules.registry import REPLACEMENTS, build_replacement
 
 __all__ = [
     "REPLACEMENTS",
@@ -18,5 +18,4 @@ __all__ = [
     "GroupedMixingConv",
     "LowRankSpatialConv",
     "build_replacement",
-    "replacement_for",
 ]

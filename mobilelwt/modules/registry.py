@@ -20,9 +20,3 @@ for _cls in (LowRankSpatialConv, ChannelBottleneckConv, GroupedMixingConv, Depth
 def build_replacement(kind: str, layer: nn.Module, *, init: bool = True, **params: Any) -> nn.Module:
     """``REPLACEMENTS[kind].from_teacher(layer, **params)``."""
     return REPLACEMENTS.get(kind).from_teacher(layer, init=init, **params)
-
-
-def replacement_for(module: nn.Module) -> str | None:
-    """The registered kind of ``module``, or None for an ordinary layer."""
-    kind = getattr(type(module), "kind", None)
-    return kind if kind in REPLACEMENTS else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from mobilelwt.errors import ConfigError
+from mobilelwt.layerwise import normalized_mse
 from mobilelwt.modules import build_replacement
 from mobilelwt.plan import Plan
 from mobilelwt.planners._common import PlanningContext
@@ -18,7 +19,7 @@ from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
 
 
 def normalized_error(prediction: torch.Tensor, target: torch.Tensor) -> float:
-    return float(((prediction - target) ** 2).sum() / (target**2).sum().clamp_min(1e-12))
+    return float(normalized_mse(prediction, target))
 
 
 @torch.no_grad()
