@@ -121,6 +121,15 @@ class Replacement(nn.Module):
 
     kind = ""
 
+    def init_from(self, layer: nn.Module) -> None:
+        raise NotImplementedError
+
+    def initialized(self, layer: nn.Module, init: bool) -> Replacement:
+        """``self`` after the closed-form initialisation from ``layer`` (skipped when ``init`` is false)."""
+        if init:
+            self.init_from(layer)
+        return self
+
     def macs(self, input_shape: tuple[int, ...]) -> int:
         """MACs for one sample of ``input_shape`` ((C, H, W) or (features,)), counted shape-only."""
         from mobilelwt.profile import profile_module

@@ -29,10 +29,9 @@ class FactorizedLinear(Replacement):
     def from_teacher(cls, layer: nn.Module, *, rank: int, init: bool = True) -> FactorizedLinear:
         if not isinstance(layer, nn.Linear):
             raise ConfigError(f"factorized_linear replaces Linear layers, not {type(layer).__name__}.", "Fix the plan.")
-        module = cls(layer.in_features, layer.out_features, round_width(rank), bias=layer.bias is not None)
-        if init:
-            module.init_from(layer)
-        return module
+        return cls(layer.in_features, layer.out_features, round_width(rank), bias=layer.bias is not None).initialized(
+            layer, init
+        )
 
     @torch.no_grad()
     def init_from(self, layer: nn.Linear) -> None:

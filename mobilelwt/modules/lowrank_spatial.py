@@ -76,9 +76,7 @@ class LowRankSpatialConv(Replacement):
             rank,
             **conv_geometry(conv),
         )
-        if init:
-            module.init_from(conv)
-        return module
+        return module.initialized(conv, init)
 
     @torch.no_grad()
     def init_from(self, conv: nn.Conv2d) -> None:
