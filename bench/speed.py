@@ -67,6 +67,21 @@ def bench_model(name: str, target: float, args) -> dict:
     plan = plan_latency(ctx, target, measure=probe, probe_key=key, cache_path=Path(args.cache))
     planning_seconds = time.perf_counter() - started
     student = apply_plan(teacher.model, plan, init=True)
+    return measure_pair(name, target, teacher.model, student, plan, args, planning_seconds=planning_seconds)
+
+
+def bench_build(build_dir: Path, target: float, args) -> dict:
+    """Time the trained teacher and student of a ``mobilelwt compress`` build at the build's input size."""
+    from mobilelwt.compress import load_build
+
+    build = load_build(build_dir)
+    args.input_size = build.plan.input_size
+    result = measure_pair(build.plan.model, target, build.teacher.model, build.student, build.plan, args)
+    result["build"] = str(build_dir)
+    return result
+
+
+def measure_pair(name: str, target: float, teacher_model, student, plan, args, planning_seconds: float = 0.0) -> dict:
     example = (torch.randn(1, 3, args.input_size, args.input_size),)
     result = {
         "model": name,
@@ -74,6 +89,7 @@ def bench_model(name: str, target: float, args) -> dict:
         "mac_speedup": plan.mac_speedup,
         "teacher_macs": plan.teacher_macs,
         "student_macs": plan.student_macs,
+        "input_size": args.input_size,
         "planning_seconds": planning_seconds,
         "plan": {k: {"module": v.module, **v.params} for k, v in plan.layers.items()},
         "latency_search": plan.details.get("rounds"),
@@ -82,7 +98,7 @@ def bench_model(name: str, target: float, args) -> dict:
     for runtime in ("executorch", "litert"):
         t0 = time.perf_counter()
         runners = {
-            "teacher": host_runner(runtime, teacher.model, example, args.threads),
+            "teacher": host_runner(runtime, teacher_model, example, args.threads),
             "student": host_runner(runtime, student, example, args.threads),
         }
         lower_seconds = time.perf_counter() - t0
@@ -114,11 +130,14 @@ def main() -> None:
     parser.add_argument("--per-round", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--cache", default="bench/results/latency-cache.json")
+    parser.add_argument("--build", type=Path, help="time a compress build's trained teacher and student instead")
     parser.add_argument("--out", default="bench/results/speed.json")
     args = parser.parse_args()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     results = []
-    for name in args.models:
+    if args.build:
+        results.append(bench_build(args.build, 4.0, args))
+    for name in [] if args.build else args.models:
         results.append(bench_model(name, TARGETS.get(name, 4.0), args))
         print(f"{name}: done", flush=True)
     report = {
@@ -128,7 +147,7 @@ def main() -> None:
         "settings": vars(args),
         "results": results,
     }
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps(report, indent=2, default=str) + "\n")
     header = (
         f"{'model':8} {'runtime':10} {'teacher ms':>10} {'student ms':>10} {'speedup':>8} {'MAC x':>7} "
         f"{'real/MAC':>8} {'CV t/s':>11} target"
