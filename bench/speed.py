@@ -64,7 +64,7 @@ def bench_model(name: str, target: float, args) -> dict:
     )
     probe, key = latency_probe("executorch", input_size=args.input_size, threads=args.threads)
     started = time.perf_counter()
-    plan = plan_latency(ctx, target, measure=probe, probe_key=key, cache_path=Path(args.cache))
+    plan = plan_latency(ctx, target, measure=probe, probe_key=key, cache_path=Path(args.cache), margin=args.margin)
     planning_seconds = time.perf_counter() - started
     student = apply_plan(teacher.model, plan, init=True)
     return measure_pair(name, target, teacher.model, student, plan, args, planning_seconds=planning_seconds)
@@ -130,6 +130,7 @@ def main() -> None:
     parser.add_argument("--per-round", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--cache", default="bench/results/latency-cache.json")
+    parser.add_argument("--margin", type=float, default=0.10, help="latency planner's safety margin over the target")
     parser.add_argument("--build", type=Path, help="time a compress build's trained teacher and student instead")
     parser.add_argument("--out", default="bench/results/speed.json")
     args = parser.parse_args()

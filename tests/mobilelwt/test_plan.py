@@ -102,7 +102,7 @@ def test_latency_planner_raises_the_mac_cut_until_the_measured_target_is_met(tmp
 
     plan = plan_latency(ctx, 1.8, measure=probe, probe_key="fake", cache_path=tmp_path / "cache.json")
     assert plan.planner == "latency"
-    assert plan.details["measured_speedup"] >= 1.8
+    assert plan.details["measured_speedup"] >= 1.8 * 1.05  # the default 5% margin against timing noise
     assert plan.mac_speedup > 1.8  # more than 1.8x in MACs was needed for 1.8x in "time"
     first_calls = len(calls)
     again = plan_latency(ctx, 1.8, measure=probe, probe_key="fake", cache_path=tmp_path / "cache.json")
