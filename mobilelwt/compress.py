@@ -7,6 +7,8 @@ finished layer.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -257,15 +259,10 @@ def compress(
 
 
 def _jsonable(value: Any) -> Any:
-    import json
-
     return json.loads(json.dumps(value, default=str))
 
 
 def _settings_key(settings: dict[str, Any]) -> str:
-    import hashlib
-    import json
-
     planning = {k: v for k, v in settings.items() if k != "compress"}
     planning["compress"] = {k: v for k, v in settings["compress"].items() if k not in ("layerwise", "finetune")}
     return hashlib.sha256(json.dumps(planning, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -136,7 +136,7 @@ def train_layerwise(
         error_init = layer_error(teacher, student, name, monitor, config.layer_input)
         best_error, best_state, stale, steps_done = error_init, _copy_state(module), 0, 0
         if steps_per_layer > 0:
-            params = [p for p in module.parameters()]
+            params = list(module.parameters())
             for p in params:
                 p.requires_grad_(True)
             optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)

@@ -175,14 +175,10 @@ def load_data(
         train, val = full.subset(train_idx), full.subset(val_idx)
         split = {"split": "stratified", "val_fraction": val_fraction, "split_seed": seed}
 
-    for part_name in ("train", "val"):
-        part = train if part_name == "train" else val
-        if cache or (cache is None and part.nbytes() <= cache_bytes):
-            part = part.materialize()
-        if part_name == "train":
-            train = part
-        else:
-            val = part
+    def cached(part: ImageSet) -> ImageSet:
+        return part.materialize() if cache or (cache is None and part.nbytes() <= cache_bytes) else part
+
+    train, val = cached(train), cached(val)
     return DataBundle(
         source=name, train=train, val=val, classes=full.classes, input_size=input_size, augment=augment, split=split
     )
