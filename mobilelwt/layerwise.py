@@ -71,6 +71,19 @@ def layer_io(model: nn.Module, name: str, images: torch.Tensor) -> tuple[torch.T
     return captured["input"], captured["output"]
 
 
+def layer_pair(
+    teacher: nn.Module, student: nn.Module, name: str, images: torch.Tensor, layer_input: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input the replacement sees, teacher output it must reproduce) for layer ``name`` on ``images``.
+
+    With ``layer_input="teacher"`` both come from one teacher pass; otherwise the input is the student's own.
+    """
+    teacher_input, target = layer_io(teacher, name, images)
+    if layer_input == "teacher":
+        return teacher_input, target
+    return layer_io(student, name, images)[0], target
+
+
 def normalized_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Squared error relative to the target's energy: comparable across layers of any scale."""
     return ((prediction - target) ** 2).sum() / (target**2).sum().clamp_min(1e-12)
@@ -84,9 +97,7 @@ def layer_error(
     num = den = 0.0
     for i in range(0, len(images), batch_size):
         batch = images[i : i + batch_size]
-        _, target = layer_io(teacher, name, batch)
-        source = teacher if layer_input == "teacher" else student
-        x, _ = layer_io(source, name, batch)
+        x, target = layer_pair(teacher, student, name, batch, layer_input)
         prediction = student.get_submodule(name)(x)
         num += float(((prediction - target) ** 2).sum())
         den += float((target**2).sum())
@@ -141,12 +152,10 @@ def train_layerwise(
                 p.requires_grad_(True)
             optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
             schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps_per_layer)
-            source = teacher if config.layer_input == "teacher" else student
             batches = _batches(data, config, config.seed + index)
             for step in range(steps_per_layer):
                 images = next(batches)
-                _, target = layer_io(teacher, name, images)
-                x, _ = layer_io(source, name, images)
+                x, target = layer_pair(teacher, student, name, images, config.layer_input)
                 module.train()
                 loss = normalized_mse(module(x), target)
                 optimizer.zero_grad(set_to_none=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mobilelwt.errors import MobileLWTError
-from mobilelwt.io import sha256_file
+from mobilelwt.io import atomic_path, sha256_file
 
 
 class TargetError(MobileLWTError):
@@ -38,8 +38,15 @@ class Artifact:
         return data
 
     @classmethod
-    def of(cls, path: Path, fmt: str, runtime: str, precision: str, seconds: float, **summary: Any) -> Artifact:
-        return cls(Path(path), fmt, runtime, precision, Path(path).stat().st_size, sha256_file(path), seconds, summary)
+    def write(
+        cls, data: bytes, path: Path, fmt: str, runtime: str, precision: str, started: float, **summary: Any
+    ) -> Artifact:
+        """Write ``data`` to ``path`` atomically and describe it; ``started`` is when the export began."""
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+        seconds = time.perf_counter() - started
+        return cls(path, fmt, runtime, precision, path.stat().st_size, sha256_file(path), seconds, summary)
 
 
 def first_line(exc: BaseException) -> str:

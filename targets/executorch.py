@@ -5,12 +5,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from mobilelwt.io import atomic_path
 from targets._common import Artifact, TargetError, UnsupportedOpError, first_line
 
 
@@ -38,21 +36,13 @@ def lower(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], config: Ex
     return program.buffer
 
 
-def delegation_summary(buffer: bytes) -> dict[str, Any]:
-    return {"backend": "xnnpack", "bytes": len(buffer)}
-
-
 def export(
     model: nn.Module, example_inputs: tuple[torch.Tensor, ...], out_path: Path, config: ExecuTorchConfig | None = None
 ) -> Artifact:
     config = config or ExecuTorchConfig()
     started = time.perf_counter()
     buffer = lower(model, example_inputs, config)
-    with atomic_path(Path(out_path)) as tmp:
-        tmp.write_bytes(buffer)
-    return Artifact.of(
-        out_path, "pte", "executorch", config.precision, time.perf_counter() - started, **delegation_summary(buffer)
-    )
+    return Artifact.write(buffer, out_path, "pte", "executorch", config.precision, started, backend=config.backend)
 
 
 def set_threads(threads: int) -> None:

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobilelwt.io import atomic_path
 from targets._common import Artifact, TargetError, UnsupportedOpError, first_line
 
 
@@ -44,9 +43,7 @@ def export(
     config = config or TFLiteConfig()
     started = time.perf_counter()
     data = convert(model, example_inputs, config)
-    with atomic_path(Path(out_path)) as tmp:
-        tmp.write_bytes(data)
-    return Artifact.of(out_path, "tflite", "litert", config.precision, time.perf_counter() - started)
+    return Artifact.write(data, out_path, "tflite", "litert", config.precision, started)
 
 
 class HostInterpreter:
