@@ -19,10 +19,11 @@ import torch
 
 from mobilelwt.compress import CompressConfig, compress
 from mobilelwt.data import load_data
+from mobilelwt.devices import resolve_device
 from mobilelwt.distill import DistillConfig
 from mobilelwt.layerwise import LayerwiseConfig
 from mobilelwt.manifest import environment
-from mobilelwt.plan import apply_plan
+from mobilelwt.plan import Plan, apply_plan
 from mobilelwt.teachers import build_teacher
 from mobilelwt.train import TrainConfig, fit_classifier
 
@@ -42,6 +43,10 @@ def main() -> None:
     parser.add_argument("--layer-max-steps", type=int, default=300)
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--scratch", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--plan", help="replay this plan.json instead of planning (e.g. one timed elsewhere)")
+    parser.add_argument("--layer-batch-size", type=int, default=32)
+    parser.add_argument("--finetune-batch-size", type=int, default=64)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--build-dir", default="runs/bench-accuracy")
     parser.add_argument("--out", default="bench/results/accuracy.json")
@@ -51,10 +56,14 @@ def main() -> None:
     config = CompressConfig(
         speedup=args.speedup,
         planner=args.planner,
-        layerwise=LayerwiseConfig(epochs=1.0, max_steps=args.layer_max_steps, batch_size=32),
-        finetune=DistillConfig(epochs=args.finetune_epochs, batch_size=64),
+        layerwise=LayerwiseConfig(epochs=1.0, max_steps=args.layer_max_steps, batch_size=args.layer_batch_size),
+        finetune=DistillConfig(epochs=args.finetune_epochs, batch_size=args.finetune_batch_size),
     )
-    from targets import latency_probe
+
+    def probe(size: int):
+        from targets import latency_probe
+
+        return latency_probe("executorch", input_size=size, threads=args.threads)
 
     result = compress(
         args.model,
@@ -62,7 +71,9 @@ def main() -> None:
         weights=args.weights,
         data=args.data,
         config=config,
-        latency_probe=lambda size: latency_probe("executorch", input_size=size, threads=args.threads),
+        device=args.device,
+        plan=Plan.load(Path(args.plan)) if args.plan else None,
+        latency_probe=probe,
         on_progress=log,
     )
     m = result.metrics
@@ -80,8 +91,14 @@ def main() -> None:
         for module in scratch.modules():  # fresh default init for the replacements too
             if hasattr(module, "reset_parameters") and module is not scratch:
                 module.reset_parameters()
+        scratch.to(resolve_device(args.device))
         started = time.perf_counter()
-        history = fit_classifier(scratch, data, TrainConfig(epochs=args.finetune_epochs, seed=0), on_progress=log)
+        history = fit_classifier(
+            scratch,
+            data,
+            TrainConfig(epochs=args.finetune_epochs, batch_size=args.finetune_batch_size, seed=0),
+            on_progress=log,
+        )
         rows[f"student, from scratch ({args.finetune_epochs} epochs)"] = {
             "top1": history[-1]["val_top1"],
             "top5": history[-1]["val_top5"],
@@ -100,6 +117,8 @@ def main() -> None:
         "compress_seconds": m["seconds"],
         "layers": m["layers"],
         "settings": vars(args),
+        "device": m.get("device", "cpu"),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "environment": environment(),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

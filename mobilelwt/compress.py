@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from mobilelwt.data import DataBundle, iterate_normalized, load_labelled
+from mobilelwt.devices import resolve_device
 from mobilelwt.distill import DistillConfig, distill
 from mobilelwt.errors import ConfigError
 from mobilelwt.evaluation import evaluate
@@ -124,15 +125,20 @@ def compress(
     input_size: int | None = None,
     config: CompressConfig | None = None,
     threads: int | None = None,
+    device: str = "cpu",
+    plan: Plan | None = None,
     latency_probe: LatencyProbeFactory | None = None,
     on_progress: ProgressCallback = ignore_progress,
 ) -> CompressResult:
     """Compress ``model`` into a student in ``out``; see the module docstring for the stages.
 
     ``latency_probe(input_size) -> (probe, description)`` supplies the runtime timer of the latency planner
-    (``targets.latency_probe``); the core itself knows no runtime.
+    (``targets.latency_probe``); the core itself knows no runtime. ``plan`` replays a plan made elsewhere (say,
+    timed on the target runtime on a laptop, trained on a GPU machine) instead of planning. Training runs on
+    ``device``; planning, closed-form init and the saved files stay on the CPU.
     """
     config = config or CompressConfig()
+    torch_device = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
     out = Path(out)
@@ -142,7 +148,11 @@ def compress(
     )
     input_size = bundle.input_size
     teacher = build_teacher(model, num_classes=bundle.num_classes, weights=weights, input_size=input_size)
+    if plan is not None:
+        _check_replayable(plan, model, bundle.num_classes, input_size)
     settings = _settings(model, str(weights), bundle, config)
+    if plan is not None:
+        settings["replayed_plan"] = _digest(plan.to_dict()["layers"])
 
     previous = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else None
     if previous and previous.get("settings") == _jsonable(settings) and (out / "student.pt").is_file():
@@ -152,21 +162,24 @@ def compress(
 
     timings: dict[str, float] = {}
     on_progress(ProgressEvent("stages", 0, 5, {"stage": "evaluate teacher"}))
-    teacher_acc = _accuracy(teacher.model, bundle)
+    teacher_acc = _accuracy(teacher.model.to(torch_device), bundle)
+    teacher.model.cpu()
 
     on_progress(ProgressEvent("stages", 1, 5, {"stage": "plan"}))
     t0 = time.perf_counter()
     plan_path = out / "plan.json"
-    plan = Plan.load(plan_path) if _plan_reusable(plan_path, out, settings) else None
+    if plan is None and _plan_reusable(plan_path, out, settings):
+        plan = Plan.load(plan_path)
     if plan is None:
         plan = make_plan(
             teacher, bundle, config, on_progress, latency_probe=latency_probe, cache_path=out / "latency-cache.json"
         )
-        plan.details["settings_key"] = _settings_key(settings)
-        plan.save(plan_path)
+    plan.details["settings_key"] = _settings_key(settings)
+    plan.save(plan_path)
     timings["plan"] = time.perf_counter() - t0
 
-    student = apply_plan(teacher.model, plan, init=True)
+    student = apply_plan(teacher.model, plan, init=True).to(torch_device)
+    teacher.model.to(torch_device)
     closed_form_acc = _accuracy(student, bundle)
 
     on_progress(ProgressEvent("stages", 2, 5, {"stage": "layer-wise training"}))
@@ -190,6 +203,8 @@ def compress(
     final_acc = _accuracy(student, bundle) if history else layerwise_acc
 
     on_progress(ProgressEvent("stages", 4, 5, {"stage": "save"}))
+    student.cpu()
+    teacher.model.cpu()
     with atomic_path(out / "student.pt") as tmp:
         torch.save(student.state_dict(), tmp)
     student_macs = count_macs(student, input_size)
@@ -227,6 +242,7 @@ def compress(
         },
         "seconds": {**timings, "total": time.perf_counter() - started},
         "threads": torch.get_num_threads(),
+        "device": str(torch_device),
         "settings": _jsonable(settings),
     }
     write_json(out / "metrics.json", metrics)
@@ -262,10 +278,29 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def _settings_key(settings: dict[str, Any]) -> str:
     planning = {k: v for k, v in settings.items() if k != "compress"}
     planning["compress"] = {k: v for k, v in settings["compress"].items() if k not in ("layerwise", "finetune")}
-    return hashlib.sha256(json.dumps(planning, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return _digest(planning)
+
+
+def _check_replayable(plan: Plan, model: str, num_classes: int, input_size: int) -> None:
+    if plan.model != model:
+        raise ConfigError(f"The plan is for {plan.model}, not {model}.", f"Pass --model {plan.model} or another plan.")
+    if plan.num_classes != num_classes:
+        raise ConfigError(
+            f"The plan is for a {plan.num_classes}-class head; the data has {num_classes} classes.",
+            "Use a plan made for this dataset's teacher.",
+        )
+    if plan.input_size != input_size:
+        raise ConfigError(
+            f"The plan was made at {plan.input_size}² input; this run uses {input_size}².",
+            f"Pass --input-size {plan.input_size}, or plan again at this size.",
+        )
 
 
 def _plan_reusable(plan_path: Path, out: Path, settings: dict[str, Any]) -> bool:

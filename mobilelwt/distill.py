@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mobilelwt.data import DataBundle
+from mobilelwt.devices import mixed_precision, model_device
 from mobilelwt.evaluation import evaluate
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
 from mobilelwt.train import TrainConfig, cosine_with_warmup, make_optimizer, steps_per_epoch
@@ -50,6 +51,7 @@ def distill(
 ) -> list[dict[str, float]]:
     """Fine-tune ``student`` against ``teacher``'s soft targets (and the labels); one record per epoch."""
     torch.manual_seed(config.seed)
+    device = model_device(student)
     teacher.eval()
     steps = steps_per_epoch(data, config)
     optimizer = make_optimizer([p for p in student.parameters() if p.requires_grad], config)
@@ -64,9 +66,11 @@ def distill(
                 config.batch_size, seed=config.seed * 1000 + 500 + epoch, augment=config.augment, limit=limit
             )
         ):
-            with torch.no_grad():
-                teacher_logits = teacher(images)
-            loss = distillation_loss(student(images), teacher_logits, labels, config)
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            with mixed_precision(device):
+                with torch.no_grad():
+                    teacher_logits = teacher(images).float()
+                loss = distillation_loss(student(images).float(), teacher_logits, labels, config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mobilelwt.devices import model_device
+
 
 def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[int]:
     """How many rows have their label among the top-k logits, for each k (k is capped at the class count)."""
@@ -27,11 +29,13 @@ def evaluate(
     """top-1/top-5 accuracy (percent) and mean cross-entropy over ``batches``."""
     was_training = model.training
     model.eval()
+    device = model_device(model)
     n = correct1 = correct5 = 0
     loss = 0.0
     try:
         for images, labels in batches:
-            logits = model(images)
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            logits = model(images).float()
             loss += float(F.cross_entropy(logits, labels, reduction="sum"))
             c1, c5 = topk_correct(logits, labels)
             correct1, correct5, n = correct1 + c1, correct5 + c5, n + len(labels)

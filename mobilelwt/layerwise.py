@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from mobilelwt.data import DataBundle
+from mobilelwt.devices import model_device
 from mobilelwt.errors import ConfigError
 from mobilelwt.io import atomic_path, read_json, write_json
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
@@ -104,11 +105,11 @@ def layer_error(
     return num / max(den, 1e-12)
 
 
-def _batches(data: DataBundle, config: LayerwiseConfig, seed: int) -> Iterator[torch.Tensor]:
+def _batches(data: DataBundle, config: LayerwiseConfig, seed: int, device: torch.device) -> Iterator[torch.Tensor]:
     epoch = 0
     while True:
         for images, _ in data.train_batches(config.batch_size, seed=seed * 7919 + epoch):
-            yield images
+            yield images.to(device, non_blocking=True)
         epoch += 1
 
 
@@ -124,13 +125,15 @@ def train_layerwise(
 ) -> dict[str, dict[str, Any]]:
     """Train the replacements named in ``layers`` (execution order) in place; returns per-layer records.
 
-    With ``state_dir`` the student is saved after every finished layer, and a re-run resumes after the last one.
+    Runs where the models are. With ``state_dir`` the student is saved after every finished layer, and a re-run
+    resumes after the last one.
     """
     teacher.eval()
     student.eval()  # dropout off, batch-norm statistics frozen: only the replacement's weights move
     for p in teacher.parameters():
         p.requires_grad_(False)
-    monitor = data.normalize(data.val.load(torch.arange(min(config.eval_images, len(data.val)))))
+    device = model_device(student)
+    monitor = data.normalize(data.val.load(torch.arange(min(config.eval_images, len(data.val))))).to(device)
     steps_per_layer = math.ceil(config.epochs * len(data.train) / config.batch_size)
     if config.max_steps is not None:
         steps_per_layer = min(steps_per_layer, config.max_steps)
@@ -152,7 +155,7 @@ def train_layerwise(
                 p.requires_grad_(True)
             optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
             schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps_per_layer)
-            batches = _batches(data, config, config.seed + index)
+            batches = _batches(data, config, config.seed + index, device)
             for step in range(steps_per_layer):
                 images = next(batches)
                 x, target = layer_pair(teacher, student, name, images, config.layer_input)

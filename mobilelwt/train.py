@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mobilelwt.data import DataBundle, default_input_size, load_data
+from mobilelwt.devices import mixed_precision, model_device, resolve_device
 from mobilelwt.errors import ConfigError
 from mobilelwt.evaluation import evaluate
 from mobilelwt.io import atomic_path, write_json
@@ -111,8 +112,12 @@ def fit_classifier(
     on_progress: ProgressCallback = ignore_progress,
     eval_batch_size: int = 256,
 ) -> list[dict[str, float]]:
-    """Train ``model`` on ``data.train`` with cross-entropy; returns one record per epoch (loss, val accuracy)."""
+    """Train ``model`` on ``data.train`` with cross-entropy; returns one record per epoch (loss, val accuracy).
+
+    Runs where ``model`` is (bf16 autocast on a GPU); batches are moved there.
+    """
     torch.manual_seed(config.seed)
+    device = model_device(model)
     steps = steps_per_epoch(data, config)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, config)
@@ -126,8 +131,10 @@ def fit_classifier(
             config.batch_size, seed=config.seed * 1000 + epoch, augment=config.augment, limit=limit
         )
         for step, (images, labels) in enumerate(batches):
-            logits = model(images)
-            loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            with mixed_precision(device):
+                logits = model(images)
+                loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -191,10 +198,12 @@ def train_teacher(
     val_data: Path | None = None,
     config: TrainConfig | None = None,
     threads: int | None = None,
+    device: str = "cpu",
     on_progress: ProgressCallback = ignore_progress,
 ) -> TeacherTrainingResult:
     """Train (``weights=none``) or fine-tune a teacher on ``data``; save a checkpoint and a manifest beside it."""
     config = config or TrainConfig()
+    torch_device = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -204,10 +213,12 @@ def train_teacher(
     input_size = bundle.input_size
     torch.manual_seed(config.seed)
     teacher = build_teacher(model_name, num_classes=bundle.num_classes, weights=weights, input_size=input_size)
+    teacher.model.to(torch_device)
     before = evaluate(teacher.model, bundle.eval_batches(bundle.val, 256)) if weights != "none" else None
     load_seconds = time.perf_counter() - started
     history = fit_classifier(teacher.model, bundle, config, on_progress=on_progress)
     final = history[-1] if history else evaluate(teacher.model, bundle.eval_batches(bundle.val, 256))
+    teacher.model.cpu()
     metrics = {
         "val_top1": final.get("val_top1", final.get("top1")),
         "val_top5": final.get("val_top5", final.get("top5")),
@@ -216,6 +227,7 @@ def train_teacher(
         "train_seconds": sum(r["seconds"] for r in history),
         "data_seconds": load_seconds,
         "threads": torch.get_num_threads(),
+        "device": str(torch_device),
     }
     out = Path(out)
     save_teacher_checkpoint(
@@ -229,7 +241,13 @@ def train_teacher(
         manifest_path,
         build_manifest(
             "train-teacher",
-            settings={"model": model_name, "weights": weights, "train": asdict(config), "data": bundle.describe()},
+            settings={
+                "model": model_name,
+                "weights": weights,
+                "train": asdict(config),
+                "data": bundle.describe(),
+                "device": str(torch_device),
+            },
             seeds={"seed": config.seed, "split_seed": config.seed},
             files=[out],
             metrics=metrics,

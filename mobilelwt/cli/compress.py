@@ -42,11 +42,16 @@ def compress_command(
     alpha: Annotated[float, typer.Option(help="Weight of the distillation term (1 - alpha: labels).")] = 0.7,
     seed: Annotated[int, typer.Option(help="Seed for split, sampling and training.")] = 0,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    device: Annotated[str, typer.Option(help="Where training runs: cpu, cuda, cuda:N or auto.")] = "cpu",
+    plan: Annotated[
+        Path | None, typer.Option(help="Replay this plan.json (e.g. one timed on the target runtime elsewhere).")
+    ] = None,
 ) -> None:
     """Compress a teacher into a student: plan, closed-form init, layer-wise training, distillation."""
     from mobilelwt.compress import CompressConfig, compress
     from mobilelwt.distill import DistillConfig
     from mobilelwt.layerwise import LayerwiseConfig
+    from mobilelwt.plan import Plan
 
     config = CompressConfig(
         speedup=speedup,
@@ -83,6 +88,9 @@ def compress_command(
             input_size=input_size,
             config=config,
             threads=threads,
+            device=device,
+            plan=Plan.load(plan) if plan else None,
+            latency_probe=_latency_probe(latency_runtime, threads) if planner == "latency" else None,
             on_progress=on_progress,
         )
     print_compress_summary(result.metrics)

@@ -29,6 +29,7 @@ def train_teacher_command(
     seed: Annotated[int, typer.Option(help="Seed for init, split, shuffling and augmentation.")] = 0,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice).")] = None,
     max_steps_per_epoch: Annotated[int | None, typer.Option(help="Cap the steps of each epoch (quick runs).")] = None,
+    device: Annotated[str, typer.Option(help="Where training runs: cpu, cuda, cuda:N or auto.")] = "cpu",
 ) -> None:
     """Train or fine-tune a teacher; report top-1/top-5 on the val split and save a checkpoint for --weights."""
     from mobilelwt.train import TrainConfig, train_teacher
@@ -55,11 +56,12 @@ def train_teacher_command(
             val_data=val_data,
             config=config,
             threads=threads,
+            device=device,
             on_progress=on_progress,
         )
     m = result.metrics
     console.print(
         f"{model} on {data}: val top-1 {m['val_top1']:.2f}%  top-5 {m['val_top5']:.2f}%  "
-        f"({m['train_seconds']:.1f} s training, {m['threads']} threads)"
+        f"({m['train_seconds']:.1f} s training on {m['device']}, {m['threads']} threads)"
     )
     console.print(f"checkpoint: {result.checkpoint}\nmanifest:   {result.manifest}")
