@@ -130,3 +130,24 @@ def test_bad_options() -> None:
         CompressConfig(planner="magic")
     with pytest.raises(ConfigError, match="layer-input"):
         LayerwiseConfig(layer_input="both")
+
+
+def test_replayed_plan_rebuilds_the_same_student(build, tmp_path, tiny_teacher) -> None:
+    plan = Plan.load(build.out / "plan.json")
+    config = _config(layerwise=LayerwiseConfig(epochs=0), finetune=DistillConfig(epochs=0), planner="sensitivity")
+    replayed = compress(
+        "tinynet", out=tmp_path / "replay", weights=str(tiny_teacher), data="digits", config=config, plan=plan
+    )
+    assert replayed.plan.layers == build.plan.layers  # the sensitivity planner was not consulted
+    assert replayed.metrics["device"] == "cpu" and replayed.metrics["settings"]["replayed_plan"]
+    assert [type(m).__name__ for m in replayed.student.modules()] == [type(m).__name__ for m in build.student.modules()]
+
+
+def test_replaying_a_plan_for_another_model_or_size_is_refused(build, tmp_path, tiny_teacher) -> None:
+    plan = Plan.load(build.out / "plan.json")
+    other_size = Plan.from_dict({**plan.to_dict(), "input_size": 48})
+    with pytest.raises(ConfigError, match="made at 48² input"):
+        compress("tinynet", out=tmp_path / "b", weights=str(tiny_teacher), data="digits", plan=other_size)
+    other_model = Plan.from_dict({**plan.to_dict(), "model": "alexnet"})
+    with pytest.raises(ConfigError, match="for alexnet, not tinynet"):
+        compress("tinynet", out=tmp_path / "c", weights=str(tiny_teacher), data="digits", plan=other_model)

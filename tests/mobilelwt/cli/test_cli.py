@@ -170,3 +170,17 @@ def test_compress_and_evaluate_commands(tmp_path, tiny_teacher) -> None:
     assert_user_error(invoke(*args[:-2], "--planner", "magic"), "Unknown planner")
     assert_user_error(invoke(*args, "--speedup", "500"), "out of reach")
     assert_user_error(invoke("evaluate", tmp_path / "nothing", "--data", "digits"), "not a finished build")
+
+
+def test_compress_with_the_latency_planner_times_on_a_runtime(tmp_path, tiny_teacher) -> None:
+    out = tmp_path / "build"
+    result = invoke("compress", "--model", "tinynet", "--weights", tiny_teacher, "--out", out, "--speedup", "1.5",
+                    "--planner", "latency", "--layer-epochs", "0", "--finetune-epochs", "0", "--threads", "1")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["planner"] == "latency" and plan["details"]["probe"].startswith("executorch host")
+    assert plan["details"]["measured_speedup"] > 0
+    replay = invoke("compress", "--model", "tinynet", "--weights", tiny_teacher, "--out", tmp_path / "replay",
+                    "--plan", out / "plan.json", "--layer-epochs", "0", "--finetune-epochs", "0")  # fmt: skip
+    assert replay.exit_code == 0, replay.output
+    assert json.loads((tmp_path / "replay" / "plan.json").read_text())["layers"] == plan["layers"]
