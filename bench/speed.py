@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
 from pathlib import Path
 
 import torch
 
+from device_bench.host import interleaved_latency
+from device_bench.stats import summarize
 from mobilelwt.manifest import environment
 from mobilelwt.plan import apply_plan, default_candidates
 from mobilelwt.planners import PlanningContext
@@ -27,32 +28,6 @@ from mobilelwt.teachers import build_teacher, get_teacher_spec
 from targets import host_runner, latency_probe
 
 TARGETS = {"alexnet": 4.0, "vgg16": 6.0}
-
-
-def interleaved(runners: dict[str, object], example, *, rounds: int, per_round: int, warmup: int) -> dict[str, list]:
-    samples: dict[str, list[float]] = {name: [] for name in runners}
-    for run in runners.values():
-        for _ in range(warmup):
-            run(*example)
-    for _ in range(rounds):
-        for name, run in runners.items():
-            for _ in range(per_round):
-                started = time.perf_counter()
-                run(*example)
-                samples[name].append((time.perf_counter() - started) * 1000)
-    return samples
-
-
-def stats(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    mean = statistics.fmean(samples)
-    return {
-        "median_ms": statistics.median(samples),
-        "p10_ms": ordered[int(0.1 * (len(ordered) - 1))],
-        "p90_ms": ordered[int(0.9 * (len(ordered) - 1))],
-        "cv": statistics.stdev(samples) / mean if len(samples) > 1 else 0.0,
-        "runs": len(samples),
-    }
 
 
 def bench_model(name: str, target: float, args) -> dict:
@@ -105,8 +80,10 @@ def measure_pair(name: str, target: float, teacher_model, student, plan, args, p
         with torch.no_grad():
             reference = student(*example)
         parity = float((runners["student"](*example) - reference).abs().max())
-        samples = interleaved(runners, example, rounds=args.rounds, per_round=args.per_round, warmup=args.warmup)
-        t_stats, s_stats = stats(samples["teacher"]), stats(samples["student"])
+        samples = interleaved_latency(
+            runners, example[0], rounds=args.rounds, per_round=args.per_round, warmup=args.warmup
+        )
+        t_stats, s_stats = summarize(samples["teacher"]), summarize(samples["student"])
         speedup = t_stats["median_ms"] / s_stats["median_ms"]
         result["runtimes"][runtime] = {
             "teacher": t_stats,

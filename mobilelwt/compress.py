@@ -351,6 +351,21 @@ def load_build(build_dir: Path) -> Build:
     return Build(build_dir, plan, teacher, load_student_model(build_dir, plan), manifest)
 
 
+def load_build_data(build: Build) -> DataBundle:
+    """The build's data with its train/val split as recorded (for calibration and validation of exports)."""
+    from mobilelwt.data import load_data
+
+    recorded = build.manifest["settings"]["data"]
+    return load_data(
+        recorded["source"],
+        build.manifest["teacher"]["input_size"],
+        val_fraction=recorded.get("val_fraction", 0.1),
+        seed=recorded.get("split_seed", 0),
+        val_data=recorded.get("val_source"),
+        expected_classes=build.classes,
+    )
+
+
 def evaluate_build(build_dir: Path, data: str | Path, *, batch_size: int = 128) -> dict[str, Any]:
     """Re-evaluate a build's teacher and student on any labelled set with the preprocessing recorded at build time.
 

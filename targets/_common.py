@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
+import shutil
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
+from torch import nn
 
 from mobilelwt.errors import MobileLWTError
 from mobilelwt.io import atomic_path, sha256_file
@@ -38,6 +45,13 @@ class Artifact:
         return data
 
     @classmethod
+    def from_path(cls, path: Path, fmt: str, runtime: str, precision: str, started: float, **summary: Any) -> Artifact:
+        """Describe a file or a package directory (``.mlpackage``) that is already in place."""
+        path = Path(path)
+        seconds = time.perf_counter() - started
+        return cls(path, fmt, runtime, precision, tree_bytes(path), tree_sha256(path), seconds, summary)
+
+    @classmethod
     def write(
         cls, data: bytes, path: Path, fmt: str, runtime: str, precision: str, started: float, **summary: Any
     ) -> Artifact:
@@ -47,6 +61,86 @@ class Artifact:
             tmp.write_bytes(data)
         seconds = time.perf_counter() - started
         return cls(path, fmt, runtime, precision, path.stat().st_size, sha256_file(path), seconds, summary)
+
+
+def tree_bytes(path: Path) -> int:
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def tree_sha256(path: Path) -> str:
+    """sha256 of a file, or of a directory's files (relative names and contents, in sorted order)."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f.relative_to(path).as_posix().encode() + b"\0")
+        digest.update(sha256_file(f).encode())
+    return digest.hexdigest()
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move a finished package directory into place; a previous one is removed only once the new one is complete."""
+    final = Path(final)
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(final)
+
+
+_OP_PATTERNS = (
+    re.compile(r"aten\.(\w+?)(?:\.default|\.Tensor|\.Scalar|\.int)?\b"),
+    re.compile(r"[Uu]nsupported (?:fx node|op(?:erator)?)[: ]+'?(\w+)"),
+    re.compile(r"torch\.ops\.\w+\.(\w+)"),
+)
+
+
+def locate_ops(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> list[tuple[str, str, str]]:
+    """(op, module path, module class) for every call in the exported graph of ``model``."""
+    try:
+        graph = torch.export.export(model.eval(), example_inputs).graph
+    except Exception:
+        return []
+    found = []
+    for node in graph.nodes:
+        if node.op != "call_function":
+            continue
+        op = getattr(node.target, "__name__", str(node.target)).split(".")[0]
+        stack = node.meta.get("nn_module_stack") or {}
+        path, cls = next(reversed(stack.values()), ("", None)) if stack else ("", None)
+        cls_name = getattr(cls, "__name__", str(cls).rsplit(".", 1)[-1].strip("'>")) if cls else "model"
+        found.append((op, path.removeprefix("L['self'].") if path else "", cls_name))
+    return found
+
+
+def describe_failing_op(
+    exc: BaseException, model: nn.Module | None = None, example_inputs: tuple[torch.Tensor, ...] | None = None
+) -> str:
+    """'operator X in layer Y (Class): first line of the error' as far as the error and the graph tell."""
+    text = str(exc)
+    names = [m.group(1) for pattern in _OP_PATTERNS for m in pattern.finditer(text)]
+    ops = locate_ops(model, example_inputs) if model is not None and example_inputs is not None else []
+    words = {w for w in re.findall(r"[a-z][a-z0-9]{2,}", text.lower())}
+    match = None
+    for name in names:  # an op the message names, found in the graph
+        match = next((o for o in ops if o[0] == name or o[0].startswith(name)), None)
+        if match:
+            break
+    if match is None:  # the message only describes it ("Only 1D FFT ..."): match its words to op names
+        match = next((o for o in ops if words & set(re.split(r"[_\d]+", o[0])) - {"default", ""}), None)
+    detail = first_line(exc)
+    if match:
+        op, path, cls = match
+        return f"operator {op} in layer {path or '(top level)'} ({cls}): {detail}"
+    if names:
+        return f"operator {names[0]}: {detail}"
+    return detail
 
 
 def first_line(exc: BaseException) -> str:

@@ -1,15 +1,25 @@
-"""ExecuTorch: ``torch.export`` -> edge -> XNNPACK delegate -> ``.pte``; host runs via ``executorch.runtime``."""
+"""ExecuTorch: ``torch.export`` -> edge -> delegate (XNNPACK, or Core ML for iOS) -> ``.pte``.
+
+int8 uses PT2E: ``XNNPACKQuantizer`` (per-channel symmetric weights, per-tensor activations) calibrated on real
+images, then lowered to XNNPACK. Host runs go through ``executorch.runtime``; a Core ML–delegated program only
+loads on Apple runtimes.
+"""
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from targets._common import Artifact, TargetError, UnsupportedOpError, first_line
+from targets._common import Artifact, TargetError, UnsupportedOpError, describe_failing_op, first_line
+
+PRECISIONS = ("fp32", "int8")
+BACKENDS = ("xnnpack", "coreml")
 
 
 @dataclass
@@ -17,32 +27,121 @@ class ExecuTorchConfig:
     precision: str = "fp32"
     backend: str = "xnnpack"
 
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise TargetError(f"ExecuTorch has no {self.precision} export.", f"Use one of: {', '.join(PRECISIONS)}.")
+        if self.backend not in BACKENDS:
+            raise TargetError(f"Unknown ExecuTorch backend {self.backend!r}.", f"Use one of: {', '.join(BACKENDS)}.")
+        if self.backend == "coreml" and self.precision != "fp32":
+            raise TargetError("The Core ML delegate takes an fp32 program.", "Use --precision fp32 for it.")
 
-def lower(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], config: ExecuTorchConfig) -> bytes:
-    """The ``.pte`` program bytes of ``model`` delegated to XNNPACK."""
+
+def quantize_pt2e(
+    model: nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    calibration: torch.Tensor | None,
+    quantizer: Any,
+    *,
+    fold_quantize: bool = True,
+) -> nn.Module:
+    """Prepare ``model`` with ``quantizer``, run ``calibration`` through it (one image at a time), convert."""
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    if calibration is None or len(calibration) == 0:
+        raise TargetError("int8 export needs calibration images.", "Export from a build whose data is available.")
+    graph = torch.export.export(model.eval(), example_inputs).module()
+    prepared = move_exported_model_to_eval(prepare_pt2e(graph, quantizer))  # dropout off while calibrating
+    with torch.no_grad():
+        for image in calibration:
+            prepared(image.unsqueeze(0))
+    return move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=fold_quantize))
+
+
+def _partitioner(backend: str) -> Any:
+    if backend == "coreml":
+        from executorch.backends.apple.coreml.partition import CoreMLPartitioner
+
+        return CoreMLPartitioner()
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+    return XnnpackPartitioner()
+
+
+def op_summary(graph: torch.fx.Graph) -> dict[str, Any]:
+    """How much of the lowered graph a delegate took: delegate calls and the ops left to the portable kernels."""
+    delegated, portable = 0, Counter()
+    for node in graph.nodes:
+        if node.op != "call_function":
+            continue
+        name = getattr(node.target, "__name__", str(node.target))
+        if "call_delegate" in name:
+            delegated += 1
+        elif name not in ("getitem",):
+            portable[name] += 1
+    return {"delegate_calls": delegated, "portable_ops": dict(portable)}
+
+
+def lower(
+    model: nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    config: ExecuTorchConfig,
+    *,
+    calibration: torch.Tensor | None = None,
+) -> tuple[bytes, dict[str, Any]]:
+    """The ``.pte`` program bytes of ``model`` and a summary of what was delegated."""
     from executorch.exir import to_edge_transform_and_lower
 
-    if config.precision != "fp32" or config.backend != "xnnpack":
-        raise TargetError(f"ExecuTorch {config.backend}/{config.precision} is not available yet.", "Use fp32 xnnpack.")
+    model = model.eval()
+    if config.precision == "int8":
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer,
+            get_symmetric_quantization_config,
+        )
+
+        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+        try:
+            model = quantize_pt2e(model, example_inputs, calibration, quantizer)
+        except TargetError:
+            raise
+        except Exception as exc:
+            raise unsupported("ExecuTorch int8 quantisation", exc, model, example_inputs) from exc
     try:
-        exported = torch.export.export(model.eval(), example_inputs)
-        program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
+        exported = torch.export.export(model, example_inputs)
+        edge = to_edge_transform_and_lower(exported, partitioner=[_partitioner(config.backend)])
+        summary = op_summary(edge.exported_program().graph)
+        program = edge.to_executorch()
+    except TargetError:
+        raise
     except Exception as exc:  # lowering errors come from deep inside exir with many types
-        raise UnsupportedOpError(
-            f"ExecuTorch could not lower the model: {first_line(exc)}.",
-            "Replace the unsupported layer or export this model to another runtime.",
-        ) from exc
-    return program.buffer
+        raise unsupported("ExecuTorch", exc, model, example_inputs) from exc
+    return program.buffer, summary
+
+
+def unsupported(
+    runtime: str, exc: BaseException, model: nn.Module, example_inputs: tuple[torch.Tensor, ...]
+) -> UnsupportedOpError:
+    """An error naming the operator and the layer (as far as the graph tells) that ``runtime`` could not handle."""
+    return UnsupportedOpError(
+        f"{runtime} could not lower the model: {describe_failing_op(exc, model, example_inputs)}.",
+        "Replace that layer (e.g. with a module from `mobilelwt.modules`) or export to another runtime.",
+    )
 
 
 def export(
-    model: nn.Module, example_inputs: tuple[torch.Tensor, ...], out_path: Path, config: ExecuTorchConfig | None = None
+    model: nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    out_path: Path,
+    config: ExecuTorchConfig | None = None,
+    *,
+    calibration: torch.Tensor | None = None,
 ) -> Artifact:
     config = config or ExecuTorchConfig()
     started = time.perf_counter()
-    buffer = lower(model, example_inputs, config)
-    return Artifact.write(buffer, out_path, "pte", "executorch", config.precision, started, backend=config.backend)
+    buffer, summary = lower(model, example_inputs, config, calibration=calibration)
+    return Artifact.write(
+        buffer, out_path, "pte", "executorch", config.precision, started, backend=config.backend, **summary
+    )
 
 
 def set_threads(threads: int) -> None:
@@ -61,8 +160,14 @@ class HostProgram:
             set_threads(threads)
         # the runtime reads the program in place: the bytes must outlive the loaded method
         self._data = Path(program).read_bytes() if isinstance(program, Path | str) else program
-        self._program = Runtime.get().load_program(self._data)
-        self._method = self._program.load_method("forward")
+        try:
+            self._program = Runtime.get().load_program(self._data)
+            self._method = self._program.load_method("forward")
+        except Exception as exc:
+            raise TargetError(
+                f"The host ExecuTorch runtime could not load the program: {first_line(exc)}.",
+                "Re-export it; a Core ML-delegated .pte only loads on Apple devices.",
+            ) from exc
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self._method.execute(list(inputs))[0]

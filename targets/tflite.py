@@ -1,35 +1,81 @@
-"""TFLite/LiteRT: ``litert_torch.convert`` -> ``.tflite``; host runs via ``ai_edge_litert``'s interpreter."""
+"""TFLite/LiteRT: ``litert_torch.convert`` -> ``.tflite``; host runs via ``ai_edge_litert``'s interpreter.
+
+int8 uses litert-torch's PT2E quantizer: ``dynamic`` (int8 weights, activations quantised on the fly; float
+inputs/outputs) or ``static`` (activations calibrated on real images; the file's inputs and outputs are int8,
+with their scale/zero point in the model, which :class:`HostInterpreter` applies).
+"""
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from targets._common import Artifact, TargetError, UnsupportedOpError, first_line
+from targets._common import Artifact, TargetError, UnsupportedOpError, describe_failing_op, first_line
+
+PRECISIONS = ("fp32", "int8")
+QUANTIZATIONS = ("static", "dynamic")
 
 
 @dataclass
 class TFLiteConfig:
     precision: str = "fp32"
+    quantization: str = "static"  # int8 only
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise TargetError(f"TFLite has no {self.precision} export.", f"Use one of: {', '.join(PRECISIONS)}.")
+        if self.quantization not in QUANTIZATIONS:
+            raise TargetError(
+                f"Unknown TFLite quantisation {self.quantization!r}.", f"Use one of: {', '.join(QUANTIZATIONS)}."
+            )
+
+    @property
+    def label(self) -> str:
+        return "fp32" if self.precision == "fp32" else f"int8-{self.quantization}"
 
 
-def convert(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], config: TFLiteConfig) -> bytes:
+def convert(
+    model: nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    config: TFLiteConfig,
+    *,
+    calibration: torch.Tensor | None = None,
+) -> bytes:
+    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")  # its own progress lines would garble ours
     import litert_torch
 
-    if config.precision != "fp32":
-        raise TargetError(f"TFLite {config.precision} is not available yet.", "Use fp32.")
+    model = model.eval()
+    kwargs: dict[str, Any] = {}
     try:
-        edge_model = litert_torch.convert(model.eval(), example_inputs)
+        if config.precision == "int8":
+            from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+            from litert_torch.quantize.quant_config import QuantConfig
+
+            from targets.executorch import quantize_pt2e
+
+            quantizer = PT2EQuantizer().set_global(
+                get_symmetric_quantization_config(is_per_channel=True, is_dynamic=config.quantization == "dynamic")
+            )
+            if config.quantization == "dynamic" and calibration is None:
+                calibration = example_inputs[0]
+            # litert-torch folds the quantize ops itself; folded int8 weights fail its stablehlo lowering
+            model = quantize_pt2e(model, example_inputs, calibration, quantizer, fold_quantize=False)
+            kwargs["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
+        edge_model = litert_torch.convert(model, example_inputs, **kwargs)
+    except TargetError:
+        raise
     except Exception as exc:
         raise UnsupportedOpError(
-            f"litert-torch could not convert the model: {first_line(exc)}.",
-            "Replace the unsupported layer or export this model to another runtime.",
+            f"litert-torch could not convert the model: {describe_failing_op(exc, model, example_inputs)}.",
+            "Replace that layer (e.g. with a module from `mobilelwt.modules`) or export to another runtime.",
         ) from exc
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.tflite"
@@ -38,28 +84,65 @@ def convert(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], config: 
 
 
 def export(
-    model: nn.Module, example_inputs: tuple[torch.Tensor, ...], out_path: Path, config: TFLiteConfig | None = None
+    model: nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    out_path: Path,
+    config: TFLiteConfig | None = None,
+    *,
+    calibration: torch.Tensor | None = None,
 ) -> Artifact:
     config = config or TFLiteConfig()
     started = time.perf_counter()
-    data = convert(model, example_inputs, config)
-    return Artifact.write(data, out_path, "tflite", "litert", config.precision, started)
+    data = convert(model, example_inputs, config, calibration=calibration)
+    summary = {"quantization": config.quantization} if config.precision == "int8" else {}
+    return Artifact.write(data, out_path, "tflite", "litert", config.precision, started, **summary, **op_summary(data))
+
+
+def op_summary(data: bytes) -> dict[str, Any]:
+    """Operator counts and tensor types of a ``.tflite`` (what the interpreter will run)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=data)
+    ops: dict[str, int] = {}
+    for detail in interpreter._get_ops_details():
+        ops[detail["op_name"]] = ops.get(detail["op_name"], 0) + 1
+    inputs = interpreter.get_input_details()
+    return {"ops": ops, "input_dtype": np.dtype(inputs[0]["dtype"]).name}
 
 
 class HostInterpreter:
-    """A ``.tflite`` model in the host LiteRT interpreter (XNNPACK delegate); call it like the model."""
+    """A ``.tflite`` model in the host LiteRT interpreter (XNNPACK delegate); call it like the model.
+
+    Float tensors go in and come out whatever the file's I/O types: int8 inputs are quantised with the file's
+    scale/zero point and int8 outputs dequantised.
+    """
 
     def __init__(self, model: bytes | Path, threads: int | None = None) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         content = Path(model).read_bytes() if isinstance(model, Path | str) else model
-        self._interpreter = Interpreter(model_content=content, num_threads=threads or 1)
-        self._interpreter.allocate_tensors()
+        try:
+            self._interpreter = Interpreter(model_content=content, num_threads=threads or 1)
+            self._interpreter.allocate_tensors()
+        except Exception as exc:
+            raise TargetError(
+                f"The LiteRT interpreter could not load the model: {first_line(exc)}.", "Re-export it."
+            ) from exc
         self._inputs = self._interpreter.get_input_details()
         self._output = self._interpreter.get_output_details()[0]
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         for detail, value in zip(self._inputs, inputs, strict=True):
-            self._interpreter.set_tensor(detail["index"], np.ascontiguousarray(value.numpy(), dtype=np.float32))
+            array = np.ascontiguousarray(value.detach().numpy(), dtype=np.float32)
+            dtype = np.dtype(detail["dtype"])
+            if dtype.kind in "iu":
+                scale, zero_point = detail["quantization"]
+                info = np.iinfo(dtype)
+                array = np.clip(np.round(array / scale) + zero_point, info.min, info.max).astype(dtype)
+            self._interpreter.set_tensor(detail["index"], array)
         self._interpreter.invoke()
-        return torch.from_numpy(self._interpreter.get_tensor(self._output["index"]).copy())
+        out = self._interpreter.get_tensor(self._output["index"])
+        if np.dtype(out.dtype).kind in "iu":
+            scale, zero_point = self._output["quantization"]
+            out = (out.astype(np.float32) - zero_point) * scale
+        return torch.from_numpy(np.array(out, dtype=np.float32))

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from mobilelwt import __version__
+from mobilelwt.cli.build import build_command, export_command
 from mobilelwt.cli.compress import compress_command, evaluate_command
 from mobilelwt.cli.datasets import datasets_command
 from mobilelwt.cli.models import models_command
@@ -41,6 +42,8 @@ app.command("datasets")(datasets_command)
 app.command("train-teacher")(train_teacher_command)
 app.command("compress")(compress_command)
 app.command("evaluate")(evaluate_command)
+app.command("export")(export_command)
+app.command("build")(build_command)
 
 
 def main() -> None:

@@ -48,35 +48,11 @@ def compress_command(
     ] = None,
 ) -> None:
     """Compress a teacher into a student: plan, closed-form init, layer-wise training, distillation."""
-    from mobilelwt.compress import CompressConfig, compress
-    from mobilelwt.distill import DistillConfig
-    from mobilelwt.layerwise import LayerwiseConfig
+    options = dict(locals())
+    from mobilelwt.compress import compress
     from mobilelwt.plan import Plan
 
-    config = CompressConfig(
-        speedup=speedup,
-        planner=planner,
-        conv_module=conv_module,
-        compress_fc=compress_fc,
-        calib_images=calib_images,
-        layerwise=LayerwiseConfig(
-            epochs=layer_epochs,
-            max_steps=layer_max_steps,
-            layer_input=layer_input,
-            lr=layer_lr,
-            batch_size=layer_batch_size,
-            seed=seed,
-        ),
-        finetune=DistillConfig(
-            epochs=finetune_epochs,
-            lr=finetune_lr,
-            batch_size=finetune_batch_size,
-            temperature=temperature,
-            alpha=alpha,
-            seed=seed,
-        ),
-        seed=seed,
-    )
+    config = compress_config_from_options(**{k: v for k, v in options.items() if k in COMPRESS_OPTIONS})
     with progress_bars() as on_progress:
         result = compress(
             model,
@@ -95,6 +71,47 @@ def compress_command(
         )
     print_compress_summary(result.metrics)
     console.print(f"build directory: {result.out}")
+
+
+# the options `build` shares with `compress` (its signature reuses these parameters)
+COMPRESS_OPTIONS = (
+    "speedup", "planner", "conv_module", "compress_fc", "calib_images", "latency_runtime", "layer_epochs",
+    "layer_max_steps", "layer_input", "layer_lr", "layer_batch_size", "finetune_epochs", "finetune_lr",
+    "finetune_batch_size", "temperature", "alpha", "seed",
+)  # fmt: skip
+
+
+def compress_config_from_options(**options):
+    """The :class:`CompressConfig` that the shared compress options describe."""
+    from mobilelwt.compress import CompressConfig
+    from mobilelwt.distill import DistillConfig
+    from mobilelwt.layerwise import LayerwiseConfig
+
+    o = options
+    return CompressConfig(
+        speedup=o["speedup"],
+        planner=o["planner"],
+        conv_module=o["conv_module"],
+        compress_fc=o["compress_fc"],
+        calib_images=o["calib_images"],
+        layerwise=LayerwiseConfig(
+            epochs=o["layer_epochs"],
+            max_steps=o["layer_max_steps"],
+            layer_input=o["layer_input"],
+            lr=o["layer_lr"],
+            batch_size=o["layer_batch_size"],
+            seed=o["seed"],
+        ),
+        finetune=DistillConfig(
+            epochs=o["finetune_epochs"],
+            lr=o["finetune_lr"],
+            batch_size=o["finetune_batch_size"],
+            temperature=o["temperature"],
+            alpha=o["alpha"],
+            seed=o["seed"],
+        ),
+        seed=o["seed"],
+    )
 
 
 def _latency_probe(runtime: str, threads: int | None):

@@ -175,7 +175,8 @@ def test_compress_and_evaluate_commands(tmp_path, tiny_teacher) -> None:
 def test_compress_with_the_latency_planner_times_on_a_runtime(tmp_path, tiny_teacher) -> None:
     out = tmp_path / "build"
     result = invoke("compress", "--model", "tinynet", "--weights", tiny_teacher, "--out", out, "--speedup", "1.5",
-                    "--planner", "latency", "--layer-epochs", "0", "--finetune-epochs", "0", "--threads", "1")  # fmt: skip
+                    "--planner", "latency", "--layer-epochs", "0", "--finetune-epochs", "0",
+                    "--threads", "1")  # fmt: skip
     assert result.exit_code == 0, result.output
     plan = json.loads((out / "plan.json").read_text())
     assert plan["planner"] == "latency" and plan["details"]["probe"].startswith("executorch host")

@@ -1,0 +1,91 @@
+"""Host latency of exported artifacts, teacher and student interleaved so drift hits both alike."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from device_bench.stats import summarize
+
+HOST_RUNTIMES = ("executorch", "litert")
+
+
+def load_host_runner(runtime: str, path: Path, threads: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    if runtime == "executorch":
+        from targets.executorch import HostProgram
+
+        return HostProgram(path, threads=threads)
+    if runtime == "litert":
+        from targets.tflite import HostInterpreter
+
+        return HostInterpreter(path, threads=threads)
+    raise ValueError(f"no host runner for {runtime}")
+
+
+def interleaved_latency(
+    runners: dict[str, Callable[[torch.Tensor], Any]],
+    example: torch.Tensor,
+    *,
+    warmup: int = 5,
+    rounds: int = 10,
+    per_round: int = 5,
+) -> dict[str, list[float]]:
+    """Milliseconds per call for each runner: warm-up, then ``rounds`` rounds that run every runner in turn."""
+    for run in runners.values():
+        for _ in range(warmup):
+            run(example)
+    samples: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            for _ in range(per_round):
+                started = time.perf_counter()
+                run(example)
+                samples[name].append((time.perf_counter() - started) * 1000.0)
+    return samples
+
+
+def bench_pairs(
+    build_dir: Path,
+    artifacts: list[dict[str, Any]],
+    *,
+    threads: int = 2,
+    warmup: int = 5,
+    rounds: int = 10,
+    per_round: int = 5,
+) -> list[dict[str, Any]]:
+    """One record per host-runnable artifact; teacher and student of the same format/precision run interleaved."""
+    groups: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
+    for artifact in artifacts:
+        if artifact.get("status") != "ok" or artifact["runtime"] not in HOST_RUNTIMES:
+            continue
+        if artifact.get("backend") not in (None, "xnnpack"):
+            continue
+        key = (artifact["runtime"], artifact["precision"], artifact["format"])
+        groups.setdefault(key, {}).setdefault(artifact["role"], artifact)
+    records = []
+    for (runtime, precision, _fmt), by_role in groups.items():
+        any_artifact = next(iter(by_role.values()))
+        size = any_artifact.get("input_size")
+        runners = {role: load_host_runner(runtime, Path(build_dir) / a["path"], threads) for role, a in by_role.items()}
+        example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+        samples = interleaved_latency(runners, example, warmup=warmup, rounds=rounds, per_round=per_round)
+        for role, artifact in by_role.items():
+            records.append(
+                {
+                    "artifact": artifact["path"],
+                    "role": role,
+                    "runtime": runtime,
+                    "precision": precision,
+                    "device": "host",
+                    "threads": threads,
+                    "input": [1, 3, size, size],
+                    "warmup": warmup,
+                    "status": "ok",
+                    **summarize(samples[role]),
+                }
+            )
+    return records

@@ -1,0 +1,178 @@
+"""``mobilelwt export`` and ``mobilelwt build``."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from mobilelwt.cli._common import console, handle_user_errors, human, progress_bars
+from mobilelwt.cli.compress import COMPRESS_OPTIONS, _latency_probe, compress_command, compress_config_from_options
+
+TargetOption = Annotated[str, typer.Option(help="ios (Core ML + ExecuTorch), android (TFLite + ExecuTorch) or all.")]
+PrecisionOption = Annotated[
+    str | None, typer.Option(help="Comma-separated fp32, fp16, int8 (default: fp32; Core ML fp16).")
+]
+
+
+def _precisions(value: str | None) -> tuple[str, ...] | None:
+    return tuple(p.strip() for p in value.split(",") if p.strip()) if value else None
+
+
+@handle_user_errors
+def export_command(
+    build_dir: Annotated[Path, typer.Argument(help="A build directory written by `mobilelwt compress`.")],
+    target: TargetOption = "android",
+    precision: PrecisionOption = None,
+    validation_images: Annotated[int, typer.Option(help="Validation images run through every artifact.")] = 64,
+    calibration_images: Annotated[int, typer.Option(help="Training images that calibrate int8.")] = 64,
+    tflite_quantization: Annotated[str, typer.Option(help="TFLite int8: static or dynamic.")] = "static",
+    coreml_weights: Annotated[
+        str | None, typer.Option(help="Core ML weight compression: none, int8, palettize4, palettize6.")
+    ] = None,
+    coreml_target: Annotated[str, typer.Option(help="Core ML minimum deployment target.")] = "iOS16",
+    et_coreml: Annotated[bool, typer.Option(help="For ios, also an ExecuTorch .pte delegated to Core ML.")] = False,
+    threads: Annotated[int, typer.Option(help="Threads of the host runtimes that validate.")] = 2,
+) -> None:
+    """Export a build's teacher and student for a target, validate each file against PyTorch, list them."""
+    from targets.build_export import ExportOptions, check_listing, export_build
+
+    options = ExportOptions(
+        precisions=_precisions(precision),
+        validation_images=validation_images,
+        calibration_images=calibration_images,
+        threads=threads,
+        tflite_quantization=tflite_quantization,
+        coreml_weights=coreml_weights,
+        coreml_deployment_target=coreml_target,
+        et_coreml_delegate=et_coreml,
+    )
+    with progress_bars() as on_progress:
+        listing = export_build(build_dir, target=target, options=options, on_progress=on_progress)
+    print_artifacts(listing)
+    console.print(f"listing: {Path(build_dir) / 'artifacts.json'}")
+    check_listing(listing)
+
+
+def print_artifacts(listing: dict[str, Any]) -> None:
+    table = Table(title="artifacts (validated on the host runtime against PyTorch)")
+    for column in ("file", "size", "export s", "status", "max |Δ|", "SQNR dB", "top-1 agree", "note"):
+        table.add_column(column, justify="left" if column in ("file", "status", "note") else "right")
+    for a in listing["artifacts"]:
+        v = a.get("validation") or {}
+        numeric = v.get("kind") == "numeric"
+        note = a.get("reason") or (v.get("numeric") if not numeric else "") or ", ".join(v.get("failures", []))
+        table.add_row(
+            a["path"],
+            human(a["bytes"]) + "B" if a.get("bytes") else "",
+            f"{a['export_seconds']:.1f}" if a.get("export_seconds") else "",
+            a["status"],
+            f"{v['max_abs_diff']:.2g}" if numeric else "",
+            f"{v['sqnr_db']:.1f}" if numeric else "",
+            f"{v['top1_agreement']:.3f}" if numeric else "",
+            note or "",
+        )
+    console.print(table)
+
+
+@handle_user_errors
+def build_command(
+    model: Annotated[str, typer.Option("--model", "-m", help="Teacher name (see `mobilelwt models`).")] = "alexnet",
+    out: Annotated[Path | None, typer.Option(help="Build directory (default: runs/<model>-<data>-<target>).")] = None,
+    weights: Annotated[
+        str | None, typer.Option(help="Teacher weights (checkpoint or imagenet); default: train one on --data.")
+    ] = None,
+    data: Annotated[str, typer.Option(help="ImageFolder directory or built-in dataset name.")] = "digits",
+    val_data: Annotated[Path | None, typer.Option(help="Separate labelled ImageFolder for validation.")] = None,
+    val_fraction: Annotated[float, typer.Option(help="Share of --data held out for validation.")] = 0.1,
+    input_size: Annotated[int | None, typer.Option(help="Square input side (default: the dataset's).")] = None,
+    target: TargetOption = "ios",
+    precision: PrecisionOption = None,
+    teacher_epochs: Annotated[int, typer.Option(help="Epochs when the teacher is trained here.")] = 10,
+    validation_images: Annotated[int, typer.Option(help="Validation images run through every artifact.")] = 64,
+    bench: Annotated[bool, typer.Option(help="Time teacher and student artifacts on the host runtimes.")] = True,
+    bench_threads: Annotated[int, typer.Option(help="Threads of the host runtimes.")] = 2,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads for training.")] = None,
+    device: Annotated[str, typer.Option(help="Where training runs: cpu, cuda, cuda:N or auto.")] = "cpu",
+    **compress_options: Any,
+) -> None:
+    """Compress, export, validate and benchmark in one command; offline on the built-in digits by default."""
+    from mobilelwt.build import BuildConfig, build
+    from mobilelwt.train import TrainConfig
+
+    name = Path(str(data)).name or "data"
+    out = out or Path("runs") / f"{model}-{name}-{target}"
+    config = BuildConfig(
+        target=target,
+        precisions=_precisions(precision),
+        teacher=TrainConfig(epochs=teacher_epochs, seed=compress_options["seed"]),
+        compress=compress_config_from_options(**compress_options),
+        validation_images=validation_images,
+        bench=bench,
+        bench_threads=bench_threads,
+    )
+    planner = compress_options["planner"]
+    probe = _latency_probe(compress_options["latency_runtime"], threads) if planner == "latency" else None
+    with progress_bars() as on_progress:
+        summary = build(
+            model,
+            out=out,
+            weights=weights,
+            data=data,
+            val_data=val_data,
+            val_fraction=val_fraction,
+            input_size=input_size,
+            config=config,
+            threads=threads,
+            device=device,
+            latency_probe=probe,
+            on_progress=on_progress,
+        )
+    print_build_summary(summary)
+
+
+def _with_compress_options(command):
+    """Give ``command`` the compress command's options (same names, types and help) as Typer parameters."""
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    shared = [
+        p for p in inspect.signature(compress_command, eval_str=True).parameters.values() if p.name in COMPRESS_OPTIONS
+    ]
+    command.__signature__ = inspect.Signature([*own, *shared], return_annotation=None)
+    command.__annotations__ = {**{p.name: p.annotation for p in own + shared}, "return": None}
+    return command
+
+
+build_command = _with_compress_options(build_command)
+
+
+def print_build_summary(summary: dict[str, Any]) -> None:
+    acc = summary["accuracy"]
+    table = Table(title=f"{summary['model']} → {summary['target']}: teacher vs student")
+    for column in ("runtime", "precision", "teacher ms", "student ms", "speedup", "CV t/s"):
+        table.add_column(column, justify="left" if column in ("runtime", "precision") else "right")
+    for row in summary["latency"]:
+        table.add_row(
+            row["runtime"],
+            row["precision"],
+            f"{row['teacher_ms']:.2f}",
+            f"{row['student_ms']:.2f}",
+            f"[bold]{row['speedup']:.2f}×[/]",
+            f"{row['teacher_cv']:.2f}/{row['student_cv']:.2f}",
+        )
+    console.print(table)
+    speedups = ", ".join(f"{r['runtime']} {r['precision']} {r['speedup']:.2f}×" for r in summary["latency"])
+    console.print(
+        f"top-1 teacher {acc['teacher_top1']:.2f}% → student {acc['student_top1']:.2f}% "
+        f"({-acc['top1_drop']:+.2f} points); MACs {summary['mac_speedup']:.2f}× fewer; "
+        f"host latency: {speedups or 'no host-runnable artifact timed'}"
+    )
+    ok = summary["artifacts"]["ok"]
+    console.print(f"{len(ok)} artifact(s) validated in {summary['out']}: {', '.join(ok)}")
+    for path, reason in summary["failures"].items():
+        console.print(f"[red]failed[/] {path}: {reason}")
+    for path in summary["artifacts"]["mismatch"]:
+        console.print(f"[red]mismatch[/] {path}: see {path}.validation.json")
+    console.print(f"summary: {Path(summary['out']) / 'build.json'} ({summary['seconds']['total']:.0f} s)")

@@ -1,0 +1,70 @@
+"""`mobilelwt build` end to end on the built-in digits, and `mobilelwt export`."""
+
+import json
+
+import pytest
+
+from tests.mobilelwt.cli.test_cli import assert_user_error, invoke
+
+QUICK = ["--model", "tinynet", "--teacher-epochs", "1", "--layer-max-steps", "5", "--finetune-epochs", "1",
+         "--validation-images", "8", "--bench-threads", "1", "--threads", "2"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli-build") / "b"
+    result = invoke("build", *QUICK, "--target", "android", "--out", out)
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_build_runs_every_stage_offline_on_digits(built) -> None:
+    out, output = built
+    summary = json.loads((out / "build.json").read_text())
+    assert summary["teacher"]["trained"] is True and (out / "teacher" / "tinynet.pt").is_file()
+    for name in ("plan.json", "student.pt", "metrics.json", "manifest.json", "artifacts.json", "host-bench.json"):
+        assert (out / name).is_file(), name
+    assert sorted(summary["artifacts"]["ok"]) == sorted(
+        f"android/tinynet-{role}-fp32.{ext}" for role in ("teacher", "student") for ext in ("pte", "tflite")
+    )
+    runtimes = {row["runtime"]: row for row in summary["latency"]}
+    assert set(runtimes) == {"executorch", "litert"}
+    for row in runtimes.values():
+        assert row["teacher_ms"] > 0 and row["student_ms"] > 0
+        assert row["speedup"] == pytest.approx(row["teacher_ms"] / row["student_ms"])
+    bench = json.loads((out / "host-bench.json").read_text())["records"]
+    assert {r["role"] for r in bench} == {"teacher", "student"} and all(r["runs"] == 50 for r in bench)
+    assert "speedup" in output and "top-1 teacher" in output and "MACs" in output
+
+
+def test_build_resumes_without_redoing_finished_stages(built) -> None:
+    out, _ = built
+    before = json.loads((out / "artifacts.json").read_text())
+    result = invoke("build", *QUICK, "--target", "android", "--out", out, "--no-bench")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "build.json").read_text())
+    assert summary["teacher"]["trained"] is False
+    assert summary["seconds"]["compress"] < 30 and summary["seconds"]["export"] < 5
+    assert json.loads((out / "artifacts.json").read_text())["artifacts"] == before["artifacts"]
+
+
+def test_export_command_adds_ios_artifacts(built) -> None:
+    out, _ = built
+    result = invoke("export", out, "--target", "ios", "--validation-images", "8", "--threads", "1")
+    assert result.exit_code == 0, result.output
+    assert (
+        "structural" in json.loads((out / "ios" / "tinynet-student-fp16.mlpackage.validation.json").read_text())["kind"]
+    )
+    listing = json.loads((out / "artifacts.json").read_text())
+    assert listing["targets"] == ["android", "ios"]
+    assert "needs macOS" in result.output
+
+
+def test_build_and_export_user_errors(built, tmp_path) -> None:
+    out, _ = built
+    assert_user_error(invoke("export", out, "--target", "windows"), "Unknown target 'windows'")
+    assert_user_error(invoke("export", out, "--precision", "int4"), "Unknown precision(s) int4")
+    assert_user_error(invoke("export", tmp_path / "none"), "not a finished build")
+    assert_user_error(invoke("build", "--model", "nope", "--out", tmp_path / "x"), "Unknown model 'nope'")
+    assert_user_error(invoke("build", *QUICK, "--target", "watch", "--out", tmp_path / "y"), "Unknown target 'watch'")
+    assert not (tmp_path / "y" / "teacher").exists()  # refused before any training
