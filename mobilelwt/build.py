@@ -28,6 +28,8 @@ class BuildConfig:
     bench: bool = True
     bench_threads: int = 2
     bench_rounds: int = 10
+    budget_ms: float | None = None
+    max_drop: float | None = None
 
 
 def teacher_for_build(
@@ -163,7 +165,10 @@ def build(
         bench_records = bench_pairs(out, artifacts, threads=config.bench_threads, rounds=config.bench_rounds)
         write_json(out / "host-bench.json", {"records": bench_records, "threads": config.bench_threads})
         seconds["bench"] = time.perf_counter() - t0
-    on_progress(ProgressEvent("build", 4, 4, {"stage": "done"}))
+    on_progress(ProgressEvent("build", 4, 4, {"stage": "report"}))
+    from mobilelwt.report import make_report
+
+    report = make_report([out], budget_ms=config.budget_ms, max_drop=config.max_drop)
     seconds["total"] = time.perf_counter() - started
 
     summary = {
@@ -184,6 +189,8 @@ def build(
             for status in ("ok", "mismatch", "failed", "skipped")
         },
         "failures": {a["path"]: a.get("reason") for a in listing["artifacts"] if a["status"] == "failed"},
+        "report": [str(p) for p in report["files"]],
+        "headline": report["headline"],
         "seconds": seconds,
     }
     write_json(out / "build.json", summary)

@@ -13,7 +13,7 @@ def host_runner(runtime: str, model, example_inputs, threads: int):
     if runtime == "executorch":
         from targets.executorch import ExecuTorchConfig, HostProgram, lower
 
-        return HostProgram(lower(model, example_inputs, ExecuTorchConfig()), threads=threads)
+        return HostProgram(lower(model, example_inputs, ExecuTorchConfig())[0], threads=threads)
     if runtime == "litert":
         from targets.tflite import HostInterpreter, TFLiteConfig, convert
 

@@ -126,15 +126,15 @@ def describe_failing_op(
     text = str(exc)
     names = [m.group(1) for pattern in _OP_PATTERNS for m in pattern.finditer(text)]
     ops = locate_ops(model, example_inputs) if model is not None and example_inputs is not None else []
-    words = {w for w in re.findall(r"[a-z][a-z0-9]{2,}", text.lower())}
     match = None
     for name in names:  # an op the message names, found in the graph
         match = next((o for o in ops if o[0] == name or o[0].startswith(name)), None)
         if match:
             break
-    if match is None:  # the message only describes it ("Only 1D FFT ..."): match its words to op names
-        match = next((o for o in ops if words & set(re.split(r"[_\d]+", o[0])) - {"default", ""}), None)
-    detail = first_line(exc)
+    if match is None:  # the message only describes it ("Only 1D FFT ..."): match its first line's words to op names
+        words = set(re.findall(r"[a-z][a-z0-9]{2,}", first_line(exc).lower()))
+        match = next((o for o in ops if words & (set(re.split(r"[_\d]+", o[0])) - {"default", ""})), None)
+    detail = first_line(exc).rstrip(".")
     if match:
         op, path, cls = match
         return f"operator {op} in layer {path or '(top level)'} ({cls}): {detail}"

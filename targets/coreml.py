@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -88,7 +89,8 @@ def convert(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], config: 
         with _quiet_import():
             mlmodel = ct.convert(
                 exported,
-                inputs=[ct.TensorType(name=INPUT_NAME, shape=shape)],
+                # float32 in whatever the compute precision: one interface for every variant of a model
+                inputs=[ct.TensorType(name=INPUT_NAME, shape=shape, dtype=np.float32)],
                 outputs=None if config.class_labels else [ct.TensorType(name="logits")],
                 classifier_config=ct.ClassifierConfig(list(config.class_labels)) if config.class_labels else None,
                 compute_precision=ct.precision.FLOAT32 if config.compute_precision == "fp32" else ct.precision.FLOAT16,
@@ -191,6 +193,19 @@ def spec_ops(spec: Any) -> Counter:
     return ops
 
 
+def constant_dtypes(spec: Any) -> Counter:
+    """How many constants (weights, mostly) the program stores in each data type (FLOAT16, FLOAT32, INT8...)."""
+    from coremltools.proto import MIL_pb2
+
+    dtypes: Counter = Counter()
+    for function in spec.mlProgram.functions.values():
+        for block in function.block_specializations.values():
+            for op in block.operations:
+                if op.type == "const":
+                    dtypes[MIL_pb2.DataType.Name(op.outputs[0].type.tensorType.dataType)] += 1
+    return dtypes
+
+
 def structural_check(
     path: Path, *, input_shape: tuple[int, ...], num_classes: int, precision: str, class_labels: list[str] | None
 ) -> dict[str, Any]:
@@ -217,8 +232,11 @@ def structural_check(
     compressed += ops.get("constexpr_blockwise_shift_scale", 0)
     if precision == "int8" and compressed == 0:
         failures.append("no compressed (int8) weights found")
-    if precision == "fp16" and ops.get("cast", 0) == 0:
-        failures.append("no fp16 casts: the model does not compute in fp16")
+    dtypes = constant_dtypes(spec)
+    if precision == "fp16" and dtypes.get("FLOAT16", 0) == 0:
+        failures.append("no fp16 constants: the model does not compute in fp16")
+    if precision == "fp32" and dtypes.get("FLOAT16", 0) > 0:
+        failures.append("fp16 constants in an fp32 model")
     if sum(ops.values()) == 0:
         failures.append("the program has no operations")
     return {
@@ -231,6 +249,7 @@ def structural_check(
         "num_classes": num_classes,
         "ops": dict(ops),
         "compressed_weight_ops": compressed,
+        "constant_dtypes": dict(dtypes),
         "specification_version": spec.specificationVersion,
         "passed": not failures,
         "failures": failures,

@@ -11,6 +11,7 @@ from mobilelwt.cli.build import build_command, export_command
 from mobilelwt.cli.compress import compress_command, evaluate_command
 from mobilelwt.cli.datasets import datasets_command
 from mobilelwt.cli.models import models_command
+from mobilelwt.cli.report import report_command
 from mobilelwt.cli.train_teacher import train_teacher_command
 
 app = typer.Typer(
@@ -44,6 +45,7 @@ app.command("compress")(compress_command)
 app.command("evaluate")(evaluate_command)
 app.command("export")(export_command)
 app.command("build")(build_command)
+app.command("report")(report_command)
 
 
 def main() -> None:

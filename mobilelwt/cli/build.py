@@ -76,6 +76,12 @@ def print_artifacts(listing: dict[str, Any]) -> None:
             note or "",
         )
     console.print(table)
+    structural = [a["path"] for a in listing["artifacts"] if (a.get("validation") or {}).get("kind") == "structural"]
+    if structural:
+        console.print(
+            f"{len(structural)} Core ML package(s) checked structurally (interface, labels, ops, weights); "
+            "the numeric check needs macOS: run `mobilelwt export` there to compare outputs."
+        )
 
 
 @handle_user_errors
@@ -97,6 +103,8 @@ def build_command(
     bench_threads: Annotated[int, typer.Option(help="Threads of the host runtimes.")] = 2,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads for training.")] = None,
     device: Annotated[str, typer.Option(help="Where training runs: cpu, cuda, cuda:N or auto.")] = "cpu",
+    budget_ms: Annotated[float | None, typer.Option(help="Report: mark variants at most this slow (ms).")] = None,
+    max_drop: Annotated[float | None, typer.Option(help="Report: … and at most this top-1 drop (points).")] = None,
     **compress_options: Any,
 ) -> None:
     """Compress, export, validate and benchmark in one command; offline on the built-in digits by default."""
@@ -113,6 +121,8 @@ def build_command(
         validation_images=validation_images,
         bench=bench,
         bench_threads=bench_threads,
+        budget_ms=budget_ms,
+        max_drop=max_drop,
     )
     planner = compress_options["planner"]
     probe = _latency_probe(compress_options["latency_runtime"], threads) if planner == "latency" else None
@@ -175,4 +185,7 @@ def print_build_summary(summary: dict[str, Any]) -> None:
         console.print(f"[red]failed[/] {path}: {reason}")
     for path in summary["artifacts"]["mismatch"]:
         console.print(f"[red]mismatch[/] {path}: see {path}.validation.json")
+    for line in summary["headline"]:
+        console.print(line)
+    console.print(f"report: {', '.join(summary['report'])}")
     console.print(f"summary: {Path(summary['out']) / 'build.json'} ({summary['seconds']['total']:.0f} s)")

@@ -1,0 +1,263 @@
+"""Render the report table: CSV and JSON for dashboards, Markdown for pull requests, self-contained HTML."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mobilelwt.errors import ConfigError
+from mobilelwt.io import atomic_path
+
+FORMATS = ("html", "md", "csv", "json")
+REPORT_FORMAT = "mobilelwt.report/1"
+# what Markdown and HTML show, with headers; CSV and JSON carry every column
+SHOWN = [
+    ("model", "model"), ("role", "role"), ("format", "format"), ("precision", "precision"), ("device", "device"),
+    ("macs", "MACs"), ("bytes", "size"), ("latency_median_ms", "median ms"), ("latency_p90_ms", "p90 ms"),
+    ("speedup", "speedup"), ("mac_ratio", "MAC ratio"), ("realised_ratio", "realised"), ("top1", "top-1"),
+    ("top1_delta", "Δ top-1"), ("top5", "top-5"), ("sqnr_db", "SQNR dB"), ("status", "status"),
+    ("meets_budget", "meets budget"), ("note", "note"),
+]  # fmt: skip
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def format_cell(column: str, value: Any) -> str:
+    """Human text for one cell; a missing measurement is 'n/a', never a zero."""
+    if _missing(value):
+        return "n/a"
+    if column in ("macs", "bytes"):
+        units = [(1e9, "G"), (1e6, "M"), (1e3, "k")]
+        scale, unit = next(((s, u) for s, u in units if abs(value) >= s), (1, ""))
+        return f"{value / scale:.2f} {unit}{'B' if column == 'bytes' else ''}".strip()
+    if column in ("speedup", "mac_ratio"):
+        return f"{value:.2f}×"
+    if column == "realised_ratio":
+        return f"{value:.2f}"
+    if column in ("top1_delta",):
+        return f"{value:+.2f}"
+    if column == "meets_budget":
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.2f}" if column != "sqnr_db" or math.isfinite(value) else "∞"
+    return str(value)
+
+
+def to_json(table: pd.DataFrame, meta: dict[str, Any]) -> str:
+    rows = [{k: (None if _missing(v) else v) for k, v in row.items()} for row in table.to_dict("records")]
+    return json.dumps({"format": REPORT_FORMAT, **meta, "rows": rows}, indent=2, default=str) + "\n"
+
+
+def read_json_report(text: str) -> pd.DataFrame:
+    data = json.loads(text)
+    if data.get("format") != REPORT_FORMAT:
+        raise ConfigError("Not a mobilelwt report JSON.", f"Expected format {REPORT_FORMAT}.")
+    return pd.DataFrame(data["rows"]).astype({"latency_median_ms": float, "speedup": float})
+
+
+def to_markdown(table: pd.DataFrame, meta: dict[str, Any]) -> str:
+    def cell(column: str, value: Any) -> str:
+        return format_cell(column, value).replace("|", "\\|").replace("\n", " ")
+
+    lines = [f"## mobilelwt report ({', '.join(meta['builds'])})", ""]
+    lines.append("| " + " | ".join(header for _, header in SHOWN) + " |")
+    lines.append("|" + "|".join(" --- " for _ in SHOWN) + "|")
+    for row in table.to_dict("records"):
+        lines.append("| " + " | ".join(cell(column, row[column]) for column, _ in SHOWN) + " |")
+    lines += ["", _footnote(meta)]
+    return "\n".join(lines) + "\n"
+
+
+def _footnote(meta: dict[str, Any]) -> str:
+    budget = meta.get("budget") or {}
+    parts = [
+        "Speedup: teacher median / student median on the same runtime, precision and device (measured side by side).",
+        "MAC ratio: teacher MACs / model MACs; realised = speedup / MAC ratio. n/a = not measured.",
+    ]
+    if budget.get("max_ms") is not None or budget.get("max_drop") is not None:
+        parts.append(f"Budget: median ≤ {budget.get('max_ms')} ms, top-1 drop ≤ {budget.get('max_drop')} points.")
+    return " ".join(parts)
+
+
+def to_csv(table: pd.DataFrame) -> str:
+    return table.to_csv(index=False)
+
+
+def _png(fig: Any) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points not beaten by another that is both faster and at least as accurate (latency ascending)."""
+    front: list[tuple[float, float]] = []
+    best = -math.inf
+    for latency, accuracy in sorted(points, key=lambda p: (p[0], -p[1])):
+        if accuracy > best:
+            front.append((latency, accuracy))
+            best = accuracy
+    return front
+
+
+def plots(table: pd.DataFrame, layers: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
+    """Embedded PNGs: accuracy vs latency with the Pareto front, speedup per runtime, per-layer MACs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out: dict[str, str] = {}
+    timed = table.dropna(subset=["latency_median_ms", "top1"])
+    if not timed.empty:
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for (runtime, role), group in timed.groupby(["runtime", "role"]):
+            ax.scatter(group["latency_median_ms"], group["top1"], marker="o" if role == "student" else "s",
+                       label=f"{runtime} {role}", s=40, alpha=0.85)  # fmt: skip
+        front = pareto_front(list(zip(timed["latency_median_ms"], timed["top1"], strict=True)))
+        ax.plot([p[0] for p in front], [p[1] for p in front], "k--", lw=1, label="Pareto front")
+        ax.set_xlabel("median latency (ms)")
+        ax.set_ylabel("top-1 (%)")
+        ax.set_title("accuracy vs latency")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        out["scatter"] = _png(fig)
+    students = table[(table["role"] == "student")].dropna(subset=["speedup"])
+    if not students.empty:
+        fig, ax = plt.subplots(figsize=(7, 3.4))
+        labels = [f"{r.model} {r.runtime} {r.precision} {r.device}" for r in students.itertuples()]
+        ax.barh(labels, students["speedup"], color="#4c78a8", label="measured speedup")
+        ax.barh(labels, students["mac_ratio"], fill=False, edgecolor="#e45756", label="MAC ratio")
+        ax.set_xlabel("× faster than the teacher")
+        ax.set_title("speedup per runtime (measured) vs MAC ratio")
+        ax.legend(fontsize=7)
+        out["speedup"] = _png(fig)
+    for build, rows in layers.items():
+        if not rows:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
+        names = [r["layer"] for r in rows]
+        ax.barh(names, [r["teacher_macs"] / 1e6 for r in rows], color="#bab0ac", label="teacher")
+        ax.barh(names, [r["student_macs"] / 1e6 for r in rows], color="#4c78a8", label="student")
+        ax.invert_yaxis()
+        ax.set_xlabel("MMACs")
+        ax.set_title(f"{build}: MACs per replaced layer")
+        ax.legend(fontsize=7)
+        out[f"layers:{build}"] = _png(fig)
+    return out
+
+
+_CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222}
+table{border-collapse:collapse;font-size:12px}th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}
+th{background:#f0f0f0}td.t{text-align:left}tr.student td{background:#f6fbff}.na{color:#999}
+.fail{color:#b00020}.ok{color:#1b7f3b}img{max-width:100%;margin:8px 0}.note{color:#555;font-size:12px}
+"""
+
+
+def to_html(table: pd.DataFrame, meta: dict[str, Any], layers: dict[str, list[dict[str, Any]]]) -> str:
+    """A self-contained page: inline CSS, plots as data URIs, no script, every value escaped."""
+    e = html.escape
+    head = "".join(f"<th>{e(header)}</th>" for _, header in SHOWN)
+    body = []
+    for row in table.to_dict("records"):
+        cells = []
+        for column, _ in SHOWN:
+            value = row[column]
+            text = e(format_cell(column, value))
+            classes = []
+            if column in ("model", "role", "format", "precision", "device", "note", "status"):
+                classes.append("t")
+            if _missing(value):
+                classes.append("na")
+            if column == "status":
+                classes.append("ok" if value == "ok" else "fail")
+            cells.append(f'<td class="{" ".join(classes)}">{text}</td>')
+        body.append(f'<tr class="{e(str(row["role"]))}">{"".join(cells)}</tr>')
+    images = plots(table, layers)
+    figures = []
+    for key, title in (("scatter", "Accuracy vs latency"), ("speedup", "Speedup per runtime")):
+        if key in images:
+            figures.append(f'<h2>{e(title)}</h2><img alt="{e(title)}" src="{images[key]}">')
+        else:
+            figures.append(f'<h2>{e(title)}</h2><p class="na">No latency measured yet.</p>')
+    for build, rows in layers.items():
+        key = f"layers:{build}"
+        figures.append(f"<h2>Per-layer breakdown: {e(build)}</h2>")
+        if key in images:
+            figures.append(f'<img alt="{e("MACs per layer of " + build)}" src="{images[key]}">')
+        figures.append(_layer_table(rows))
+    title = f"mobilelwt report: {', '.join(meta['builds'])}"
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{e(title)}</title><style>{_CSS}</style></head><body>"
+        f'<h1>{e(title)}</h1><p class="note">Generated {e(meta["generated"])}. {e(_footnote(meta))}</p>'
+        f'<table id="report"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+        f"{''.join(figures)}</body></html>\n"
+    )
+
+
+def _layer_table(rows: list[dict[str, Any]]) -> str:
+    e = html.escape
+    if not rows:
+        return '<p class="na">No replaced layers recorded.</p>'
+    out = ["<table><thead><tr><th>layer</th><th>module</th><th>rank</th><th>teacher MACs</th><th>student MACs</th>"
+           "<th>kept</th><th>latency</th></tr></thead><tbody>"]  # fmt: skip
+    for r in rows:
+        kept = r["student_macs"] / r["teacher_macs"] if r.get("teacher_macs") else math.nan
+        out.append(
+            f'<tr><td class="t">{e(str(r["layer"]))}</td><td class="t">{e(str(r["module"]))}</td>'
+            f"<td>{e(str(r['rank']))}</td><td>{e(format_cell('macs', r['teacher_macs']))}</td>"
+            f"<td>{e(format_cell('macs', r['student_macs']))}</td><td>{e(format_cell('realised_ratio', kept))}</td>"
+            '<td class="na">n/a (needs a per-operator profile)</td></tr>'
+        )
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def render(
+    table: pd.DataFrame, fmt: str, *, builds: list[str], budget: dict[str, Any], layers: dict[str, list[dict]]
+) -> str:
+    if fmt not in FORMATS:
+        raise ConfigError(f"Unknown report format {fmt!r}.", f"Use some of: {', '.join(FORMATS)}.")
+    meta = {"builds": builds, "budget": budget, "generated": datetime.now(UTC).isoformat(timespec="seconds")}
+    if fmt == "csv":
+        return to_csv(table)
+    if fmt == "json":
+        return to_json(table, meta)
+    if fmt == "md":
+        return to_markdown(table, meta)
+    return to_html(table, meta, layers)
+
+
+def write_reports(
+    table: pd.DataFrame,
+    out: Path,
+    formats: tuple[str, ...],
+    *,
+    builds: list[str],
+    budget: dict[str, Any],
+    layers: dict[str, list[dict]],
+) -> list[Path]:
+    """Write ``out`` with each format's suffix (``report.html``, ``report.md``, ...), atomically."""
+    written = []
+    for fmt in formats:
+        path = Path(out).with_suffix(f".{fmt}")
+        text = render(table, fmt, builds=builds, budget=budget, layers=layers)
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written

@@ -1,0 +1,196 @@
+"""One row per (build, model, role, format, precision, device): size, latency, speedup, accuracy, parity.
+
+Inputs are what the other stages wrote into a build directory: ``metrics.json`` (compress), ``artifacts.json``
+(export), ``host-bench.json`` (build's host timing) and ``bench.jsonl`` (device benchmarks). Missing measurements
+stay missing (NaN with a note), never zero.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mobilelwt.errors import ConfigError
+
+COLUMNS = [
+    "build", "model", "role", "target", "format", "runtime", "precision", "device",
+    "params", "macs", "bytes", "latency_median_ms", "latency_p90_ms", "latency_cv", "speedup", "mac_ratio",
+    "realised_ratio", "top1", "top5", "top1_delta", "top5_delta", "accuracy_source", "max_abs_diff", "sqnr_db",
+    "status", "note", "meets_budget",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Budget:
+    """An app's constraints: latency at most ``max_ms`` and top-1 at most ``max_drop`` points below the teacher."""
+
+    max_ms: float | None = None
+    max_drop: float | None = None
+
+    def check(self, row: dict[str, Any]) -> bool | None:
+        if self.max_ms is None and self.max_drop is None:
+            return None
+        if self.max_ms is not None and not (row["latency_median_ms"] <= self.max_ms):  # NaN: not measured
+            return False
+        if self.max_drop is not None and not (-row["top1_delta"] <= self.max_drop):
+            return False
+        return bool(row["status"] == "ok")
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc}).", "Re-run the stage that writes it.") from None
+
+
+def _bench_records(build_dir: Path) -> list[dict[str, Any]]:
+    records = list((_read_json(build_dir / "host-bench.json") or {}).get("records", []))
+    jsonl = build_dir / "bench.jsonl"
+    if jsonl.is_file():
+        for number, line in enumerate(jsonl.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise ConfigError(f"{jsonl} line {number} is not JSON.", "Remove the broken line.") from None
+    return records
+
+
+def build_rows(build_dir: Path) -> list[dict[str, Any]]:
+    """The rows of one build directory, before speedups and deltas (which need the teacher rows)."""
+    build_dir = Path(build_dir)
+    metrics = _read_json(build_dir / "metrics.json")
+    if metrics is None:
+        raise ConfigError(f"{build_dir} has no metrics.json.", "Pass a build directory (`mobilelwt build`/`compress`).")
+    listing = _read_json(build_dir / "artifacts.json") or {"artifacts": []}
+    bench = _bench_records(build_dir)
+    rows = []
+    name = build_dir.name
+    if not listing["artifacts"]:  # compressed but not exported: the PyTorch models alone
+        for role in ("teacher", "student"):
+            rows.append(_row(name, metrics, role, {"path": "", "status": "ok"}, None, "PyTorch model (not exported)"))
+    for artifact in listing["artifacts"]:
+        role = artifact["role"]
+        measured = [r for r in bench if r.get("artifact") == artifact["path"]]
+        if artifact["status"] in ("failed", "skipped"):
+            rows.append(_row(name, metrics, role, artifact, None, artifact.get("reason", artifact["status"])))
+            continue
+        if not measured:
+            note = (artifact.get("validation") or {}).get("numeric") or "latency not measured yet (`mobilelwt bench`)"
+            if artifact.get("runtime") == "coreml":
+                note = "latency needs an Apple device or macOS: not measured"
+            rows.append(_row(name, metrics, role, artifact, None, note))
+        for record in measured:
+            rows.append(_row(name, metrics, role, artifact, record, record.get("reason", "")))
+    return rows
+
+
+def _row(
+    build: str,
+    metrics: dict[str, Any],
+    role: str,
+    artifact: dict[str, Any],
+    record: dict[str, Any] | None,
+    note: str,
+) -> dict[str, Any]:
+    model_metrics = metrics[role]
+    validation = artifact.get("validation") or {}
+    numeric = validation.get("kind") == "numeric"
+    ok_record = record is not None and record.get("status", "ok") == "ok"
+    status = artifact.get("status", "ok")
+    if record is not None and not ok_record:
+        status = "failed"
+    return {
+        "build": build,
+        "model": metrics["model"],
+        "role": role,
+        "target": artifact.get("target", ""),
+        "format": artifact.get("format", "pytorch"),
+        "runtime": artifact.get("runtime", "pytorch"),
+        "precision": artifact.get("precision", "fp32"),
+        "device": record.get("device", "host") if record else "not run",
+        "params": model_metrics["params"],
+        "macs": model_metrics["macs"],
+        "bytes": artifact.get("bytes", math.nan),
+        "latency_median_ms": record["median_ms"] if ok_record else math.nan,
+        "latency_p90_ms": record["p90_ms"] if ok_record else math.nan,
+        "latency_cv": record.get("cv", math.nan) if ok_record else math.nan,
+        "top1": validation["top1"] if numeric else model_metrics["top1"],
+        "top5": validation["top5"] if numeric else model_metrics["top5"],
+        "accuracy_source": (
+            f"artifact, {validation['images']} val images"
+            if numeric
+            else f"PyTorch model, {model_metrics['images']} val images"
+        ),
+        "mac_ratio": metrics["teacher"]["macs"] / model_metrics["macs"],
+        # PyTorch accuracy compares with the PyTorch teacher; an artifact's with the teacher's artifact (later)
+        "top1_delta": math.nan if numeric else model_metrics["top1"] - metrics["teacher"]["top1"],
+        "top5_delta": math.nan if numeric else model_metrics["top5"] - metrics["teacher"]["top5"],
+        "max_abs_diff": validation.get("max_abs_diff", math.nan) if numeric else math.nan,
+        "sqnr_db": validation.get("sqnr_db", math.nan) if numeric else math.nan,
+        "status": status,
+        "note": note,
+    }
+
+
+def _teacher_lookup(frame: pd.DataFrame) -> dict[tuple, pd.Series]:
+    teachers = frame[frame["role"] == "teacher"]
+    return {(r.build, r.format, r.runtime, r.precision, r.device): r for r in teachers.itertuples(index=False)}  # type: ignore[misc]
+
+
+def add_comparisons(frame: pd.DataFrame, budget: Budget | None = None) -> pd.DataFrame:
+    """Speedup, MAC ratio, realised ratio and accuracy deltas against the teacher on the same runtime/device."""
+    teachers = _teacher_lookup(frame)
+    speedup, realised = [], []
+    d1, d5 = list(frame["top1_delta"]), list(frame["top5_delta"])
+    for i, r in enumerate(frame.itertuples(index=False)):
+        t = teachers.get((r.build, r.format, r.runtime, r.precision, r.device))
+        s = t.latency_median_ms / r.latency_median_ms if t is not None and r.latency_median_ms > 0 else math.nan
+        speedup.append(s)
+        realised.append(s / r.mac_ratio)
+        if t is not None and r.accuracy_source.startswith("artifact") and t.accuracy_source.startswith("artifact"):
+            d1[i], d5[i] = r.top1 - t.top1, r.top5 - t.top5
+    frame = frame.assign(speedup=speedup, realised_ratio=realised, top1_delta=d1, top5_delta=d5)
+    budget = budget or Budget()
+    frame["meets_budget"] = [budget.check(row) for row in frame.to_dict("records")]
+    return frame[COLUMNS]
+
+
+def load_report_table(build_dirs: list[Path], budget: Budget | None = None) -> pd.DataFrame:
+    """The comparison table of every build directory (one row per artifact and device)."""
+    rows: list[dict[str, Any]] = []
+    for build_dir in build_dirs:
+        if not Path(build_dir).is_dir():
+            raise ConfigError(
+                f"{build_dir} is not a directory.", "Pass build directories written by `mobilelwt build`."
+            )
+        rows.extend(build_rows(Path(build_dir)))
+    frame = pd.DataFrame(rows)
+    for column in COLUMNS:
+        if column not in frame:
+            frame[column] = math.nan
+    return add_comparisons(frame, budget)
+
+
+def layer_breakdown(build_dir: Path) -> list[dict[str, Any]]:
+    """Per replaced layer: teacher and student MACs, module and rank (latency per layer needs an op profile)."""
+    metrics = _read_json(Path(build_dir) / "metrics.json") or {}
+    return [
+        {
+            "layer": name,
+            "module": rec.get("module"),
+            "rank": rec.get("rank"),
+            "teacher_macs": rec.get("teacher_macs"),
+            "student_macs": rec.get("student_macs"),
+            "error_final": rec.get("error_final"),
+        }
+        for name, rec in metrics.get("layers", {}).items()
+    ]

@@ -1,0 +1,29 @@
+"""``mobilelwt report``: compare teachers and students across builds, runtimes, precisions and devices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mobilelwt.cli._common import console, handle_user_errors
+
+
+@handle_user_errors
+def report_command(
+    build_dirs: Annotated[list[Path], typer.Argument(help="One or more build directories.")],
+    format: Annotated[str, typer.Option("--format", help="Comma-separated: html, md, csv, json.")] = "html,md,csv,json",
+    out: Annotated[Path | None, typer.Option(help="Report path without suffix (default: <first DIR>/report).")] = None,
+    budget_ms: Annotated[float | None, typer.Option(help="Mark variants whose median latency is at most this.")] = None,
+    max_drop: Annotated[float | None, typer.Option(help="… and whose top-1 drop is at most this (points).")] = None,
+) -> None:
+    """Write the speedup/accuracy report (self-contained HTML, Markdown, CSV, JSON) and print where it is."""
+    from mobilelwt.report import make_report
+
+    formats = tuple(f.strip() for f in format.split(",") if f.strip())
+    result = make_report(build_dirs, out=out, formats=formats, budget_ms=budget_ms, max_drop=max_drop)
+    for path in result["files"]:
+        console.print(f"report: {path}")
+    for line in result["headline"]:
+        console.print(line)

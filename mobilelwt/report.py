@@ -1,0 +1,54 @@
+"""The report stage as a plain function: table from build directories, files written, headline lines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mobilelwt.errors import ConfigError
+
+
+def make_report(
+    build_dirs: list[Path],
+    *,
+    out: Path | None = None,
+    formats: tuple[str, ...] = ("html", "md", "csv", "json"),
+    budget_ms: float | None = None,
+    max_drop: float | None = None,
+) -> dict[str, Any]:
+    """Write the report files; returns the table, the files and human headline lines."""
+    from device_bench.report import FORMATS, Budget, load_report_table, write_reports
+    from device_bench.report.table import layer_breakdown
+
+    if not build_dirs:
+        raise ConfigError("No build directory given.", "Pass one or more directories written by `mobilelwt build`.")
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ConfigError(f"Unknown report format(s) {', '.join(unknown) or '(none)'}.", f"Use: {', '.join(FORMATS)}.")
+    budget = Budget(budget_ms, max_drop)
+    table = load_report_table([Path(d) for d in build_dirs], budget)
+    names = [Path(d).name for d in build_dirs]
+    files = write_reports(
+        table,
+        Path(out) if out else Path(build_dirs[0]) / "report",
+        formats,
+        builds=names,
+        budget={"max_ms": budget_ms, "max_drop": max_drop},
+        layers={Path(d).name: layer_breakdown(Path(d)) for d in build_dirs},
+    )
+    return {"table": table, "files": files, "headline": headline(table)}
+
+
+def headline(table) -> list[str]:
+    """One line per student that was timed: speedup and accuracy change on each runtime and device."""
+    lines = []
+    students = table[(table["role"] == "student") & table["speedup"].notna()]
+    for r in students.itertuples():
+        lines.append(
+            f"{r.build}: {r.model} student on {r.runtime} {r.precision} ({r.device}): {r.latency_median_ms:.2f} ms, "
+            f"{r.speedup:.2f}× faster than the teacher (MACs {r.mac_ratio:.2f}×), top-1 {r.top1_delta:+.2f} points"
+            + ("" if r.meets_budget is None else f", meets budget: {'yes' if r.meets_budget else 'no'}")
+        )
+    if not lines:
+        lines.append("no student timed yet: run `mobilelwt build` (host) or `mobilelwt bench` (devices)")
+    return lines

@@ -1,0 +1,191 @@
+"""The comparison report from recorded build directories: exact table values, round trips, a real browser."""
+
+import json
+import math
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from device_bench.report import Budget, load_report_table
+from device_bench.report.render import pareto_front, read_json_report
+from mobilelwt.report import make_report
+from tests.mobilelwt.cli.test_cli import assert_user_error, invoke
+
+
+def _artifact(role, fmt, runtime, precision, path, *, top1=None, status="ok", kind="numeric", reason=None):
+    record = {"target": "android", "role": role, "model": "alexnet", "format": fmt, "runtime": runtime,
+              "precision": precision, "path": path, "status": status,
+              "bytes": 1000 if role == "student" else 4000}  # fmt: skip
+    if reason:
+        record["reason"] = reason
+    elif kind == "numeric":
+        record["validation"] = {"kind": "numeric", "images": 64, "top1": top1, "top5": 99.0, "max_abs_diff": 1e-6,
+                                "sqnr_db": 110.0, "top1_agreement": 1.0, "passed": True, "failures": []}  # fmt: skip
+    else:
+        record["validation"] = {"kind": "structural", "numeric": "needs macOS", "passed": True, "failures": []}
+    return record
+
+
+def _bench(path, role, runtime, median, device="host", status="ok", reason=None):
+    record = {"artifact": path, "role": role, "runtime": runtime, "precision": "fp32", "device": device,
+              "status": status}  # fmt: skip
+    if median is not None:
+        record.update(median_ms=median, p90_ms=median * 1.1, cv=0.05)
+    if reason:
+        record["reason"] = reason
+    return record
+
+
+def write_build(root, name="b1", model="alexnet"):
+    d = root / name
+    d.mkdir(parents=True)
+    metrics = {
+        "model": model,
+        "teacher": {"top1": 90.0, "top5": 99.5, "macs": 1000, "params": 100, "images": 500},
+        "student": {"top1": 89.0, "top5": 99.0, "macs": 250, "params": 30, "images": 500},
+        "layers": {"features.3": {"module": "lowrank_spatial", "rank": 8, "teacher_macs": 600, "student_macs": 100}},
+    }
+    artifacts = [
+        _artifact("teacher", "pte", "executorch", "fp32", "android/t.pte", top1=90.0),
+        _artifact("student", "pte", "executorch", "fp32", "android/s.pte", top1=88.5),
+        _artifact("teacher", "tflite", "litert", "fp32", "android/t.tflite", top1=90.0),
+        _artifact("student", "tflite", "litert", "fp32", "android/s.tflite", top1=89.5),
+        _artifact("student", "mlpackage", "coreml", "fp16", "ios/s.mlpackage", kind="structural"),
+        _artifact(
+            "student",
+            "tflite",
+            "litert",
+            "int8",
+            "android/s-int8.tflite",
+            status="failed",
+            reason="litert-torch could not lower the model: operator abs",
+        ),  # fmt: skip
+    ]
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    (d / "artifacts.json").write_text(json.dumps({"artifacts": artifacts}))
+    host = [_bench("android/t.pte", "teacher", "executorch", 10.0),
+            _bench("android/s.pte", "student", "executorch", 2.5),
+            _bench("android/t.tflite", "teacher", "litert", 8.0),
+            _bench("android/s.tflite", "student", "litert", 4.0)]  # fmt: skip
+    (d / "host-bench.json").write_text(json.dumps({"records": host}))
+    phone = [_bench("android/t.pte", "teacher", "executorch", 40.0, device="R5CT"),
+             _bench("android/s.pte", "student", "executorch", 16.0, device="R5CT"),
+             _bench("android/s.tflite", "student", "litert", None, device="R5CT", status="failed",
+                    reason="device R5CT disconnected during the run")]  # fmt: skip
+    (d / "bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in phone))
+    return d
+
+
+def _row(table, **where):
+    mask = pd.Series(True, index=table.index)
+    for key, value in where.items():
+        mask &= table[key] == value
+    assert mask.sum() == 1, where
+    return table[mask].iloc[0]
+
+
+def test_table_speedups_ratios_and_deltas_are_exact(tmp_path) -> None:
+    table = load_report_table([write_build(tmp_path)], Budget(max_ms=3.0, max_drop=2.0))
+    s = _row(table, role="student", runtime="executorch", device="host")
+    assert s.speedup == 4.0 and s.mac_ratio == 4.0 and s.realised_ratio == 1.0
+    assert s.top1_delta == pytest.approx(-1.5) and s.top5_delta == 0.0 and bool(s.meets_budget)
+    lite = _row(table, role="student", runtime="litert", device="host", precision="fp32")
+    assert lite.speedup == 2.0 and lite.realised_ratio == 0.5 and lite.top1_delta == pytest.approx(-0.5)
+    assert lite.meets_budget is not None and not lite.meets_budget  # 4 ms > 3 ms
+    phone = _row(table, role="student", runtime="executorch", device="R5CT")
+    assert phone.speedup == 2.5 and phone.latency_p90_ms == pytest.approx(17.6)
+    teacher = _row(table, role="teacher", runtime="executorch", device="host")
+    assert teacher.speedup == 1.0 and teacher.top1_delta == 0.0
+
+
+def test_missing_and_failed_parts_are_shown_as_such_never_zero(tmp_path) -> None:
+    table = load_report_table([write_build(tmp_path)])
+    coreml = _row(table, runtime="coreml")
+    assert math.isnan(coreml.latency_median_ms) and math.isnan(coreml.speedup) and "Apple" in coreml.note
+    assert coreml.top1 == 89.0 and "PyTorch" in coreml.accuracy_source and coreml.mac_ratio == 4.0
+    failed = _row(table, precision="int8")
+    assert failed.status == "failed" and "operator abs" in failed.note and math.isnan(failed.latency_median_ms)
+    gone = _row(table, runtime="litert", device="R5CT")
+    assert gone.status == "failed" and "disconnected" in gone.note and math.isnan(gone.latency_median_ms)
+    assert _row(table, runtime="coreml").meets_budget is None  # no budget asked for
+
+
+def test_csv_and_json_round_trip(tmp_path) -> None:
+    build = write_build(tmp_path)
+    result = make_report([build], out=tmp_path / "r", formats=("csv", "json", "md"), budget_ms=3.0, max_drop=2.0)
+    table = result["table"]
+    from_csv = pd.read_csv(tmp_path / "r.csv")
+    assert list(from_csv.columns) == list(table.columns) and len(from_csv) == len(table)
+    assert np.allclose(from_csv["speedup"], table["speedup"], equal_nan=True)
+    from_json = read_json_report((tmp_path / "r.json").read_text())
+    assert np.allclose(from_json["latency_median_ms"], table["latency_median_ms"], equal_nan=True)
+    assert from_json["note"].tolist() == table["note"].tolist()
+    markdown = (tmp_path / "r.md").read_text()
+    assert "| alexnet | student | pte | fp32 | host |" in markdown and "4.00×" in markdown and "n/a" in markdown
+    assert any("4.00× faster" in line and "meets budget: yes" in line for line in result["headline"])
+
+
+def test_several_builds_compare_in_one_report(tmp_path) -> None:
+    a, b = write_build(tmp_path, "a"), write_build(tmp_path, "b", model="vgg16")
+    table = load_report_table([a, b])
+    assert set(table["build"]) == {"a", "b"} and set(table["model"]) == {"alexnet", "vgg16"}
+    assert (table[table["role"] == "student"]["speedup"].dropna() > 1).all()
+
+
+def test_pareto_front() -> None:
+    points = [(10.0, 90.0), (2.5, 88.0), (4.0, 89.5), (5.0, 89.0), (12.0, 90.0)]
+    assert pareto_front(points) == [(2.5, 88.0), (4.0, 89.5), (10.0, 90.0)]
+
+
+def test_report_command_and_errors(tmp_path) -> None:
+    build = write_build(tmp_path)
+    result = invoke("report", build, "--format", "md,json", "--budget-ms", "3", "--max-drop", "2")
+    assert result.exit_code == 0, result.output
+    assert (build / "report.md").is_file() and (build / "report.json").is_file()
+    assert not (build / "report.html").exists()
+    assert_user_error(invoke("report", build, "--format", "pdf"), "Unknown report format(s) pdf")
+    assert_user_error(invoke("report", tmp_path / "missing"), "is not a directory")
+    assert_user_error(invoke("report", tmp_path), "has no metrics.json")
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _chromium(tmp_path, page, *args):
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0"]  # fmt: skip
+    return subprocess.run([CHROMIUM, *flags, *args, page.as_uri()], capture_output=True, text=True, timeout=120)
+
+
+def _console_errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_html_report_renders_in_a_real_browser(tmp_path) -> None:
+    build = write_build(tmp_path, model="<script>alert('x')</script>net")
+    html_path = make_report([build], out=tmp_path / "report", formats=("html",))["files"][0]
+    text = html_path.read_text()
+    assert "<script" not in text and "&lt;script&gt;" in text  # escaped, inert
+    assert "http://" not in text and "https://" not in text  # self-contained
+    assert text.count("data:image/png;base64,") == 3  # scatter, speedup, per-layer
+
+    dom = _chromium(tmp_path, html_path, "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert not _console_errors(dom.stderr), _console_errors(dom.stderr)
+    assert 'id="report"' in dom.stdout and "<script" not in dom.stdout and "&lt;script&gt;" in dom.stdout
+    assert dom.stdout.count("<img") == 3
+
+    shot = tmp_path / "shot.png"
+    _chromium(tmp_path, html_path, "--window-size=1400,1600", f"--screenshot={shot}")
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert pixels.std() > 20 and (pixels < 200).mean() > 0.02  # text, table rules and plots, not a blank page
+
+    broken = tmp_path / "broken.html"  # the console check itself catches a failing page
+    broken.write_text("<html><body><script>console.error('boom')</script></body></html>")
+    assert _console_errors(_chromium(tmp_path, broken, "--dump-dom").stderr)
