@@ -1,0 +1,96 @@
+"""Parse what the native benchmark tools print: ExecuTorch's ``executor_runner`` and TFLite's ``benchmark_model``.
+
+Both tools exit 0 in situations where nothing was measured (and ``adb shell`` of old adb versions always exits 0),
+so a parse that does not find the completion line raises :class:`RunnerOutputError` instead of guessing.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from mobilelwt.errors import MobileLWTError
+
+
+class RunnerOutputError(MobileLWTError):
+    """The runner's output does not show a completed run."""
+
+
+_ET_TOTAL = re.compile(r"Model executed successfully\s+(\d+)\s+time\(s\)\s+in\s+([\d.]+)\s*ms")
+_ET_DONE = re.compile(r"Model executed successfully\.?\s*$", re.MULTILINE)
+_ET_ITERATION = re.compile(r"(?:Iteration|Run)\s+(\d+)\s*[:,]?\s*(?:took\s+)?([\d.]+)\s*ms", re.IGNORECASE)
+_ET_FAILED = re.compile(r"(Execution of method \S+ failed[^\n]*|Loading of method \S+ failed[^\n]*)")
+
+
+def parse_executor_runner(output: str) -> dict[str, Any]:
+    """Iterations and mean milliseconds from ``executor_runner``; per-iteration times when the build prints them."""
+    failed = _ET_FAILED.search(output)
+    if failed:
+        raise RunnerOutputError(
+            f"executor_runner failed: {failed.group(1).strip()}", "Check the .pte and runner build."
+        )
+    total = _ET_TOTAL.search(output)
+    per_iteration = [float(ms) for _, ms in _ET_ITERATION.findall(output)]
+    if total:
+        iterations, total_ms = int(total.group(1)), float(total.group(2))
+        return {
+            "iterations": iterations,
+            "total_ms": total_ms,
+            "mean_ms": total_ms / iterations if iterations else float("nan"),
+            "samples_ms": per_iteration,
+        }
+    if _ET_DONE.search(output):  # builds before the timing line: completion, but no time
+        return {"iterations": 1, "total_ms": None, "mean_ms": None, "samples_ms": per_iteration}
+    raise RunnerOutputError(
+        "executor_runner printed no 'Model executed successfully' line: the run did not complete.",
+        "Run it by hand on the device to see why (missing .pte, wrong ABI, out of memory).",
+    )
+
+
+_TFL_TIMINGS = re.compile(
+    r"Inference timings in us:\s*Init:\s*([\d.]+),\s*First inference:\s*([\d.]+),\s*"
+    r"Warmup \(avg\):\s*([\d.eE+-]+|nan),\s*Inference \(avg\):\s*([\d.eE+-]+)"
+)
+_TFL_COUNT = re.compile(
+    r"count=(\d+)\s+first=(\d+)\s+curr=(\d+)\s+min=(\d+)\s+max=(\d+)\s+avg=([\d.eE+-]+)\s+std=(\d+)"
+    r"(?:\s+p5=(\d+)\s+median=(\d+)\s+p95=(\d+))?"
+)
+_TFL_MEMORY_DELTA = re.compile(r"Memory footprint delta[^:]*:\s*init=([\d.]+)\s+overall=([\d.]+)")
+_TFL_PEAK = re.compile(r"Overall peak memory footprint \(MB\)[^:]*:\s*([\d.]+)")
+_TFL_ERROR = re.compile(r"^(?:ERROR: |E )?(.*(?:Failed to|Could not|Error).*)$", re.MULTILINE)
+
+
+def parse_benchmark_model(output: str) -> dict[str, Any]:
+    """Timings (ms) and memory footprint from ``benchmark_model``; the last ``count=`` line is the timed run."""
+    timings = _TFL_TIMINGS.search(output)
+    if not timings:
+        error = _TFL_ERROR.search(output)
+        detail = f": {error.group(1).strip()}" if error else ""
+        raise RunnerOutputError(
+            f"benchmark_model printed no 'Inference timings' line{detail}.",
+            "Check the .tflite path and that the runner matches the phone's ABI.",
+        )
+    init_us, first_us, warmup_us, inference_us = timings.groups()
+    result: dict[str, Any] = {
+        "init_ms": float(init_us) / 1000,
+        "first_inference_ms": float(first_us) / 1000,
+        "warmup_mean_ms": float(warmup_us) / 1000,
+        "mean_ms": float(inference_us) / 1000,
+    }
+    counts = _TFL_COUNT.findall(output)
+    if counts:
+        count, _first, _curr, low, high, _avg, std, _p5, median, _p95 = counts[-1]
+        result.update(
+            runs=int(count),
+            min_ms=int(low) / 1000,
+            max_ms=int(high) / 1000,
+            stdev_ms=int(std) / 1000,
+            median_ms=int(median) / 1000 if median else None,
+        )
+    delta = _TFL_MEMORY_DELTA.search(output)
+    if delta:
+        result.update(memory_init_mb=float(delta.group(1)), memory_overall_mb=float(delta.group(2)))
+    peak = _TFL_PEAK.search(output)
+    if peak:
+        result["memory_peak_mb"] = float(peak.group(1))
+    return result

@@ -1,0 +1,50 @@
+from pathlib import Path
+
+import pytest
+
+from device_bench.parsers import RunnerOutputError, parse_benchmark_model, parse_executor_runner
+
+SAMPLES = Path(__file__).parent / "samples"
+
+
+def sample(name: str) -> str:
+    return (SAMPLES / name).read_text()
+
+
+def test_executor_runner_with_timing_line() -> None:
+    result = parse_executor_runner(sample("executor_runner_v0.7.txt"))
+    assert result["iterations"] == 50 and result["total_ms"] == pytest.approx(1237.451)
+    assert result["mean_ms"] == pytest.approx(24.74902)
+
+
+def test_executor_runner_old_build_completes_without_time() -> None:
+    result = parse_executor_runner(sample("executor_runner_v0.2.txt"))
+    assert result["iterations"] == 1 and result["mean_ms"] is None
+
+
+def test_executor_runner_failure_and_truncated_output_are_errors() -> None:
+    with pytest.raises(RunnerOutputError, match="Loading of method forward failed"):
+        parse_executor_runner(sample("executor_runner_failed.txt"))
+    truncated = sample("executor_runner_v0.7.txt").split("Inputs prepared.")[0]  # device vanished mid-run
+    with pytest.raises(RunnerOutputError, match="did not complete"):
+        parse_executor_runner(truncated)
+
+
+@pytest.mark.parametrize(
+    ("name", "mean", "runs", "median"),
+    [("benchmark_model_2.16.txt", 9.34421, 107, 9.301), ("benchmark_model_2.4.txt", 20.3879, 50, None)],
+)
+def test_benchmark_model_versions(name, mean, runs, median) -> None:
+    result = parse_benchmark_model(sample(name))
+    assert result["mean_ms"] == pytest.approx(mean) and result["runs"] == runs and result["median_ms"] == median
+    assert result["init_ms"] > 0 and result["first_inference_ms"] > result["mean_ms"]
+
+
+def test_benchmark_model_memory_lines() -> None:
+    result = parse_benchmark_model(sample("benchmark_model_2.16.txt"))
+    assert result["memory_init_mb"] == pytest.approx(52.8711) and result["memory_peak_mb"] == pytest.approx(63.4219)
+
+
+def test_benchmark_model_failure_names_the_error() -> None:
+    with pytest.raises(RunnerOutputError, match="Could not open '/data/local/tmp/missing.tflite'"):
+        parse_benchmark_model(sample("benchmark_model_failed.txt"))
