@@ -58,16 +58,16 @@ def bench_pairs(
     per_round: int = 5,
 ) -> list[dict[str, Any]]:
     """One record per host-runnable artifact; teacher and student of the same format/precision run interleaved."""
-    groups: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
+    groups: dict[tuple[str, ...], dict[str, dict[str, Any]]] = {}
     for artifact in artifacts:
         if artifact.get("status") != "ok" or artifact["runtime"] not in HOST_RUNTIMES:
             continue
         if artifact.get("backend") not in (None, "xnnpack"):
             continue
-        key = (artifact["runtime"], artifact["precision"], artifact["format"])
+        key = (artifact["runtime"], artifact["precision"], artifact["format"], artifact.get("target", ""))
         groups.setdefault(key, {}).setdefault(artifact["role"], artifact)
     records = []
-    for (runtime, precision, _fmt), by_role in groups.items():
+    for (runtime, precision, *_), by_role in groups.items():
         any_artifact = next(iter(by_role.values()))
         size = any_artifact.get("input_size")
         runners = {role: load_host_runner(runtime, Path(build_dir) / a["path"], threads) for role, a in by_role.items()}

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from mobilelwt import __version__
+from mobilelwt.cli.bench import bench_command
 from mobilelwt.cli.build import build_command, export_command
 from mobilelwt.cli.compress import compress_command, evaluate_command
 from mobilelwt.cli.datasets import datasets_command
@@ -45,6 +46,7 @@ app.command("compress")(compress_command)
 app.command("evaluate")(evaluate_command)
 app.command("export")(export_command)
 app.command("build")(build_command)
+app.command("bench")(bench_command)
 app.command("report")(report_command)
 
 

@@ -69,3 +69,20 @@ def test_build_and_export_user_errors(built, tmp_path) -> None:
     assert_user_error(invoke("build", "--model", "nope", "--out", tmp_path / "x"), "Unknown model 'nope'")
     assert_user_error(invoke("build", *QUICK, "--target", "watch", "--out", tmp_path / "y"), "Unknown target 'watch'")
     assert not (tmp_path / "y" / "teacher").exists()  # refused before any training
+
+
+def test_bench_command_writes_records_and_resumes(built) -> None:
+    out, _ = built
+    result = invoke("bench", out, "--runs", "10", "--warmup", "1", "--threads", "1")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (out / "bench.jsonl").read_text().splitlines()]
+    ok = [r for r in records if r["status"] == "ok"]
+    assert {r["artifact"] for r in ok} >= {"android/tinynet-student-fp32.pte", "android/tinynet-teacher-fp32.tflite"}
+    for r in ok:
+        assert r["runs"] == 10 and r["p10_ms"] <= r["median_ms"] <= r["p90_ms"] and r["environment"]["threads"] == 1
+    again = invoke("bench", out, "--runs", "10", "--warmup", "1", "--threads", "1")
+    assert again.exit_code == 0
+    assert len((out / "bench.jsonl").read_text().splitlines()) == len(records)  # nothing measured twice
+    report = invoke("report", out, "--format", "md")
+    assert report.exit_code == 0 and "R5" not in report.output
+    assert_user_error(invoke("bench", out, "--device", "emulator-5554"), "only the host")

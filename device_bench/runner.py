@@ -1,0 +1,123 @@
+"""The Python runner: time (and optionally evaluate) one artifact on any machine that has Python and a runtime.
+
+    python -m device_bench.runner MODEL.pte --runtime executorch --runs 50 --warmup 5 --threads 2
+
+It prints one line ``MOBILELWT_RESULT {json}`` at the very end: the host trusts that line, not the exit status
+(adb shells of old devices always exit 0), so a run that dies half-way can never pass for a measurement.
+With ``--inputs X.npy --outputs Y.npy`` it also runs every input once and saves the outputs (device accuracy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+MARKER = "MOBILELWT_RESULT "
+
+
+def _load(runtime: str, path: Path, threads: int):
+    if runtime == "executorch":
+        from targets.executorch import HostProgram
+
+        return HostProgram(path, threads=threads)
+    if runtime == "litert":
+        from targets.tflite import HostInterpreter
+
+        return HostInterpreter(path, threads=threads)
+    raise SystemExit(f"unknown runtime {runtime!r}: use executorch or litert")
+
+
+def run(
+    path: Path,
+    runtime: str,
+    *,
+    runs: int,
+    warmup: int,
+    threads: int,
+    input_size: int,
+    min_seconds: float = 0.0,
+    inputs: Path | None = None,
+    outputs: Path | None = None,
+) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    model = _load(runtime, path, threads)
+    example = torch.randn(1, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    for _ in range(warmup):
+        model(example)
+    samples: list[float] = []
+    started = time.perf_counter()
+    while len(samples) < runs or time.perf_counter() - started < min_seconds:
+        t0 = time.perf_counter()
+        model(example)
+        samples.append((time.perf_counter() - t0) * 1000.0)
+    record: dict[str, Any] = {
+        "artifact": path.name,
+        "runtime": runtime,
+        "threads": threads,
+        "warmup": warmup,
+        "samples_ms": samples,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+    }
+    if inputs is not None and outputs is not None:
+        batch = np.load(inputs)
+        logits = np.stack([model(torch.from_numpy(x[None])).numpy().reshape(-1) for x in batch])
+        with open(outputs, "wb") as handle:  # no temp name needed: the host reads it only after the marker line
+            np.save(handle, logits.astype(np.float32))
+        record["outputs"] = int(len(logits))
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Time one .pte/.tflite artifact; print one JSON result line.")
+    parser.add_argument("artifact", type=Path)
+    parser.add_argument("--runtime", required=True, choices=("executorch", "litert"))
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--input-size", type=int, required=True)
+    parser.add_argument("--min-seconds", type=float, default=0.0)
+    parser.add_argument("--inputs", type=Path)
+    parser.add_argument("--outputs", type=Path)
+    args = parser.parse_args(argv)
+    record = run(
+        args.artifact,
+        args.runtime,
+        runs=args.runs,
+        warmup=args.warmup,
+        threads=args.threads,
+        input_size=args.input_size,
+        min_seconds=args.min_seconds,
+        inputs=args.inputs,
+        outputs=args.outputs,
+    )
+    print(MARKER + json.dumps(record), flush=True)
+    return 0
+
+
+def parse_result(output: str) -> dict[str, Any]:
+    """The record a runner printed; a missing or broken marker line means the run did not complete."""
+    from device_bench.parsers import RunnerOutputError
+
+    lines = [line for line in output.splitlines() if line.startswith(MARKER)]
+    if not lines:
+        raise RunnerOutputError(
+            "The Python runner printed no result line: the run did not complete.",
+            "Run `python -m device_bench.runner` by hand on the device to see why.",
+        )
+    try:
+        return json.loads(lines[-1][len(MARKER) :])
+    except json.JSONDecodeError:
+        raise RunnerOutputError("The Python runner's result line is cut short.", "Re-run the benchmark.") from None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
