@@ -1,7 +1,9 @@
-"""``bench``: latency of every artifact of a build on the host (and, later, adb devices) into ``bench.jsonl``.
+"""``bench``: latency of every artifact of a build on the host and on adb devices, into ``bench.jsonl``.
 
-One JSON line per (artifact, runtime, device, precision) with the statistics and the environment; teacher and
-student of the same format run interleaved. A bench resumes: records already in the file are kept and skipped.
+One JSON line per (artifact, runtime, device, precision) with the statistics and the environment. Teacher and
+student of the same format run interleaved (rounds alternate between them) so drift hits both. A bench resumes:
+records already measured are skipped; several devices run in parallel, one worker per serial; a device that
+fails mid-run yields *failed* records with the reason, never numbers, and the other records are kept.
 """
 
 from __future__ import annotations
@@ -9,12 +11,20 @@ from __future__ import annotations
 import json
 import os
 import platform
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from device_bench.host import bench_pairs
+from device_bench.android import DeviceOptions, DeviceRun, device_facts, push_cached, wait_until_cool
+from device_bench.host import HOST_RUNTIMES, bench_pairs
+from device_bench.parsers import RunnerOutputError
+from device_bench.stats import summarize
+from device_bench.transport import AdbTransport, DeviceError, resolve_serials
 from mobilelwt.errors import ConfigError
 from mobilelwt.io import atomic_path
+
+_WRITE_LOCK = threading.Lock()
 
 
 def record_key(record: dict[str, Any]) -> tuple[str, str, str, str]:
@@ -34,9 +44,12 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 def append_records(path: Path, records: list[dict[str, Any]]) -> None:
-    existing = read_records(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in existing + records))
+    """Add records; a new record for the same key replaces an older (failed) one."""
+    with _WRITE_LOCK:
+        fresh = {record_key(r) for r in records}
+        kept = [r for r in read_records(path) if record_key(r) not in fresh]
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept + records))
 
 
 def host_facts(threads: int) -> dict[str, Any]:
@@ -49,6 +62,100 @@ def host_facts(threads: int) -> dict[str, Any]:
     }
 
 
+def _groups(artifacts: list[dict[str, Any]]) -> list[dict[str, dict[str, Any]]]:
+    """Teacher and student of one (runtime, precision, format, target): the unit measured interleaved."""
+    groups: dict[tuple, dict[str, dict[str, Any]]] = {}
+    for a in artifacts:
+        key = (a["runtime"], a["precision"], a["format"], a.get("target", ""))
+        groups.setdefault(key, {})[a["role"]] = a
+    return list(groups.values())
+
+
+def bench_device(
+    build_dir: Path,
+    serial: str,
+    artifacts: list[dict[str, Any]],
+    out: Path,
+    *,
+    runs: int,
+    warmup: int,
+    threads: int,
+    rounds: int,
+    options: DeviceOptions,
+    adb: str | None = None,
+) -> None:
+    """Measure ``artifacts`` on one adb device; records are appended group by group."""
+    device = AdbTransport(serial, adb=adb)
+    try:
+        facts = device_facts(device)
+    except DeviceError as exc:
+        append_records(out, [_failed(a, serial, str(exc)) for a in artifacts])
+        return
+    runner = DeviceRun(device, options)
+    per_round = max(1, -(-runs // rounds))
+    for group in _groups(artifacts):
+        try:
+            remote = {
+                role: push_cached(device, Path(build_dir) / a["path"], options.timeout_s) for role, a in group.items()
+            }
+            samples: dict[str, list[float]] = {role: [] for role in group}
+            thermal: list[dict[str, Any]] = []
+            extra: dict[str, dict[str, Any]] = {}
+            for round_index in range(rounds):
+                for role, artifact in group.items():
+                    thermal.append(wait_until_cool(device, options))
+                    got, info = runner.samples(
+                        remote[role],
+                        artifact["runtime"],
+                        runs=per_round,
+                        warmup=warmup if round_index == 0 else max(1, warmup // 5),
+                        threads=threads,
+                        input_size=artifact["input_size"],
+                    )
+                    samples[role].extend(got)
+                    extra[role] = info
+            records = [
+                {
+                    "artifact": a["path"],
+                    "role": role,
+                    "runtime": a["runtime"],
+                    "precision": a["precision"],
+                    "device": serial,
+                    "threads": threads,
+                    "core_mask": options.core_mask,
+                    "input": [1, 3, a["input_size"], a["input_size"]],
+                    "warmup": warmup,
+                    "rounds": rounds,
+                    "status": "ok",
+                    **summarize(samples[role]),
+                    **extra[role],
+                    "thermal": {
+                        "max_status": max((t["thermal_status"] or 0) for t in thermal),
+                        "max_battery_c": max((t["battery_c"] or 0) for t in thermal),
+                        "cooling_wait_s": sum(t["cooling_wait_s"] for t in thermal),
+                    },
+                    "environment": facts,
+                }
+                for role, a in group.items()
+            ]
+        except (DeviceError, RunnerOutputError) as exc:
+            records = [_failed(a, serial, str(exc), facts) for a in group.values()]
+        append_records(out, records)
+
+
+def _failed(artifact: dict[str, Any], device: str, reason: str, facts: dict | None = None) -> dict[str, Any]:
+    return {
+        "artifact": artifact["path"],
+        "role": artifact["role"],
+        "runtime": artifact["runtime"],
+        "precision": artifact["precision"],
+        "device": device,
+        "status": "failed",
+        "reason": reason,
+        "environment": facts or {"serial": device},
+    }
+
+
 def bench_build(
     build_dir: Path,
     *,
@@ -56,31 +163,56 @@ def bench_build(
     runs: int = 50,
     warmup: int = 5,
     threads: int = 2,
-    per_round: int = 5,
+    rounds: int = 10,
+    options: DeviceOptions | None = None,
+    adb: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Measure the build's artifacts on ``devices``; returns every record now in ``bench.jsonl``."""
+    """Measure the build's artifacts on ``devices`` (``host``, adb serials, or ``all``); returns every record."""
     build_dir = Path(build_dir)
     listing_path = build_dir / "artifacts.json"
     if not listing_path.is_file():
         raise ConfigError(f"{build_dir} has no artifacts.json.", "Run `mobilelwt export` (or `mobilelwt build`) first.")
-    unknown = [d for d in devices if d != "host"]
-    if unknown:
-        raise ConfigError(
-            f"Device(s) {', '.join(unknown)}: only the host is supported by this version of `bench`.",
-            "Use --device host; on-phone benchmarks over adb are being added.",
-        )
-    artifacts = json.loads(listing_path.read_text())["artifacts"]
+    if runs < 1 or rounds < 1:
+        raise ConfigError("--runs and --rounds must be at least 1.", "Use e.g. --runs 50 --rounds 10.")
+    options = options or DeviceOptions()
+    artifacts = [
+        a
+        for a in json.loads(listing_path.read_text())["artifacts"]
+        if a.get("status") == "ok" and a["runtime"] in HOST_RUNTIMES and a.get("backend") in (None, "xnnpack")
+    ]
     out = build_dir / "bench.jsonl"
     done = {record_key(r) for r in read_records(out) if r.get("status") == "ok"}
-    todo = [
-        a
-        for a in artifacts
-        if a.get("status") == "ok" and (a["path"], a["runtime"], "host", a["precision"]) not in done
-    ]
-    rounds = max(1, -(-runs // per_round))
-    records = bench_pairs(build_dir, todo, threads=threads, warmup=warmup, rounds=rounds, per_round=per_round)
-    facts = host_facts(threads)
-    for record in records:
-        record["environment"] = facts
-    append_records(out, records)
+
+    def todo(device: str) -> list[dict[str, Any]]:
+        return [a for a in artifacts if (a["path"], a["runtime"], device, a["precision"]) not in done]
+
+    requested = [d for d in devices if d != "host"]
+    serials = resolve_serials(requested, adb) if requested else []
+    if "host" in devices:
+        per_round = max(1, -(-runs // rounds))
+        records = bench_pairs(build_dir, todo("host"), threads=threads, warmup=warmup, rounds=rounds,
+                              per_round=per_round)  # fmt: skip
+        facts = host_facts(threads)
+        append_records(out, [{**r, "environment": facts} for r in records])
+    if serials:
+        with ThreadPoolExecutor(max_workers=len(serials)) as pool:
+            jobs = [
+                pool.submit(
+                    bench_device,
+                    build_dir,
+                    serial,
+                    todo(serial),
+                    out,
+                    runs=runs,
+                    warmup=warmup,
+                    threads=threads,
+                    rounds=rounds,
+                    options=options,
+                    adb=adb,
+                )  # fmt: skip
+                for serial in serials
+                if todo(serial)
+            ]
+            for job in jobs:
+                job.result()
     return read_records(out)

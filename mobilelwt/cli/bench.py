@@ -14,16 +14,34 @@ from mobilelwt.cli._common import console, handle_user_errors
 @handle_user_errors
 def bench_command(
     build_dir: Annotated[Path, typer.Argument(help="A build directory with artifacts.json.")],
-    device: Annotated[str, typer.Option(help="host (adb serials are being added).")] = "host",
+    device: Annotated[str, typer.Option(help="host, adb serial(s) comma-separated, or all (every adb device).")] = (
+        "host"
+    ),
     runs: Annotated[int, typer.Option(help="Timed runs per artifact.")] = 50,
     warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = 5,
     threads: Annotated[int, typer.Option(help="Runtime threads.")] = 2,
+    rounds: Annotated[int, typer.Option(help="Rounds alternating teacher and student.")] = 10,
+    runner: Annotated[str, typer.Option(help="On devices: python (device_bench.runner) or native.")] = "python",
+    python: Annotated[str, typer.Option(help="Python on the device, for --runner python.")] = "python3",
+    et_runner: Annotated[Path | None, typer.Option(help="executor_runner built for the phone.")] = None,
+    tflite_runner: Annotated[Path | None, typer.Option(help="benchmark_model built for the phone.")] = None,
+    core_mask: Annotated[str | None, typer.Option(help="taskset CPU mask on the device, e.g. f0.")] = None,
+    cool_limit: Annotated[float, typer.Option(help="Seconds to wait for a hot device to cool.")] = 300.0,
+    adb: Annotated[str | None, typer.Option(help="adb binary (default: adb on PATH).")] = None,
 ) -> None:
     """Time every artifact (teacher and student interleaved); records resume, a summary table is printed."""
+    from device_bench.android import DeviceOptions
     from device_bench.bench import bench_build
 
-    records = bench_build(build_dir, devices=tuple(d.strip() for d in device.split(",")), runs=runs, warmup=warmup,
-                          threads=threads)  # fmt: skip
+    if runner not in ("python", "native"):
+        from mobilelwt.errors import ConfigError
+
+        raise ConfigError(f"Unknown runner {runner!r}.", "Use --runner python or --runner native.")
+    options = DeviceOptions(runner=runner, python=python, et_runner=et_runner, tflite_runner=tflite_runner,
+                            core_mask=core_mask, cool_limit_s=cool_limit)  # fmt: skip
+    devices = tuple(d.strip() for d in device.split(",") if d.strip())
+    records = bench_build(build_dir, devices=devices, runs=runs, warmup=warmup, threads=threads, rounds=rounds,
+                          options=options, adb=adb)  # fmt: skip
     table = Table(title=f"{build_dir}: latency (ms)")
     for column in ("artifact", "device", "median", "p10", "p90", "CV", "runs", "status"):
         table.add_column(column, justify="left" if column in ("artifact", "device", "status") else "right")

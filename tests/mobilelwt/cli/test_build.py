@@ -85,4 +85,4 @@ def test_bench_command_writes_records_and_resumes(built) -> None:
     assert len((out / "bench.jsonl").read_text().splitlines()) == len(records)  # nothing measured twice
     report = invoke("report", out, "--format", "md")
     assert report.exit_code == 0 and "R5" not in report.output
-    assert_user_error(invoke("bench", out, "--device", "emulator-5554"), "only the host")
+    assert_user_error(invoke("bench", out, "--runner", "magic"), "Unknown runner 'magic'")

@@ -1,0 +1,156 @@
+"""Android devices over adb: facts, thermal gating, artifacts and runners pushed once (cached by hash), runs.
+
+Runners: the Python runner (``python -m device_bench.runner``, any device with Python and a runtime), or the
+native tools the user built for the phone: ExecuTorch's ``executor_runner`` (``--et-runner``) and TFLite's
+``benchmark_model`` (``--tflite-runner``). A run counts only when its output shows that it completed.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from device_bench.parsers import RunnerOutputError, parse_benchmark_model, parse_executor_runner
+from device_bench.runner import parse_result
+from device_bench.transport import AdbTransport, DeviceError
+from mobilelwt.io import sha256_file
+
+DEVICE_DIR = "/data/local/tmp/mobilelwt"
+FACT_PROPS = {
+    "model": "ro.product.model",
+    "manufacturer": "ro.product.manufacturer",
+    "soc": "ro.soc.model",
+    "board": "ro.board.platform",
+    "abi": "ro.product.cpu.abi",
+    "android": "ro.build.version.release",
+    "sdk": "ro.build.version.sdk",
+}
+
+
+@dataclass
+class DeviceOptions:
+    runner: str = "python"  # python | native
+    python: str = "python3"
+    et_runner: Path | None = None
+    tflite_runner: Path | None = None
+    core_mask: str | None = None  # taskset mask, e.g. "f0" for the big cores
+    max_thermal_status: int = 1  # Android thermal status: 0 none, 1 light, 2 moderate, 3 severe...
+    max_battery_c: float = 42.0
+    cool_limit_s: float = 300.0
+    poll_s: float = 10.0
+    timeout_s: float = 600.0
+
+
+def device_facts(device: AdbTransport, timeout: float = 30) -> dict[str, Any]:
+    out = device.shell(["getprop"], timeout=timeout).stdout
+    props = dict(re.findall(r"^\[([^\]]+)\]: \[(.*)\]$", out, re.MULTILINE))
+    facts = {key: props.get(prop) for key, prop in FACT_PROPS.items()}
+    if not any(facts.values()):
+        raise DeviceError(f"{device.serial} answered getprop with nothing usable.", "Is it an Android device?")
+    return {"serial": device.serial, **facts}
+
+
+def thermal_state(device: AdbTransport, timeout: float = 30) -> dict[str, Any]:
+    """Android's thermal status (dumpsys thermalservice) and the battery temperature in °C (dumpsys battery)."""
+    thermal = device.shell(["dumpsys", "thermalservice"], timeout=timeout).stdout
+    battery = device.shell(["dumpsys", "battery"], timeout=timeout).stdout
+    status = re.search(r"Thermal Status:\s*(\d+)", thermal)
+    temperature = re.search(r"^\s*temperature:\s*(-?\d+)", battery, re.MULTILINE)
+    return {
+        "thermal_status": int(status.group(1)) if status else None,
+        "battery_c": int(temperature.group(1)) / 10 if temperature else None,
+    }
+
+
+def wait_until_cool(
+    device: AdbTransport, options: DeviceOptions, *, sleep: Callable[[float], None] = time.sleep
+) -> dict[str, Any]:
+    """Block until the device is cool enough to measure; a device still hot after the limit is an error."""
+    started = time.monotonic()
+    while True:
+        state = thermal_state(device)
+        hot_status = state["thermal_status"] is not None and state["thermal_status"] > options.max_thermal_status
+        hot_battery = state["battery_c"] is not None and state["battery_c"] > options.max_battery_c
+        waited = time.monotonic() - started
+        if not (hot_status or hot_battery):
+            return {**state, "cooling_wait_s": round(waited, 1)}
+        if waited >= options.cool_limit_s:
+            raise DeviceError(
+                f"{device.serial} stayed hot for {waited:.0f} s (thermal status {state['thermal_status']}, "
+                f"battery {state['battery_c']} °C).",
+                "Let it cool (screen off, unplug heavy apps) or raise --cool-limit.",
+            )
+        sleep(options.poll_s)
+
+
+def push_cached(device: AdbTransport, local: Path, timeout: float) -> str:
+    """Push ``local`` once: the device path carries the file's hash, so an unchanged file is not sent again."""
+    remote = f"{DEVICE_DIR}/{sha256_file(local)[:16]}-{Path(local).name}"
+    if device.shell(["ls", remote], timeout=timeout).code != 0:
+        device.shell(["mkdir", "-p", DEVICE_DIR], timeout=timeout)
+        device.push(local, remote, timeout=timeout)
+        if device.shell(["ls", remote], timeout=timeout).code != 0:
+            raise DeviceError(f"{Path(local).name} is not on {device.serial} after the push.", "Check free space.")
+    return remote
+
+
+class DeviceRun:
+    """Runs one artifact on a device with the configured runner and returns latency samples (ms)."""
+
+    def __init__(self, device: AdbTransport, options: DeviceOptions) -> None:
+        self.device, self.options = device, options
+        self._runners: dict[str, str] = {}
+
+    def _native_runner(self, runtime: str) -> str:
+        local = self.options.et_runner if runtime == "executorch" else self.options.tflite_runner
+        flag = "--et-runner" if runtime == "executorch" else "--tflite-runner"
+        if local is None:
+            raise DeviceError(f"No {runtime} runner binary for {self.device.serial}.", f"Pass {flag} PATH.")
+        if not Path(local).is_file():
+            raise DeviceError(f"Runner {local} does not exist.", f"Pass {flag} with the binary built for the phone.")
+        if runtime not in self._runners:
+            remote = push_cached(self.device, Path(local), self.options.timeout_s)
+            self.device.shell(["chmod", "755", remote], timeout=60)
+            self._runners[runtime] = remote
+        return self._runners[runtime]
+
+    def _command(self, argv: list[str]) -> str:
+        command = shlex.join(argv)
+        if self.options.core_mask:
+            command = f"taskset {shlex.quote(self.options.core_mask)} {command}"
+        if self.options.runner == "python":
+            command = f"cd {shlex.quote(DEVICE_DIR)} && {command}"
+        return command
+
+    def samples(
+        self, remote: str, runtime: str, *, runs: int, warmup: int, threads: int, input_size: int
+    ) -> tuple[list[float], dict[str, Any]]:
+        if self.options.runner == "python":
+            argv = [self.options.python, "-m", "device_bench.runner", remote, "--runtime", runtime,
+                    "--runs", str(runs), "--warmup", str(warmup), "--threads", str(threads),
+                    "--input-size", str(input_size)]  # fmt: skip
+            result = self.device.shell_script(self._command(argv), timeout=self.options.timeout_s)
+            record = parse_result(result.stdout)  # the marker, not the exit status, proves completion
+            if result.code != 0:
+                raise RunnerOutputError(f"The Python runner exited {result.code}: {result.stderr.strip()[-300:]}", "")
+            return record["samples_ms"], {"runner": "python", "runner_platform": record.get("platform")}
+        runner = self._native_runner(runtime)
+        if runtime == "executorch":
+            argv = [runner, "--model_path", remote, "--num_executions", str(runs)]
+            result = self.device.shell_script(self._command(argv), timeout=self.options.timeout_s)
+            parsed = parse_executor_runner(result.stdout + result.stderr)
+            if parsed["mean_ms"] is None:
+                raise RunnerOutputError("This executor_runner build prints no timing.", "Use a newer ExecuTorch build.")
+            samples = parsed["samples_ms"] or [parsed["mean_ms"]]
+            return samples, {"runner": "executor_runner", "iterations": parsed["iterations"]}
+        argv = [runner, f"--graph={remote}", f"--num_threads={threads}", f"--num_runs={runs}",
+                f"--warmup_runs={warmup}"]  # fmt: skip
+        result = self.device.shell_script(self._command(argv), timeout=self.options.timeout_s)
+        parsed = parse_benchmark_model(result.stdout + result.stderr)
+        extra = {k: v for k, v in parsed.items() if k.startswith("memory") or k in ("init_ms", "first_inference_ms")}
+        return [parsed["mean_ms"]], {"runner": "benchmark_model", **extra}

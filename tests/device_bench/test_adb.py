@@ -1,0 +1,160 @@
+"""The harness's real adb code path, end to end, against the loopback device (Debian's adb, isolated server)."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from device_bench.android import DeviceOptions, device_facts, push_cached, thermal_state, wait_until_cool
+from device_bench.bench import bench_build, read_records
+from device_bench.transport import AdbTransport, DeviceError, list_devices, resolve_serials
+from tests.device_bench.loopback_adbd import LoopbackDevice
+
+REPO = Path(__file__).resolve().parents[2]
+ADB = shutil.which("adb")
+pytestmark = pytest.mark.skipif(ADB is None, reason="Debian's adb is not installed (.ci/run installs it)")
+
+
+def _free_port() -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if not 5554 <= port <= 5585:
+            return port
+
+
+@pytest.fixture(scope="module")
+def adb_server(tmp_path_factory):
+    """An adb server of our own: its own port and HOME, so a developer's devices and keys are never touched."""
+    home = tmp_path_factory.mktemp("adb-home")
+    env = {"HOME": str(home), "ANDROID_ADB_SERVER_PORT": str(_free_port())}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        subprocess.run([ADB, "start-server"], check=True, capture_output=True, timeout=60)
+        yield env
+        subprocess.run([ADB, "kill-server"], capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def phone(adb_server, tmp_path):
+    device = LoopbackDevice(tmp_path / "device", env={"PYTHONPATH": str(REPO), "HOME": str(tmp_path)})
+    out = subprocess.run([ADB, "connect", device.serial], capture_output=True, text=True, timeout=60)
+    assert "connected" in out.stdout, out
+    subprocess.run([ADB, "-s", device.serial, "wait-for-device"], timeout=60, check=True)
+    yield device
+    subprocess.run([ADB, "disconnect", device.serial], capture_output=True, timeout=60)
+    device.kill()
+
+
+def test_devices_facts_thermal_and_file_transfer(phone, tmp_path) -> None:
+    assert {"serial": phone.serial, "state": "device"}.items() <= next(
+        d for d in list_devices() if d["serial"] == phone.serial
+    ).items()
+    assert phone.serial in resolve_serials(["all"])
+    device = AdbTransport(phone.serial)
+    facts = device_facts(device)
+    assert facts["model"] == "Loopback 1" and facts["soc"] == "LOOP8000" and facts["abi"] == "arm64-v8a"
+    phone.thermal_status, phone.battery_tenths_c = 2, 415
+    assert thermal_state(device) == {"thermal_status": 2, "battery_c": 41.5}
+
+    local = tmp_path / "it's a model.bin"  # a name that needs quoting on the device shell
+    local.write_bytes(os.urandom(300_000))
+    remote = push_cached(device, local, timeout=60)
+    assert phone.device_path(remote).read_bytes() == local.read_bytes()
+    pushes = len(phone.commands)
+    assert push_cached(device, local, timeout=60) == remote and len(phone.commands) == pushes + 1  # cached: ls only
+    device.pull(remote, tmp_path / "back.bin", timeout=60)
+    assert (tmp_path / "back.bin").read_bytes() == local.read_bytes()
+    assert device.shell(["sh", "-c", "exit 7"], timeout=30).code == 7  # the remote exit status (shell v2)
+
+
+def test_thermal_gate_waits_then_gives_up(phone) -> None:
+    device = AdbTransport(phone.serial)
+    phone.thermal_status = 3
+    sleeps = []
+
+    def cool_down(seconds):
+        sleeps.append(seconds)
+        phone.thermal_status = 0
+
+    state = wait_until_cool(device, DeviceOptions(poll_s=5), sleep=cool_down)
+    assert sleeps == [5] and state["thermal_status"] == 0
+    phone.thermal_status = 3
+    with pytest.raises(DeviceError, match="stayed hot"):
+        wait_until_cool(device, DeviceOptions(cool_limit_s=0), sleep=lambda s: None)
+
+
+def test_user_errors(adb_server, phone) -> None:
+    with pytest.raises(DeviceError, match="R5CT999 is not connected.*adb sees: 127.0.0.1"):
+        resolve_serials(["R5CT999"])
+    with pytest.raises(DeviceError, match="adb is not installed"):
+        AdbTransport("x", adb="/nonexistent/adb")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_teacher):
+    from mobilelwt.compress import CompressConfig, compress
+    from mobilelwt.distill import DistillConfig
+    from mobilelwt.layerwise import LayerwiseConfig
+    from targets.build_export import ExportOptions, export_build
+
+    out = tmp_path_factory.mktemp("adb-build")
+    config = CompressConfig(speedup=2.0, layerwise=LayerwiseConfig(max_steps=3), finetune=DistillConfig(epochs=0))
+    compress("tinynet", out=out, weights=str(tiny_teacher), data="digits", config=config)
+    export_build(out, target="android", options=ExportOptions(validation_images=8, threads=1))
+    return out
+
+
+def _fresh_copy(exported, tmp_path) -> Path:
+    build = tmp_path / "build"
+    shutil.copytree(exported, build)
+    return build
+
+
+def test_bench_on_the_loopback_phone_end_to_end(phone, exported, tmp_path) -> None:
+    build = _fresh_copy(exported, tmp_path)
+    records = bench_build(build, devices=(phone.serial,), runs=4, rounds=2, warmup=1, threads=1)
+    ok = [r for r in records if r["device"] == phone.serial]
+    assert len(ok) == 4 and all(r["status"] == "ok" for r in ok), [r.get("reason") for r in ok]
+    for r in ok:
+        assert r["runs"] == 4 and r["runner"] == "python" and r["environment"]["model"] == "Loopback 1"
+        assert r["thermal"]["max_status"] == 0 and r["median_ms"] > 0
+    pushed = sorted(p.name for p in phone.device_path("/data/local/tmp/mobilelwt").iterdir())
+    assert len(pushed) == 4  # each artifact once, named by its hash
+    runs = [c for c in phone.commands if "device_bench.runner" in c]
+    roles = ["teacher" if "teacher" in c else "student" for c in runs]
+    assert roles[:4] == ["teacher", "student", "teacher", "student"]  # interleaved rounds
+
+    calls = len(phone.commands)
+    again = bench_build(build, devices=(phone.serial,), runs=4, rounds=2, warmup=1, threads=1)
+    assert len(again) == 4 and len(phone.commands) == calls  # resumed: nothing sent to the device again
+
+
+def test_device_killed_mid_run_gives_failed_records_and_keeps_the_others(phone, exported, tmp_path) -> None:
+    build = _fresh_copy(exported, tmp_path)
+
+    def unplug_during_executorch(command):  # the TFLite pair is measured first, then the phone goes away
+        if "device_bench.runner" in command and ".pte" in command:
+            phone.kill()
+
+    phone.on_command = unplug_during_executorch
+    records = {r["artifact"]: r for r in bench_build(build, devices=(phone.serial,), runs=2, rounds=1, threads=1)}
+    assert records["android/tinynet-student-fp32.tflite"]["status"] == "ok"
+    failed = records["android/tinynet-student-fp32.pte"]
+    assert failed["status"] == "failed" and "median_ms" not in failed and failed["reason"]
+    assert len(read_records(build / "bench.jsonl")) == 4
+
+
+def test_native_runner_missing_is_a_failed_record_naming_the_flag(phone, exported, tmp_path) -> None:
+    build = _fresh_copy(exported, tmp_path)
+    records = bench_build(build, devices=(phone.serial,), runs=2, rounds=1, options=DeviceOptions(runner="native"))
+    assert {r["status"] for r in records} == {"failed"}
+    reasons = " ".join(r["reason"] for r in records)
+    assert "--et-runner" in reasons and "--tflite-runner" in reasons
+    assert json.loads((build / "bench.jsonl").read_text().splitlines()[0])["device"] == phone.serial
