@@ -44,6 +44,7 @@ class DeviceOptions:
     cool_limit_s: float = 300.0
     poll_s: float = 10.0
     timeout_s: float = 600.0
+    accuracy_images: int = 0  # > 0: also run that many validation images on the device (Python runner)
 
 
 def device_facts(device: AdbTransport, timeout: float = 30) -> dict[str, Any]:
@@ -126,6 +127,18 @@ class DeviceRun:
         if self.options.runner == "python":
             command = f"cd {shlex.quote(DEVICE_DIR)} && {command}"
         return command
+
+    def outputs(self, remote: str, runtime: str, remote_inputs: str, local_out: Path, *, input_size: int) -> None:
+        """Run every input of ``remote_inputs`` (a .npy) once on the device and pull the logits to ``local_out``."""
+        if self.options.runner != "python":
+            raise DeviceError("On-device accuracy needs the Python runner.", "Use --runner python, or --accuracy 0.")
+        remote_out = f"{remote_inputs}.{Path(remote).name}.out.npy"
+        argv = [self.options.python, "-m", "device_bench.runner", remote, "--runtime", runtime, "--runs", "1",
+                "--warmup", "0", "--threads", "1", "--input-size", str(input_size),
+                "--inputs", remote_inputs, "--outputs", remote_out]  # fmt: skip
+        result = self.device.shell_script(self._command(argv), timeout=self.options.timeout_s)
+        parse_result(result.stdout)
+        self.device.pull(remote_out, local_out, timeout=self.options.timeout_s)
 
     def samples(
         self, remote: str, runtime: str, *, runs: int, warmup: int, threads: int, input_size: int

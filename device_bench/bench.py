@@ -93,6 +93,7 @@ def bench_device(
         return
     runner = DeviceRun(device, options)
     per_round = max(1, -(-runs // rounds))
+    accuracy_set = _accuracy_inputs(build_dir, options.accuracy_images) if options.accuracy_images else None
     for group in _groups(artifacts):
         try:
             remote = {
@@ -138,9 +139,60 @@ def bench_device(
                 }
                 for role, a in group.items()
             ]
+            if accuracy_set is not None:
+                for record, (role, a) in zip(records, group.items(), strict=True):
+                    record.update(_device_accuracy(device, runner, remote[role], a, accuracy_set, options))
         except (DeviceError, RunnerOutputError) as exc:
             records = [_failed(a, serial, str(exc), facts) for a in group.values()]
         append_records(out, records)
+
+
+def _accuracy_inputs(build_dir: Path, count: int) -> tuple[Path, Any]:
+    """The first ``count`` images of the build's validation split, preprocessed, as a .npy (and their labels)."""
+    import numpy as np
+    import torch
+
+    from mobilelwt.compress import load_build, load_build_data
+
+    build = load_build(build_dir)
+    data = load_build_data(build)
+    index = torch.arange(min(count, len(data.val)))
+    images, labels = data.normalize(data.val.load(index)), data.val.labels[index]
+    path = Path(build_dir) / f"device-inputs-{len(index)}.npy"
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, images.numpy().astype(np.float32))
+    return path, labels
+
+
+def _device_accuracy(
+    device: AdbTransport,
+    runner: DeviceRun,
+    remote_artifact: str,
+    artifact: dict[str, Any],
+    accuracy_set: tuple[Path, Any],
+    options: DeviceOptions,
+) -> dict[str, Any]:
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    from mobilelwt.evaluation import topk_correct
+
+    inputs, labels = accuracy_set
+    remote_inputs = push_cached(device, inputs, options.timeout_s)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / "out.npy"
+        runner.outputs(remote_artifact, artifact["runtime"], remote_inputs, local, input_size=artifact["input_size"])
+        logits = torch.from_numpy(np.load(local))
+    if logits.shape[0] != len(labels):
+        raise RunnerOutputError(f"The device returned {logits.shape[0]} outputs for {len(labels)} inputs.", "")
+    top1, top5 = topk_correct(logits, labels)
+    return {
+        "device_top1": 100.0 * top1 / len(labels),
+        "device_top5": 100.0 * top5 / len(labels),
+        "accuracy_images": len(labels),
+    }
 
 
 def _failed(artifact: dict[str, Any], device: str, reason: str, facts: dict | None = None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import shutil
 import sys
 import tempfile
@@ -73,6 +74,8 @@ def _quiet_import():
 
 
 def import_coremltools():
+    # its import reports each macOS-only library and untested torch/sklearn version as a warning: noise on Linux
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
     with _quiet_import():
         import coremltools
 

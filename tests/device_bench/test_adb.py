@@ -119,15 +119,20 @@ def _fresh_copy(exported, tmp_path) -> Path:
 
 def test_bench_on_the_loopback_phone_end_to_end(phone, exported, tmp_path) -> None:
     build = _fresh_copy(exported, tmp_path)
-    records = bench_build(build, devices=(phone.serial,), runs=4, rounds=2, warmup=1, threads=1)
+    options = DeviceOptions(accuracy_images=16)
+    records = bench_build(build, devices=(phone.serial,), runs=4, rounds=2, warmup=1, threads=1, options=options)
     ok = [r for r in records if r["device"] == phone.serial]
     assert len(ok) == 4 and all(r["status"] == "ok" for r in ok), [r.get("reason") for r in ok]
     for r in ok:
         assert r["runs"] == 4 and r["runner"] == "python" and r["environment"]["model"] == "Loopback 1"
         assert r["thermal"]["max_status"] == 0 and r["median_ms"] > 0
-    pushed = sorted(p.name for p in phone.device_path("/data/local/tmp/mobilelwt").iterdir())
+        assert r["accuracy_images"] == 16 and 0.0 <= r["device_top1"] <= r["device_top5"] <= 100.0
+    by_artifact = {r["artifact"]: r for r in ok}
+    pte, tflite = (by_artifact[f"android/tinynet-student-fp32.{ext}"] for ext in ("pte", "tflite"))
+    assert pte["device_top1"] == tflite["device_top1"]  # fp32 on two runtimes: the same predictions
+    pushed = sorted(p.name for p in phone.device_path("/data/local/tmp/mobilelwt").iterdir() if p.suffix != ".npy")
     assert len(pushed) == 4  # each artifact once, named by its hash
-    runs = [c for c in phone.commands if "device_bench.runner" in c]
+    runs = [c for c in phone.commands if "device_bench.runner" in c and "--inputs" not in c]
     roles = ["teacher" if "teacher" in c else "student" for c in runs]
     assert roles[:4] == ["teacher", "student", "teacher", "student"]  # interleaved rounds
 
