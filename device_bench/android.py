@@ -45,6 +45,7 @@ class DeviceOptions:
     poll_s: float = 10.0
     timeout_s: float = 600.0
     accuracy_images: int = 0  # > 0: also run that many validation images on the device (Python runner)
+    coreml_compute_units: str = "ALL"  # macOS hosts: ALL, CPU_ONLY, CPU_AND_GPU, CPU_AND_NE
 
 
 def device_facts(device: AdbTransport, timeout: float = 30) -> dict[str, Any]:

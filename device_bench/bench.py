@@ -195,6 +195,27 @@ def _device_accuracy(
     }
 
 
+def _coreml_on_host(
+    build_dir: Path, artifact: dict[str, Any], runs: int, warmup: int, options: DeviceOptions
+) -> dict[str, Any]:
+    """Core ML runs through coremltools on a Mac; elsewhere the record says so instead of holding a number."""
+    from targets.coreml import HostModel, can_predict
+
+    base = {"artifact": artifact["path"], "role": artifact["role"], "runtime": "coreml",
+            "precision": artifact["precision"], "device": "host"}  # fmt: skip
+    if not can_predict():
+        return {**base, "status": "unavailable", "reason": "Core ML runs only on macOS or an Apple device"}
+    import torch
+
+    from device_bench.host import interleaved_latency
+
+    size = artifact["input_size"]
+    model = HostModel(Path(build_dir) / artifact["path"], compute_units=options.coreml_compute_units)
+    samples = interleaved_latency({"m": model}, torch.randn(1, 3, size, size), warmup=warmup, rounds=1,
+                                  per_round=runs)["m"]  # fmt: skip
+    return {**base, "status": "ok", "compute_units": options.coreml_compute_units, **summarize(samples)}
+
+
 def _failed(artifact: dict[str, Any], device: str, reason: str, facts: dict | None = None) -> dict[str, Any]:
     return {
         "artifact": artifact["path"],
@@ -232,8 +253,10 @@ def bench_build(
         for a in json.loads(listing_path.read_text())["artifacts"]
         if a.get("status") == "ok" and a["runtime"] in HOST_RUNTIMES and a.get("backend") in (None, "xnnpack")
     ]
+    coreml = [a for a in json.loads(listing_path.read_text())["artifacts"] if a.get("status") == "ok"
+              and a["runtime"] == "coreml"]  # fmt: skip
     out = build_dir / "bench.jsonl"
-    done = {record_key(r) for r in read_records(out) if r.get("status") == "ok"}
+    done = {record_key(r) for r in read_records(out) if r.get("status") in ("ok", "unavailable")}
 
     def todo(device: str) -> list[dict[str, Any]]:
         return [a for a in artifacts if (a["path"], a["runtime"], device, a["precision"]) not in done]
@@ -245,6 +268,8 @@ def bench_build(
         records = bench_pairs(build_dir, todo("host"), threads=threads, warmup=warmup, rounds=rounds,
                               per_round=per_round)  # fmt: skip
         facts = host_facts(threads)
+        records += [_coreml_on_host(build_dir, a, runs, warmup, options) for a in coreml
+                    if (a["path"], "coreml", "host", a["precision"]) not in done]  # fmt: skip
         append_records(out, [{**r, "environment": facts} for r in records])
     if serials:
         with ThreadPoolExecutor(max_workers=len(serials)) as pool:

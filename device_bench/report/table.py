@@ -106,7 +106,7 @@ def _row(
     numeric = validation.get("kind") == "numeric"
     ok_record = record is not None and record.get("status", "ok") == "ok"
     status = artifact.get("status", "ok")
-    if record is not None and not ok_record:
+    if record is not None and record.get("status") == "failed":
         status = "failed"
     return {
         "build": build,
@@ -116,7 +116,7 @@ def _row(
         "format": artifact.get("format", "pytorch"),
         "runtime": artifact.get("runtime", "pytorch"),
         "precision": artifact.get("precision", "fp32"),
-        "device": record.get("device", "host") if record else "not run",
+        "device": record.get("device", "host") if record and record.get("status") != "unavailable" else "not run",
         "params": model_metrics["params"],
         "macs": model_metrics["macs"],
         "bytes": artifact.get("bytes", math.nan),

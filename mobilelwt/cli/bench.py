@@ -28,6 +28,9 @@ def bench_command(
     core_mask: Annotated[str | None, typer.Option(help="taskset CPU mask on the device, e.g. f0.")] = None,
     cool_limit: Annotated[float, typer.Option(help="Seconds to wait for a hot device to cool.")] = 300.0,
     accuracy: Annotated[int, typer.Option(help="Also run N validation images on each device (top-1/top-5).")] = 0,
+    coreml_units: Annotated[str, typer.Option(help="Core ML compute units on a Mac: ALL, CPU_ONLY, CPU_AND_NE.")] = (
+        "ALL"
+    ),
     adb: Annotated[str | None, typer.Option(help="adb binary (default: adb on PATH).")] = None,
 ) -> None:
     """Time every artifact (teacher and student interleaved); records resume, a summary table is printed."""
@@ -39,7 +42,8 @@ def bench_command(
 
         raise ConfigError(f"Unknown runner {runner!r}.", "Use --runner python or --runner native.")
     options = DeviceOptions(runner=runner, python=python, et_runner=et_runner, tflite_runner=tflite_runner,
-                            core_mask=core_mask, cool_limit_s=cool_limit, accuracy_images=accuracy)  # fmt: skip
+                            core_mask=core_mask, cool_limit_s=cool_limit, accuracy_images=accuracy,
+                            coreml_compute_units=coreml_units)  # fmt: skip
     devices = tuple(d.strip() for d in device.split(",") if d.strip())
     records = bench_build(build_dir, devices=devices, runs=runs, warmup=warmup, threads=threads, rounds=rounds,
                           options=options, adb=adb)  # fmt: skip

@@ -64,7 +64,12 @@ def print_artifacts(listing: dict[str, Any]) -> None:
     for a in listing["artifacts"]:
         v = a.get("validation") or {}
         numeric = v.get("kind") == "numeric"
-        note = a.get("reason") or (v.get("numeric") if not numeric else "") or ", ".join(v.get("failures", []))
+        if a["status"] == "skipped":
+            note = a.get("reason", "")
+        elif v.get("kind") == "structural":
+            note = "structural check only"
+        else:
+            note = a.get("reason") or ", ".join(v.get("failures", []))
         table.add_row(
             a["path"],
             human(a["bytes"]) + "B" if a.get("bytes") else "",

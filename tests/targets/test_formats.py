@@ -128,3 +128,11 @@ def test_unsupported_operator_names_op_layer_and_runtime(tmp_path, exporter, suf
     message = str(info.value)
     assert runtime in message and "in layer spectral (_Spectral)" in message and "operator" in message
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_executorch_coreml_delegate_builds_for_ios_and_is_refused_by_the_host_runtime(tmp_path, tiny) -> None:
+    model, example, *_ = tiny
+    artifact = export_pte(model, example, tmp_path / "ios.pte", ExecuTorchConfig("fp32", "coreml"))
+    assert artifact.summary["backend"] == "coreml" and artifact.summary["delegate_calls"] >= 1
+    with pytest.raises(TargetError, match="only loads on Apple devices"):
+        HostProgram(artifact.path)(example[0])
