@@ -54,6 +54,7 @@ class ExportOptions:
     coreml_weights: str | None = None  # None: as the precision implies
     coreml_deployment_target: str = "iOS16"
     et_coreml_delegate: bool = False  # also an ExecuTorch .pte delegated to Core ML, for iOS
+    et_bundled: int = 0  # > 0: also a BundledProgram (.bpte) with that many validation images (golden checks)
 
 
 def _targets(target: str) -> tuple[str, ...]:
@@ -230,6 +231,9 @@ def export_build(
                     fmt, precision, model, example, path, calibration, options, build.classes, pre, backend
                 )
                 done[key] = path
+                if fmt == "executorch" and backend == "xnnpack" and options.et_bundled > 0:
+                    bundled = _bundle(model, example, path, precision, subset, info, options, calibration)
+                    artifact.summary.update(bundled)
             validation = _validate(
                 fmt,
                 path,
@@ -280,6 +284,21 @@ def exports_current(build_dir: Path, target: str, options: ExportOptions) -> dic
                 if record is None or (record["status"] == "ok" and not (Path(build_dir) / record["path"]).exists()):
                     return None
     return listing
+
+
+def _bundle(model, example, path, precision, subset, info, options, calibration) -> dict[str, Any]:
+    """Write ``<file>.bpte`` beside the .pte (program + validation images + expected outputs) and verify it."""
+    from mobilelwt.data import normalize
+    from mobilelwt.io import atomic_path
+    from targets.executorch import ExecuTorchConfig, bundle, verify_bundle
+
+    images = normalize(subset.load(torch.arange(min(options.et_bundled, len(subset)))), info["mean"], info["std"])
+    data = bundle(model, example, ExecuTorchConfig(precision), images, calibration=calibration)
+    bundled_path = path.with_suffix(".bpte")
+    with atomic_path(bundled_path) as tmp:
+        tmp.write_bytes(data)
+    check = verify_bundle(data, rtol=1e-3, atol=1e-4)
+    return {"bundled": bundled_path.name, "bundled_cases": check["cases"], "bundled_verified": check["passed"]}
 
 
 def _copy(src: Path, dst: Path) -> None:

@@ -88,8 +88,12 @@ def lower(
     config: ExecuTorchConfig,
     *,
     calibration: torch.Tensor | None = None,
+    keep_manager: list | None = None,
 ) -> tuple[bytes, dict[str, Any]]:
-    """The ``.pte`` program bytes of ``model`` and a summary of what was delegated."""
+    """The ``.pte`` program bytes of ``model`` and a summary of what was delegated.
+
+    ``keep_manager`` (a list) receives the ExecuTorch program manager, for bundling test cases with it.
+    """
     from executorch.exir import to_edge_transform_and_lower
 
     model = model.eval()
@@ -111,6 +115,8 @@ def lower(
         edge = to_edge_transform_and_lower(exported, partitioner=[_partitioner(config.backend)])
         summary = op_summary(edge.exported_program().graph)
         program = edge.to_executorch()
+        if keep_manager is not None:
+            keep_manager.append(program)
     except TargetError:
         raise
     except Exception as exc:  # lowering errors come from deep inside exir with many types
@@ -142,6 +148,59 @@ def export(
     return Artifact.write(
         buffer, out_path, "pte", "executorch", config.precision, started, backend=config.backend, **summary
     )
+
+
+def bundle(
+    model: nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    config: ExecuTorchConfig,
+    images: torch.Tensor,
+    *,
+    calibration: torch.Tensor | None = None,
+    expected: nn.Module | None = None,
+) -> bytes:
+    """A BundledProgram: the program plus ``images`` and the outputs the host runtime computes for them.
+
+    The expected outputs come from running this very program on the host (``expected`` overrides them with a
+    PyTorch model's), so a device that verifies the bundle computes what the validated host run computed —
+    for int8 programs too, whose outputs differ from PyTorch's by design.
+    """
+    from executorch.devtools import BundledProgram
+    from executorch.devtools.bundled_program.config import MethodTestCase, MethodTestSuite
+    from executorch.devtools.bundled_program.serialize import serialize_from_bundled_program_to_flatbuffer
+
+    managers: list = []
+    buffer, _ = lower(model, example_inputs, config, calibration=calibration, keep_manager=managers)
+    reference = expected if expected is not None else HostProgram(buffer)
+    with torch.no_grad():
+        cases = [MethodTestCase(inputs=(x[None],), expected_outputs=(reference(x[None]),)) for x in images]
+    suite = MethodTestSuite(method_name="forward", test_cases=cases)
+    return serialize_from_bundled_program_to_flatbuffer(BundledProgram(managers[0], [suite]))
+
+
+def verify_bundle(data: bytes, *, rtol: float, atol: float) -> dict[str, Any]:
+    """Run every bundled test case in the host runtime and compare with the bundled expected outputs."""
+    from executorch.extension.pybindings.portable_lib import _load_bundled_program_from_buffer
+
+    bundled = _load_bundled_program_from_buffer(data)
+    cases = len(BundledCases(data))
+    failures = []
+    for index in range(cases):
+        try:  # loads the case's inputs, runs the method, compares with the bundled outputs
+            bundled.verify_result_with_bundled_expected_output("forward", index, rtol, atol)
+        except Exception as exc:  # the runtime reports a mismatch as a generic error
+            failures.append(f"case {index}: {first_line(exc)}")
+    return {"cases": cases, "passed": not failures, "failures": failures, "rtol": rtol, "atol": atol}
+
+
+class BundledCases(list):
+    """The test cases of a serialised BundledProgram (their count is what verification iterates over)."""
+
+    def __init__(self, data: bytes) -> None:
+        from executorch.devtools.bundled_program.serialize import deserialize_from_flatbuffer_to_bundled_program
+
+        program = deserialize_from_flatbuffer_to_bundled_program(data)
+        super().__init__(program.method_test_suites[0].test_cases)
 
 
 def set_threads(threads: int) -> None:

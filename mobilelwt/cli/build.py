@@ -35,6 +35,9 @@ def export_command(
     ] = None,
     coreml_target: Annotated[str, typer.Option(help="Core ML minimum deployment target.")] = "iOS16",
     et_coreml: Annotated[bool, typer.Option(help="For ios, also an ExecuTorch .pte delegated to Core ML.")] = False,
+    et_bundled: Annotated[
+        int, typer.Option(help="Also a BundledProgram .bpte with N validation images (golden checks on devices).")
+    ] = 0,
     threads: Annotated[int, typer.Option(help="Threads of the host runtimes that validate.")] = 2,
 ) -> None:
     """Export a build's teacher and student for a target, validate each file against PyTorch, list them."""
@@ -49,6 +52,7 @@ def export_command(
         coreml_weights=coreml_weights,
         coreml_deployment_target=coreml_target,
         et_coreml_delegate=et_coreml,
+        et_bundled=et_bundled,
     )
     with progress_bars() as on_progress:
         listing = export_build(build_dir, target=target, options=options, on_progress=on_progress)

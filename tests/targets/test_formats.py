@@ -136,3 +136,18 @@ def test_executorch_coreml_delegate_builds_for_ios_and_is_refused_by_the_host_ru
     assert artifact.summary["backend"] == "coreml" and artifact.summary["delegate_calls"] >= 1
     with pytest.raises(TargetError, match="only loads on Apple devices"):
         HostProgram(artifact.path)(example[0])
+
+
+def test_bundled_program_verifies_on_the_host_and_catches_other_outputs(tiny) -> None:
+    from targets.executorch import bundle, verify_bundle
+
+    model, example, images, _ = tiny
+    for precision in ("fp32", "int8"):
+        data = bundle(model, example, ExecuTorchConfig(precision), images[:3], calibration=images)
+        result = verify_bundle(data, rtol=1e-3, atol=1e-4)
+        assert result == {"cases": 3, "passed": True, "failures": [], "rtol": 1e-3, "atol": 1e-4}
+    torch.manual_seed(1)
+    other = TinyNet(num_classes=10).eval()  # expected outputs of another model: every case must fail
+    wrong = bundle(model, example, ExecuTorchConfig(), images[:2], expected=other)
+    result = verify_bundle(wrong, rtol=1e-3, atol=1e-4)
+    assert not result["passed"] and len(result["failures"]) == 2

@@ -51,8 +51,12 @@ def test_build_resumes_without_redoing_finished_stages(built) -> None:
 
 def test_export_command_adds_ios_artifacts(built) -> None:
     out, _ = built
-    result = invoke("export", out, "--target", "ios", "--validation-images", "8", "--threads", "1")
+    result = invoke("export", out, "--target", "ios", "--validation-images", "8", "--threads", "1", "--et-bundled", "3")
     assert result.exit_code == 0, result.output
+    pte = next(a for a in json.loads((out / "artifacts.json").read_text())["artifacts"]
+               if a["path"] == "ios/tinynet-student-fp32.pte")  # fmt: skip
+    assert pte["summary"]["bundled_verified"] is True and pte["summary"]["bundled_cases"] == 3
+    assert (out / "ios" / "tinynet-student-fp32.bpte").is_file()
     assert (
         "structural" in json.loads((out / "ios" / "tinynet-student-fp16.mlpackage.validation.json").read_text())["kind"]
     )
