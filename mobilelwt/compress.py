@@ -260,7 +260,8 @@ def compress(
             files=[out / name for name in FILES if name != "manifest.json"],
             teacher={
                 "model": model,
-                "weights": str(weights),
+                # absolute, so the build loads from any working directory
+                "weights": str(Path(weights).resolve()) if Path(str(weights)).is_file() else str(weights),
                 "num_classes": bundle.num_classes,
                 "input_size": input_size,
                 "classes": bundle.classes,

@@ -222,10 +222,17 @@ def _layer_table(rows: list[dict[str, Any]]) -> str:
             f'<tr><td class="t">{e(str(r["layer"]))}</td><td class="t">{e(str(r["module"]))}</td>'
             f"<td>{e(str(r['rank']))}</td><td>{e(format_cell('macs', r['teacher_macs']))}</td>"
             f"<td>{e(format_cell('macs', r['student_macs']))}</td><td>{e(format_cell('realised_ratio', kept))}</td>"
-            '<td class="na">n/a (needs a per-operator profile)</td></tr>'
+            f"{_layer_latency_cells(r)}</tr>"
         )
     out.append("</tbody></table>")
     return "".join(out)
+
+
+def _layer_latency_cells(row: dict[str, Any]) -> str:
+    if row.get("teacher_ms") is None or row.get("student_ms") is None:
+        return '<td class="na">n/a (run `mobilelwt bench DIR --layers`)</td>'
+    speedup = row["teacher_ms"] / row["student_ms"]
+    return f"<td>{row['teacher_ms']:.3f} → {row['student_ms']:.3f} ms ({speedup:.2f}×)</td>"  # numbers: no escaping
 
 
 def render(

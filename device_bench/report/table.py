@@ -183,6 +183,7 @@ def load_report_table(build_dirs: list[Path], budget: Budget | None = None) -> p
 def layer_breakdown(build_dir: Path) -> list[dict[str, Any]]:
     """Per replaced layer: teacher and student MACs, module and rank (latency per layer needs an op profile)."""
     metrics = _read_json(Path(build_dir) / "metrics.json") or {}
+    timed = {r["layer"]: r for r in (_read_json(Path(build_dir) / "layer-latency.json") or {}).get("layers", [])}
     return [
         {
             "layer": name,
@@ -191,6 +192,8 @@ def layer_breakdown(build_dir: Path) -> list[dict[str, Any]]:
             "teacher_macs": rec.get("teacher_macs"),
             "student_macs": rec.get("student_macs"),
             "error_final": rec.get("error_final"),
+            "teacher_ms": timed.get(name, {}).get("teacher_ms"),
+            "student_ms": timed.get(name, {}).get("student_ms"),
         }
         for name, rec in metrics.get("layers", {}).items()
     ]

@@ -32,6 +32,9 @@ def bench_command(
         "ALL"
     ),
     adb: Annotated[str | None, typer.Option(help="adb binary (default: adb on PATH).")] = None,
+    layers: Annotated[bool, typer.Option(help="Also time each replaced layer against its teacher layer (host).")] = (
+        False
+    ),
 ) -> None:
     """Time every artifact (teacher and student interleaved); records resume, a summary table is printed."""
     from device_bench.android import DeviceOptions
@@ -64,3 +67,15 @@ def bench_command(
         )
     console.print(table)
     console.print(f"records: {Path(build_dir) / 'bench.jsonl'}")
+    if layers:
+        from device_bench.layers import layer_latency
+
+        rows = layer_latency(build_dir, threads=threads)
+        per_layer = Table(title="per layer, ExecuTorch on the host (median ms)")
+        for column in ("layer", "module", "teacher", "student", "speedup", "MAC ratio", "realised"):
+            per_layer.add_column(column, justify="left" if column in ("layer", "module") else "right")
+        for r in rows:
+            numbers = (r["teacher_ms"], r["student_ms"], r["speedup"], r["mac_ratio"], r["realised_ratio"])
+            per_layer.add_row(r["layer"], r["module"], *(f"{v:.3f}" for v in numbers))
+        console.print(per_layer)
+        console.print(f"per layer: {Path(build_dir) / 'layer-latency.json'}")

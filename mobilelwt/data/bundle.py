@@ -160,12 +160,13 @@ def load_data(
                 f"Built-in datasets: {', '.join(BUILTIN_DATASETS.names())}; or pass an ImageFolder directory.",
             )
         full, augment = scan_image_folder(Path(name), input_size), "crop+flip"
+        name = str(Path(name).resolve())  # recorded absolute: later stages may run from another directory
     _check_classes(full.classes, expected_classes, name)
 
     if val_data is not None:
         val = scan_image_folder(Path(val_data), input_size)
         _check_classes(val.classes, full.classes, str(val_data))
-        train, split = full, {"split": "separate", "val_source": str(val_data)}
+        train, split = full, {"split": "separate", "val_source": str(Path(val_data).resolve())}
     else:
         if val_fraction == 0.0:
             raise DataError("--val-fraction 0 leaves no validation images.", "Use a fraction > 0 or --val-data DIR.")

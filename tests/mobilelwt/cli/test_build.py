@@ -77,20 +77,30 @@ def test_build_and_export_user_errors(built, tmp_path) -> None:
 
 def test_bench_command_writes_records_and_resumes(built) -> None:
     out, _ = built
-    result = invoke("bench", out, "--runs", "10", "--warmup", "1", "--threads", "1")
+    result = invoke("bench", out, "--runs", "10", "--warmup", "1", "--threads", "1", "--layers")
     assert result.exit_code == 0, result.output
+    layers = json.loads((out / "layer-latency.json").read_text())["layers"]
+    assert [r["layer"] for r in layers] == list(json.loads((out / "plan.json").read_text())["layers"])
+    for r in layers:
+        assert r["teacher_ms"] > 0 and r["student_ms"] > 0 and r["mac_ratio"] > 1
+        assert r["speedup"] == pytest.approx(r["teacher_ms"] / r["student_ms"])
     records = [json.loads(line) for line in (out / "bench.jsonl").read_text().splitlines()]
     ok = [r for r in records if r["status"] == "ok"]
     assert {r["artifact"] for r in ok} >= {"android/tinynet-student-fp32.pte", "android/tinynet-teacher-fp32.tflite"}
+    listed = json.loads((out / "artifacts.json").read_text())["artifacts"]
+    packages = {a["path"] for a in listed if a["runtime"] == "coreml" and a["status"] == "ok"}
     coreml = [r for r in records if r["runtime"] == "coreml"]
-    assert coreml and all(r["status"] == "unavailable" and "macOS" in r["reason"] for r in coreml)
+    assert {r["artifact"] for r in coreml} == packages  # every package gets a record saying why there is no number
+    assert all(r["status"] == "unavailable" and "macOS" in r["reason"] for r in coreml)
     for r in ok:
         assert r["runs"] == 10 and r["p10_ms"] <= r["median_ms"] <= r["p90_ms"] and r["environment"]["threads"] == 1
     again = invoke("bench", out, "--runs", "10", "--warmup", "1", "--threads", "1")
     assert again.exit_code == 0
     assert len((out / "bench.jsonl").read_text().splitlines()) == len(records)  # nothing measured twice
-    report = invoke("report", out, "--format", "md")
+    report = invoke("report", out, "--format", "md,html")
     assert report.exit_code == 0
+    assert " ms (" in (out / "report.html").read_text()  # per-layer latency in the layer table
     markdown = (out / "report.md").read_text()
-    assert "| tinynet | student | mlpackage | fp16 | not run |" in markdown and "macOS" in markdown
+    if packages:  # exported by test_export_command_adds_ios_artifacts
+        assert "| tinynet | student | mlpackage | fp16 | not run |" in markdown and "macOS" in markdown
     assert_user_error(invoke("bench", out, "--runner", "magic"), "Unknown runner 'magic'")
