@@ -151,3 +151,20 @@ def test_replaying_a_plan_for_another_model_or_size_is_refused(build, tmp_path, 
     other_model = Plan.from_dict({**plan.to_dict(), "model": "alexnet"})
     with pytest.raises(ConfigError, match="for alexnet, not tinynet"):
         compress("tinynet", out=tmp_path / "c", weights=str(tiny_teacher), data="digits", plan=other_model)
+
+
+def test_build_records_absolute_paths_so_it_loads_from_anywhere(tmp_path, tiny_teacher, monkeypatch) -> None:
+    import shutil
+
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    shutil.copyfile(tiny_teacher, work / "t.pt")
+    write_image_folder(work / "data" / "imgs", {str(i): 3 for i in range(10)}, size=32)
+    monkeypatch.chdir(work)
+    config = _config(layerwise=LayerwiseConfig(epochs=0), finetune=DistillConfig(epochs=0), speedup=2.0)
+    compress("tinynet", out=tmp_path / "b", weights="t.pt", data="data/imgs", config=config)
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["teacher"]["weights"] == str(work / "t.pt")
+    assert manifest["settings"]["data"]["source"] == str(work / "data" / "imgs")
+    monkeypatch.chdir(tmp_path)
+    assert load_build(tmp_path / "b").plan.model == "tinynet"
