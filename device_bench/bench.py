@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from device_bench.android import DeviceOptions, DeviceRun, device_facts, push_cached, wait_until_cool
-from device_bench.host import HOST_RUNTIMES, bench_pairs
+from device_bench.host import bench_pairs, host_runnable, pair_groups
 from device_bench.parsers import RunnerOutputError
 from device_bench.stats import summarize
 from device_bench.transport import AdbTransport, DeviceError, resolve_serials
@@ -62,15 +62,6 @@ def host_facts(threads: int) -> dict[str, Any]:
     }
 
 
-def _groups(artifacts: list[dict[str, Any]]) -> list[dict[str, dict[str, Any]]]:
-    """Teacher and student of one (runtime, precision, format, target): the unit measured interleaved."""
-    groups: dict[tuple, dict[str, dict[str, Any]]] = {}
-    for a in artifacts:
-        key = (a["runtime"], a["precision"], a["format"], a.get("target", ""))
-        groups.setdefault(key, {})[a["role"]] = a
-    return list(groups.values())
-
-
 def bench_device(
     build_dir: Path,
     serial: str,
@@ -94,7 +85,7 @@ def bench_device(
     runner = DeviceRun(device, options)
     per_round = max(1, -(-runs // rounds))
     accuracy_set = _accuracy_inputs(build_dir, options.accuracy_images) if options.accuracy_images else None
-    for group in _groups(artifacts):
+    for group in pair_groups(artifacts):
         try:
             remote = {
                 role: push_cached(device, Path(build_dir) / a["path"], options.timeout_s) for role, a in group.items()
@@ -248,11 +239,7 @@ def bench_build(
     if runs < 1 or rounds < 1:
         raise ConfigError("--runs and --rounds must be at least 1.", "Use e.g. --runs 50 --rounds 10.")
     options = options or DeviceOptions()
-    artifacts = [
-        a
-        for a in json.loads(listing_path.read_text())["artifacts"]
-        if a.get("status") == "ok" and a["runtime"] in HOST_RUNTIMES and a.get("backend") in (None, "xnnpack")
-    ]
+    artifacts = [a for a in json.loads(listing_path.read_text())["artifacts"] if host_runnable(a)]
     coreml = [a for a in json.loads(listing_path.read_text())["artifacts"] if a.get("status") == "ok"
               and a["runtime"] == "coreml"]  # fmt: skip
     out = build_dir / "bench.jsonl"

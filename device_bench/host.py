@@ -48,6 +48,23 @@ def interleaved_latency(
     return samples
 
 
+def pair_groups(artifacts: list[dict[str, Any]]) -> list[dict[str, dict[str, Any]]]:
+    """Teacher and student of one (runtime, precision, format, target): the unit that is measured interleaved."""
+    groups: dict[tuple[str, ...], dict[str, dict[str, Any]]] = {}
+    for artifact in artifacts:
+        key = (artifact["runtime"], artifact["precision"], artifact["format"], artifact.get("target", ""))
+        groups.setdefault(key, {}).setdefault(artifact["role"], artifact)
+    return list(groups.values())
+
+
+def host_runnable(artifact: dict[str, Any]) -> bool:
+    return (
+        artifact.get("status") == "ok"
+        and artifact["runtime"] in HOST_RUNTIMES
+        and artifact.get("backend") in (None, "xnnpack")
+    )
+
+
 def bench_pairs(
     build_dir: Path,
     artifacts: list[dict[str, Any]],
@@ -58,18 +75,10 @@ def bench_pairs(
     per_round: int = 5,
 ) -> list[dict[str, Any]]:
     """One record per host-runnable artifact; teacher and student of the same format/precision run interleaved."""
-    groups: dict[tuple[str, ...], dict[str, dict[str, Any]]] = {}
-    for artifact in artifacts:
-        if artifact.get("status") != "ok" or artifact["runtime"] not in HOST_RUNTIMES:
-            continue
-        if artifact.get("backend") not in (None, "xnnpack"):
-            continue
-        key = (artifact["runtime"], artifact["precision"], artifact["format"], artifact.get("target", ""))
-        groups.setdefault(key, {}).setdefault(artifact["role"], artifact)
     records = []
-    for (runtime, precision, *_), by_role in groups.items():
+    for by_role in pair_groups([a for a in artifacts if host_runnable(a)]):
         any_artifact = next(iter(by_role.values()))
-        size = any_artifact.get("input_size")
+        runtime, precision, size = any_artifact["runtime"], any_artifact["precision"], any_artifact["input_size"]
         runners = {role: load_host_runner(runtime, Path(build_dir) / a["path"], threads) for role, a in by_role.items()}
         example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
         samples = interleaved_latency(runners, example, warmup=warmup, rounds=rounds, per_round=per_round)

@@ -107,10 +107,10 @@ def build(
         calibration_images=config.calibration_images,
         threads=config.bench_threads,
     )
-    from targets.build_export import _check_precisions, _targets
+    from targets.build_export import check_precisions, expand_target
 
-    _targets(config.target)  # refuse a bad target or precision before hours of training
-    _check_precisions(config.precisions)
+    expand_target(config.target)  # refuse a bad target or precision before hours of training
+    check_precisions(config.precisions)
 
     teacher_info: dict[str, Any] = {"weights": weights}
     if weights is None:
@@ -160,7 +160,7 @@ def build(
     if config.bench:
         on_progress(ProgressEvent("build", 3, 4, {"stage": "host bench"}))
         t0 = time.perf_counter()
-        wanted = set(_targets(config.target))
+        wanted = set(expand_target(config.target))
         artifacts = [a for a in listing["artifacts"] if a.get("target") in wanted]
         bench_records = bench_pairs(out, artifacts, threads=config.bench_threads, rounds=config.bench_rounds)
         write_json(out / "host-bench.json", {"records": bench_records, "threads": config.bench_threads})

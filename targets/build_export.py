@@ -57,7 +57,7 @@ class ExportOptions:
     et_bundled: int = 0  # > 0: also a BundledProgram (.bpte) with that many validation images (golden checks)
 
 
-def _targets(target: str) -> tuple[str, ...]:
+def expand_target(target: str) -> tuple[str, ...]:
     if target == "all":
         return tuple(TARGET_FORMATS)
     if target not in TARGET_FORMATS:
@@ -65,7 +65,7 @@ def _targets(target: str) -> tuple[str, ...]:
     return (target,)
 
 
-def _check_precisions(precisions: tuple[str, ...] | None) -> None:
+def check_precisions(precisions: tuple[str, ...] | None) -> None:
     unknown = [p for p in precisions or () if p not in PRECISIONS]
     if unknown:
         raise TargetError(f"Unknown precision(s) {', '.join(unknown)}.", f"Use some of: {', '.join(PRECISIONS)}.")
@@ -169,8 +169,8 @@ def export_build(
     from mobilelwt.data import iterate_normalized
 
     options = options or ExportOptions()
-    targets = _targets(target)
-    _check_precisions(options.precisions)
+    targets = expand_target(target)
+    check_precisions(options.precisions)
     build_dir = Path(build_dir)
     build = load_build(build_dir)
     info = build.manifest["teacher"]
@@ -276,7 +276,7 @@ def exports_current(build_dir: Path, target: str, options: ExportOptions) -> dic
     if listing.get("student_sha256") != sha256_file(Path(build_dir) / "student.pt"):
         return None
     have = {(a["target"], a["format"], a["precision"]): a for a in listing.get("artifacts", []) if "target" in a}
-    for tgt in _targets(target):
+    for tgt in expand_target(target):
         for fmt in TARGET_FORMATS[tgt]:
             spec = FORMATS[fmt]
             for precision in options.precisions or (spec.default_precision,):
