@@ -163,3 +163,28 @@ def test_native_runner_missing_is_a_failed_record_naming_the_flag(phone, exporte
     reasons = " ".join(r["reason"] for r in records)
     assert "--et-runner" in reasons and "--tflite-runner" in reasons
     assert json.loads((build / "bench.jsonl").read_text().splitlines()[0])["device"] == phone.serial
+
+
+def test_two_phones_in_parallel_never_mix_and_core_mask_is_applied(adb_server, exported, tmp_path) -> None:
+    phones = []
+    for name in ("A", "B"):
+        phone = LoopbackDevice(tmp_path / name, props={"ro.product.model": f"Loopback {name}"},
+                               env={"PYTHONPATH": str(REPO), "HOME": str(tmp_path)})  # fmt: skip
+        subprocess.run([ADB, "connect", phone.serial], capture_output=True, timeout=60, check=True)
+        subprocess.run([ADB, "-s", phone.serial, "wait-for-device"], timeout=60, check=True)
+        phones.append(phone)
+    try:
+        build = _fresh_copy(exported, tmp_path)
+        options = DeviceOptions(core_mask="1")
+        records = bench_build(build, devices=tuple(p.serial for p in phones), runs=2, rounds=1, threads=1,
+                              options=options)  # fmt: skip
+        assert len(records) == 8 and all(r["status"] == "ok" for r in records), [r.get("reason") for r in records]
+        for phone, name in zip(phones, "AB", strict=True):
+            mine = [r for r in records if r["device"] == phone.serial]
+            assert len(mine) == 4 and {r["environment"]["model"] for r in mine} == {f"Loopback {name}"}
+            assert all(r["core_mask"] == "1" for r in mine)
+            assert all(c.startswith("cd ") and "taskset 1 " in c for c in phone.commands if "device_bench.runner" in c)
+    finally:
+        for phone in phones:
+            subprocess.run([ADB, "disconnect", phone.serial], capture_output=True, timeout=60)
+            phone.kill()
