@@ -24,7 +24,8 @@ from mobilelwt.manifest import environment
 from mobilelwt.plan import LayerChoice, Plan, apply_plan
 from mobilelwt.profile import count_macs
 from mobilelwt.teachers import IMAGENET_MEAN, IMAGENET_STD, build_teacher
-from targets.build_export import _host_runner
+from targets import load_artifact
+from targets.build_export import FORMATS
 from targets.coreml import CoreMLConfig, structural_check
 from targets.coreml import export as export_coreml
 from targets.executorch import ExecuTorchConfig
@@ -94,8 +95,9 @@ def main() -> None:
                                                  precision=precision, class_labels=None)  # fmt: skip
                         row.update(parity="structural (needs macOS to run)", passed=check["passed"])
                     else:
-                        result = validate(path.name, _host_runner(fmt, path, args.threads, []), model, batches,
-                                          precision=precision, thresholds=THRESHOLDS[precision])  # fmt: skip
+                        run = load_artifact(FORMATS[fmt].runtime, path, threads=args.threads)
+                        result = validate(path.name, run, model, batches, precision=precision,
+                                          thresholds=THRESHOLDS[precision])  # fmt: skip
                         row.update(max_abs_diff=result.max_abs_diff, sqnr_db=result.sqnr_db,
                                    top1_agreement=result.top1_agreement, passed=result.passed)  # fmt: skip
                 except Exception as exc:  # a benchmark records a failure and goes on

@@ -239,9 +239,9 @@ def bench_build(
     if runs < 1 or rounds < 1:
         raise ConfigError("--runs and --rounds must be at least 1.", "Use e.g. --runs 50 --rounds 10.")
     options = options or DeviceOptions()
-    artifacts = [a for a in json.loads(listing_path.read_text())["artifacts"] if host_runnable(a)]
-    coreml = [a for a in json.loads(listing_path.read_text())["artifacts"] if a.get("status") == "ok"
-              and a["runtime"] == "coreml"]  # fmt: skip
+    listed = json.loads(listing_path.read_text())["artifacts"]
+    artifacts = [a for a in listed if host_runnable(a)]
+    coreml = [a for a in listed if a.get("status") == "ok" and a["runtime"] == "coreml"]
     out = build_dir / "bench.jsonl"
     done = {record_key(r) for r in read_records(out) if r.get("status") in ("ok", "unavailable")}
 

@@ -10,20 +10,9 @@ from typing import Any
 import torch
 
 from device_bench.stats import summarize
+from targets import load_artifact
 
 HOST_RUNTIMES = ("executorch", "litert")
-
-
-def load_host_runner(runtime: str, path: Path, threads: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    if runtime == "executorch":
-        from targets.executorch import HostProgram
-
-        return HostProgram(path, threads=threads)
-    if runtime == "litert":
-        from targets.tflite import HostInterpreter
-
-        return HostInterpreter(path, threads=threads)
-    raise ValueError(f"no host runner for {runtime}")
 
 
 def interleaved_latency(
@@ -79,7 +68,9 @@ def bench_pairs(
     for by_role in pair_groups([a for a in artifacts if host_runnable(a)]):
         any_artifact = next(iter(by_role.values()))
         runtime, precision, size = any_artifact["runtime"], any_artifact["precision"], any_artifact["input_size"]
-        runners = {role: load_host_runner(runtime, Path(build_dir) / a["path"], threads) for role, a in by_role.items()}
+        runners = {
+            role: load_artifact(runtime, Path(build_dir) / a["path"], threads=threads) for role, a in by_role.items()
+        }
         example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
         samples = interleaved_latency(runners, example, warmup=warmup, rounds=rounds, per_round=per_round)
         for role, artifact in by_role.items():

@@ -20,18 +20,6 @@ from typing import Any
 MARKER = "MOBILELWT_RESULT "
 
 
-def _load(runtime: str, path: Path, threads: int):
-    if runtime == "executorch":
-        from targets.executorch import HostProgram
-
-        return HostProgram(path, threads=threads)
-    if runtime == "litert":
-        from targets.tflite import HostInterpreter
-
-        return HostInterpreter(path, threads=threads)
-    raise SystemExit(f"unknown runtime {runtime!r}: use executorch or litert")
-
-
 def run(
     path: Path,
     runtime: str,
@@ -47,7 +35,9 @@ def run(
     import numpy as np
     import torch
 
-    model = _load(runtime, path, threads)
+    from targets import load_artifact
+
+    model = load_artifact(runtime, path, threads=threads)
     example = torch.randn(1, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
     for _ in range(warmup):
         model(example)

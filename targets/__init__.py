@@ -21,6 +21,23 @@ def host_runner(runtime: str, model, example_inputs, threads: int):
     raise TargetError(f"Unknown runtime {runtime!r}.", f"Use one of: {', '.join(RUNTIMES)}.")
 
 
+def load_artifact(runtime: str, path, *, threads: int = 1, class_labels: list[str] | None = None):
+    """A saved artifact loaded in its host runtime (ExecuTorch, LiteRT, or Core ML on macOS); call it like the model."""
+    if runtime == "executorch":
+        from targets.executorch import HostProgram
+
+        return HostProgram(path, threads=threads)
+    if runtime == "litert":
+        from targets.tflite import HostInterpreter
+
+        return HostInterpreter(path, threads=threads)
+    if runtime == "coreml":
+        from targets.coreml import HostModel
+
+        return HostModel(path, class_labels=class_labels)
+    raise TargetError(f"Unknown runtime {runtime!r}.", f"Use one of: {', '.join((*RUNTIMES, 'coreml'))}.")
+
+
 def latency_probe(runtime: str, *, input_size: int, threads: int = 2, warmup: int = 5, runs: int = 15):
     """(probe, description): the probe lowers a model for ``runtime`` and returns its median host latency (ms)."""
     import torch
@@ -41,6 +58,7 @@ __all__ = [
     "UnsupportedOpError",
     "host_runner",
     "latency_probe",
+    "load_artifact",
     "median",
     "time_callable",
 ]

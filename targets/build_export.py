@@ -19,6 +19,7 @@ from torch import nn
 from mobilelwt.io import read_json, sha256_file, write_json
 from mobilelwt.manifest import environment
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
+from targets import load_artifact
 from targets._common import Artifact, TargetError, first_line
 from targets.validation import THRESHOLDS, ValidationError, ValidationResult, validate
 
@@ -107,20 +108,6 @@ def _export(
     return export(model, example, path, config)
 
 
-def _host_runner(fmt: str, path: Path, threads: int, classes: list[str]) -> Callable[[torch.Tensor], torch.Tensor]:
-    if fmt == "executorch":
-        from targets.executorch import HostProgram
-
-        return HostProgram(path, threads=threads)
-    if fmt == "tflite":
-        from targets.tflite import HostInterpreter
-
-        return HostInterpreter(path, threads=threads)
-    from targets.coreml import HostModel
-
-    return HostModel(path, class_labels=classes)
-
-
 def _validate(
     fmt: str,
     path: Path,
@@ -150,7 +137,7 @@ def _validate(
             "passed": True,
             "failures": [],
         }
-    runner = _host_runner(fmt, path, threads, classes)
+    runner = load_artifact(FORMATS[fmt].runtime, path, threads=threads, class_labels=classes)
     # the thresholds of the precision the artifact computes in: Core ML "fp32"/"int8" weights still run fp16 math
     limits = THRESHOLDS["fp16" if fmt == "coreml" and precision != "fp32" else precision]
     numeric: ValidationResult = validate(path.name, runner, model, batches(), precision=precision, thresholds=limits)
