@@ -47,7 +47,7 @@ def bench_model(name: str, target: float, args) -> dict:
 
 def bench_build(build_dir: Path, target: float, args) -> dict:
     """Time the trained teacher and student of a ``mobilelwt compress`` build at the build's input size."""
-    from mobilelwt.compress import load_build
+    from mobilelwt.builddir import load_build
 
     build = load_build(build_dir)
     args.input_size = build.plan.input_size

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from device_bench.parsers import RunnerOutputError, parse_benchmark_model, parse_executor_runner
-from device_bench.runner import parse_result
+from device_bench.runner import MARKER, parse_result
 from device_bench.transport import AdbTransport, DeviceError
 from mobilelwt.io import sha256_file
 
@@ -90,14 +90,30 @@ def wait_until_cool(
         sleep(options.poll_s)
 
 
+def remote_sha256(device: AdbTransport, remote: str, timeout: float) -> str | None:
+    """sha256 of a file on the device (toybox ``sha256sum``), or None when it is not there."""
+    result = device.shell(["sha256sum", remote], timeout=timeout)
+    match = re.match(r"([0-9a-f]{64})\b", result.stdout.strip())
+    return match.group(1) if result.code == 0 and match else None
+
+
 def push_cached(device: AdbTransport, local: Path, timeout: float) -> str:
-    """Push ``local`` once: the device path carries the file's hash, so an unchanged file is not sent again."""
-    remote = f"{DEVICE_DIR}/{sha256_file(local)[:16]}-{Path(local).name}"
-    if device.shell(["ls", remote], timeout=timeout).code != 0:
-        device.shell(["mkdir", "-p", DEVICE_DIR], timeout=timeout)
-        device.push(local, remote, timeout=timeout)
-        if device.shell(["ls", remote], timeout=timeout).code != 0:
-            raise DeviceError(f"{Path(local).name} is not on {device.serial} after the push.", "Check free space.")
+    """Push ``local`` once: the device path carries the file's hash, and the copy on the device is checked
+    against the whole hash before every use, so a truncated or altered copy is replaced, never trusted."""
+    digest = sha256_file(local)
+    remote = f"{DEVICE_DIR}/{digest[:16]}-{Path(local).name}"
+    if remote_sha256(device, remote, timeout) == digest:
+        return remote
+    device.shell(["mkdir", "-p", DEVICE_DIR], timeout=timeout)
+    device.shell(["rm", "-f", remote], timeout=timeout)
+    device.push(local, remote, timeout=timeout)
+    found = remote_sha256(device, remote, timeout)
+    if found != digest:
+        state = "missing" if found is None else "corrupt (its sha256 differs)"
+        raise DeviceError(
+            f"{Path(local).name} is {state} on {device.serial} right after the push.",
+            "Check the device's free space and storage (`adb shell df /data/local/tmp`), then re-run.",
+        )
     return remote
 
 
@@ -107,6 +123,46 @@ class DeviceRun:
     def __init__(self, device: AdbTransport, options: DeviceOptions) -> None:
         self.device, self.options = device, options
         self._runners: dict[str, str] = {}
+
+    def check(self) -> None:
+        """Before any measurement: the Python runner must start on the device (a wrong --python fails here)."""
+        if self.options.runner != "python":
+            return
+        self.device.shell(["mkdir", "-p", DEVICE_DIR], timeout=60)
+        argv = [self.options.python, "-c", "import device_bench.runner"]
+        result = self.device.shell_script(self._command(argv), timeout=min(self.options.timeout_s, 120))
+        if result.code != 0:
+            raise self._failure(result, "starting the Python runner")
+
+    def _failure(self, result: Any, what: str) -> Exception:
+        """The true cause of a run that printed no result: device gone, wrong --python, runner crash, or a cut
+        output."""
+        serial, python = self.device.serial, self.options.python
+        tail = (result.stderr or result.stdout).strip()[-400:]
+        if not self.device.reachable():
+            return DeviceError(
+                f"Device {serial} went away while {what}.",
+                "Reconnect it (`adb devices`) and re-run `mobilelwt bench`: finished records are kept.",
+            )
+        missing = result.code == 127 or re.search(r"(not found|No such file|can't execute|inaccessible)", tail)
+        if missing and "No module named" not in tail:
+            return DeviceError(
+                f"--python {python!r} does not run on {serial} ({tail.splitlines()[-1] if tail else 'exit 127'}).",
+                "Pass --python with the path of a Python that has the runtimes on the device.",
+            )
+        if "No module named" in tail:
+            return DeviceError(
+                f"{python} on {serial} cannot import what the runner needs ({tail.splitlines()[-1]}).",
+                "Install mobilelwt's device_bench and the runtimes for that Python, or use --runner native.",
+            )
+        if result.code != 0:
+            return RunnerOutputError(
+                f"The Python runner crashed on {serial} while {what} (exit {result.code}): {tail or 'no output'}", ""
+            )
+        return RunnerOutputError(
+            f"The Python runner on {serial} exited 0 without its result line while {what} (output cut short).",
+            "Re-run the benchmark; if it persists, run `python -m device_bench.runner` by hand on the device.",
+        )
 
     def _native_runner(self, runtime: str) -> str:
         local = self.options.et_runner if runtime == "executorch" else self.options.tflite_runner
@@ -129,6 +185,12 @@ class DeviceRun:
             command = f"cd {shlex.quote(DEVICE_DIR)} && {command}"
         return command
 
+    def _python(self, argv: list[str], what: str) -> dict[str, Any]:
+        result = self.device.shell_script(self._command(argv), timeout=self.options.timeout_s)
+        if MARKER not in result.stdout or result.code != 0:
+            raise self._failure(result, what)
+        return parse_result(result.stdout)  # the marker, not the exit status, proves completion
+
     def outputs(self, remote: str, runtime: str, remote_inputs: str, local_out: Path, *, input_size: int) -> None:
         """Run every input of ``remote_inputs`` (a .npy) once on the device and pull the logits to ``local_out``."""
         if self.options.runner != "python":
@@ -137,8 +199,7 @@ class DeviceRun:
         argv = [self.options.python, "-m", "device_bench.runner", remote, "--runtime", runtime, "--runs", "1",
                 "--warmup", "0", "--threads", "1", "--input-size", str(input_size),
                 "--inputs", remote_inputs, "--outputs", remote_out]  # fmt: skip
-        result = self.device.shell_script(self._command(argv), timeout=self.options.timeout_s)
-        parse_result(result.stdout)
+        self._python(argv, f"running the accuracy images through {Path(remote).name}")
         self.device.pull(remote_out, local_out, timeout=self.options.timeout_s)
 
     def samples(
@@ -148,15 +209,14 @@ class DeviceRun:
             argv = [self.options.python, "-m", "device_bench.runner", remote, "--runtime", runtime,
                     "--runs", str(runs), "--warmup", str(warmup), "--threads", str(threads),
                     "--input-size", str(input_size)]  # fmt: skip
-            result = self.device.shell_script(self._command(argv), timeout=self.options.timeout_s)
-            record = parse_result(result.stdout)  # the marker, not the exit status, proves completion
-            if result.code != 0:
-                raise RunnerOutputError(f"The Python runner exited {result.code}: {result.stderr.strip()[-300:]}", "")
+            record = self._python(argv, f"timing {Path(remote).name}")
             return record["samples_ms"], {"runner": "python", "runner_platform": record.get("platform")}
         runner = self._native_runner(runtime)
         if runtime == "executorch":
             argv = [runner, "--model_path", remote, "--num_executions", str(runs)]
             result = self.device.shell_script(self._command(argv), timeout=self.options.timeout_s)
+            if not self.device.reachable():
+                raise DeviceError(f"Device {self.device.serial} went away during executor_runner.", "Reconnect it.")
             parsed = parse_executor_runner(result.stdout + result.stderr)
             if parsed["mean_ms"] is None:
                 raise RunnerOutputError("This executor_runner build prints no timing.", "Use a newer ExecuTorch build.")
@@ -165,6 +225,8 @@ class DeviceRun:
         argv = [runner, f"--graph={remote}", f"--num_threads={threads}", f"--num_runs={runs}",
                 f"--warmup_runs={warmup}"]  # fmt: skip
         result = self.device.shell_script(self._command(argv), timeout=self.options.timeout_s)
+        if not self.device.reachable():
+            raise DeviceError(f"Device {self.device.serial} went away during benchmark_model.", "Reconnect it.")
         parsed = parse_benchmark_model(result.stdout + result.stderr)
         extra = {k: v for k, v in parsed.items() if k.startswith("memory") or k in ("init_ms", "first_inference_ms")}
         return [parsed["mean_ms"]], {"runner": "benchmark_model", **extra}

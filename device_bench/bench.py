@@ -21,7 +21,8 @@ from device_bench.host import bench_pairs, host_runnable, pair_groups
 from device_bench.parsers import RunnerOutputError
 from device_bench.stats import summarize
 from device_bench.transport import AdbTransport, DeviceError, resolve_serials
-from mobilelwt.errors import ConfigError
+from mobilelwt.builddir import ARTIFACTS, BENCH, BuildDir
+from mobilelwt.errors import ConfigError, MobileLWTError
 from mobilelwt.io import atomic_path
 
 _WRITE_LOCK = threading.Lock()
@@ -32,22 +33,16 @@ def record_key(record: dict[str, Any]) -> tuple[str, str, str, str]:
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut short by a crash: that measurement is redone
-    return records
+    """Every record of a ``bench.jsonl`` (current or not): for tools that look at the raw file."""
+    return BuildDir(Path(path).parent).bench_records(current_only=False)
 
 
 def append_records(path: Path, records: list[dict[str, Any]]) -> None:
-    """Add records; a new record for the same key replaces an older (failed) one."""
+    """Add records; a new record for the same key replaces the older one, and records of artifacts that are no
+    longer current (re-exported, removed) are dropped, so the file only ever holds numbers of listed files."""
     with _WRITE_LOCK:
         fresh = {record_key(r) for r in records}
-        kept = [r for r in read_records(path) if record_key(r) not in fresh]
+        kept = [r for r in BuildDir(Path(path).parent).bench_records() if record_key(r) not in fresh]
         with atomic_path(path) as tmp:
             tmp.write_text("".join(json.dumps(r) + "\n" for r in kept + records))
 
@@ -73,16 +68,18 @@ def bench_device(
     threads: int,
     rounds: int,
     options: DeviceOptions,
+    settings: dict[str, Any],
     adb: str | None = None,
 ) -> None:
     """Measure ``artifacts`` on one adb device; records are appended group by group."""
     device = AdbTransport(serial, adb=adb)
+    runner = DeviceRun(device, options)
     try:
         facts = device_facts(device)
-    except DeviceError as exc:
-        append_records(out, [_failed(a, serial, str(exc)) for a in artifacts])
+        runner.check()
+    except (DeviceError, RunnerOutputError) as exc:
+        append_records(out, [_failed(a, serial, str(exc), settings) for a in artifacts])
         return
-    runner = DeviceRun(device, options)
     per_round = max(1, -(-runs // rounds))
     accuracy_set = _accuracy_inputs(build_dir, options.accuracy_images) if options.accuracy_images else None
     for group in pair_groups(artifacts):
@@ -109,6 +106,8 @@ def bench_device(
             records = [
                 {
                     "artifact": a["path"],
+                    "artifact_sha256": a["sha256"],
+                    "settings": settings,
                     "role": role,
                     "runtime": a["runtime"],
                     "precision": a["precision"],
@@ -121,9 +120,9 @@ def bench_device(
                     "status": "ok",
                     **summarize(samples[role]),
                     **extra[role],
-                    "thermal": {
-                        "max_status": max((t["thermal_status"] or 0) for t in thermal),
-                        "max_battery_c": max((t["battery_c"] or 0) for t in thermal),
+                    "thermal": {  # None where the device did not say: unknown is not 0
+                        "max_status": _max_known(t["thermal_status"] for t in thermal),
+                        "max_battery_c": _max_known(t["battery_c"] for t in thermal),
                         "cooling_wait_s": sum(t["cooling_wait_s"] for t in thermal),
                     },
                     "environment": facts,
@@ -134,8 +133,13 @@ def bench_device(
                 for record, (role, a) in zip(records, group.items(), strict=True):
                     record.update(_device_accuracy(device, runner, remote[role], a, accuracy_set, options))
         except (DeviceError, RunnerOutputError) as exc:
-            records = [_failed(a, serial, str(exc), facts) for a in group.values()]
+            records = [_failed(a, serial, str(exc), settings, facts) for a in group.values()]
         append_records(out, records)
+
+
+def _max_known(values: Any) -> float | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
 
 
 def _accuracy_inputs(build_dir: Path, count: int) -> tuple[Path, Any]:
@@ -143,7 +147,7 @@ def _accuracy_inputs(build_dir: Path, count: int) -> tuple[Path, Any]:
     import numpy as np
     import torch
 
-    from mobilelwt.compress import load_build, load_build_data
+    from mobilelwt.builddir import load_build, load_build_data
 
     build = load_build(build_dir)
     data = load_build_data(build)
@@ -192,8 +196,8 @@ def _coreml_on_host(
     """Core ML runs through coremltools on a Mac; elsewhere the record says so instead of holding a number."""
     from targets.coreml import HostModel, can_predict
 
-    base = {"artifact": artifact["path"], "role": artifact["role"], "runtime": "coreml",
-            "precision": artifact["precision"], "device": "host"}  # fmt: skip
+    base = {"artifact": artifact["path"], "artifact_sha256": artifact["sha256"], "role": artifact["role"],
+            "runtime": "coreml", "precision": artifact["precision"], "device": "host"}  # fmt: skip
     if not can_predict():
         return {**base, "status": "unavailable", "reason": "Core ML runs only on macOS or an Apple device"}
     import torch
@@ -207,9 +211,13 @@ def _coreml_on_host(
     return {**base, "status": "ok", "compute_units": options.coreml_compute_units, **summarize(samples)}
 
 
-def _failed(artifact: dict[str, Any], device: str, reason: str, facts: dict | None = None) -> dict[str, Any]:
+def _failed(
+    artifact: dict[str, Any], device: str, reason: str, settings: dict[str, Any], facts: dict | None = None
+) -> dict[str, Any]:
     return {
         "artifact": artifact["path"],
+        "artifact_sha256": artifact["sha256"],
+        "settings": settings,
         "role": artifact["role"],
         "runtime": artifact["runtime"],
         "precision": artifact["precision"],
@@ -218,6 +226,17 @@ def _failed(artifact: dict[str, Any], device: str, reason: str, facts: dict | No
         "reason": reason,
         "environment": facts or {"serial": device},
     }
+
+
+def check_bench_options(devices: tuple[str, ...], runs: int, warmup: int, threads: int, rounds: int) -> None:
+    from mobilelwt.checks import whole
+
+    whole(runs, "--runs", low=1)
+    whole(warmup, "--warmup", low=0)
+    whole(threads, "--threads", low=1)
+    whole(rounds, "--rounds", low=1)
+    if not devices or any(not d.strip() for d in devices):
+        raise ConfigError("--device names no device.", "Pass --device host, an adb serial (or several), or all.")
 
 
 def bench_build(
@@ -230,20 +249,33 @@ def bench_build(
     rounds: int = 10,
     options: DeviceOptions | None = None,
     adb: str | None = None,
+    paths: set[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Measure the build's artifacts on ``devices`` (``host``, adb serials, or ``all``); returns every record."""
-    build_dir = Path(build_dir)
-    listing_path = build_dir / "artifacts.json"
-    if not listing_path.is_file():
-        raise ConfigError(f"{build_dir} has no artifacts.json.", "Run `mobilelwt export` (or `mobilelwt build`) first.")
-    if runs < 1 or rounds < 1:
-        raise ConfigError("--runs and --rounds must be at least 1.", "Use e.g. --runs 50 --rounds 10.")
+    """Measure the build's artifacts (those in ``paths`` if given) on ``devices`` (``host``, adb serials, or
+    ``all``); returns this build's current records for the devices asked.
+
+    A record is reused only when it was measured on the same artifact bytes with the same settings (runs,
+    warm-up, threads, rounds, runner); records of re-exported files are dropped.
+    """
+    check_bench_options(devices, runs, warmup, threads, rounds)
+    directory = BuildDir(build_dir)
+    build_dir = directory.path
+    if not (directory / ARTIFACTS).is_file():
+        raise ConfigError(f"{build_dir} has no {ARTIFACTS}.", "Run `mobilelwt export` (or `mobilelwt build`) first.")
     options = options or DeviceOptions()
-    listed = json.loads(listing_path.read_text())["artifacts"]
+    listed = [a for a in directory.artifacts()["artifacts"] if paths is None or a["path"] in paths]
+    if not any(a.get("status") == "ok" for a in listed):
+        raise ConfigError(
+            f"{build_dir} lists no current, validated artifact to time.",
+            "Run `mobilelwt export` (or `mobilelwt build`) for this student first.",
+        )
     artifacts = [a for a in listed if host_runnable(a)]
     coreml = [a for a in listed if a.get("status") == "ok" and a["runtime"] == "coreml"]
-    out = build_dir / "bench.jsonl"
-    done = {record_key(r) for r in read_records(out) if r.get("status") in ("ok", "unavailable")}
+    out = directory / BENCH
+    settings = {"runs": runs, "warmup": warmup, "threads": threads, "rounds": rounds, "runner": options.runner,
+                "core_mask": options.core_mask, "accuracy_images": options.accuracy_images}  # fmt: skip
+    done = {record_key(r) for r in directory.bench_records()
+            if r.get("status") in ("ok", "unavailable") and r.get("settings") == settings}  # fmt: skip
 
     def todo(device: str) -> list[dict[str, Any]]:
         return [a for a in artifacts if (a["path"], a["runtime"], device, a["precision"]) not in done]
@@ -257,7 +289,7 @@ def bench_build(
         facts = host_facts(threads)
         records += [_coreml_on_host(build_dir, a, runs, warmup, options) for a in coreml
                     if (a["path"], "coreml", "host", a["precision"]) not in done]  # fmt: skip
-        append_records(out, [{**r, "environment": facts} for r in records])
+        append_records(out, [{**r, "settings": settings, "environment": facts} for r in records])
     if serials:
         with ThreadPoolExecutor(max_workers=len(serials)) as pool:
             jobs = [
@@ -272,6 +304,7 @@ def bench_build(
                     threads=threads,
                     rounds=rounds,
                     options=options,
+                    settings=settings,
                     adb=adb,
                 )  # fmt: skip
                 for serial in serials
@@ -279,4 +312,23 @@ def bench_build(
             ]
             for job in jobs:
                 job.result()
-    return read_records(out)
+    wanted = set(serials) | ({"host"} if "host" in devices else set())
+    names = {a["path"] for a in listed}
+    return [r for r in directory.bench_records() if r["device"] in wanted and r["artifact"] in names]
+
+
+def failed_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("status") == "failed"]
+
+
+class BenchFailedError(MobileLWTError):
+    """Some measurements failed: the others are recorded, the command still exits non-zero."""
+
+    exit_code = 1
+
+    def __init__(self, failed: list[dict[str, Any]], total: int) -> None:
+        reasons = sorted({f"{r['device']}: {r.get('reason', 'failed')}" for r in failed})
+        super().__init__(
+            f"{len(failed)} of {total} measurement(s) failed ({'; '.join(reasons)}).",
+            "Fix the cause and re-run `mobilelwt bench`: the records that succeeded are kept and not measured again.",
+        )

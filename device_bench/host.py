@@ -77,6 +77,7 @@ def bench_pairs(
             records.append(
                 {
                     "artifact": artifact["path"],
+                    "artifact_sha256": artifact["sha256"],
                     "role": role,
                     "runtime": runtime,
                     "precision": precision,

@@ -41,7 +41,7 @@ def layer_latency(
     build_dir: Path, *, runtime: str = "executorch", threads: int = 2, warmup: int = 3, runs: int = 20
 ) -> list[dict[str, Any]]:
     """Teacher layer vs replacement, timed interleaved on ``runtime``; written to ``DIR/layer-latency.json``."""
-    from mobilelwt.compress import load_build
+    from mobilelwt.builddir import LAYER_LATENCY, load_build
     from targets import host_runner
 
     build = load_build(Path(build_dir))
@@ -75,5 +75,6 @@ def layer_latency(
                 "realised_ratio": speedup / mac_ratio,
             }
         )
-    write_json(Path(build_dir) / "layer-latency.json", {"runtime": runtime, "threads": threads, "layers": rows})
+    record = {"compress_key": build.key, "runtime": runtime, "threads": threads, "layers": rows}
+    write_json(Path(build_dir) / LAYER_LATENCY, record)
     return rows

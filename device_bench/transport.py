@@ -80,6 +80,14 @@ class AdbTransport:
             )
         return proc
 
+    def reachable(self, timeout: float = 15) -> bool:
+        """Whether adb still sees the device online (``adb get-state``)."""
+        try:
+            proc = _run([self.adb, "-s", self.serial, "get-state"], timeout, "adb get-state")
+        except DeviceError:
+            return False
+        return proc.returncode == 0 and proc.stdout.strip() == "device"
+
     def shell(self, argv: list[str], *, timeout: float) -> Result:
         """Run ``argv`` on the device; the exit status is the remote command's (shell protocol v2)."""
         command = shlex.join(argv)
@@ -94,6 +102,10 @@ class AdbTransport:
     def push(self, local: Path, remote: str, *, timeout: float) -> None:
         proc = self._adb(["push", str(local), remote], timeout, f"pushing {Path(local).name} to {self.serial}")
         if proc.returncode != 0:
+            if not self.reachable():
+                raise DeviceError(
+                    f"Device {self.serial} went away while receiving {Path(local).name}.", "Reconnect it."
+                )
             raise DeviceError(f"adb push of {local} failed: {proc.stderr.strip()}", "Check free space on the device.")
 
     def pull(self, remote: str, local: Path, *, timeout: float) -> None:
@@ -106,6 +118,10 @@ class HostTransport:
     """This machine, through the same interface (for the Python runner and tests)."""
 
     name = "host"
+    serial = "host"
+
+    def reachable(self, timeout: float = 15) -> bool:
+        return True
 
     def shell(self, argv: list[str], *, timeout: float) -> Result:
         proc = _run(argv, timeout, f"`{shlex.join(argv)[:60]}`")

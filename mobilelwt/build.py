@@ -11,8 +11,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mobilelwt.builddir import SUMMARY, TEACHER_DIR, BuildDir, digest, jsonable, read_json
+from mobilelwt.checks import check_writable_dir, finite, whole
 from mobilelwt.compress import CompressConfig, LatencyProbeFactory, compress
-from mobilelwt.io import read_json, write_json
+from mobilelwt.errors import ConfigError
+from mobilelwt.io import sha256_file, write_json
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
 from mobilelwt.train import TrainConfig, train_teacher
 
@@ -45,14 +48,33 @@ def teacher_for_build(
     device: str,
     on_progress: ProgressCallback,
 ) -> tuple[Path, dict[str, Any]]:
-    """A teacher checkpoint trained on ``data``, cached in ``out/teacher/`` and reused while its settings hold."""
-    path = out / "teacher" / f"{model}.pt"
-    wanted = {"model": model, "data": str(data), "input_size": input_size, "train": _jsonable(asdict(config))}
+    """A teacher checkpoint trained on ``data``, cached in ``out/teacher/`` while its inputs hold.
+
+    The key covers the data's content fingerprint and the whole split (fraction, separate val set, seed), so a
+    cached teacher is never evaluated on images it trained on; a changed key removes it and everything after it.
+    """
+    from mobilelwt.data import source_fingerprint
+
+    path = out / TEACHER_DIR / f"{model}.pt"
+    inputs = {
+        "model": model,
+        "data": source_fingerprint(data, input_size),
+        "val_data": source_fingerprint(val_data, input_size) if val_data is not None else None,
+        "val_fraction": val_fraction,
+        "input_size": input_size,
+        "train": jsonable(asdict(config)),
+    }
+    key = digest(inputs)
     manifest_path = path.with_suffix(".json")
     if path.is_file() and manifest_path.is_file():
-        manifest = read_json(manifest_path)
-        if manifest.get("settings", {}).get("build_key") == wanted:
+        try:
+            manifest = read_json(manifest_path, what="teacher manifest", fix="")
+            cached = manifest.get("inputs_key") == key and manifest["files"][path.name]["sha256"] == sha256_file(path)
+        except (ConfigError, KeyError, TypeError):
+            cached = False
+        if cached:
             return path, {"cached": True, **manifest.get("metrics", {})}
+    BuildDir(out).invalidate("teacher")
     result = train_teacher(
         model,
         data=data,
@@ -65,16 +87,30 @@ def teacher_for_build(
         device=device,
         on_progress=on_progress,
     )
-    manifest = read_json(result.manifest)
-    manifest["settings"]["build_key"] = wanted
-    write_json(result.manifest, manifest)
+    manifest = read_json(result.manifest, what="teacher manifest", fix="")
+    write_json(result.manifest, {**manifest, "inputs": inputs, "inputs_key": key})
     return path, {"cached": False, **result.metrics}
 
 
-def _jsonable(value: Any) -> Any:
-    import json
+def check_build_options(
+    model: str, out: Path, config: BuildConfig, *, input_size: int | None = None, threads: int | None = None
+) -> None:
+    """Everything that can be refused before hours of training is refused here, before any file is written."""
+    from mobilelwt.train import check_model_options
+    from targets.build_export import check_precisions, expand_target
 
-    return json.loads(json.dumps(value, default=str))
+    check_model_options(model, input_size, threads)
+    expand_target(config.target)
+    check_precisions(config.precisions)
+    whole(config.validation_images, "--validation-images", low=1)
+    whole(config.calibration_images, "--calibration-images", low=1)
+    whole(config.bench_threads, "--bench-threads", low=1)
+    whole(config.bench_rounds, "--bench-rounds", low=1)
+    if config.budget_ms is not None:
+        finite(config.budget_ms, "--budget-ms", low=0, strict=True)
+    if config.max_drop is not None:
+        finite(config.max_drop, "--max-drop")
+    check_writable_dir(out)
 
 
 def build(
@@ -93,24 +129,21 @@ def build(
     on_progress: ProgressCallback = ignore_progress,
 ) -> dict[str, Any]:
     """Run every stage into ``out``; returns (and writes as ``build.json``) the summary."""
-    from device_bench.host import bench_pairs
-    from targets.build_export import ExportOptions, export_build, exports_current
+    from device_bench.bench import bench_build
+    from targets.build_export import ExportOptions, expand_target, export_build
 
     config = config or BuildConfig()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    seconds: dict[str, float] = {}
-    started = time.perf_counter()
+    check_build_options(model, out, config, input_size=input_size, threads=threads)
     options = ExportOptions(
         precisions=config.precisions,
         validation_images=config.validation_images,
         calibration_images=config.calibration_images,
         threads=config.bench_threads,
     )
-    from targets.build_export import check_precisions, expand_target
-
-    expand_target(config.target)  # refuse a bad target or precision before hours of training
-    check_precisions(config.precisions)
+    out.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
 
     teacher_info: dict[str, Any] = {"weights": weights}
     if weights is None:
@@ -151,20 +184,20 @@ def build(
 
     on_progress(ProgressEvent("build", 2, 4, {"stage": "export"}))
     t0 = time.perf_counter()
-    listing = exports_current(out, config.target, options)
-    if listing is None:
-        listing = export_build(out, target=config.target, options=options, on_progress=on_progress)
+    listing = export_build(out, target=config.target, options=options, on_progress=on_progress)
     seconds["export"] = time.perf_counter() - t0
+    wanted = set(expand_target(config.target))
+    artifacts = [a for a in listing["artifacts"] if a.get("target") in wanted]
 
     bench_records: list[dict[str, Any]] = []
     if config.bench:
         on_progress(ProgressEvent("build", 3, 4, {"stage": "host bench"}))
         t0 = time.perf_counter()
-        wanted = set(expand_target(config.target))
-        artifacts = [a for a in listing["artifacts"] if a.get("target") in wanted]
-        bench_records = bench_pairs(out, artifacts, threads=config.bench_threads, rounds=config.bench_rounds)
-        write_json(out / "host-bench.json", {"records": bench_records, "threads": config.bench_threads})
+        bench_build(out, devices=("host",), threads=config.bench_threads, rounds=config.bench_rounds,
+                    runs=5 * config.bench_rounds, paths={a["path"] for a in artifacts})  # fmt: skip
         seconds["bench"] = time.perf_counter() - t0
+    paths = {a["path"] for a in artifacts}
+    bench_records = [r for r in BuildDir(out).bench_records() if r["artifact"] in paths and r["device"] == "host"]
     on_progress(ProgressEvent("build", 4, 4, {"stage": "report"}))
     from mobilelwt.report import make_report
 
@@ -177,23 +210,24 @@ def build(
         "out": str(out),
         "target": config.target,
         "teacher": teacher_info,
+        "compress_key": result.metrics["inputs"]["key"],
         "accuracy": {
             "teacher_top1": result.metrics["teacher"]["top1"],
             "student_top1": result.metrics["student"]["top1"],
             "top1_drop": result.metrics["top1_drop"],
         },
         "mac_speedup": result.metrics["mac_speedup"],
-        "latency": _speedups(bench_records),
+        "latency": _speedups([r for r in bench_records if r.get("status") == "ok"]),
         "artifacts": {
-            status: sorted(a["path"] for a in listing["artifacts"] if a["status"] == status)
+            status: sorted(a["path"] for a in artifacts if a["status"] == status)
             for status in ("ok", "mismatch", "failed", "skipped")
         },
-        "failures": {a["path"]: a.get("reason") for a in listing["artifacts"] if a["status"] == "failed"},
+        "failures": {a["path"]: a.get("reason") for a in artifacts if a["status"] == "failed"},
         "report": [str(p) for p in report["files"]],
         "headline": report["headline"],
         "seconds": seconds,
     }
-    write_json(out / "build.json", summary)
+    write_json(out / SUMMARY, summary)
     return summary
 
 

@@ -7,8 +7,6 @@ finished layer.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,6 +16,24 @@ from typing import Any
 import torch
 from torch import nn
 
+from mobilelwt.builddir import (
+    LATENCY_CACHE,
+    LAYERWISE,
+    MANIFEST,
+    METRICS,
+    PLAN,
+    STUDENT,
+    Build,
+    BuildDir,
+    data_fingerprint,
+    digest,
+    jsonable,
+    load_build,
+    load_build_data,
+    load_student_model,
+    teacher_fingerprint,
+)
+from mobilelwt.checks import check_writable_dir
 from mobilelwt.data import DataBundle, iterate_normalized, load_labelled
 from mobilelwt.devices import resolve_device
 from mobilelwt.distill import DistillConfig, distill
@@ -31,11 +47,11 @@ from mobilelwt.planners import PLANNERS, PlanningContext, plan_sensitivity, plan
 from mobilelwt.profile import count_macs, count_params
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
 from mobilelwt.teachers import Teacher, build_teacher, get_teacher_spec
-from mobilelwt.train import load_data_for_weights
-from mobilelwt.weights import load_checkpoint, load_into
+from mobilelwt.train import check_model_options, load_data_for_weights
 
 LatencyProbeFactory = Callable[[int], tuple[Callable[[nn.Module], float], str]]
-FILES = ("plan.json", "student.pt", "metrics.json", "manifest.json")
+FILES = (PLAN, STUDENT, METRICS, MANIFEST)
+__all__ = ["Build", "CompressConfig", "CompressResult", "compress", "evaluate_build", "load_build", "load_build_data"]
 
 
 @dataclass
@@ -51,8 +67,17 @@ class CompressConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        from mobilelwt.checks import finite, whole
+        from mobilelwt.plan import CONV_KINDS, LINEAR_KINDS
+
         if self.planner not in PLANNERS:
             raise ConfigError(f"Unknown planner {self.planner!r}.", f"Use one of: {', '.join(PLANNERS)}.")
+        if self.conv_module not in CONV_KINDS:
+            raise ConfigError(f"Unknown --conv-module {self.conv_module!r}.", f"Use one of: {', '.join(CONV_KINDS)}.")
+        if self.linear_module not in LINEAR_KINDS:
+            raise ConfigError(f"Unknown linear module {self.linear_module!r}.", f"Use {', '.join(LINEAR_KINDS)}.")
+        finite(self.speedup, "--speedup", low=1, strict=True, high=1000)
+        whole(self.calib_images, "--calib-images", low=1)
 
 
 @dataclass
@@ -114,6 +139,26 @@ def _settings(model: str, weights: str, data: DataBundle, config: CompressConfig
     return {"model": model, "weights": weights, "data": data.describe(), "compress": asdict(config)}
 
 
+def compress_inputs(
+    model: str, teacher: Teacher, bundle: DataBundle, config: CompressConfig, plan: Plan | None
+) -> dict[str, Any]:
+    """Everything the compress stage is made from, as content hashes and settings, with the digests of the
+    planning and layer-wise sub-stages (each reused only while its own inputs hold)."""
+    base = {
+        "model": model,
+        "teacher_sha256": teacher_fingerprint(teacher),
+        "data": data_fingerprint(bundle),
+        "input_size": bundle.input_size,
+        "replayed_plan": digest(plan.to_dict()["layers"]) if plan is not None else None,
+    }
+    settings = asdict(config)
+    planning = {k: v for k, v in settings.items() if k not in ("layerwise", "finetune")}
+    plan_key = digest({**base, "planning": planning})
+    layerwise_key = digest({"plan": plan_key, "layerwise": settings["layerwise"]})
+    return {**base, "settings": settings, "plan_key": plan_key, "layerwise_key": layerwise_key,
+            "key": digest({**base, "settings": settings})}  # fmt: skip
+
+
 def compress(
     model: str,
     *,
@@ -136,29 +181,42 @@ def compress(
     (``targets.latency_probe``); the core itself knows no runtime. ``plan`` replays a plan made elsewhere (say,
     timed on the target runtime on a laptop, trained on a GPU machine) instead of planning. Training runs on
     ``device``; planning, closed-form init and the saved files stay on the CPU.
+
+    Freshness: a finished build whose recorded inputs (teacher weights, data, settings, replayed plan) equal
+    this call's is returned as it is; otherwise its files and everything exported or measured from them are
+    removed first, keeping only a plan or layer-wise progress whose own inputs still match.
     """
     config = config or CompressConfig()
+    out = check_writable_dir(Path(out))
+    check_model_options(model, input_size, threads)
     torch_device = resolve_device(device)
-    if threads:
+    if threads is not None:
         torch.set_num_threads(threads)
-    out = Path(out)
     started = time.perf_counter()
     bundle = load_data_for_weights(
         weights, data, input_size, val_fraction=val_fraction, seed=config.seed, val_data=val_data
     )
     input_size = bundle.input_size
-    teacher = build_teacher(model, num_classes=bundle.num_classes, weights=weights, input_size=input_size)
+    teacher = build_teacher(
+        model, num_classes=bundle.num_classes, weights=weights, input_size=input_size, seed=config.seed
+    )
     if plan is not None:
         _check_replayable(plan, model, bundle.num_classes, input_size)
     settings = _settings(model, str(weights), bundle, config)
-    if plan is not None:
-        settings["replayed_plan"] = _digest(plan.to_dict()["layers"])
+    inputs = compress_inputs(model, teacher, bundle, config, plan)
+    build_dir = BuildDir(out)
 
-    previous = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else None
-    if previous and previous.get("settings") == _jsonable(settings) and (out / "student.pt").is_file():
-        plan = Plan.load(out / "plan.json")
-        student = load_student_model(out, plan)
-        return CompressResult(out, plan, previous, student, teacher)
+    reused = _finished(build_dir, inputs["key"])
+    if reused is not None:
+        plan = build_dir.plan()
+        return CompressResult(out, plan, reused, load_student_model(out, plan), teacher)
+    keep = [LATENCY_CACHE]  # keyed by what it timed
+    if plan is None and _plan_reusable(build_dir, inputs["plan_key"]):
+        keep.append(PLAN)
+    if _layerwise_reusable(build_dir, inputs["layerwise_key"]):
+        keep.append(LAYERWISE)
+    build_dir.invalidate("compress", keep=tuple(keep))
+    out.mkdir(parents=True, exist_ok=True)
 
     timings: dict[str, float] = {}
     on_progress(ProgressEvent("stages", 0, 5, {"stage": "evaluate teacher"}))
@@ -167,14 +225,14 @@ def compress(
 
     on_progress(ProgressEvent("stages", 1, 5, {"stage": "plan"}))
     t0 = time.perf_counter()
-    plan_path = out / "plan.json"
-    if plan is None and _plan_reusable(plan_path, out, settings):
+    plan_path = out / PLAN
+    if plan is None and PLAN in keep:
         plan = Plan.load(plan_path)
     if plan is None:
         plan = make_plan(
-            teacher, bundle, config, on_progress, latency_probe=latency_probe, cache_path=out / "latency-cache.json"
+            teacher, bundle, config, on_progress, latency_probe=latency_probe, cache_path=out / LATENCY_CACHE
         )
-    plan.details["settings_key"] = _settings_key(settings)
+    plan.details["inputs_key"] = inputs["plan_key"]
     plan.save(plan_path)
     timings["plan"] = time.perf_counter() - t0
 
@@ -190,7 +248,8 @@ def compress(
         list(plan.layers),
         bundle,
         config.layerwise,
-        state_dir=out / "layerwise",
+        state_dir=out / LAYERWISE,
+        state_key=inputs["layerwise_key"],
         on_progress=on_progress,
     )
     timings["layerwise"] = time.perf_counter() - t0
@@ -205,7 +264,7 @@ def compress(
     on_progress(ProgressEvent("stages", 4, 5, {"stage": "save"}))
     student.cpu()
     teacher.model.cpu()
-    with atomic_path(out / "student.pt") as tmp:
+    with atomic_path(out / STUDENT) as tmp:
         torch.save(student.state_dict(), tmp)
     student_macs = count_macs(student, input_size)
     teacher_macs = count_macs(teacher.model, input_size)
@@ -243,21 +302,23 @@ def compress(
         "seconds": {**timings, "total": time.perf_counter() - started},
         "threads": torch.get_num_threads(),
         "device": str(torch_device),
-        "settings": _jsonable(settings),
+        "settings": jsonable(settings),
+        "inputs": inputs,
     }
-    write_json(out / "metrics.json", metrics)
+    write_json(out / METRICS, metrics)
+    # the manifest is written last: its presence marks the stage finished
     write_json(
-        out / "manifest.json",
+        out / MANIFEST,
         build_manifest(
             "compress",
-            settings=_jsonable(settings),
+            settings=jsonable(settings),
             seeds={
                 "seed": config.seed,
                 "split_seed": config.seed,
                 "layerwise_seed": config.layerwise.seed,
                 "finetune_seed": config.finetune.seed,
             },
-            files=[out / name for name in FILES if name != "manifest.json"],
+            files=[out / name for name in (PLAN, STUDENT, METRICS)],
             teacher={
                 "model": model,
                 # absolute, so the build loads from any working directory
@@ -267,7 +328,10 @@ def compress(
                 "classes": bundle.classes,
                 "mean": list(bundle.mean),
                 "std": list(bundle.std),
+                "seed": config.seed,  # a random teacher (--weights none) is rebuilt from it
+                "sha256": inputs["teacher_sha256"],
             },
+            inputs=inputs,
             plan=plan.to_dict(),
         ),
     )
@@ -275,18 +339,19 @@ def compress(
     return CompressResult(out, plan, metrics, student, teacher)
 
 
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
-
-
-def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _settings_key(settings: dict[str, Any]) -> str:
-    planning = {k: v for k, v in settings.items() if k != "compress"}
-    planning["compress"] = {k: v for k, v in settings["compress"].items() if k not in ("layerwise", "finetune")}
-    return _digest(planning)
+def _finished(build_dir: BuildDir, key: str) -> dict[str, Any] | None:
+    """The metrics of a finished compress stage made from exactly these inputs, else None."""
+    if not build_dir.is_compressed():
+        return None
+    try:
+        manifest = build_dir.manifest()
+        if manifest["inputs"].get("key") != key:
+            return None
+        build_dir.check_student(manifest)
+        metrics = build_dir.metrics()
+    except ConfigError:
+        return None  # damaged files: redo the stage
+    return metrics if metrics["inputs"].get("key") == key else None
 
 
 def _check_replayable(plan: Plan, model: str, num_classes: int, input_size: int) -> None:
@@ -304,67 +369,21 @@ def _check_replayable(plan: Plan, model: str, num_classes: int, input_size: int)
         )
 
 
-def _plan_reusable(plan_path: Path, out: Path, settings: dict[str, Any]) -> bool:
-    if not plan_path.is_file():
+def _plan_reusable(build_dir: BuildDir, plan_key: str) -> bool:
+    if not (build_dir / PLAN).is_file():
         return False
     try:
-        return Plan.load(plan_path).details.get("settings_key") == _settings_key(settings)
+        return build_dir.plan().details.get("inputs_key") == plan_key
     except ConfigError:
         return False
 
 
-def load_student_model(build_dir: Path, plan: Plan | None = None) -> nn.Module:
-    """The student of a build directory (architecture from plan.json, weights from student.pt)."""
-    build_dir = Path(build_dir)
-    plan = plan or Plan.load(build_dir / "plan.json")
-    skeleton = build_teacher(plan.model, num_classes=plan.num_classes, input_size=plan.input_size).model
-    student = apply_plan(skeleton, plan, init=False, inplace=True)
-    load_into(student, load_checkpoint(build_dir / "student.pt")["state_dict"], str(build_dir / "student.pt"))
-    return student.eval()
-
-
-@dataclass
-class Build:
-    """A finished compress stage, loaded in one call: teacher, student, plan, preprocessing."""
-
-    dir: Path
-    plan: Plan
-    teacher: Teacher
-    student: nn.Module
-    manifest: dict[str, Any]
-
-    @property
-    def classes(self) -> list[str]:
-        return self.manifest["teacher"]["classes"]
-
-
-def load_build(build_dir: Path) -> Build:
-    build_dir = Path(build_dir)
-    if not (build_dir / "manifest.json").is_file():
-        raise ConfigError(f"{build_dir} is not a finished build (no manifest.json).", "Run `mobilelwt compress` first.")
-    manifest = read_json(build_dir / "manifest.json")
-    plan = Plan.load(build_dir / "plan.json")
-    info = manifest["teacher"]
-    teacher = build_teacher(
-        info["model"], num_classes=info["num_classes"], input_size=info["input_size"], weights=info["weights"]
-    )
-    teacher.classes = info["classes"]
-    return Build(build_dir, plan, teacher, load_student_model(build_dir, plan), manifest)
-
-
-def load_build_data(build: Build) -> DataBundle:
-    """The build's data with its train/val split as recorded (for calibration and validation of exports)."""
-    from mobilelwt.data import load_data
-
-    recorded = build.manifest["settings"]["data"]
-    return load_data(
-        recorded["source"],
-        build.manifest["teacher"]["input_size"],
-        val_fraction=recorded.get("val_fraction", 0.1),
-        seed=recorded.get("split_seed", 0),
-        val_data=recorded.get("val_source"),
-        expected_classes=build.classes,
-    )
+def _layerwise_reusable(build_dir: BuildDir, layerwise_key: str) -> bool:
+    progress = build_dir / LAYERWISE / "progress.json"
+    try:
+        return progress.is_file() and read_json(progress).get("key") == layerwise_key
+    except ValueError:
+        return False
 
 
 def evaluate_build(build_dir: Path, data: str | Path, *, batch_size: int = 128) -> dict[str, Any]:

@@ -24,6 +24,16 @@ class DistillConfig(TrainConfig):
     warmup_epochs: float = 0.1
     label_smoothing: float = 0.0
 
+    def __post_init__(self) -> None:
+        from mobilelwt.checks import finite, whole
+
+        whole(self.epochs, "--finetune-epochs", low=0)
+        whole(self.batch_size, "--finetune-batch-size", low=1)
+        finite(self.lr, "--finetune-lr", low=0, strict=True)
+        finite(self.temperature, "--temperature", low=0, strict=True)
+        finite(self.alpha, "--alpha", low=0, high=1)
+        super().__post_init__()
+
 
 def distillation_loss(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor | None, config: DistillConfig

@@ -36,7 +36,7 @@ def _umask() -> int:
 
 def write_json(path: Path, data: Any) -> Path:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
     return Path(path)
 
 
@@ -44,14 +44,19 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def _jsonable(obj: Any) -> Any:
+def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     if isinstance(obj, tuple | set):
         return list(obj)
     if hasattr(obj, "item"):
         return obj.item()
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+    return str(obj)
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data (paths, tuples, numpy/torch scalars converted): the one place that does it."""
+    return json.loads(json.dumps(value, default=_json_default))
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

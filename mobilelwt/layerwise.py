@@ -20,7 +20,7 @@ from torch import nn
 
 from mobilelwt.data import DataBundle
 from mobilelwt.devices import model_device
-from mobilelwt.errors import ConfigError
+from mobilelwt.errors import ConfigError, MobileLWTError
 from mobilelwt.io import atomic_path, read_json, write_json
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
 
@@ -43,8 +43,16 @@ class LayerwiseConfig:
     def __post_init__(self) -> None:
         if self.layer_input not in LAYER_INPUTS:
             raise ConfigError(f"Unknown --layer-input {self.layer_input!r}.", f"Use one of: {', '.join(LAYER_INPUTS)}.")
-        if self.epochs < 0:
-            raise ConfigError("--layer-epochs must be >= 0.", "Pass 0 for closed-form init only.")
+        from mobilelwt.checks import finite, whole
+
+        finite(self.epochs, "--layer-epochs", low=0)
+        whole(self.batch_size, "--layer-batch-size", low=1)
+        finite(self.lr, "--layer-lr", low=0, strict=True)
+        finite(self.weight_decay, "--layer-weight-decay", low=0)
+        whole(self.max_steps, "--layer-max-steps", low=0, optional=True)
+        whole(self.eval_every, "eval_every", low=1)
+        whole(self.patience, "patience", low=1)
+        whole(self.eval_images, "eval_images", low=1)
 
 
 class _Stop(Exception):
@@ -121,12 +129,14 @@ def train_layerwise(
     config: LayerwiseConfig,
     *,
     state_dir: Path | None = None,
+    state_key: str = "",
     on_progress: ProgressCallback = ignore_progress,
 ) -> dict[str, dict[str, Any]]:
     """Train the replacements named in ``layers`` (execution order) in place; returns per-layer records.
 
     Runs where the models are. With ``state_dir`` the student is saved after every finished layer, and a re-run
-    resumes after the last one.
+    resumes after the last one when ``state_key`` (the digest of the teacher, data, plan and settings that
+    produced the saved layers) is the same; any other saved progress is discarded.
     """
     teacher.eval()
     student.eval()  # dropout off, batch-norm statistics frozen: only the replacement's weights move
@@ -140,7 +150,7 @@ def train_layerwise(
 
     records: dict[str, dict[str, Any]] = {}
     if state_dir is not None:
-        records = _resume(student, layers, config, state_dir)
+        records = _resume(student, layers, state_key, state_dir)
     for index, name in enumerate(layers):
         if name in records:
             on_progress(ProgressEvent("layers", index + 1, len(layers), {"layer": name, "resumed": "yes"}))
@@ -189,7 +199,7 @@ def train_layerwise(
             "seconds": time.perf_counter() - started,
         }
         if state_dir is not None:
-            _checkpoint(student, records, config, state_dir)
+            _checkpoint(student, records, config, state_key, state_dir)
         on_progress(ProgressEvent("layers", index + 1, len(layers), {"layer": name, "error": best_error}))
     for p in student.parameters():
         p.requires_grad_(True)
@@ -200,25 +210,29 @@ def _copy_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def _settings(config: LayerwiseConfig) -> dict[str, Any]:
-    return {k: v for k, v in asdict(config).items() if k not in ("eval_every",)}
-
-
-def _checkpoint(student: nn.Module, records: dict[str, Any], config: LayerwiseConfig, state_dir: Path) -> None:
+def _checkpoint(
+    student: nn.Module, records: dict[str, Any], config: LayerwiseConfig, key: str, state_dir: Path
+) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(state_dir / "student.pt") as tmp:
         torch.save(student.state_dict(), tmp)
-    write_json(state_dir / "progress.json", {"config": _settings(config), "layers": records})
+    write_json(state_dir / "progress.json", {"key": key, "config": asdict(config), "layers": records})
 
 
-def _resume(student: nn.Module, layers: list[str], config: LayerwiseConfig, state_dir: Path) -> dict[str, Any]:
+def _resume(student: nn.Module, layers: list[str], key: str, state_dir: Path) -> dict[str, Any]:
     progress_path, weights_path = state_dir / "progress.json", state_dir / "student.pt"
     if not (progress_path.is_file() and weights_path.is_file()):
         return {}
-    progress = read_json(progress_path)
-    if progress.get("config") != _settings(config) or not set(progress["layers"]) <= set(layers):
-        return {}  # different settings: start over rather than mix two runs
+    try:
+        progress = read_json(progress_path)
+    except ValueError:
+        return {}  # damaged progress: start over
+    if progress.get("key") != key or not set(progress.get("layers", {})) <= set(layers):
+        return {}  # made from other inputs: start over rather than mix two runs
     from mobilelwt.weights import load_checkpoint, load_into
 
-    load_into(student, load_checkpoint(weights_path)["state_dict"], str(weights_path))
+    try:
+        load_into(student, load_checkpoint(weights_path)["state_dict"], str(weights_path))
+    except MobileLWTError:
+        return {}
     return dict(progress["layers"])

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mobilelwt.checks import check_writable_file
 from mobilelwt.data import DataBundle, default_input_size, load_data
 from mobilelwt.devices import mixed_precision, model_device, resolve_device
 from mobilelwt.errors import ConfigError
@@ -43,8 +44,17 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"Unknown optimizer {self.optimizer!r}.", f"Use one of: {', '.join(OPTIMIZERS)}.")
-        if self.epochs < 0 or self.batch_size < 1:
-            raise ConfigError("--epochs must be >= 0 and --batch-size >= 1.", "Fix the numbers.")
+        from mobilelwt.checks import finite, whole
+
+        whole(self.epochs, "--epochs", low=0)
+        whole(self.batch_size, "--batch-size", low=1)
+        if self.lr is not None:
+            finite(self.lr, "--lr", low=0, strict=True)
+        finite(self.weight_decay, "--weight-decay", low=0)
+        finite(self.momentum, "--momentum", low=0, high=1)
+        finite(self.label_smoothing, "--label-smoothing", low=0, high=0.99)
+        finite(self.warmup_epochs, "--warmup-epochs", low=0)
+        whole(self.max_steps_per_epoch, "--max-steps-per-epoch", low=1, optional=True)
 
     @property
     def learning_rate(self) -> float:
@@ -88,7 +98,8 @@ def load_data_for_weights(
 ) -> DataBundle:
     """Load ``data`` the way a teacher checkpoint expects it: its input size (unless overridden) and classes."""
     recorded = checkpoint_metadata(Path(weights)) if str(weights) not in ("none", "imagenet") else {}
-    input_size = input_size or recorded.get("input_size") or default_input_size(str(data))
+    if input_size is None:
+        input_size = recorded.get("input_size") or default_input_size(str(data))
     return load_data(
         data,
         input_size,
@@ -97,6 +108,17 @@ def load_data_for_weights(
         val_data=val_data,
         expected_classes=recorded.get("classes"),
     )
+
+
+def check_model_options(model: str, input_size: int | None, threads: int | None) -> None:
+    """What can be refused about a model before its data is loaded: its name, the input size, the threads."""
+    from mobilelwt.checks import whole
+    from mobilelwt.teachers import check_input_size, get_teacher_spec
+
+    get_teacher_spec(model)
+    if input_size is not None:
+        check_input_size(model, input_size)
+    whole(threads, "--threads", low=1, optional=True)
 
 
 def steps_per_epoch(data: DataBundle, config: TrainConfig) -> int:
@@ -203,16 +225,19 @@ def train_teacher(
 ) -> TeacherTrainingResult:
     """Train (``weights=none``) or fine-tune a teacher on ``data``; save a checkpoint and a manifest beside it."""
     config = config or TrainConfig()
+    out = check_writable_file(Path(out))  # before training, not after
+    check_model_options(model_name, input_size, threads)
     torch_device = resolve_device(device)
-    if threads:
+    if threads is not None:
         torch.set_num_threads(threads)
     started = time.perf_counter()
     bundle = load_data_for_weights(
         weights, data, input_size, val_fraction=val_fraction, seed=config.seed, val_data=val_data
     )
     input_size = bundle.input_size
-    torch.manual_seed(config.seed)
-    teacher = build_teacher(model_name, num_classes=bundle.num_classes, weights=weights, input_size=input_size)
+    teacher = build_teacher(
+        model_name, num_classes=bundle.num_classes, weights=weights, input_size=input_size, seed=config.seed
+    )
     teacher.model.to(torch_device)
     before = evaluate(teacher.model, bundle.eval_batches(bundle.val, 256)) if weights != "none" else None
     load_seconds = time.perf_counter() - started

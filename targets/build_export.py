@@ -16,7 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from mobilelwt.io import read_json, sha256_file, write_json
+from mobilelwt.builddir import ARTIFACTS, ARTIFACTS_FORMAT, BuildDir, digest, load_build, load_build_data
+from mobilelwt.errors import MobileLWTError
+from mobilelwt.io import write_json
 from mobilelwt.manifest import environment
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
 from targets import load_artifact
@@ -43,6 +45,7 @@ TARGET_FORMATS = {
 }
 TARGETS = (*TARGET_FORMATS, "all")
 PRECISIONS = ("fp32", "fp16", "int8")
+COREML_WEIGHTS = ("none", "int8", "palettize4", "palettize6")
 
 
 @dataclass
@@ -56,6 +59,31 @@ class ExportOptions:
     coreml_deployment_target: str = "iOS16"
     et_coreml_delegate: bool = False  # also an ExecuTorch .pte delegated to Core ML, for iOS
     et_bundled: int = 0  # > 0: also a BundledProgram (.bpte) with that many validation images (golden checks)
+
+    def __post_init__(self) -> None:
+        from mobilelwt.checks import whole
+
+        whole(self.validation_images, "--validation-images", low=1)
+        whole(self.calibration_images, "--calibration-images", low=1)
+        whole(self.threads, "--threads", low=1)
+        whole(self.et_bundled, "--et-bundled", low=0)
+        if self.tflite_quantization not in ("static", "dynamic"):
+            raise TargetError(f"Unknown --tflite-quantization {self.tflite_quantization!r}.", "Use static or dynamic.")
+        if self.coreml_weights not in (None, *COREML_WEIGHTS):
+            raise TargetError(
+                f"Unknown --coreml-weights {self.coreml_weights!r}.", f"Use one of: {', '.join(COREML_WEIGHTS)}."
+            )
+        check_precisions(self.precisions)
+
+    def key(self, fmt: str) -> dict[str, Any]:
+        """The options that change what an artifact of format ``fmt`` holds or how it was validated."""
+        common = {"validation_images": self.validation_images, "calibration_images": self.calibration_images}
+        per_format = {
+            "executorch": {"et_bundled": self.et_bundled},
+            "tflite": {"tflite_quantization": self.tflite_quantization},
+            "coreml": {"coreml_weights": self.coreml_weights, "deployment_target": self.coreml_deployment_target},
+        }
+        return {**common, **per_format[fmt]}
 
 
 def expand_target(target: str) -> tuple[str, ...]:
@@ -151,21 +179,32 @@ def export_build(
     options: ExportOptions | None = None,
     on_progress: ProgressCallback = ignore_progress,
 ) -> dict[str, Any]:
-    """Export teacher and student of ``build_dir`` for ``target``; returns what ``artifacts.json`` holds."""
-    from mobilelwt.compress import load_build, load_build_data
+    """Export teacher and student of ``build_dir`` for ``target``; returns what ``artifacts.json`` holds.
+
+    An artifact whose recorded inputs (the compress stage's key, role, format, precision, options) match and
+    whose file still has the recorded bytes is reused; any other is exported again, its old file removed first.
+    """
     from mobilelwt.data import iterate_normalized
 
     options = options or ExportOptions()
     targets = expand_target(target)
     check_precisions(options.precisions)
-    build_dir = Path(build_dir)
-    build = load_build(build_dir)
+    directory = BuildDir(build_dir)
+    build = load_build(directory.path)
+    build_dir = directory.path
+    previous = {a["path"]: a for a in directory.artifacts()["artifacts"]}  # empty when from another student
     info = build.manifest["teacher"]
     size = info["input_size"]
     example = (torch.zeros(1, 3, size, size),)
-    data = load_build_data(build)
-    subset = data.val.subset(torch.arange(min(options.validation_images, len(data.val))))
-    calibration = data.calibration(options.calibration_images, seed=0)
+    loaded: dict[str, Any] = {}
+
+    def data_parts() -> tuple[Any, torch.Tensor]:
+        if not loaded:  # decoding images is the slow part of a resumed export: only when something is redone
+            data = load_build_data(build)
+            loaded["subset"] = data.val.subset(torch.arange(min(options.validation_images, len(data.val))))
+            loaded["calibration"] = data.calibration(options.calibration_images, seed=0)
+        return loaded["subset"], loaded["calibration"]
+
     preprocessing = {
         "mean": info["mean"],
         "std": info["std"],
@@ -189,6 +228,9 @@ def export_build(
         model = build.teacher.model if role == "teacher" else build.student
         suffix = "-coreml" if backend == "coreml" else ""
         path = build_dir / tgt / f"{build.plan.model}-{role}-{precision}{suffix}.{spec.ext}"
+        relative = str(path.relative_to(build_dir))
+        inputs = {"compress": build.key, "role": role, "format": fmt, "precision": precision, "backend": backend,
+                  "options": options.key(fmt)}  # fmt: skip
         record: dict[str, Any] = {
             "target": tgt,
             "role": role,
@@ -197,15 +239,24 @@ def export_build(
             "runtime": spec.runtime,
             "precision": precision,
             "backend": backend if fmt == "executorch" else None,
-            "path": str(path.relative_to(build_dir)),
+            "path": relative,
             "input_size": size,
+            "inputs_key": digest(inputs),
         }
-        on_progress(ProgressEvent("export", index, len(jobs), {"artifact": record["path"]}))
+        on_progress(ProgressEvent("export", index, len(jobs), {"artifact": relative}))
         if precision not in spec.precisions:
             record.update(status="skipped", reason=f"{fmt} has no {precision} export")
             records.append(record)
             continue
+        old = previous.get(relative)
+        if old is not None and old.get("inputs_key") == record["inputs_key"] and directory.current_artifact(old):
+            records.append({**old, "reused": True})
+            done[(fmt, precision, role, backend)] = path
+            on_progress(ProgressEvent("export", index + 1, len(jobs), {"artifact": relative, "status": "reused"}))
+            continue
+        _remove_artifact(path)  # stale or missing: never leave an old file beside a new record
         try:
+            subset, calibration = data_parts()
             key = (fmt, precision, role, backend)
             if key in done:  # the same file for another target: copy, don't convert twice
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,7 +277,7 @@ def export_build(
                 path,
                 precision,
                 model,
-                lambda: iterate_normalized(subset, tuple(info["mean"]), tuple(info["std"]), 16),
+                lambda subset=subset: iterate_normalized(subset, tuple(info["mean"]), tuple(info["std"]), 16),
                 threads=options.threads,
                 classes=build.classes,
                 input_shape=tuple(example[0].shape),
@@ -235,42 +286,33 @@ def export_build(
             write_json(path.with_name(path.name + ".validation.json"), validation)
             record.update(
                 artifact.to_dict(),
-                path=str(path.relative_to(build_dir)),
+                path=relative,
                 validation=validation,
                 status="ok" if validation["passed"] else "mismatch",
             )
         except TargetError as exc:
+            _remove_artifact(path)
             record.update(status="failed", reason=str(exc))
+        except MobileLWTError:
+            raise  # a user error (bad data, damaged build): not the artifact's fault
         except Exception as exc:  # a runtime crashing on one artifact must not lose the others
+            _remove_artifact(path)
             record.update(status="failed", reason=f"{type(exc).__name__}: {first_line(exc)}")
         records.append(record)
-        on_progress(
-            ProgressEvent("export", index + 1, len(jobs), {"artifact": record["path"], "status": record["status"]})
-        )
+        on_progress(ProgressEvent("export", index + 1, len(jobs), {"artifact": relative, "status": record["status"]}))
 
-    listing = _merge(build_dir, target, records)
-    listing["student_sha256"] = sha256_file(build_dir / "student.pt")
-    write_json(build_dir / "artifacts.json", listing)
+    listing = _merge(directory, build.key, records, previous)
+    write_json(directory / ARTIFACTS, listing)
     return listing
 
 
-def exports_current(build_dir: Path, target: str, options: ExportOptions) -> dict[str, Any] | None:
-    """The existing listing when it already holds every artifact asked for, exported from this student."""
-    path = Path(build_dir) / "artifacts.json"
-    if not path.is_file():
-        return None
-    listing = read_json(path)
-    if listing.get("student_sha256") != sha256_file(Path(build_dir) / "student.pt"):
-        return None
-    have = {(a["target"], a["format"], a["precision"]): a for a in listing.get("artifacts", []) if "target" in a}
-    for tgt in expand_target(target):
-        for fmt in TARGET_FORMATS[tgt]:
-            spec = FORMATS[fmt]
-            for precision in options.precisions or (spec.default_precision,):
-                record = have.get((tgt, spec.ext, precision))
-                if record is None or (record["status"] == "ok" and not (Path(build_dir) / record["path"]).exists()):
-                    return None
-    return listing
+def _remove_artifact(path: Path) -> None:
+    """An artifact file or package and what lies beside it (validation record, bundled program)."""
+    for stale in (path, path.with_name(path.name + ".validation.json"), path.with_suffix(".bpte")):
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        elif stale.exists():
+            stale.unlink()
 
 
 def _bundle(model, example, path, precision, subset, info, options, calibration) -> dict[str, Any]:
@@ -303,14 +345,16 @@ def _copy(src: Path, dst: Path) -> None:
             shutil.copyfile(src, tmp)
 
 
-def _merge(build_dir: Path, target: str, records: list[dict[str, Any]]) -> dict[str, Any]:
-    """This run's records replace earlier ones for the same file; records of other targets are kept."""
-    previous = read_json(build_dir / "artifacts.json") if (build_dir / "artifacts.json").is_file() else {}
+def _merge(
+    directory: BuildDir, compress_key: str, records: list[dict[str, Any]], previous: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """This run's records replace earlier ones for the same file; other current records (other targets) stay."""
     fresh = {r["path"] for r in records}
-    kept = [r for r in previous.get("artifacts", []) if r.get("path") not in fresh and "target" in r]
+    kept = [r for path, r in previous.items() if path not in fresh and "target" in r]
     return {
-        "format": "mobilelwt.artifacts/1",
-        "build": str(build_dir),
+        "format": ARTIFACTS_FORMAT,
+        "build": str(directory.path),
+        "compress_key": compress_key,
         "targets": sorted({r["target"] for r in kept + records}),
         "artifacts": kept + records,
         "environment": environment(),

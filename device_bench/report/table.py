@@ -1,13 +1,12 @@
 """One row per (build, model, role, format, precision, device): size, latency, speedup, accuracy, parity.
 
-Inputs are what the other stages wrote into a build directory: ``metrics.json`` (compress), ``artifacts.json``
-(export), ``host-bench.json`` (build's host timing) and ``bench.jsonl`` (device benchmarks). Missing measurements
-stay missing (NaN with a note), never zero.
+Inputs are what the other stages wrote into a build directory, read through :mod:`mobilelwt.builddir`:
+``metrics.json`` (compress), ``artifacts.json`` (export) and ``bench.jsonl`` (host and device benchmarks), only
+what is current for the build's student. Missing measurements stay missing (NaN with a note), never zero.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from mobilelwt.builddir import METRICS, BuildDir
 from mobilelwt.errors import ConfigError
 
 COLUMNS = [
@@ -42,36 +42,17 @@ class Budget:
         return bool(row["status"] == "ok")
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path} is not valid JSON ({exc}).", "Re-run the stage that writes it.") from None
-
-
-def _bench_records(build_dir: Path) -> list[dict[str, Any]]:
-    records = list((_read_json(build_dir / "host-bench.json") or {}).get("records", []))
-    jsonl = build_dir / "bench.jsonl"
-    if jsonl.is_file():
-        for number, line in enumerate(jsonl.read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    raise ConfigError(f"{jsonl} line {number} is not JSON.", "Remove the broken line.") from None
-    return records
-
-
 def build_rows(build_dir: Path) -> list[dict[str, Any]]:
     """The rows of one build directory, before speedups and deltas (which need the teacher rows)."""
-    build_dir = Path(build_dir)
-    metrics = _read_json(build_dir / "metrics.json")
-    if metrics is None:
-        raise ConfigError(f"{build_dir} has no metrics.json.", "Pass a build directory (`mobilelwt build`/`compress`).")
-    listing = _read_json(build_dir / "artifacts.json") or {"artifacts": []}
-    bench = _bench_records(build_dir)
+    directory = BuildDir(build_dir)
+    build_dir = directory.path
+    metrics = directory.metrics()
+    if directory.is_compressed() and metrics["inputs"]["key"] != directory.compress_key():
+        raise ConfigError(
+            f"{directory / METRICS} does not belong to this build's student.", "Re-run `mobilelwt build`."
+        )
+    listing = directory.artifacts()  # only what was exported from the current student
+    bench = directory.bench_records()  # only what was measured on the listed bytes
     rows = []
     name = build_dir.name
     if not listing["artifacts"]:  # compressed but not exported: the PyTorch models alone
@@ -182,8 +163,9 @@ def load_report_table(build_dirs: list[Path], budget: Budget | None = None) -> p
 
 def layer_breakdown(build_dir: Path) -> list[dict[str, Any]]:
     """Per replaced layer: teacher and student MACs, module and rank (latency per layer needs an op profile)."""
-    metrics = _read_json(Path(build_dir) / "metrics.json") or {}
-    timed = {r["layer"]: r for r in (_read_json(Path(build_dir) / "layer-latency.json") or {}).get("layers", [])}
+    directory = BuildDir(build_dir)
+    metrics = directory.metrics() if (directory / METRICS).is_file() else {}
+    timed = {r["layer"]: r for r in (directory.layer_latency() or {}).get("layers", [])}
     return [
         {
             "layer": name,

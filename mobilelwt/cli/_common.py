@@ -34,6 +34,14 @@ def handle_user_errors(func: F) -> F:
                 message += f" [bold]fix:[/] {_escape(exc.fix)}"
             err_console.print(message, soft_wrap=True, highlight=False)
             raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print(
+                "[bold red]interrupted:[/] every finished file is kept (files are written whole or not at all); "
+                "run the same command again to resume from the last finished stage, layer or artifact.",
+                soft_wrap=True,
+                highlight=False,
+            )
+            raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -38,7 +38,7 @@ def bench_command(
 ) -> None:
     """Time every artifact (teacher and student interleaved); records resume, a summary table is printed."""
     from device_bench.android import DeviceOptions
-    from device_bench.bench import bench_build
+    from device_bench.bench import BenchFailedError, bench_build, failed_records
 
     if runner not in ("python", "native"):
         from mobilelwt.errors import ConfigError
@@ -47,7 +47,7 @@ def bench_command(
     options = DeviceOptions(runner=runner, python=python, et_runner=et_runner, tflite_runner=tflite_runner,
                             core_mask=core_mask, cool_limit_s=cool_limit, accuracy_images=accuracy,
                             coreml_compute_units=coreml_units)  # fmt: skip
-    devices = tuple(d.strip() for d in device.split(",") if d.strip())
+    devices = tuple(d.strip() for d in device.split(","))
     records = bench_build(build_dir, devices=devices, runs=runs, warmup=warmup, threads=threads, rounds=rounds,
                           options=options, adb=adb)  # fmt: skip
     table = Table(title=f"{build_dir}: latency (ms)")
@@ -79,3 +79,6 @@ def bench_command(
             per_layer.add_row(r["layer"], r["module"], *(f"{v:.3f}" for v in numbers))
         console.print(per_layer)
         console.print(f"per layer: {Path(build_dir) / 'layer-latency.json'}")
+    failed = failed_records(records)
+    if failed:
+        raise BenchFailedError(failed, len(records))

@@ -10,6 +10,7 @@ from mobilelwt.data.bundle import (
     load_data,
     load_labelled,
     normalize,
+    source_fingerprint,
     stratified_split,
 )
 from mobilelwt.data.imagefolder import scan_image_folder
@@ -29,5 +30,6 @@ __all__ = [
     "load_labelled",
     "normalize",
     "scan_image_folder",
+    "source_fingerprint",
     "stratified_split",
 ]

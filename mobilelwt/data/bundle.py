@@ -185,6 +185,19 @@ def load_data(
     )
 
 
+def source_fingerprint(data: str | Path, input_size: int | None) -> str:
+    """Content identity of a data source without decoding it: a built-in's name, version and size, or every
+    file's name, size and modification time in an ImageFolder tree."""
+    import hashlib
+
+    name = str(data)
+    if name in BUILTIN_DATASETS:
+        from importlib.metadata import version
+
+        return hashlib.sha256(f"{name}:{input_size}:sklearn {version('scikit-learn')}".encode()).hexdigest()
+    return scan_image_folder(Path(name), input_size or 0).fingerprint()
+
+
 def load_labelled(
     data: str | Path,
     input_size: int,

@@ -40,4 +40,8 @@ def scan_image_folder(root: Path, size: int) -> ImageSet:
             f"Class folder(s) without images in {root}: {', '.join(empty)}.",
             "Remove the empty folders or add images to them.",
         )
-    return ImageSet(labels, classes, size, paths=paths)
+    keys = []
+    for path in paths:
+        stat = path.stat()
+        keys.append(f"{path.relative_to(root).as_posix()}:{stat.st_size}:{stat.st_mtime_ns}")
+    return ImageSet(labels, classes, size, paths=paths, keys=keys)

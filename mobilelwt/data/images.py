@@ -30,7 +30,12 @@ def decode_image(path: Path, size: int) -> torch.Tensor:
             left, top = (new_w - size) // 2, (new_h - size) // 2
             img = img.crop((left, top, left + size, top + size))
             array = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except Image.DecompressionBombError:
+        raise DataError(
+            f"Image {path} is too large to decode safely (over {Image.MAX_IMAGE_PIXELS * 2:,} pixels).",
+            "Downscale or remove the file; training images need only the model's input size.",
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"Cannot read image {path} ({exc}).", "Remove or replace the corrupt file.") from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
@@ -50,6 +55,7 @@ class ImageSet(Dataset[tuple[torch.Tensor, int]]):
         *,
         images: torch.Tensor | None = None,
         paths: Sequence[Path] | None = None,
+        keys: Sequence[str] | None = None,
     ) -> None:
         if (images is None) == (paths is None):
             raise ValueError("give exactly one of images and paths")
@@ -58,6 +64,7 @@ class ImageSet(Dataset[tuple[torch.Tensor, int]]):
         self.size = size
         self.images = images
         self.paths = list(paths) if paths is not None else None
+        self.keys = list(keys) if keys is not None else None  # per-image identity (file name, size, mtime)
         if len(self.labels) != (len(images) if images is not None else len(self.paths or [])):
             raise ValueError("labels and images differ in length")
 
@@ -74,10 +81,12 @@ class ImageSet(Dataset[tuple[torch.Tensor, int]]):
 
     def subset(self, indices: Sequence[int] | torch.Tensor) -> ImageSet:
         idx = torch.as_tensor(indices, dtype=torch.long)
+        keys = [self.keys[i] for i in idx.tolist()] if self.keys is not None else None
         if self.images is not None:
-            return ImageSet(self.labels[idx], self.classes, self.size, images=self.images[idx])
+            return ImageSet(self.labels[idx], self.classes, self.size, images=self.images[idx], keys=keys)
         assert self.paths is not None
-        return ImageSet(self.labels[idx], self.classes, self.size, paths=[self.paths[i] for i in idx.tolist()])
+        paths = [self.paths[i] for i in idx.tolist()]
+        return ImageSet(self.labels[idx], self.classes, self.size, paths=paths, keys=keys)
 
     def load(self, indices: Sequence[int] | torch.Tensor, threads: int | None = None) -> torch.Tensor:
         """The uint8 images at ``indices`` as one N×3×S×S tensor."""
@@ -95,7 +104,21 @@ class ImageSet(Dataset[tuple[torch.Tensor, int]]):
             return self
         parts = [self.load(range(i, min(i + chunk, len(self))), threads) for i in range(0, len(self), chunk)]
         images = torch.cat(parts) if parts else torch.empty(0, 3, self.size, self.size, dtype=torch.uint8)
-        return ImageSet(self.labels, self.classes, self.size, images=images)
+        return ImageSet(self.labels, self.classes, self.size, images=images, keys=self.keys)
+
+    def fingerprint(self) -> str:
+        """Content identity of the set: labels plus each file's name, size and mtime (or the pixels in memory)."""
+        import hashlib
+
+        h = hashlib.sha256(f"{self.classes}{self.size}".encode())
+        h.update(self.labels.numpy().tobytes())
+        if self.keys is not None:
+            h.update("\n".join(self.keys).encode())
+        elif self.images is not None:
+            h.update(self.images.contiguous().numpy().tobytes())
+        else:
+            h.update("\n".join(str(p) for p in self.paths or []).encode())
+        return h.hexdigest()
 
     def nbytes(self) -> int:
         return len(self) * 3 * self.size * self.size

@@ -101,7 +101,16 @@ def _accepts(model: nn.Module, size: int) -> bool:
     return True
 
 
+MAX_INPUT_SIZE = 2048
+
+
 def check_input_size(name: str, input_size: int) -> None:
+    if input_size > MAX_INPUT_SIZE:
+        raise ConfigError(
+            f"Input size {input_size} is too large for {name} (over {MAX_INPUT_SIZE}²: its activations alone "
+            "would not fit in memory).",
+            f"Use --input-size {MAX_INPUT_SIZE} or less.",
+        )
     smallest = min_input_size(name)
     if input_size < smallest:
         raise ConfigError(
@@ -117,13 +126,15 @@ def build_teacher(
     weights: str | os.PathLike[str] | None = "none",
     input_size: int | None = None,
     device: str | torch.device | None = None,
+    seed: int = 0,
 ) -> Teacher:
     """Build teacher ``name``.
 
     ``weights`` is ``"none"`` (random init), ``"imagenet"`` (torchvision's DEFAULT weights from the local torch
     hub cache) or a path to a state_dict or checkpoint. A checkpoint written by ``train-teacher`` also supplies
     the class count, class names, input size and normalisation it was trained with; explicit arguments that
-    contradict it are an error. ``device="meta"`` builds shapes only (for MAC counting).
+    contradict it are an error. ``device="meta"`` builds shapes only (for MAC counting). A random teacher
+    (``weights="none"``) is drawn from ``seed``, so every stage rebuilds the same one.
     """
     spec = get_teacher_spec(name)
     weights = "none" if weights is None else weights
@@ -140,19 +151,22 @@ def build_teacher(
         )
     num_classes = _agree("num_classes", num_classes, meta.get("num_classes"), source)
     input_size = _agree("input_size", input_size, meta.get("input_size"), source)
-    num_classes = num_classes or 1000
-    input_size = input_size or spec.default_input_size
+    num_classes = 1000 if num_classes is None else num_classes
+    input_size = spec.default_input_size if input_size is None else input_size
     if num_classes < 2:
         raise ConfigError(f"--num-classes must be at least 2, got {num_classes}.", "Pass the number of classes.")
     check_input_size(name, input_size)
 
-    with torch.device(device or "cpu"):
+    with torch.random.fork_rng(devices=[]), torch.device(device or "cpu"):
+        torch.manual_seed(seed)
         model = spec.builder(weights=None, num_classes=1000 if source == "imagenet" else num_classes)
     if source == "imagenet":
         from mobilelwt.weights import load_imagenet_state_dict
 
         model.load_state_dict(load_imagenet_state_dict(spec))
-        _replace_head(model, spec, num_classes)  # a fresh head, to be fine-tuned on the user's classes
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            _replace_head(model, spec, num_classes)  # a fresh (seeded) head, to be fine-tuned on the user's classes
     elif checkpoint is not None:
         from mobilelwt.weights import load_into
 
