@@ -24,12 +24,11 @@ from mobilelwt.manifest import environment
 from mobilelwt.plan import LayerChoice, Plan, apply_plan
 from mobilelwt.profile import count_macs
 from mobilelwt.teachers import IMAGENET_MEAN, IMAGENET_STD, build_teacher
-from targets import load_artifact
-from targets.build_export import FORMATS
 from targets.coreml import CoreMLConfig, structural_check
 from targets.coreml import export as export_coreml
 from targets.executorch import ExecuTorchConfig
 from targets.executorch import export as export_pte
+from targets.formats import FORMATS
 from targets.tflite import TFLiteConfig
 from targets.tflite import export as export_tflite
 from targets.validation import THRESHOLDS, validate
@@ -43,7 +42,6 @@ VARIANTS = [
     ("coreml", "fp32", lambda m, x, p, c: export_coreml(m, x, p, CoreMLConfig("fp32"))),
     ("coreml", "int8", lambda m, x, p, c: export_coreml(m, x, p, CoreMLConfig("int8"))),
 ]
-EXT = {"executorch": "pte", "tflite": "tflite", "coreml": "mlpackage"}
 
 
 def speed_plan(model: str, speed_json: Path, num_classes: int, size: int) -> Plan:
@@ -84,7 +82,7 @@ def main() -> None:
                 batches = [(validation, model(validation).argmax(1))]
             macs = count_macs(model, size)
             for fmt, precision, exporter in VARIANTS:
-                path = Path(args.workdir) / f"{name}-{role}-{precision}.{EXT[fmt]}"
+                path = Path(args.workdir) / f"{name}-{role}-{precision}.{FORMATS.get(fmt).ext}"
                 row = {"model": name, "role": role, "format": fmt, "precision": precision, "macs": macs}
                 print(f"[{time.strftime('%H:%M:%S')}] {path.name} ...", flush=True)
                 try:
@@ -95,7 +93,7 @@ def main() -> None:
                                                  precision=precision, class_labels=None)  # fmt: skip
                         row.update(parity="structural (needs macOS to run)", passed=check["passed"])
                     else:
-                        run = load_artifact(FORMATS[fmt].runtime, path, threads=args.threads)
+                        run = FORMATS.get(fmt).load(path, threads=args.threads)
                         result = validate(path.name, run, model, batches, precision=precision,
                                           thresholds=THRESHOLDS[precision])  # fmt: skip
                         row.update(max_abs_diff=result.max_abs_diff, sqnr_db=result.sqnr_db,

@@ -16,8 +16,7 @@ from pathlib import Path
 
 from device_bench.bench import bench_build
 from mobilelwt.manifest import environment
-
-EXT = {"pte": ("executorch", "pte"), "tflite": ("litert", "tflite")}
+from targets.formats import FORMATS
 
 
 def listing(workdir: Path, models: list[str], size: int) -> dict:
@@ -25,8 +24,9 @@ def listing(workdir: Path, models: list[str], size: int) -> dict:
     for model in models:
         for role in ("teacher", "student"):
             for precision in ("fp32", "int8"):
-                for ext, (runtime, fmt) in EXT.items():
-                    path = workdir / f"{model}-{role}-{precision}.{ext}"
+                for spec in (FORMATS.get(name) for name in FORMATS if FORMATS.get(name).host_runtime):
+                    runtime, fmt = spec.runtime, spec.ext
+                    path = workdir / f"{model}-{role}-{precision}.{spec.ext}"
                     if path.is_file():
                         artifacts.append({"target": model, "role": role, "model": model, "format": fmt,
                                           "runtime": runtime, "precision": precision, "path": path.name,

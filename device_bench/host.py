@@ -10,9 +10,7 @@ from typing import Any
 import torch
 
 from device_bench.stats import summarize
-from targets import load_artifact
-
-HOST_RUNTIMES = ("executorch", "litert")
+from targets import RUNTIMES, load_artifact
 
 
 def interleaved_latency(
@@ -49,7 +47,7 @@ def pair_groups(artifacts: list[dict[str, Any]]) -> list[dict[str, dict[str, Any
 def host_runnable(artifact: dict[str, Any]) -> bool:
     return (
         artifact.get("status") == "ok"
-        and artifact["runtime"] in HOST_RUNTIMES
+        and artifact["runtime"] in RUNTIMES
         and artifact.get("backend") in (None, "xnnpack")
     )
 

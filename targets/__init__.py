@@ -1,47 +1,31 @@
-"""Runtime adapters (ExecuTorch, TFLite/LiteRT): one module per runtime with the same ``export`` shape.
+"""Runtime adapters (ExecuTorch, TFLite/LiteRT, Core ML): one module per runtime with the same shape
+(a config dataclass, ``export``, ``load``, ``lower_to_host``), found through the format registry.
 
 Heavy runtime imports happen inside the functions, so importing ``targets`` is cheap.
 """
 
 from targets._common import Artifact, TargetError, UnsupportedOpError, median, time_callable
+from targets.formats import FORMATS, TARGET_FORMATS, Format, by_ext, by_runtime, host_runtimes
 
-RUNTIMES = ("executorch", "litert")
+RUNTIMES = host_runtimes()
 
 
 def host_runner(runtime: str, model, example_inputs, threads: int):
     """Lower ``model`` for ``runtime`` in memory and load it in the host runtime: a callable like the model."""
-    if runtime == "executorch":
-        from targets.executorch import ExecuTorchConfig, HostProgram, lower
-
-        return HostProgram(lower(model, example_inputs, ExecuTorchConfig())[0], threads=threads)
-    if runtime == "litert":
-        from targets.tflite import HostInterpreter, TFLiteConfig, convert
-
-        return HostInterpreter(convert(model, example_inputs, TFLiteConfig()), threads=threads)
-    raise TargetError(f"Unknown runtime {runtime!r}.", f"Use one of: {', '.join(RUNTIMES)}.")
+    return by_runtime(runtime).lower(model, example_inputs, threads)
 
 
 def load_artifact(runtime: str, path, *, threads: int = 1, class_labels: list[str] | None = None):
     """A saved artifact loaded in its host runtime (ExecuTorch, LiteRT, or Core ML on macOS); call it like the model."""
-    if runtime == "executorch":
-        from targets.executorch import HostProgram
-
-        return HostProgram(path, threads=threads)
-    if runtime == "litert":
-        from targets.tflite import HostInterpreter
-
-        return HostInterpreter(path, threads=threads)
-    if runtime == "coreml":
-        from targets.coreml import HostModel
-
-        return HostModel(path, class_labels=class_labels)
-    raise TargetError(f"Unknown runtime {runtime!r}.", f"Use one of: {', '.join((*RUNTIMES, 'coreml'))}.")
+    return by_runtime(runtime).load(path, threads=threads, class_labels=class_labels)
 
 
 def latency_probe(runtime: str, *, input_size: int, threads: int = 2, warmup: int = 5, runs: int = 15):
     """(probe, description): the probe lowers a model for ``runtime`` and returns its median host latency (ms)."""
     import torch
 
+    if runtime not in RUNTIMES:
+        raise TargetError(f"Unknown runtime {runtime!r}.", f"Use one of: {', '.join(RUNTIMES)}.")
     example = (torch.randn(1, 3, input_size, input_size),)
 
     def probe(model) -> float:
@@ -52,10 +36,15 @@ def latency_probe(runtime: str, *, input_size: int, threads: int = 2, warmup: in
 
 
 __all__ = [
+    "FORMATS",
     "RUNTIMES",
+    "TARGET_FORMATS",
     "Artifact",
+    "Format",
     "TargetError",
     "UnsupportedOpError",
+    "by_ext",
+    "by_runtime",
     "host_runner",
     "latency_probe",
     "load_artifact",

@@ -21,30 +21,11 @@ from mobilelwt.errors import MobileLWTError
 from mobilelwt.io import write_json
 from mobilelwt.manifest import environment
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
-from targets import load_artifact
 from targets._common import Artifact, TargetError, first_line
-from targets.validation import THRESHOLDS, ValidationError, ValidationResult, validate
+from targets.formats import FORMATS, PRECISIONS, TARGET_FORMATS
+from targets.validation import ValidationError, ValidationResult, validate
 
-
-@dataclass(frozen=True)
-class Format:
-    ext: str
-    runtime: str
-    precisions: tuple[str, ...]
-    default_precision: str
-
-
-FORMATS = {
-    "executorch": Format("pte", "executorch", ("fp32", "int8"), "fp32"),
-    "tflite": Format("tflite", "litert", ("fp32", "int8"), "fp32"),
-    "coreml": Format("mlpackage", "coreml", ("fp16", "fp32", "int8"), "fp16"),
-}
-TARGET_FORMATS = {
-    "android": ("tflite", "executorch"),
-    "ios": ("coreml", "executorch"),
-}
 TARGETS = (*TARGET_FORMATS, "all")
-PRECISIONS = ("fp32", "fp16", "int8")
 COREML_WEIGHTS = ("none", "int8", "palettize4", "palettize6")
 
 
@@ -112,28 +93,10 @@ def _export(
     preprocessing: dict[str, Any],
     backend: str = "xnnpack",
 ) -> Artifact:
-    if fmt == "executorch":
-        from targets.executorch import ExecuTorchConfig, export
-
-        return export(model, example, path, ExecuTorchConfig(precision, backend), calibration=calibration)
-    if fmt == "tflite":
-        from targets.tflite import TFLiteConfig, export
-
-        return export(
-            model, example, path, TFLiteConfig(precision, options.tflite_quantization), calibration=calibration
-        )
-    from targets.coreml import CoreMLConfig, export
-
-    config = CoreMLConfig(
-        precision=precision,
-        weights=options.coreml_weights or ("int8" if precision == "int8" else "none"),
-        deployment_target=options.coreml_deployment_target,
-        class_labels=classes,
-        mean=tuple(preprocessing["mean"]),
-        std=tuple(preprocessing["std"]),
-        metadata={"description": preprocessing["description"]},
-    )
-    return export(model, example, path, config)
+    adapter = FORMATS.get(fmt).module
+    config = adapter.config_from_options(precision, options, classes=classes, preprocessing=preprocessing,
+                                         backend=backend)  # fmt: skip
+    return adapter.export(model, example, path, config, calibration=calibration)
 
 
 def _validate(
@@ -165,9 +128,9 @@ def _validate(
             "passed": True,
             "failures": [],
         }
-    runner = load_artifact(FORMATS[fmt].runtime, path, threads=threads, class_labels=classes)
-    # the thresholds of the precision the artifact computes in: Core ML "fp32"/"int8" weights still run fp16 math
-    limits = THRESHOLDS["fp16" if fmt == "coreml" and precision != "fp32" else precision]
+    spec = FORMATS.get(fmt)
+    runner = spec.load(path, threads=threads, class_labels=classes)
+    limits = spec.thresholds(precision)  # Core ML "fp32"/"int8" weights still run fp16 math
     numeric: ValidationResult = validate(path.name, runner, model, batches(), precision=precision, thresholds=limits)
     return {**numeric.to_dict(), "kind": "numeric"}
 
@@ -214,7 +177,7 @@ def export_build(
     jobs = []
     for tgt in targets:
         for fmt in TARGET_FORMATS[tgt]:
-            spec = FORMATS[fmt]
+            spec = FORMATS.get(fmt)
             for precision in options.precisions or (spec.default_precision,):
                 for role in ("teacher", "student"):
                     jobs.append((tgt, fmt, precision, role, "xnnpack"))
@@ -224,7 +187,7 @@ def export_build(
     records: list[dict[str, Any]] = []
     done: dict[tuple[str, str, str, str], Path] = {}
     for index, (tgt, fmt, precision, role, backend) in enumerate(jobs):
-        spec = FORMATS[fmt]
+        spec = FORMATS.get(fmt)
         model = build.teacher.model if role == "teacher" else build.student
         suffix = "-coreml" if backend == "coreml" else ""
         path = build_dir / tgt / f"{build.plan.model}-{role}-{precision}{suffix}.{spec.ext}"
@@ -250,7 +213,7 @@ def export_build(
             continue
         old = previous.get(relative)
         if old is not None and old.get("inputs_key") == record["inputs_key"] and directory.current_artifact(old):
-            records.append({**old, "reused": True})
+            records.append(old)
             done[(fmt, precision, role, backend)] = path
             on_progress(ProgressEvent("export", index + 1, len(jobs), {"artifact": relative, "status": "reused"}))
             continue

@@ -152,8 +152,28 @@ def _describe(mlmodel: Any, config: CoreMLConfig, shape: tuple[int, ...]) -> Non
     )
 
 
+def config_from_options(
+    precision: str, options: Any, *, classes: list[str], preprocessing: dict[str, Any], **_: Any
+) -> CoreMLConfig:
+    """The config that a build's export options ask for (the format registry's shared entry point)."""
+    return CoreMLConfig(
+        precision=precision,
+        weights=options.coreml_weights or ("int8" if precision == "int8" else "none"),
+        deployment_target=options.coreml_deployment_target,
+        class_labels=classes,
+        mean=tuple(preprocessing["mean"]),
+        std=tuple(preprocessing["std"]),
+        metadata={"description": preprocessing["description"]},
+    )
+
+
 def export(
-    model: nn.Module, example_inputs: tuple[torch.Tensor, ...], out_path: Path, config: CoreMLConfig | None = None
+    model: nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    out_path: Path,
+    config: CoreMLConfig | None = None,
+    *,
+    calibration: torch.Tensor | None = None,  # unused: Core ML int8 compresses weights only
 ) -> Artifact:
     """Write ``out_path`` (an ``.mlpackage`` directory) atomically: saved under a temp name, then renamed."""
     config = config or CoreMLConfig()
@@ -290,3 +310,14 @@ class HostModel:
             probs = out["classLabel_probs"]
             return torch.tensor([[float(probs[label]) for label in self._labels]])
         return torch.from_numpy(next(iter(out.values()))).float()
+
+
+def load(path: Path, *, threads: int = 1, class_labels: list[str] | None = None) -> HostModel:
+    """A saved .mlpackage through coremltools (macOS only; the format registry's loader)."""
+    return HostModel(path, class_labels=class_labels)
+
+
+def lower_to_host(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], *, threads: int) -> HostModel:
+    raise TargetError(
+        "Core ML has no host runtime here: timing a model needs macOS.", "Use --latency-runtime executorch or litert."
+    )

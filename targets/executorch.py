@@ -134,6 +134,11 @@ def unsupported(
     )
 
 
+def config_from_options(precision: str, options: Any, *, backend: str = "xnnpack", **_: Any) -> ExecuTorchConfig:
+    """The config that a build's export options ask for (the format registry's shared entry point)."""
+    return ExecuTorchConfig(precision, backend)
+
+
 def export(
     model: nn.Module,
     example_inputs: tuple[torch.Tensor, ...],
@@ -230,3 +235,13 @@ class HostProgram:
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self._method.execute(list(inputs))[0]
+
+
+def load(path: Path, *, threads: int = 1, class_labels: list[str] | None = None) -> HostProgram:
+    """A saved .pte in the host runtime (the format registry's loader)."""
+    return HostProgram(path, threads=threads)
+
+
+def lower_to_host(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], *, threads: int) -> HostProgram:
+    """``model`` lowered in memory and loaded in the host runtime (for timing candidates)."""
+    return HostProgram(lower(model, example_inputs, ExecuTorchConfig())[0], threads=threads)

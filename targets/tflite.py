@@ -83,6 +83,11 @@ def convert(
         return path.read_bytes()
 
 
+def config_from_options(precision: str, options: Any, **_: Any) -> TFLiteConfig:
+    """The config that a build's export options ask for (the format registry's shared entry point)."""
+    return TFLiteConfig(precision, options.tflite_quantization)
+
+
 def export(
     model: nn.Module,
     example_inputs: tuple[torch.Tensor, ...],
@@ -146,3 +151,13 @@ class HostInterpreter:
             scale, zero_point = self._output["quantization"]
             out = (out.astype(np.float32) - zero_point) * scale
         return torch.from_numpy(np.array(out, dtype=np.float32))
+
+
+def load(path: Path, *, threads: int = 1, class_labels: list[str] | None = None) -> HostInterpreter:
+    """A saved .tflite in the host interpreter (the format registry's loader)."""
+    return HostInterpreter(path, threads=threads)
+
+
+def lower_to_host(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], *, threads: int) -> HostInterpreter:
+    """``model`` converted in memory and loaded in the host interpreter (for timing candidates)."""
+    return HostInterpreter(convert(model, example_inputs, TFLiteConfig()), threads=threads)

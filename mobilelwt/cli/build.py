@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,7 +9,7 @@ import typer
 from rich.table import Table
 
 from mobilelwt.cli._common import console, handle_user_errors, human, progress_bars
-from mobilelwt.cli.compress import COMPRESS_OPTIONS, _latency_probe, compress_command, compress_config_from_options
+from mobilelwt.cli._options import CompressOptions, with_groups
 
 TargetOption = Annotated[str, typer.Option(help="ios (Core ML + ExecuTorch), android (TFLite + ExecuTorch) or all.")]
 PrecisionOption = Annotated[
@@ -94,6 +93,7 @@ def print_artifacts(listing: dict[str, Any]) -> None:
 
 
 @handle_user_errors
+@with_groups
 def build_command(
     model: Annotated[str, typer.Option("--model", "-m", help="Teacher name (see `mobilelwt models`).")] = "alexnet",
     out: Annotated[Path | None, typer.Option(help="Build directory (default: runs/<model>-<data>-<target>).")] = None,
@@ -114,7 +114,7 @@ def build_command(
     device: Annotated[str, typer.Option(help="Where training runs: cpu, cuda, cuda:N or auto.")] = "cpu",
     budget_ms: Annotated[float | None, typer.Option(help="Report: mark variants at most this slow (ms).")] = None,
     max_drop: Annotated[float | None, typer.Option(help="Report: … and at most this top-1 drop (points).")] = None,
-    **compress_options: Any,
+    compress: CompressOptions = CompressOptions(),  # noqa: B008  (a group of options, expanded for Typer)
 ) -> None:
     """Compress, export, validate and benchmark in one command; offline on the built-in digits by default."""
     from mobilelwt.build import BuildConfig, build
@@ -125,16 +125,15 @@ def build_command(
     config = BuildConfig(
         target=target,
         precisions=_precisions(precision),
-        teacher=TrainConfig(epochs=teacher_epochs, seed=compress_options["seed"]),
-        compress=compress_config_from_options(**compress_options),
+        teacher=TrainConfig(epochs=teacher_epochs, seed=compress.seed),
+        compress=compress.config(),
         validation_images=validation_images,
         bench=bench,
         bench_threads=bench_threads,
         budget_ms=budget_ms,
         max_drop=max_drop,
     )
-    planner = compress_options["planner"]
-    probe = _latency_probe(compress_options["latency_runtime"], threads) if planner == "latency" else None
+    probe = compress.latency_probe(threads)
     with progress_bars() as on_progress:
         summary = build(
             model,
@@ -151,20 +150,6 @@ def build_command(
             on_progress=on_progress,
         )
     print_build_summary(summary)
-
-
-def _with_compress_options(command):
-    """Give ``command`` the compress command's options (same names, types and help) as Typer parameters."""
-    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
-    shared = [
-        p for p in inspect.signature(compress_command, eval_str=True).parameters.values() if p.name in COMPRESS_OPTIONS
-    ]
-    command.__signature__ = inspect.Signature([*own, *shared], return_annotation=None)
-    command.__annotations__ = {**{p.name: p.annotation for p in own + shared}, "return": None}
-    return command
-
-
-build_command = _with_compress_options(build_command)
 
 
 def print_build_summary(summary: dict[str, Any]) -> None:

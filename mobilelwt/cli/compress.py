@@ -9,9 +9,11 @@ import typer
 from rich.table import Table
 
 from mobilelwt.cli._common import console, handle_user_errors, human, progress_bars
+from mobilelwt.cli._options import CompressOptions, with_groups
 
 
 @handle_user_errors
+@with_groups
 def compress_command(
     model: Annotated[str, typer.Option("--model", "-m", help="Teacher name (see `mobilelwt models`).")],
     out: Annotated[Path, typer.Option(help="Build directory for plan.json, student.pt, metrics.json, manifest.json.")],
@@ -20,41 +22,21 @@ def compress_command(
     val_data: Annotated[Path | None, typer.Option(help="Separate labelled ImageFolder for validation.")] = None,
     val_fraction: Annotated[float, typer.Option(help="Share of --data held out for validation.")] = 0.1,
     input_size: Annotated[int | None, typer.Option(help="Square input side (default: the checkpoint's).")] = None,
-    speedup: Annotated[float, typer.Option(help="Target reduction of the teacher's MACs.")] = 4.0,
-    planner: Annotated[str, typer.Option(help="uniform, sensitivity or latency.")] = "uniform",
-    conv_module: Annotated[
-        str, typer.Option(help="lowrank_spatial, bottleneck, grouped or depthwise_separable.")
-    ] = "lowrank_spatial",
-    compress_fc: Annotated[bool, typer.Option(help="Also factorise the fully connected layers.")] = True,
-    calib_images: Annotated[int, typer.Option(help="Calibration images for the sensitivity planner.")] = 64,
-    latency_runtime: Annotated[
-        str, typer.Option(help="Runtime the latency planner times on: executorch or litert.")
-    ] = ("executorch"),
-    layer_epochs: Annotated[float, typer.Option(help="Passes over the data per layer (0: closed form only).")] = 1.0,
-    layer_max_steps: Annotated[int | None, typer.Option(help="Cap the steps per layer.")] = None,
-    layer_input: Annotated[str, typer.Option(help="student (sequential) or teacher (independent).")] = "student",
-    layer_lr: Annotated[float, typer.Option(help="Learning rate of layer-wise training (Adam).")] = 1e-3,
-    layer_batch_size: Annotated[int, typer.Option(help="Images per layer-wise step.")] = 32,
-    finetune_epochs: Annotated[int, typer.Option(help="Epochs of distillation fine-tune (0: none).")] = 2,
-    finetune_lr: Annotated[float, typer.Option(help="Peak learning rate of the fine-tune (AdamW).")] = 1e-4,
-    finetune_batch_size: Annotated[int, typer.Option(help="Images per fine-tune step.")] = 64,
-    temperature: Annotated[float, typer.Option(help="Distillation temperature.")] = 4.0,
-    alpha: Annotated[float, typer.Option(help="Weight of the distillation term (1 - alpha: labels).")] = 0.7,
-    seed: Annotated[int, typer.Option(help="Seed for split, sampling and training.")] = 0,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
     device: Annotated[str, typer.Option(help="Where training runs: cpu, cuda, cuda:N or auto.")] = "cpu",
     plan: Annotated[
         Path | None, typer.Option(help="Replay this plan.json (e.g. one timed on the target runtime elsewhere).")
     ] = None,
+    compress: CompressOptions = CompressOptions(),  # noqa: B008  (a group of options, expanded for Typer)
 ) -> None:
     """Compress a teacher into a student: plan, closed-form init, layer-wise training, distillation."""
-    options = dict(locals())
-    from mobilelwt.compress import compress
+    from mobilelwt.compress import compress as run_compress
     from mobilelwt.plan import Plan
 
-    config = compress_config_from_options(**{k: v for k, v in options.items() if k in COMPRESS_OPTIONS})
+    config = compress.config()
+    probe = compress.latency_probe(threads)
     with progress_bars() as on_progress:
-        result = compress(
+        result = run_compress(
             model,
             out=out,
             weights=weights,
@@ -66,60 +48,11 @@ def compress_command(
             threads=threads,
             device=device,
             plan=Plan.load(plan) if plan else None,
-            latency_probe=_latency_probe(latency_runtime, threads) if planner == "latency" else None,
+            latency_probe=probe,
             on_progress=on_progress,
         )
     print_compress_summary(result.metrics)
     console.print(f"build directory: {result.out}")
-
-
-# the options `build` shares with `compress` (its signature reuses these parameters)
-COMPRESS_OPTIONS = (
-    "speedup", "planner", "conv_module", "compress_fc", "calib_images", "latency_runtime", "layer_epochs",
-    "layer_max_steps", "layer_input", "layer_lr", "layer_batch_size", "finetune_epochs", "finetune_lr",
-    "finetune_batch_size", "temperature", "alpha", "seed",
-)  # fmt: skip
-
-
-def compress_config_from_options(**options):
-    """The :class:`CompressConfig` that the shared compress options describe."""
-    from mobilelwt.compress import CompressConfig
-    from mobilelwt.distill import DistillConfig
-    from mobilelwt.layerwise import LayerwiseConfig
-
-    o = options
-    return CompressConfig(
-        speedup=o["speedup"],
-        planner=o["planner"],
-        conv_module=o["conv_module"],
-        compress_fc=o["compress_fc"],
-        calib_images=o["calib_images"],
-        layerwise=LayerwiseConfig(
-            epochs=o["layer_epochs"],
-            max_steps=o["layer_max_steps"],
-            layer_input=o["layer_input"],
-            lr=o["layer_lr"],
-            batch_size=o["layer_batch_size"],
-            seed=o["seed"],
-        ),
-        finetune=DistillConfig(
-            epochs=o["finetune_epochs"],
-            lr=o["finetune_lr"],
-            batch_size=o["finetune_batch_size"],
-            temperature=o["temperature"],
-            alpha=o["alpha"],
-            seed=o["seed"],
-        ),
-        seed=o["seed"],
-    )
-
-
-def _latency_probe(runtime: str, threads: int | None):
-    from targets import RUNTIMES, TargetError, latency_probe
-
-    if runtime not in RUNTIMES:
-        raise TargetError(f"Unknown runtime {runtime!r}.", f"Use one of: {', '.join(RUNTIMES)}.")
-    return lambda size: latency_probe(runtime, input_size=size, threads=threads or 2)
 
 
 def print_compress_summary(metrics: dict) -> None:

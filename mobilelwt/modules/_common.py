@@ -74,13 +74,14 @@ def truncated_svd(matrix: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.
 
 
 _SVD_CACHE_BYTES = 1 << 30
-_SVD_CACHE: OrderedDict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = OrderedDict()
+_SVD_CACHE: OrderedDict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = OrderedDict()
 
 
-def _fingerprint(matrix: torch.Tensor) -> tuple[Any, ...]:
-    flat = matrix.reshape(-1)
-    probe = flat[:: max(1, flat.numel() // 4096)]
-    return (tuple(matrix.shape), str(matrix.dtype), float(flat.double().sum()), float(probe.double().square().sum()))
+def _fingerprint(matrix: torch.Tensor) -> str:
+    """Every byte of the matrix: sums or samples collide for permuted or locally edited weights."""
+    from mobilelwt.builddir import tensor_sha256
+
+    return tensor_sha256(matrix)
 
 
 def _top_svd(matrix: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -132,7 +132,7 @@ def test_bench_on_the_loopback_phone_end_to_end(phone, exported, tmp_path) -> No
     assert pte["device_top1"] == tflite["device_top1"]  # fp32 on two runtimes: the same predictions
     pushed = sorted(p.name for p in phone.device_path("/data/local/tmp/mobilelwt").iterdir() if p.suffix != ".npy")
     assert len(pushed) == 4  # each artifact once, named by its hash
-    runs = [c for c in phone.commands if "device_bench.runner" in c and "--inputs" not in c]
+    runs = [c for c in phone.commands if "-m device_bench.runner" in c and "--inputs" not in c]
     roles = ["teacher" if "teacher" in c else "student" for c in runs]
     assert roles[:4] == ["teacher", "student", "teacher", "student"]  # interleaved rounds
 
@@ -188,3 +188,62 @@ def test_two_phones_in_parallel_never_mix_and_core_mask_is_applied(adb_server, e
         for phone in phones:
             subprocess.run([ADB, "disconnect", phone.serial], capture_output=True, timeout=60)
             phone.kill()
+
+
+def test_device_gone_mid_run_is_named_as_such(phone, exported, tmp_path) -> None:
+    build = _fresh_copy(exported, tmp_path)
+    phone.on_command = lambda command: phone.kill() if "device_bench.runner" in command and ".pte" in command else None
+    records = bench_build(build, devices=(phone.serial,), runs=2, rounds=1, threads=1)
+    failed = [r for r in records if r["status"] == "failed"]
+    assert failed and all("went away" in r["reason"] or "not reachable" in r["reason"] for r in failed), failed
+    assert not any("no result line" in r["reason"] for r in failed)
+
+
+def test_truncated_cached_artifact_on_the_device_is_replaced_not_trusted(phone, exported, tmp_path) -> None:
+    build = _fresh_copy(exported, tmp_path)
+    first = bench_build(build, devices=(phone.serial,), runs=2, rounds=1, threads=1)
+    assert all(r["status"] == "ok" for r in first)
+    cached = next(p for p in phone.device_path("/data/local/tmp/mobilelwt").iterdir() if p.name.endswith(".pte"))
+    size = cached.stat().st_size
+    cached.write_bytes(cached.read_bytes()[: size // 2])  # a copy cut short (full storage, pulled cable)
+    again = bench_build(build, devices=(phone.serial,), runs=3, rounds=1, threads=1)  # other settings: re-measure
+    assert all(r["status"] == "ok" for r in again), [r.get("reason") for r in again]
+    assert cached.stat().st_size == size
+
+
+def test_wrong_python_is_named_and_bench_exits_non_zero(phone, exported, tmp_path) -> None:
+    from tests.mobilelwt.cli.test_cli import invoke
+
+    build = _fresh_copy(exported, tmp_path)
+    result = invoke("bench", build, "--device", phone.serial, "--python", "/opt/no-such/python3", "--runs", "2",
+                    "--rounds", "1")  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and "4 of 4 measurement(s) failed" in result.output
+    records = read_records(build / "bench.jsonl")
+    assert {r["status"] for r in records} == {"failed"}
+    assert all("--python '/opt/no-such/python3' does not run" in r["reason"] for r in records)
+
+
+def test_runner_crash_carries_its_stderr(phone, exported, tmp_path) -> None:
+    import sys
+
+    build = _fresh_copy(exported, tmp_path)
+    fake = tmp_path / "crashing-python"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'case "$1" in -c) exec {sys.executable} "$@";; esac\n'
+        'echo "Fatal signal 11 (SIGSEGV) in libxnnpack" >&2\nexit 139\n'
+    )
+    fake.chmod(0o755)
+    records = bench_build(build, devices=(phone.serial,), runs=2, rounds=1, threads=1,
+                         options=DeviceOptions(python=str(fake)))  # fmt: skip
+    assert {r["status"] for r in records} == {"failed"}
+    assert all("crashed" in r["reason"] and "exit 139" in r["reason"] and "SIGSEGV" in r["reason"] for r in records)
+
+
+def test_unknown_thermal_state_is_null_not_zero(phone, exported, tmp_path) -> None:
+    build = _fresh_copy(exported, tmp_path)
+    phone.thermal_status = None  # the device's dumpsys prints no number
+    records = bench_build(build, devices=(phone.serial,), runs=2, rounds=1, threads=1)
+    assert all(r["status"] == "ok" and r["thermal"]["max_status"] is None for r in records)
+    assert all(r["thermal"]["max_battery_c"] == 30.0 for r in records)

@@ -12,6 +12,7 @@ from PIL import Image
 
 from device_bench.report import Budget, load_report_table
 from device_bench.report.render import pareto_front, read_json_report
+from mobilelwt.errors import ConfigError
 from mobilelwt.report import make_report
 from tests.mobilelwt.cli.test_cli import assert_user_error, invoke
 
@@ -19,7 +20,7 @@ from tests.mobilelwt.cli.test_cli import assert_user_error, invoke
 def _artifact(role, fmt, runtime, precision, path, *, top1=None, status="ok", kind="numeric", reason=None):
     record = {"target": "android", "role": role, "model": "alexnet", "format": fmt, "runtime": runtime,
               "precision": precision, "path": path, "status": status,
-              "bytes": 1000 if role == "student" else 4000}  # fmt: skip
+              "bytes": 1000 if role == "student" else 4000, "sha256": f"sha-{path}"}  # fmt: skip
     if reason:
         record["reason"] = reason
     elif kind == "numeric":
@@ -31,8 +32,8 @@ def _artifact(role, fmt, runtime, precision, path, *, top1=None, status="ok", ki
 
 
 def _bench(path, role, runtime, median, device="host", status="ok", reason=None):
-    record = {"artifact": path, "role": role, "runtime": runtime, "precision": "fp32", "device": device,
-              "status": status}  # fmt: skip
+    record = {"artifact": path, "artifact_sha256": f"sha-{path}", "role": role, "runtime": runtime,
+              "precision": "fp32", "device": device, "status": status}  # fmt: skip
     if median is not None:
         record.update(median_ms=median, p90_ms=median * 1.1, cv=0.05)
     if reason:
@@ -48,6 +49,7 @@ def write_build(root, name="b1", model="alexnet"):
         "teacher": {"top1": 90.0, "top5": 99.5, "macs": 1000, "params": 100, "images": 500},
         "student": {"top1": 89.0, "top5": 99.0, "macs": 250, "params": 30, "images": 500},
         "layers": {"features.3": {"module": "lowrank_spatial", "rank": 8, "teacher_macs": 600, "student_macs": 100}},
+        "inputs": {"key": "k1"},
     }
     artifacts = [
         _artifact("teacher", "pte", "executorch", "fp32", "android/t.pte", top1=90.0),
@@ -66,17 +68,16 @@ def write_build(root, name="b1", model="alexnet"):
         ),  # fmt: skip
     ]
     (d / "metrics.json").write_text(json.dumps(metrics))
-    (d / "artifacts.json").write_text(json.dumps({"artifacts": artifacts}))
+    (d / "artifacts.json").write_text(json.dumps({"compress_key": "k1", "artifacts": artifacts}))
     host = [_bench("android/t.pte", "teacher", "executorch", 10.0),
             _bench("android/s.pte", "student", "executorch", 2.5),
             _bench("android/t.tflite", "teacher", "litert", 8.0),
             _bench("android/s.tflite", "student", "litert", 4.0)]  # fmt: skip
-    (d / "host-bench.json").write_text(json.dumps({"records": host}))
     phone = [_bench("android/t.pte", "teacher", "executorch", 40.0, device="R5CT"),
              _bench("android/s.pte", "student", "executorch", 16.0, device="R5CT"),
              _bench("android/s.tflite", "student", "litert", None, device="R5CT", status="failed",
                     reason="device R5CT disconnected during the run")]  # fmt: skip
-    (d / "bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in phone))
+    (d / "bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in host + phone))
     return d
 
 
@@ -112,6 +113,28 @@ def test_missing_and_failed_parts_are_shown_as_such_never_zero(tmp_path) -> None
     gone = _row(table, runtime="litert", device="R5CT")
     assert gone.status == "failed" and "disconnected" in gone.note and math.isnan(gone.latency_median_ms)
     assert _row(table, runtime="coreml").meets_budget is None  # no budget asked for
+
+
+def test_numbers_of_files_that_are_no_longer_current_are_never_shown(tmp_path) -> None:
+    build = write_build(tmp_path)
+    listing = json.loads((build / "artifacts.json").read_text())
+    next(a for a in listing["artifacts"] if a["path"] == "android/s.pte")["sha256"] = "sha-of-a-re-export"
+    (build / "artifacts.json").write_text(json.dumps(listing))
+    student = _row(load_report_table([build]), role="student", runtime="executorch")  # one row: no device record
+    assert math.isnan(student.latency_median_ms) and math.isnan(student.speedup) and "not measured" in student.note
+
+    (build / "student.pt").write_bytes(b"a newer student")
+    manifest = {"teacher": {}, "settings": {}, "files": {}, "inputs": {"key": "k1"}}
+    (build / "manifest.json").write_text(json.dumps(manifest))
+    listing["compress_key"] = "k0"  # exported from an earlier student
+    (build / "artifacts.json").write_text(json.dumps(listing))
+    table = load_report_table([build])
+    assert set(table["format"]) == {"pytorch"} and table["latency_median_ms"].isna().all()
+
+    (build / "metrics.json").write_text(json.dumps({**json.loads((build / "metrics.json").read_text()),
+                                                    "inputs": {"key": "k0"}}))  # fmt: skip
+    with pytest.raises(ConfigError, match="does not belong to this build's student"):
+        load_report_table([build])
 
 
 def test_csv_and_json_round_trip(tmp_path) -> None:

@@ -139,7 +139,7 @@ def test_replayed_plan_rebuilds_the_same_student(build, tmp_path, tiny_teacher) 
         "tinynet", out=tmp_path / "replay", weights=str(tiny_teacher), data="digits", config=config, plan=plan
     )
     assert replayed.plan.layers == build.plan.layers  # the sensitivity planner was not consulted
-    assert replayed.metrics["device"] == "cpu" and replayed.metrics["settings"]["replayed_plan"]
+    assert replayed.metrics["device"] == "cpu" and replayed.metrics["inputs"]["replayed_plan"]
     assert [type(m).__name__ for m in replayed.student.modules()] == [type(m).__name__ for m in build.student.modules()]
 
 

@@ -1,9 +1,11 @@
 """`mobilelwt build` end to end on the built-in digits, and `mobilelwt export`."""
 
 import json
+import shutil
 
 import pytest
 
+from targets._common import tree_sha256
 from tests.mobilelwt.cli.test_cli import assert_user_error, invoke
 
 QUICK = ["--model", "tinynet", "--speedup", "2", "--teacher-epochs", "1", "--layer-max-steps", "5",
@@ -23,7 +25,7 @@ def test_build_runs_every_stage_offline_on_digits(built) -> None:
     out, output = built
     summary = json.loads((out / "build.json").read_text())
     assert summary["teacher"]["trained"] is True and (out / "teacher" / "tinynet.pt").is_file()
-    for name in ("plan.json", "student.pt", "metrics.json", "manifest.json", "artifacts.json", "host-bench.json"):
+    for name in ("plan.json", "student.pt", "metrics.json", "manifest.json", "artifacts.json", "bench.jsonl"):
         assert (out / name).is_file(), name
     assert sorted(summary["artifacts"]["ok"]) == sorted(
         f"android/tinynet-{role}-fp32.{ext}" for role in ("teacher", "student") for ext in ("pte", "tflite")
@@ -33,7 +35,7 @@ def test_build_runs_every_stage_offline_on_digits(built) -> None:
     for row in runtimes.values():
         assert row["teacher_ms"] > 0 and row["student_ms"] > 0
         assert row["speedup"] == pytest.approx(row["teacher_ms"] / row["student_ms"])
-    bench = json.loads((out / "host-bench.json").read_text())["records"]
+    bench = [json.loads(line) for line in (out / "bench.jsonl").read_text().splitlines()]
     assert {r["role"] for r in bench} == {"teacher", "student"} and all(r["runs"] == 50 for r in bench)
     assert "speedup" in output and "top-1 teacher" in output and "MACs" in output
 
@@ -104,3 +106,44 @@ def test_bench_command_writes_records_and_resumes(built) -> None:
     if packages:  # exported by test_export_command_adds_ios_artifacts
         assert "| tinynet | student | mlpackage | fp16 | not run |" in markdown and "macOS" in markdown
     assert_user_error(invoke("bench", out, "--runner", "magic"), "Unknown runner 'magic'")
+
+
+def test_build_with_another_speedup_into_the_same_directory_equals_a_fresh_build(built, tmp_path) -> None:
+    out, _ = built
+    reused = tmp_path / "reused"
+    shutil.copytree(out, reused)
+    quick = [a if a != "2" else "3" for a in QUICK]  # --speedup 3
+    teacher = tmp_path / "teacher.pt"  # one teacher for both: training twice in one process is not bit-exact
+    shutil.copy(out / "teacher" / "tinynet.pt", teacher)
+    for directory in (reused, tmp_path / "fresh"):
+        result = invoke("build", *quick, "--weights", teacher, "--target", "android", "--out", directory, "--no-bench")
+        assert result.exit_code == 0, result.output
+    a, b = (json.loads((d / "build.json").read_text()) for d in (reused, tmp_path / "fresh"))
+    assert a["compress_key"] == b["compress_key"] and a["mac_speedup"] == b["mac_speedup"] > 2.5
+    assert a["artifacts"] == b["artifacts"] and a["accuracy"] == b["accuracy"]
+    listing = json.loads((reused / "artifacts.json").read_text())
+    assert listing["compress_key"] == a["compress_key"]
+    for artifact in listing["artifacts"]:  # every listed file is the one on disk: nothing of the 2× student left
+        assert tree_sha256(reused / artifact["path"]) == artifact["sha256"]
+    assert not (reused / "bench.jsonl").exists()  # the old student's timings are gone, not shown as current
+    report = (reused / "report.md").read_text()
+    assert f"{a['mac_speedup']:.2f}×" in report and "latency not measured yet" in report
+
+
+def test_bench_after_a_re_export_times_the_new_files(built, tmp_path) -> None:
+    out, _ = built
+    build = tmp_path / "b"
+    shutil.copytree(out, build)
+    listing = json.loads((build / "artifacts.json").read_text())
+    pte = next(a for a in listing["artifacts"] if a["path"] == "android/tinynet-student-fp32.pte")
+    (build / pte["path"]).write_bytes(b"damaged")  # the file no longer has its recorded bytes
+    result = invoke("export", build, "--target", "android", "--validation-images", "8", "--threads", "1")
+    assert result.exit_code == 0, result.output
+    after = {a["path"]: a for a in json.loads((build / "artifacts.json").read_text())["artifacts"]}
+    assert tree_sha256(build / pte["path"]) == after[pte["path"]]["sha256"]
+    records = [json.loads(line) for line in (build / "bench.jsonl").read_text().splitlines()]
+    bench = invoke("bench", build, "--device", "host", "--runs", "4", "--rounds", "2", "--threads", "1")
+    assert bench.exit_code == 0, bench.output
+    now = {r["artifact"]: r for r in (json.loads(x) for x in (build / "bench.jsonl").read_text().splitlines())}
+    assert now[pte["path"]]["artifact_sha256"] == after[pte["path"]]["sha256"]
+    assert len(now) == len({r["artifact"] for r in records})

@@ -1,0 +1,198 @@
+"""Every bad input gives one line naming the problem and the fix, exit 2, no traceback, and nothing half-written."""
+
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+
+from mobilelwt.compress import CompressConfig, compress
+from mobilelwt.distill import DistillConfig
+from mobilelwt.layerwise import LayerwiseConfig
+from tests.conftest import write_image_folder
+from tests.mobilelwt.cli.test_cli import assert_user_error, invoke
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_teacher):
+    """A finished compress build to damage copies of."""
+    out = tmp_path_factory.mktemp("finished") / "b"
+    config = CompressConfig(speedup=2.0, layerwise=LayerwiseConfig(epochs=0), finetune=DistillConfig(epochs=0))
+    compress("tinynet", out=out, weights=str(tiny_teacher), config=config, threads=1)
+    return out
+
+
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG that claims width × height pixels (PIL refuses it on open; nothing is allocated here)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def _compress(ctx, *extra, out=None):
+    return ["compress", "--model", "tinynet", "--weights", ctx["teacher"], "--out", out or ctx["tmp"] / "out",
+            "--layer-epochs", "0", "--finetune-epochs", "0", *extra]  # fmt: skip
+
+
+def _damaged(ctx, name: str, content: str) -> Path:
+    copy = ctx["tmp"] / "damaged"
+    shutil.copytree(ctx["finished"], copy)
+    (copy / name).write_text(content)
+    return copy
+
+
+def _bomb_data(ctx) -> Path:
+    root = write_image_folder(ctx["tmp"] / "bomb", {"a": 3, "b": 3})
+    _png_header_only(root / "a" / "huge.png", 20000, 20000)
+    return root
+
+
+def _readonly_dir(ctx) -> Path:
+    return Path("/proc/mobilelwt-build")  # not writable even for root
+
+
+CASES = {
+    "speedup nan": (lambda c: _compress(c, "--speedup", "nan"), "--speedup must be a finite number"),
+    "speedup below 1": (lambda c: _compress(c, "--speedup", "0.5"), "--speedup"),
+    "input size negative": (lambda c: _compress(c, "--input-size", "-5"), "too small"),
+    "input size zero": (lambda c: _compress(c, "--input-size", "0"), "too small"),
+    "input size huge": (lambda c: _compress(c, "--input-size", "100000"), "too large"),
+    "models input size zero": (lambda c: ["models", "--input-size", "0"], "too small"),
+    "models input size huge": (lambda c: ["models", "-m", "vgg16", "--input-size", "100000"], "too large"),
+    "models one class": (lambda c: ["models", "--num-classes", "1"], "--num-classes"),
+    "layer batch size 0": (lambda c: _compress(c, "--layer-batch-size", "0"), "--layer-batch-size"),
+    "layer epochs nan": (lambda c: _compress(c, "--layer-epochs", "nan"), "--layer-epochs"),
+    "layer lr negative": (lambda c: _compress(c, "--layer-lr", "-1"), "--layer-lr"),
+    "finetune alpha 2": (lambda c: _compress(c, "--alpha", "2"), "--alpha"),
+    "temperature 0": (lambda c: _compress(c, "--temperature", "0"), "--temperature"),
+    "calib images 0": (lambda c: _compress(c, "--calib-images", "0"), "--calib-images"),
+    "threads 0": (lambda c: _compress(c, "--threads", "0"), "--threads"),
+    "unknown conv module": (lambda c: _compress(c, "--conv-module", "fft"), "Unknown --conv-module"),
+    "val fraction nan": (lambda c: _compress(c, "--val-fraction", "nan"), "--val-fraction"),
+    "out is a file": (lambda c: _compress(c, out=c["teacher"]), "is a file"),
+    "out not permitted": (lambda c: _compress(c, out=_readonly_dir(c)), "not writable"),
+    "out under a file": (lambda c: _compress(c, out=c["teacher"] / "sub"), "is a file"),
+    "train-teacher out is a directory": (
+        lambda c: ["train-teacher", "--model", "tinynet", "--out", c["tmp"], "--epochs", "1"],
+        "is a directory",
+    ),
+    "train-teacher epochs negative": (
+        lambda c: ["train-teacher", "--model", "tinynet", "--out", c["tmp"] / "t.pt", "--epochs", "-1"],
+        "--epochs",
+    ),
+    "huge image in the data": (
+        lambda c: [
+            "train-teacher",
+            "--model",
+            "tinynet",
+            "--data",
+            _bomb_data(c),
+            "--out",
+            c["tmp"] / "t.pt",
+            "--epochs",
+            "1",
+            "--input-size",
+            "32",
+        ],  # fmt: skip
+        "too large to decode safely",
+    ),
+    "empty manifest (evaluate)": (
+        lambda c: ["evaluate", _damaged(c, "manifest.json", ""), "--data", "digits"],
+        "manifest.json is empty",
+    ),
+    "truncated manifest (evaluate)": (
+        lambda c: ["evaluate", _damaged(c, "manifest.json", '{"teacher": {'), "--data", "digits"],
+        "manifest.json is not valid JSON",
+    ),
+    "truncated manifest (export)": (
+        lambda c: ["export", _damaged(c, "manifest.json", '{"teacher": {'), "--target", "android"],
+        "manifest.json is not valid JSON",
+    ),
+    "foreign manifest (export)": (
+        lambda c: ["export", _damaged(c, "manifest.json", '{"name": "x"}'), "--target", "android"],
+        "is not a mobilelwt build manifest",
+    ),
+    "replaced student (export)": (
+        lambda c: ["export", _damaged(c, "student.pt", "not the student"), "--target", "android"],
+        "is not the student this build's manifest records",
+    ),
+    "truncated artifacts (bench)": (
+        lambda c: ["bench", _damaged(c, "artifacts.json", '{"artifacts": ['), "--device", "host"],
+        "artifacts.json is not valid JSON",
+    ),
+    "truncated artifacts (report)": (
+        lambda c: ["report", _damaged(c, "artifacts.json", '{"artifacts": [')],
+        "artifacts.json is not valid JSON",
+    ),
+    "no artifacts (bench)": (lambda c: ["bench", c["finished"], "--device", "host"], "has no artifacts.json"),
+    "validation images -1": (
+        lambda c: ["export", c["finished"], "--validation-images", "-1"],
+        "--validation-images must be a whole number",
+    ),
+    "validation images 0": (
+        lambda c: ["export", c["finished"], "--validation-images", "0"],
+        "--validation-images must be a whole number",
+    ),
+    "unknown tflite quantization": (
+        lambda c: ["export", c["finished"], "--tflite-quantization", "float8"],
+        "Unknown --tflite-quantization",
+    ),
+    "bench threads 0": (lambda c: ["bench", c["finished"], "--threads", "0"], "--threads"),
+    "bench warmup -1": (lambda c: ["bench", c["finished"], "--warmup", "-1"], "--warmup"),
+    "bench runs 0": (lambda c: ["bench", c["finished"], "--runs", "0"], "--runs"),
+    "bench empty device": (lambda c: ["bench", c["finished"], "--device", ""], "--device names no device"),
+    "bench unknown runner": (lambda c: ["bench", c["finished"], "--runner", "java"], "Unknown runner"),
+    "report unknown format": (lambda c: ["report", c["finished"], "--format", "pdf"], "Unknown report format"),
+    "build unknown model": (
+        lambda c: ["build", "--model", "resnet9000", "--out", c["tmp"] / "out"],
+        "Unknown model",
+    ),
+    "build unknown target": (
+        lambda c: ["build", "--model", "tinynet", "--target", "symbian", "--out", c["tmp"] / "out"],
+        "Unknown target",
+    ),
+    "build validation images 0": (
+        lambda c: ["build", "--model", "tinynet", "--validation-images", "0", "--out", c["tmp"] / "out"],
+        "--validation-images",
+    ),
+    "build input size 0": (
+        lambda c: ["build", "--model", "tinynet", "--input-size", "0", "--out", c["tmp"] / "out"],
+        "too small",
+    ),
+    "build speedup inf": (
+        lambda c: ["build", "--model", "tinynet", "--speedup", "inf", "--out", c["tmp"] / "out"],
+        "--speedup",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_gives_one_line_and_exit_2_with_no_leftovers(case, tmp_path, tiny_teacher, finished) -> None:
+    make_args, needle = CASES[case]
+    ctx = {"tmp": tmp_path, "teacher": Path(tiny_teacher), "finished": finished}
+    before = sorted(p.name for p in finished.iterdir())
+    result = invoke(*make_args(ctx))
+    assert_user_error(result, needle)
+    assert not (tmp_path / "out").exists(), "a refused command left an output directory"
+    assert not list(tmp_path.rglob(".*.tmp")), "a temp file was left behind"
+    assert sorted(p.name for p in finished.iterdir()) == before, "a refused command changed a good build"
+
+
+def test_ctrl_c_prints_one_line_saying_what_was_kept(tmp_path, tiny_teacher, monkeypatch) -> None:
+    import mobilelwt.compress
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mobilelwt.compress, "compress", interrupted)
+    result = invoke("compress", "--model", "tinynet", "--weights", tiny_teacher, "--out", tmp_path / "out")
+    assert result.exit_code == 130
+    assert "interrupted:" in result.output and "run the same command again to resume" in result.output
+    assert "Traceback" not in result.output
