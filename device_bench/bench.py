@@ -269,13 +269,26 @@ def bench_build(
             f"{build_dir} lists no current, validated artifact to time.",
             "Run `mobilelwt export` (or `mobilelwt build`) for this student first.",
         )
+    changed = [a["path"] for a in listed if a.get("status") == "ok" and not directory.current_artifact(a)]
+    if changed:
+        raise ConfigError(
+            f"{', '.join(changed)} in {build_dir} no longer has the bytes that were exported and validated "
+            "(changed or removed since).",
+            "Re-run `mobilelwt export` for this build: it re-exports exactly the files that differ.",
+        )
     artifacts = [a for a in listed if host_runnable(a)]
     coreml = [a for a in listed if a.get("status") == "ok" and a["runtime"] == "coreml"]
     out = directory / BENCH
     settings = {"runs": runs, "warmup": warmup, "threads": threads, "rounds": rounds, "runner": options.runner,
-                "core_mask": options.core_mask, "accuracy_images": options.accuracy_images}  # fmt: skip
-    done = {record_key(r) for r in directory.bench_records()
-            if r.get("status") in ("ok", "unavailable") and r.get("settings") == settings}  # fmt: skip
+                "core_mask": options.core_mask}  # fmt: skip
+
+    def reusable(record: dict[str, Any]) -> bool:
+        """Measured the same way; and holding device accuracy when it is asked for now."""
+        asked = options.accuracy_images
+        return (record.get("status") in ("ok", "unavailable") and record.get("settings") == settings
+                and (not asked or record.get("accuracy_images") == asked or record["device"] == "host"))  # fmt: skip
+
+    done = {record_key(r) for r in directory.bench_records() if reusable(r)}
 
     def todo(device: str) -> list[dict[str, Any]]:
         return [a for a in artifacts if (a["path"], a["runtime"], device, a["precision"]) not in done]

@@ -64,25 +64,24 @@ TARGET_FORMATS = {
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
-def by_runtime(runtime: str) -> Format:
-    """The format a runtime runs (``executorch``, ``litert``, ``coreml``)."""
+def _find(attribute: str, value: str, what: str) -> Format:
     for name in FORMATS:
-        if FORMATS.get(name).runtime == runtime:
+        if getattr(FORMATS.get(name), attribute) == value:
             return FORMATS.get(name)
-    known = ", ".join(FORMATS.get(n).runtime for n in FORMATS)
     from targets._common import TargetError
 
-    raise TargetError(f"Unknown runtime {runtime!r}.", f"Use one of: {known}.")
+    known = ", ".join(getattr(FORMATS.get(n), attribute) for n in FORMATS)
+    raise TargetError(f"Unknown {what} {value!r}.", f"Use one of: {known}.")
+
+
+def by_runtime(runtime: str) -> Format:
+    """The format a runtime runs (``executorch``, ``litert``, ``coreml``)."""
+    return _find("runtime", runtime, "runtime")
 
 
 def by_ext(ext: str) -> Format:
-    for name in FORMATS:
-        if FORMATS.get(name).ext == ext:
-            return FORMATS.get(name)
-    from targets._common import TargetError
-
-    known = ", ".join(FORMATS.get(n).ext for n in FORMATS)
-    raise TargetError(f"Unknown artifact extension {ext!r}.", f"Known: {known}.")
+    """The format of an artifact file extension (``pte``, ``tflite``, ``mlpackage``)."""
+    return _find("ext", ext, "artifact extension")
 
 
 def host_runtimes() -> tuple[str, ...]:

@@ -29,8 +29,12 @@ def with_groups(command: Callable[..., Any]) -> Callable[..., Any]:
             own.append(parameter.replace(annotation=annotation))
     fields = {name: [f.name for f in dataclasses.fields(group)] for name, group in groups.items()}
     expanded = [
-        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
-                          annotation=typing.get_type_hints(group, include_extras=True)[f.name])  # fmt: skip
+        inspect.Parameter(
+            f.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=f.default,
+            annotation=typing.get_type_hints(group, include_extras=True)[f.name],
+        )  # fmt: skip
         for group in groups.values()
         for f in dataclasses.fields(group)
     ]
@@ -55,9 +59,9 @@ class CompressOptions:
 
     speedup: Annotated[float, typer.Option(help="Target reduction of the teacher's MACs.")] = 4.0
     planner: Annotated[str, typer.Option(help="uniform, sensitivity or latency.")] = "uniform"
-    conv_module: Annotated[
-        str, typer.Option(help="lowrank_spatial, bottleneck, grouped or depthwise_separable.")
-    ] = "lowrank_spatial"
+    conv_module: Annotated[str, typer.Option(help="lowrank_spatial, bottleneck, grouped or depthwise_separable.")] = (
+        "lowrank_spatial"
+    )
     compress_fc: Annotated[bool, typer.Option(help="Also factorise the fully connected layers.")] = True
     calib_images: Annotated[int, typer.Option(help="Calibration images for the sensitivity planner.")] = 64
     latency_runtime: Annotated[

@@ -147,3 +147,11 @@ def test_bench_after_a_re_export_times_the_new_files(built, tmp_path) -> None:
     now = {r["artifact"]: r for r in (json.loads(x) for x in (build / "bench.jsonl").read_text().splitlines())}
     assert now[pte["path"]]["artifact_sha256"] == after[pte["path"]]["sha256"]
     assert len(now) == len({r["artifact"] for r in records})
+
+
+def test_bench_refuses_a_file_changed_after_export(built, tmp_path) -> None:
+    out, _ = built
+    build = tmp_path / "b"
+    shutil.copytree(out, build)
+    (build / "android" / "tinynet-teacher-fp32.tflite").write_bytes(b"swapped")
+    assert_user_error(invoke("bench", build, "--runs", "2", "--rounds", "1"), "tinynet-teacher-fp32.tflite", "export")
