@@ -93,13 +93,26 @@ def teacher_for_build(
 
 
 def check_build_options(
-    model: str, out: Path, config: BuildConfig, *, input_size: int | None = None, threads: int | None = None
+    model: str,
+    out: Path,
+    config: BuildConfig,
+    *,
+    data: str | Path = "digits",
+    val_data: Path | None = None,
+    val_fraction: float = 0.1,
+    input_size: int | None = None,
+    threads: int | None = None,
 ) -> None:
     """Everything that can be refused before hours of training is refused here, before any file is written."""
+    from mobilelwt.data import source_fingerprint
     from mobilelwt.train import check_model_options
     from targets.build_export import check_precisions, expand_target
 
     check_model_options(model, input_size, threads)
+    finite(val_fraction, "--val-fraction", low=0, high=0.99)
+    source_fingerprint(data, input_size)  # the data exists and is an ImageFolder tree (or a built-in name)
+    if val_data is not None:
+        source_fingerprint(val_data, input_size)
     expand_target(config.target)
     check_precisions(config.precisions)
     whole(config.validation_images, "--validation-images", low=1)
@@ -134,7 +147,8 @@ def build(
 
     config = config or BuildConfig()
     out = Path(out)
-    check_build_options(model, out, config, input_size=input_size, threads=threads)
+    check_build_options(model, out, config, data=data, val_data=val_data, val_fraction=val_fraction,
+                        input_size=input_size, threads=threads)  # fmt: skip
     options = ExportOptions(
         precisions=config.precisions,
         validation_images=config.validation_images,

@@ -154,11 +154,7 @@ def load_data(
         spec = BUILTIN_DATASETS.get(name)
         full, augment = spec.loader(input_size), spec.augment
     else:
-        if not Path(name).exists() and "/" not in name and "\\" not in name:
-            raise DataError(
-                f"{name!r} is neither a built-in dataset nor an existing directory.",
-                f"Built-in datasets: {', '.join(BUILTIN_DATASETS.names())}; or pass an ImageFolder directory.",
-            )
+        _check_not_a_misspelt_name(name)
         full, augment = scan_image_folder(Path(name), input_size), "crop+flip"
         name = str(Path(name).resolve())  # recorded absolute: later stages may run from another directory
     _check_classes(full.classes, expected_classes, name)
@@ -195,7 +191,16 @@ def source_fingerprint(data: str | Path, input_size: int | None) -> str:
         from importlib.metadata import version
 
         return hashlib.sha256(f"{name}:{input_size}:sklearn {version('scikit-learn')}".encode()).hexdigest()
+    _check_not_a_misspelt_name(name)
     return scan_image_folder(Path(name), input_size or 0).fingerprint()
+
+
+def _check_not_a_misspelt_name(name: str) -> None:
+    if not Path(name).exists() and "/" not in name and "\\" not in name:
+        raise DataError(
+            f"{name!r} is neither a built-in dataset nor an existing directory.",
+            f"Built-in datasets: {', '.join(BUILTIN_DATASETS.names())}; or pass an ImageFolder directory.",
+        )
 
 
 def load_labelled(

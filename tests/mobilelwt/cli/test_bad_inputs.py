@@ -166,6 +166,18 @@ CASES = {
         lambda c: ["build", "--model", "tinynet", "--input-size", "0", "--out", c["tmp"] / "out"],
         "too small",
     ),
+    "build missing data": (
+        lambda c: ["build", "--model", "tinynet", "--data", c["tmp"] / "no-such-data", "--out", c["tmp"] / "out"],
+        "does not exist",
+    ),
+    "build unknown dataset name": (
+        lambda c: ["build", "--model", "tinynet", "--data", "mnist", "--out", c["tmp"] / "out"],
+        "neither a built-in dataset",
+    ),
+    "build val fraction 1.5": (
+        lambda c: ["build", "--model", "tinynet", "--val-fraction", "1.5", "--out", c["tmp"] / "out"],
+        "--val-fraction",
+    ),
     "build speedup inf": (
         lambda c: ["build", "--model", "tinynet", "--speedup", "inf", "--out", c["tmp"] / "out"],
         "--speedup",
