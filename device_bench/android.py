@@ -210,7 +210,10 @@ class DeviceRun:
                     "--runs", str(runs), "--warmup", str(warmup), "--threads", str(threads),
                     "--input-size", str(input_size)]  # fmt: skip
             record = self._python(argv, f"timing {Path(remote).name}")
-            return record["samples_ms"], {"runner": "python", "runner_platform": record.get("platform")}
+            facts = {k: record[k] for k in ("load_ms", "first_run_ms", "peak_rss_mb", "baseline_rss_mb") if k in record}
+            if "peak_rss_mb" in facts and "baseline_rss_mb" in facts:
+                facts["model_rss_mb"] = facts["peak_rss_mb"] - facts["baseline_rss_mb"]
+            return record["samples_ms"], {"runner": "python", "runner_platform": record.get("platform"), **facts}
         runner = self._native_runner(runtime)
         if runtime == "executorch":
             argv = [runner, "--model_path", remote, "--num_executions", str(runs)]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from device_bench.android import DeviceOptions, DeviceRun, device_facts, push_cached, wait_until_cool
-from device_bench.host import bench_pairs, host_runnable, pair_groups
+from device_bench.host import bench_pairs, host_runnable, pair_groups, pair_speedup
 from device_bench.parsers import RunnerOutputError
 from device_bench.stats import summarize
 from device_bench.transport import AdbTransport, DeviceError, resolve_serials
@@ -102,7 +102,7 @@ def bench_device(
                         input_size=artifact["input_size"],
                     )
                     samples[role].extend(got)
-                    extra[role] = info
+                    extra.setdefault(role, info)  # the first round's load time and memory: the coldest process
             records = [
                 {
                     "artifact": a["path"],
@@ -119,6 +119,7 @@ def bench_device(
                     "rounds": rounds,
                     "status": "ok",
                     **summarize(samples[role]),
+                    **(pair_speedup(samples) if role == "student" else {}),
                     **extra[role],
                     "thermal": {  # None where the device did not say: unknown is not 0
                         "max_status": _max_known(t["thermal_status"] for t in thermal),

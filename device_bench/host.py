@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +45,38 @@ def pair_groups(artifacts: list[dict[str, Any]]) -> list[dict[str, dict[str, Any
     return list(groups.values())
 
 
+def runner_memory(path: Path, runtime: str, *, threads: int, input_size: int) -> dict[str, Any]:
+    """Peak resident memory of the Python runner running ``path`` alone (a fresh process: nothing else loaded)."""
+    import subprocess
+    import sys
+
+    from device_bench.runner import parse_result
+
+    argv = [sys.executable, "-m", "device_bench.runner", str(path), "--runtime", runtime, "--runs", "3",
+            "--warmup", "1", "--threads", str(threads), "--input-size", str(input_size)]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        return {"memory_error": (proc.stderr.strip().splitlines() or ["runner failed"])[-1][:300]}
+    record = parse_result(proc.stdout)
+    return {
+        "peak_rss_mb": record["peak_rss_mb"],
+        "baseline_rss_mb": record["baseline_rss_mb"],
+        "model_rss_mb": record["peak_rss_mb"] - record["baseline_rss_mb"],
+        "cold_load_ms": record["load_ms"],
+    }
+
+
+def pair_speedup(samples: dict[str, list[float]]) -> dict[str, Any]:
+    """The student's speedup over the teacher measured in the same interleaved rounds, with its bootstrap CI."""
+    if not samples.get("teacher") or not samples.get("student"):
+        return {}
+    from device_bench.stats import speedup_ci
+
+    low, high = speedup_ci(samples["teacher"], samples["student"])
+    ratio = statistics.median(samples["teacher"]) / statistics.median(samples["student"])
+    return {"speedup": ratio, "speedup_ci95": [low, high]}
+
+
 def host_runnable(artifact: dict[str, Any]) -> bool:
     return (
         artifact.get("status") == "ok"
@@ -60,17 +93,32 @@ def bench_pairs(
     warmup: int = 5,
     rounds: int = 10,
     per_round: int = 5,
+    memory: bool = True,
 ) -> list[dict[str, Any]]:
-    """One record per host-runnable artifact; teacher and student of the same format/precision run interleaved."""
+    """One record per host-runnable artifact; teacher and student of the same format/precision run interleaved.
+
+    Each record also has the load time and first run in this process and, with ``memory``, the peak memory of
+    the artifact run alone in a fresh runner process (the number a phone's runner would report).
+    """
     records = []
     for by_role in pair_groups([a for a in artifacts if host_runnable(a)]):
         any_artifact = next(iter(by_role.values()))
         runtime, precision, size = any_artifact["runtime"], any_artifact["precision"], any_artifact["input_size"]
-        runners = {
-            role: load_artifact(runtime, Path(build_dir) / a["path"], threads=threads) for role, a in by_role.items()
-        }
         example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+        runners, cold = {}, {}
+        for role, a in by_role.items():
+            started = time.perf_counter()
+            runners[role] = load_artifact(runtime, Path(build_dir) / a["path"], threads=threads)
+            loaded = time.perf_counter()
+            runners[role](example)
+            cold[role] = {
+                "load_ms": (loaded - started) * 1000.0,
+                "first_run_ms": (time.perf_counter() - loaded) * 1000.0,
+            }
+            if memory:
+                cold[role].update(runner_memory(Path(build_dir) / a["path"], runtime, threads=threads, input_size=size))
         samples = interleaved_latency(runners, example, warmup=warmup, rounds=rounds, per_round=per_round)
+        speedup = pair_speedup(samples)
         for role, artifact in by_role.items():
             records.append(
                 {
@@ -85,6 +133,8 @@ def bench_pairs(
                     "warmup": warmup,
                     "status": "ok",
                     **summarize(samples[role]),
+                    **(speedup if role == "student" else {}),
+                    **cold[role],
                 }
             )
     return records

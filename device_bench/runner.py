@@ -37,8 +37,14 @@ def run(
 
     from targets import load_artifact
 
-    model = load_artifact(runtime, path, threads=threads)
     example = torch.randn(1, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    baseline_kb = peak_rss_kb()
+    t0 = time.perf_counter()
+    model = load_artifact(runtime, path, threads=threads)  # program load + method load
+    load_ms = (time.perf_counter() - t0) * 1000.0
+    t0 = time.perf_counter()
+    model(example)  # the first run (allocations, delegate init) is reported apart from the steady state
+    first_run_ms = (time.perf_counter() - t0) * 1000.0
     for _ in range(warmup):
         model(example)
     samples: list[float] = []
@@ -53,6 +59,10 @@ def run(
         "threads": threads,
         "warmup": warmup,
         "samples_ms": samples,
+        "load_ms": load_ms,
+        "first_run_ms": first_run_ms,
+        "peak_rss_mb": peak_rss_kb() / 1024.0,
+        "baseline_rss_mb": baseline_kb / 1024.0,  # the runner (Python, torch, runtime) before the model
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "machine": platform.machine(),
@@ -64,6 +74,20 @@ def run(
             np.save(handle, logits.astype(np.float32))
         record["outputs"] = int(len(logits))
     return record
+
+
+def peak_rss_kb() -> float:
+    """This process's peak resident memory: VmHWM from /proc (Linux, Android), else getrusage."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024.0 if sys.platform == "darwin" else float(peak)  # bytes on macOS, KiB elsewhere
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,23 +40,66 @@ def outlier_fraction(samples: list[float]) -> float:
     return sum(1 for s in samples if s < q1 - fence or s > q3 + fence) / len(samples)
 
 
+STABLE_CV = 0.10  # at most 10 % spread ...
+STABLE_TAIL = 1.5  # ... and p99 within 1.5x the median: steady enough to compare
+
+
 def summarize(samples: list[float]) -> dict[str, Any]:
     """Every statistic a latency record carries (milliseconds in, milliseconds out)."""
     if not samples:
         raise ValueError("no samples")
-    mean = statistics.fmean(samples)
-    stdev = statistics.stdev(samples) if len(samples) > 1 else 0.0
+    import numpy as np
+    from scipy import stats
+
+    values = np.asarray(samples, dtype=float)
+    mean = float(values.mean())
+    stdev = float(values.std(ddof=1)) if len(values) > 1 else 0.0
     low, high = bootstrap_median_ci(samples)
+    median = float(np.median(values))
+    p99 = float(np.percentile(values, 99))
+    cv = stdev / mean if mean else math.nan
     return {
         "runs": len(samples),
-        "median_ms": statistics.median(samples),
-        "p10_ms": percentile(samples, 10),
-        "p90_ms": percentile(samples, 90),
+        "median_ms": median,
+        "p10_ms": float(np.percentile(values, 10)),
+        "p90_ms": float(np.percentile(values, 90)),
+        "p99_ms": p99,
         "mean_ms": mean,
+        "trimmed_mean_ms": float(stats.trim_mean(values, 0.1)),  # 10 % cut from each end
         "stdev_ms": stdev,
-        "cv": stdev / mean if mean else math.nan,
-        "min_ms": min(samples),
-        "max_ms": max(samples),
+        "cv": cv,
+        "p99_over_p50": p99 / median if median else math.nan,
+        "stable": bool(cv <= STABLE_CV and p99 <= STABLE_TAIL * median),
+        "min_ms": float(values.min()),
+        "max_ms": float(values.max()),
         "median_ci95_ms": [low, high],
         "outlier_fraction": outlier_fraction(samples),
     }
+
+
+def speedup_ci(
+    teacher_ms: list[float], student_ms: list[float], *, confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Bootstrap interval of the speedup (teacher median / student median), both samples resampled
+    independently (``scipy.stats.bootstrap``, percentile): the interval the headline speedup deserves."""
+    import numpy as np
+    from scipy import stats
+
+    if len(teacher_ms) < 2 or len(student_ms) < 2:
+        value = float(np.median(teacher_ms) / np.median(student_ms)) if teacher_ms and student_ms else math.nan
+        return value, value
+
+    def ratio(t: np.ndarray, s: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.median(t, axis=axis) / np.median(s, axis=axis)
+
+    result = stats.bootstrap(
+        (np.asarray(teacher_ms, dtype=float), np.asarray(student_ms, dtype=float)),
+        ratio,
+        n_resamples=resamples,
+        confidence_level=confidence,
+        method="percentile",
+        paired=False,
+        vectorized=True,
+        rng=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)

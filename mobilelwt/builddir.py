@@ -36,6 +36,7 @@ LATENCY_CACHE = "latency-cache.json"
 ARTIFACTS = "artifacts.json"
 BENCH = "bench.jsonl"
 LAYER_LATENCY = "layer-latency.json"
+OP_PROFILE = "op-profile.json"
 SUMMARY = "build.json"
 REPORT_STEM = "report"
 REPORT_SUFFIXES = (".html", ".md", ".csv", ".json")
@@ -131,7 +132,13 @@ class BuildDir:
         elif stage == "export":
             found = [p / ARTIFACTS, *(p / d for d in TARGET_DIRS)]
         elif stage == "bench":
-            found = [p / BENCH, p / LAYER_LATENCY, p / "host-bench.json", *p.glob("device-inputs-*.npy")]
+            found = [
+                p / BENCH,
+                p / LAYER_LATENCY,
+                p / OP_PROFILE,
+                p / "host-bench.json",
+                *p.glob("device-inputs-*.npy"),
+            ]
         elif stage == "report":
             found = [p / SUMMARY, *(p / f"{REPORT_STEM}{suffix}" for suffix in REPORT_SUFFIXES)]
         else:
@@ -256,6 +263,15 @@ class BuildDir:
             return records
         listed = {a["path"]: a.get("sha256") for a in self.artifacts()["artifacts"] if a.get("status") == "ok"}
         return [r for r in records if r["artifact"] in listed and r.get("artifact_sha256") == listed[r["artifact"]]]
+
+    def op_profiles(self) -> dict[str, Any]:
+        """Per-operator profiles of the current artifacts (by path); profiles of other bytes are left out."""
+        path = self.path / OP_PROFILE
+        if not path.is_file():
+            return {}
+        data = read_json(path, what="operator profile", fix="Re-run `mobilelwt bench --profile`.")
+        listed = {a["path"]: a.get("sha256") for a in self.artifacts()["artifacts"]}
+        return {k: v for k, v in data.get("artifacts", {}).items() if listed.get(k) == v.get("sha256")}
 
     def layer_latency(self) -> dict[str, Any] | None:
         path = self.path / LAYER_LATENCY

@@ -143,6 +143,14 @@ def describe_failing_op(
     return detail
 
 
+_COMPUTE = re.compile(r"convolution|conv2d|addmm|\bmm\b|linear|matmul|bmm", re.IGNORECASE)
+
+
+def is_compute_op(name: str) -> bool:
+    """Ops that carry a network's MACs: off the delegate they are what makes a model slow."""
+    return bool(_COMPUTE.search(name))
+
+
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

@@ -21,7 +21,7 @@ from mobilelwt.errors import MobileLWTError
 from mobilelwt.io import write_json
 from mobilelwt.manifest import environment
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
-from targets._common import Artifact, TargetError, first_line
+from targets._common import Artifact, TargetError, first_line, is_compute_op
 from targets.formats import FORMATS, PRECISIONS, TARGET_FORMATS
 from targets.validation import ValidationError, ValidationResult, validate
 
@@ -246,6 +246,12 @@ def export_build(
                 input_shape=tuple(example[0].shape),
                 backend=backend,
             )
+            coverage = delegation_coverage(artifact.summary) if fmt == "executorch" and backend == "xnnpack" else None
+            if coverage and coverage["undelegated_compute_ops"]:
+                validation["warnings"] = [
+                    "compute ops outside the XNNPACK delegate (portable kernels, often several times slower): "
+                    + ", ".join(coverage["undelegated_compute_ops"])
+                ]
             write_json(path.with_name(path.name + ".validation.json"), validation)
             record.update(
                 artifact.to_dict(),
@@ -253,6 +259,8 @@ def export_build(
                 validation=validation,
                 status="ok" if validation["passed"] else "mismatch",
             )
+            if coverage is not None:
+                record["delegation"] = coverage
         except TargetError as exc:
             _remove_artifact(path)
             record.update(status="failed", reason=str(exc))
@@ -267,6 +275,17 @@ def export_build(
     listing = _merge(directory, build.key, records, previous)
     write_json(directory / ARTIFACTS, listing)
     return listing
+
+
+def delegation_coverage(summary: dict[str, Any]) -> dict[str, Any]:
+    """What a delegate took of an ExecuTorch program: delegate calls, ops left to the portable kernels, and
+    which of those carry compute (convolutions, matrix products)."""
+    portable = dict(summary.get("portable_ops") or {})
+    return {
+        "delegate_calls": summary.get("delegate_calls", 0),
+        "portable_ops": portable,
+        "undelegated_compute_ops": sorted(op for op in portable if is_compute_op(op)),
+    }
 
 
 def _remove_artifact(path: Path) -> None:

@@ -22,7 +22,8 @@ REPORT_FORMAT = "mobilelwt.report/1"
 SHOWN = [
     ("model", "model"), ("role", "role"), ("format", "format"), ("precision", "precision"), ("device", "device"),
     ("macs", "MACs"), ("bytes", "size"), ("latency_median_ms", "median ms"), ("latency_p90_ms", "p90 ms"),
-    ("speedup", "speedup"), ("mac_ratio", "MAC ratio"), ("realised_ratio", "realised"), ("top1", "top-1"),
+    ("speedup", "speedup"), ("speedup_ci", "speedup 95% CI"), ("load_ms", "load ms"),
+    ("model_rss_mb", "model MB (RSS)"), ("mac_ratio", "MAC ratio"), ("realised_ratio", "realised"), ("top1", "top-1"),
     ("top1_delta", "Δ top-1"), ("top5", "top-5"), ("sqnr_db", "SQNR dB"), ("status", "status"),
     ("meets_budget", "meets budget"), ("note", "note"),
 ]  # fmt: skip
@@ -32,8 +33,17 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def _cell_value(row: dict[str, Any], column: str) -> Any:
+    if column == "speedup_ci":
+        low, high = row.get("speedup_ci_low"), row.get("speedup_ci_high")
+        return None if _missing(low) or _missing(high) else (low, high)
+    return row[column]
+
+
 def format_cell(column: str, value: Any) -> str:
     """Human text for one cell; a missing measurement is 'n/a', never a zero."""
+    if column == "speedup_ci" and isinstance(value, tuple):
+        return f"{value[0]:.2f}–{value[1]:.2f}×"
     if _missing(value):
         return "n/a"
     if column in ("macs", "bytes"):
@@ -73,9 +83,35 @@ def to_markdown(table: pd.DataFrame, meta: dict[str, Any]) -> str:
     lines.append("| " + " | ".join(header for _, header in SHOWN) + " |")
     lines.append("|" + "|".join(" --- " for _ in SHOWN) + "|")
     for row in table.to_dict("records"):
-        lines.append("| " + " | ".join(cell(column, row[column]) for column, _ in SHOWN) + " |")
+        lines.append("| " + " | ".join(cell(column, _cell_value(row, column)) for column, _ in SHOWN) + " |")
+    headline = headline_lines(table)
+    if headline:
+        lines[1:1] = ["", "**Headline** (fastest student per device, runtime and precision):", "",
+                      *(f"- {line}" for line in headline)]  # fmt: skip
     lines += ["", _footnote(meta)]
     return "\n".join(lines) + "\n"
+
+
+def headline_lines(table: pd.DataFrame) -> list[str]:
+    """One sentence per (device, runtime, precision) for the headline box."""
+    from device_bench.report.table import headline_rows
+
+    lines = []
+    for r in headline_rows(table):
+        ci = "" if _missing(r["speedup_ci_low"]) else f" (95% CI {r['speedup_ci_low']:.2f}–{r['speedup_ci_high']:.2f}×)"
+        parts = [
+            f"{r['model']} student on {r['runtime']} {r['precision']} ({r['device']}): {r['speedup']:.2f}× faster"
+            f"{ci} at {r['mac_ratio']:.2f}× fewer MACs",
+            f"top-1 {format_cell('top1_delta', r['top1_delta'])} points",
+            f"{format_cell('bytes', r['bytes'])}",
+            f"{format_cell('latency_median_ms', r['latency_median_ms'])} ms",
+            f"load {format_cell('load_ms', r['load_ms'])} ms",
+            f"model memory {format_cell('model_rss_mb', r['model_rss_mb'])} MB",
+        ]
+        if r["stable"] is False:
+            parts.append("unstable timing (CV > 10 % or p99 > 1.5× median): re-measure")
+        lines.append(", ".join(parts))
+    return lines
 
 
 def _footnote(meta: dict[str, Any]) -> str:
@@ -165,10 +201,16 @@ body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222}
 table{border-collapse:collapse;font-size:12px}th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}
 th{background:#f0f0f0}td.t{text-align:left}tr.student td{background:#f6fbff}.na{color:#999}
 .fail{color:#b00020}.ok{color:#1b7f3b}img{max-width:100%;margin:8px 0}.note{color:#555;font-size:12px}
+#headline{border:2px solid #1b7f3b;border-radius:6px;padding:4px 16px;margin:12px 0;background:#f4fbf6}
 """
 
 
-def to_html(table: pd.DataFrame, meta: dict[str, Any], layers: dict[str, list[dict[str, Any]]]) -> str:
+def to_html(
+    table: pd.DataFrame,
+    meta: dict[str, Any],
+    layers: dict[str, list[dict[str, Any]]],
+    profiles: dict[str, dict[str, Any]] | None = None,
+) -> str:
     """A self-contained page: inline CSS, plots as data URIs, no script, every value escaped."""
     e = html.escape
     head = "".join(f"<th>{e(header)}</th>" for _, header in SHOWN)
@@ -176,7 +218,7 @@ def to_html(table: pd.DataFrame, meta: dict[str, Any], layers: dict[str, list[di
     for row in table.to_dict("records"):
         cells = []
         for column, _ in SHOWN:
-            value = row[column]
+            value = _cell_value(row, column)
             text = e(format_cell(column, value))
             classes = []
             if column in ("model", "role", "format", "precision", "device", "note", "status"):
@@ -200,14 +242,44 @@ def to_html(table: pd.DataFrame, meta: dict[str, Any], layers: dict[str, list[di
         if key in images:
             figures.append(f'<img alt="{e("MACs per layer of " + build)}" src="{images[key]}">')
         figures.append(_layer_table(rows))
+    for build, by_artifact in (profiles or {}).items():
+        if by_artifact:
+            figures.append(f"<h2>Operators, ExecuTorch on the host (ETDump): {e(build)}</h2>")
+            figures.extend(_op_table(path, profile) for path, profile in sorted(by_artifact.items()))
+    headline = headline_lines(table)
+    box = (
+        '<section id="headline"><h2>Headline</h2><ul>' + "".join(f"<li>{e(line)}</li>" for line in headline)
+        + "</ul></section>" if headline else '<section id="headline"><p class="na">No student timed yet.</p></section>'
+    )  # fmt: skip
     title = f"mobilelwt report: {', '.join(meta['builds'])}"
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{e(title)}</title><style>{_CSS}</style></head><body>"
-        f'<h1>{e(title)}</h1><p class="note">Generated {e(meta["generated"])}. {e(_footnote(meta))}</p>'
+        f'<h1>{e(title)}</h1>{box}<p class="note">Generated {e(meta["generated"])}. {e(_footnote(meta))}</p>'
         f'<table id="report"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
         f"{''.join(figures)}</body></html>\n"
     )
+
+
+def _op_table(path: str, profile: dict[str, Any], top: int = 10) -> str:
+    """The slowest operators of one artifact; ops outside the delegate marked (compute ones in red)."""
+    e = html.escape
+    out = [f"<h3>{e(path)}: {e(format_cell('x', profile.get('execute_ms')))} ms per run, "
+           f"{e(str(profile.get('delegate_calls_per_run')))} delegate call(s)</h3>"]  # fmt: skip
+    if profile.get("undelegated_compute_ops"):
+        out.append(
+            f'<p class="fail">Compute outside the delegate: {e(", ".join(profile["undelegated_compute_ops"]))}</p>'
+        )
+    out.append("<table><thead><tr><th>operator</th><th>where</th><th>instances</th><th>median ms</th>"
+               "<th>share</th></tr></thead><tbody>")  # fmt: skip
+    for row in profile["ops"][:top]:
+        where = row["where"]
+        css = "t fail" if where == "portable" else "t"
+        share = "n/a" if row.get("share") is None else f"{100 * row['share']:.1f} %"
+        out.append(f'<tr><td class="t">{e(row["op"])}</td><td class="{css}">{e(where)}</td>'
+                   f"<td>{row['instances']}</td><td>{row['median_ms']:.3f}</td><td>{e(share)}</td></tr>")  # fmt: skip
+    out.append("</tbody></table>")
+    return "".join(out)
 
 
 def _layer_table(rows: list[dict[str, Any]]) -> str:
@@ -236,7 +308,13 @@ def _layer_latency_cells(row: dict[str, Any]) -> str:
 
 
 def render(
-    table: pd.DataFrame, fmt: str, *, builds: list[str], budget: dict[str, Any], layers: dict[str, list[dict]]
+    table: pd.DataFrame,
+    fmt: str,
+    *,
+    builds: list[str],
+    budget: dict[str, Any],
+    layers: dict[str, list[dict]],
+    profiles: dict[str, dict[str, Any]] | None = None,
 ) -> str:
     if fmt not in FORMATS:
         raise ConfigError(f"Unknown report format {fmt!r}.", f"Use some of: {', '.join(FORMATS)}.")
@@ -247,7 +325,7 @@ def render(
         return to_json(table, meta)
     if fmt == "md":
         return to_markdown(table, meta)
-    return to_html(table, meta, layers)
+    return to_html(table, meta, layers, profiles)
 
 
 def write_reports(
@@ -258,12 +336,13 @@ def write_reports(
     builds: list[str],
     budget: dict[str, Any],
     layers: dict[str, list[dict]],
+    profiles: dict[str, dict[str, Any]] | None = None,
 ) -> list[Path]:
     """Write ``out`` with each format's suffix (``report.html``, ``report.md``, ...), atomically."""
     written = []
     for fmt in formats:
         path = Path(out).with_suffix(f".{fmt}")
-        text = render(table, fmt, builds=builds, budget=budget, layers=layers)
+        text = render(table, fmt, builds=builds, budget=budget, layers=layers, profiles=profiles)
         with atomic_path(path) as tmp:
             tmp.write_text(text, encoding="utf-8")
         written.append(path)

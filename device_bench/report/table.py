@@ -19,10 +19,24 @@ from mobilelwt.errors import ConfigError
 
 COLUMNS = [
     "build", "model", "role", "target", "format", "runtime", "precision", "device",
-    "params", "macs", "bytes", "latency_median_ms", "latency_p90_ms", "latency_cv", "speedup", "mac_ratio",
-    "realised_ratio", "top1", "top5", "top1_delta", "top5_delta", "accuracy_source", "max_abs_diff", "sqnr_db",
+    "params", "macs", "bytes", "latency_median_ms", "latency_p90_ms", "latency_p99_ms", "latency_trimmed_mean_ms",
+    "latency_cv", "p99_over_p50", "stable", "load_ms", "first_run_ms", "peak_rss_mb", "model_rss_mb",
+    "speedup", "speedup_ci_low", "speedup_ci_high", "mac_ratio", "realised_ratio",
+    "top1", "top5", "top1_delta", "top5_delta", "accuracy_source", "max_abs_diff", "sqnr_db",
     "status", "note", "meets_budget",
 ]  # fmt: skip
+
+
+# report column -> bench record field, copied as measured (missing stays NaN)
+_RECORD_FIELDS = {
+    "latency_p99_ms": "p99_ms",
+    "latency_trimmed_mean_ms": "trimmed_mean_ms",
+    "p99_over_p50": "p99_over_p50",
+    "load_ms": "load_ms",
+    "first_run_ms": "first_run_ms",
+    "peak_rss_mb": "peak_rss_mb",
+    "model_rss_mb": "model_rss_mb",
+}
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,7 @@ def _row(
 ) -> dict[str, Any]:
     model_metrics = metrics[role]
     validation = artifact.get("validation") or {}
+    note = "; ".join(part for part in (note, *validation.get("warnings", [])) if part)
     numeric = validation.get("kind") == "numeric"
     ok_record = record is not None and record.get("status", "ok") == "ok"
     status = artifact.get("status", "ok")
@@ -104,6 +119,10 @@ def _row(
         "latency_median_ms": record["median_ms"] if ok_record else math.nan,
         "latency_p90_ms": record["p90_ms"] if ok_record else math.nan,
         "latency_cv": record.get("cv", math.nan) if ok_record else math.nan,
+        **{column: record.get(key, math.nan) if ok_record else math.nan for column, key in _RECORD_FIELDS.items()},
+        "stable": record.get("stable") if ok_record else None,
+        "speedup_ci_low": record.get("speedup_ci95", [math.nan, math.nan])[0] if ok_record else math.nan,
+        "speedup_ci_high": record.get("speedup_ci95", [math.nan, math.nan])[1] if ok_record else math.nan,
         "top1": validation["top1"] if numeric else model_metrics["top1"],
         "top5": validation["top5"] if numeric else model_metrics["top5"],
         "accuracy_source": (
@@ -159,6 +178,25 @@ def load_report_table(build_dirs: list[Path], budget: Budget | None = None) -> p
         if column not in frame:
             frame[column] = math.nan
     return add_comparisons(frame, budget)
+
+
+def headline_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per (device, runtime, precision): the fastest student measured beside its teacher, with what an app team
+    decides on (speedup and its interval, top-1 change, size, load time, memory)."""
+    students = table[(table["role"] == "student") & table["speedup"].notna()]
+    rows = []
+    for _, group in students.groupby(["device", "runtime", "precision"], sort=True):
+        best = group.loc[group["speedup"].idxmax()]
+        rows.append({key: best[key] for key in ("build", "model", "device", "runtime", "precision", "speedup",
+                                                 "speedup_ci_low", "speedup_ci_high", "mac_ratio", "top1_delta",
+                                                 "bytes", "latency_median_ms", "load_ms", "peak_rss_mb",
+                                                 "model_rss_mb", "stable")})  # fmt: skip
+    return rows
+
+
+def op_profiles(build_dir: Path) -> dict[str, Any]:
+    """Per-operator profiles of the build's current artifacts (``bench --profile``)."""
+    return BuildDir(build_dir).op_profiles()
 
 
 def layer_breakdown(build_dir: Path) -> list[dict[str, Any]]:

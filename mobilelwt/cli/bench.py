@@ -35,6 +35,9 @@ def bench_command(
     layers: Annotated[bool, typer.Option(help="Also time each replaced layer against its teacher layer (host).")] = (
         False
     ),
+    profile: Annotated[
+        bool, typer.Option(help="Also profile every ExecuTorch artifact per operator on the host (ETDump).")
+    ] = False,
 ) -> None:
     """Time every artifact (teacher and student interleaved); records resume, a summary table is printed."""
     from device_bench.android import DeviceOptions
@@ -79,6 +82,24 @@ def bench_command(
             per_layer.add_row(r["layer"], r["module"], *(f"{v:.3f}" for v in numbers))
         console.print(per_layer)
         console.print(f"per layer: {Path(build_dir) / 'layer-latency.json'}")
+    if profile:
+        from device_bench.profile import profile_build
+
+        profiles = profile_build(build_dir, threads=threads)["artifacts"]
+        ops = Table(title="per operator, ExecuTorch on the host (ETDump): the slowest five per artifact")
+        for column in ("artifact", "operator", "where", "median ms", "share"):
+            ops.add_column(column, justify="left" if column in ("artifact", "operator", "where") else "right")
+        for path, p in profiles.items():
+            for row in p["ops"][:5]:
+                share = "n/a" if row["share"] is None else f"{100 * row['share']:.1f} %"
+                ops.add_row(path, row["op"], row["where"], f"{row['median_ms']:.3f}", share)
+        console.print(ops)
+        for path, p in profiles.items():
+            if p["undelegated_compute_ops"]:
+                console.print(
+                    f"[red]{path}: compute outside the delegate: {', '.join(p['undelegated_compute_ops'])}[/]"
+                )
+        console.print(f"per operator: {Path(build_dir) / 'op-profile.json'}")
     failed = failed_records(records)
     if failed:
         raise BenchFailedError(failed, len(records))

@@ -127,6 +127,10 @@ def test_bench_on_the_loopback_phone_end_to_end(phone, exported, tmp_path) -> No
         assert r["runs"] == 4 and r["runner"] == "python" and r["environment"]["model"] == "Loopback 1"
         assert r["thermal"]["max_status"] == 0 and r["median_ms"] > 0
         assert r["accuracy_images"] == 16 and 0.0 <= r["device_top1"] <= r["device_top5"] <= 100.0
+        assert r["load_ms"] > 0 and r["first_run_ms"] > 0 and r["peak_rss_mb"] > r["baseline_rss_mb"] > 0
+        assert r["model_rss_mb"] > 0 and r["trimmed_mean_ms"] > 0 and r["p99_over_p50"] >= 1.0
+        if r["role"] == "student":
+            assert r["speedup_ci95"][0] <= r["speedup"] <= r["speedup_ci95"][1]
     by_artifact = {r["artifact"]: r for r in ok}
     pte, tflite = (by_artifact[f"android/tinynet-student-fp32.{ext}"] for ext in ("pte", "tflite"))
     assert pte["device_top1"] == tflite["device_top1"]  # fp32 on two runtimes: the same predictions

@@ -70,7 +70,8 @@ def write_build(root, name="b1", model="alexnet"):
     (d / "metrics.json").write_text(json.dumps(metrics))
     (d / "artifacts.json").write_text(json.dumps({"compress_key": "k1", "artifacts": artifacts}))
     host = [_bench("android/t.pte", "teacher", "executorch", 10.0),
-            _bench("android/s.pte", "student", "executorch", 2.5),
+            {**_bench("android/s.pte", "student", "executorch", 2.5), "speedup_ci95": [3.6, 4.3], "load_ms": 12.5,
+             "model_rss_mb": 48.0, "stable": True},
             _bench("android/t.tflite", "teacher", "litert", 8.0),
             _bench("android/s.tflite", "student", "litert", 4.0)]  # fmt: skip
     phone = [_bench("android/t.pte", "teacher", "executorch", 40.0, device="R5CT"),
@@ -101,6 +102,22 @@ def test_table_speedups_ratios_and_deltas_are_exact(tmp_path) -> None:
     assert phone.speedup == 2.5 and phone.latency_p90_ms == pytest.approx(17.6)
     teacher = _row(table, role="teacher", runtime="executorch", device="host")
     assert teacher.speedup == 1.0 and teacher.top1_delta == 0.0
+
+
+def test_headline_box_and_profile_columns(tmp_path) -> None:
+    table = load_report_table([write_build(tmp_path)])
+    s = _row(table, role="student", runtime="executorch", device="host")
+    assert (s.speedup_ci_low, s.speedup_ci_high, s.load_ms, s.model_rss_mb) == (3.6, 4.3, 12.5, 48.0)
+    assert math.isnan(_row(table, role="student", runtime="litert", device="host", precision="fp32").load_ms)
+    from device_bench.report.render import headline_lines
+
+    lines = headline_lines(table)
+    host_et = next(line for line in lines if "executorch fp32 (host)" in line)
+    assert "4.00× faster (95% CI 3.60–4.30×) at 4.00× fewer MACs" in host_et and "load 12.50 ms" in host_et
+    assert "model memory 48.00 MB" in host_et and "top-1 -1.50 points" in host_et
+    assert any("(R5CT)" in line for line in lines)
+    markdown = make_report([write_build(tmp_path, "md")], out=tmp_path / "r", formats=("md",))["files"][0]
+    assert "**Headline**" in markdown.read_text() and "3.60–4.30×" in markdown.read_text()
 
 
 def test_missing_and_failed_parts_are_shown_as_such_never_zero(tmp_path) -> None:
@@ -200,6 +217,7 @@ def test_html_report_renders_in_a_real_browser(tmp_path) -> None:
 
     dom = _chromium(tmp_path, html_path, "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
+    assert 'id="headline"' in dom.stdout and "4.00× faster (95% CI 3.60–4.30×)" in dom.stdout
     assert not _console_errors(dom.stderr), _console_errors(dom.stderr)
     assert 'id="report"' in dom.stdout and "<script" not in dom.stdout and "&lt;script&gt;" in dom.stdout
     assert dom.stdout.count("<img") == 3

@@ -28,3 +28,36 @@ def test_bootstrap_interval_narrows_with_more_samples() -> None:
     width = lambda s: bootstrap_median_ci(s)[1] - bootstrap_median_ci(s)[0]  # noqa: E731
     assert width(many) < width(few)
     assert outlier_fraction([1.0, 2.0, 3.0]) == 0.0
+
+
+def test_new_fields_against_numpy_and_scipy_on_fixed_samples() -> None:
+    import numpy as np
+    from scipy import stats
+
+    samples = [float(x) for x in [9.0, 9.5, 10.0, 10.0, 10.5, 11.0, 11.0, 12.0, 13.0, 40.0]]
+    s = summarize(samples)
+    assert s["trimmed_mean_ms"] == pytest.approx(stats.trim_mean(samples, 0.1))
+    assert s["trimmed_mean_ms"] == pytest.approx(np.mean(sorted(samples)[1:-1]))  # 10 % off each end
+    assert s["p99_ms"] == pytest.approx(np.percentile(samples, 99))
+    assert s["p99_over_p50"] == pytest.approx(np.percentile(samples, 99) / np.median(samples))
+    assert s["stable"] is False  # the 40 ms outlier: p99 far above the median
+    assert summarize([10.0, 10.1, 9.9, 10.0, 10.05, 9.95])["stable"] is True
+
+
+def test_speedup_interval_holds_the_ratio_and_agrees_with_a_plain_bootstrap() -> None:
+    import numpy as np
+
+    from device_bench.stats import speedup_ci
+
+    rng = np.random.default_rng(3)
+    teacher = list(10.0 + rng.gamma(2.0, 0.3, 60))
+    student = list(2.5 + rng.gamma(2.0, 0.1, 60))
+    low, high = speedup_ci(teacher, student)
+    ratio = np.median(teacher) / np.median(student)
+    assert low < ratio < high and high - low < 0.5
+    plain = [  # the textbook two-sample percentile bootstrap, written out
+        np.median(rng.choice(teacher, len(teacher))) / np.median(rng.choice(student, len(student))) for _ in range(4000)
+    ]
+    assert low == pytest.approx(np.percentile(plain, 2.5), rel=0.02)
+    assert high == pytest.approx(np.percentile(plain, 97.5), rel=0.02)
+    assert speedup_ci([10.0], [2.0]) == (5.0, 5.0)

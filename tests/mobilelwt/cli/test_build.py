@@ -155,3 +155,27 @@ def test_bench_refuses_a_file_changed_after_export(built, tmp_path) -> None:
     shutil.copytree(out, build)
     (build / "android" / "tinynet-teacher-fp32.tflite").write_bytes(b"swapped")
     assert_user_error(invoke("bench", build, "--runs", "2", "--rounds", "1"), "tinynet-teacher-fp32.tflite", "export")
+
+
+def test_host_bench_records_load_time_memory_and_the_speedup_interval_and_profiles_ops(built, tmp_path) -> None:
+    out, _ = built
+    build = tmp_path / "b"
+    shutil.copytree(out, build)
+    result = invoke("bench", build, "--runs", "6", "--rounds", "2", "--threads", "1", "--profile")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (build / "bench.jsonl").read_text().splitlines()]
+    assert len(records) == 4
+    for r in records:
+        assert r["load_ms"] > 0 and r["first_run_ms"] > 0 and r["trimmed_mean_ms"] > 0 and r["p99_ms"] >= r["median_ms"]
+        assert r["peak_rss_mb"] > r["baseline_rss_mb"] > 0 and r["model_rss_mb"] > 0 and "stable" in r
+    for r in (r for r in records if r["role"] == "student"):
+        low, high = r["speedup_ci95"]
+        assert low <= r["speedup"] <= high
+    profile = json.loads((build / "op-profile.json").read_text())["artifacts"]
+    assert set(profile) == {"android/tinynet-teacher-fp32.pte", "android/tinynet-student-fp32.pte"}
+    assert all(p["execute_ms"] > 0 and p["ops"] for p in profile.values())
+    assert "per operator" in result.output
+    report = invoke("report", build, "--format", "html,md")
+    assert report.exit_code == 0, report.output
+    html = (build / "report.html").read_text()
+    assert "Operators, ExecuTorch on the host (ETDump)" in html and 'id="headline"' in html
