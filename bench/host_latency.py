@@ -16,6 +16,7 @@ from pathlib import Path
 
 from device_bench.bench import bench_build
 from mobilelwt.manifest import environment
+from targets._common import tree_sha256
 from targets.formats import FORMATS
 
 
@@ -30,7 +31,8 @@ def listing(workdir: Path, models: list[str], size: int) -> dict:
                     if path.is_file():
                         artifacts.append({"target": model, "role": role, "model": model, "format": fmt,
                                           "runtime": runtime, "precision": precision, "path": path.name,
-                                          "input_size": size, "status": "ok"})  # fmt: skip
+                                          "input_size": size, "status": "ok", "sha256": tree_sha256(path),
+                                          "backend": "xnnpack" if fmt == "pte" else None})  # fmt: skip
     return {"artifacts": artifacts}
 
 
@@ -55,24 +57,34 @@ def main() -> None:
     rows = []
     for name, first in repeats[0].items():
         second = repeats[1][name]
+        both = (first, second)
         rows.append({
             "artifact": name, "runtime": first["runtime"], "precision": first["precision"], "role": first["role"],
-            "median_ms": [first["median_ms"], second["median_ms"]], "cv": [first["cv"], second["cv"]],
-            "p90_ms": [first["p90_ms"], second["p90_ms"]],
+            "median_ms": [r["median_ms"] for r in both], "cv": [r["cv"] for r in both],
+            "p90_ms": [r["p90_ms"] for r in both], "trimmed_mean_ms": [r["trimmed_mean_ms"] for r in both],
+            "p99_over_p50": [r["p99_over_p50"] for r in both], "stable": [r["stable"] for r in both],
+            "load_ms": [r["load_ms"] for r in both], "first_run_ms": [r["first_run_ms"] for r in both],
+            "peak_rss_mb": [r.get("peak_rss_mb") for r in both], "model_rss_mb": [r.get("model_rss_mb") for r in both],
             "median_moved_pct": 100.0 * (second["median_ms"] - first["median_ms"]) / first["median_ms"],
         })  # fmt: skip
-    for row in rows:
-        if row["role"] == "student":
-            teacher = next(r for r in rows if r["artifact"] == row["artifact"].replace("-student-", "-teacher-"))
-            row["speedup"] = [t / s for t, s in zip(teacher["median_ms"], row["median_ms"], strict=True)]
+        if first["role"] == "student":
+            rows[-1]["speedup"] = [r["speedup"] for r in both]
+            rows[-1]["speedup_ci95"] = [r["speedup_ci95"] for r in both]
     report = {"benchmark": "host-latency", "input_size": args.input_size, "threads": args.threads,
               "runs": args.runs, "rounds": args.rounds, "rows": rows, "environment": environment()}  # fmt: skip
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{'artifact':30} {'median ms (1, 2)':>20} {'moved':>7} {'CV (1, 2)':>12} {'speedup (1, 2)':>16}")
+    print(f"{'artifact':30} {'median ms (1, 2)':>18} {'moved':>7} {'CV (1, 2)':>12} {'load ms':>8} "
+          f"{'model MB':>9} {'speedup [95% CI] (1 | 2)':>34}")  # fmt: skip
     for r in sorted(rows, key=lambda r: r["artifact"]):
-        speed = f"{r['speedup'][0]:.2f}, {r['speedup'][1]:.2f}" if "speedup" in r else ""
-        print(f"{r['artifact']:30} {r['median_ms'][0]:9.2f}, {r['median_ms'][1]:8.2f} {r['median_moved_pct']:+6.1f}% "
-              f"{r['cv'][0]:5.3f}, {r['cv'][1]:5.3f} {speed:>16}")  # fmt: skip
+        speed = ""
+        if "speedup" in r:
+            speed = " | ".join(
+                f"{s:.2f} [{lo:.2f}, {hi:.2f}]" for s, (lo, hi) in zip(r["speedup"], r["speedup_ci95"], strict=True)
+            )
+        memory = r["model_rss_mb"][0]
+        print(f"{r['artifact']:30} {r['median_ms'][0]:8.2f}, {r['median_ms'][1]:8.2f} {r['median_moved_pct']:+6.1f}% "
+              f"{r['cv'][0]:5.3f}, {r['cv'][1]:5.3f} {r['load_ms'][0]:8.1f} "
+              f"{memory if memory is None else round(memory, 1)!s:>9} {speed:>34}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ fails mid-run yields *failed* records with the reason, never numbers, and the ot
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -48,12 +49,28 @@ def append_records(path: Path, records: list[dict[str, Any]]) -> None:
 
 
 def host_facts(threads: int) -> dict[str, Any]:
+    """The host a record was measured on: CPU model, cores, threads, and the runtime versions."""
+    from importlib import metadata
+
+    cpu = platform.processor() or None
+    with contextlib.suppress(OSError):
+        cpu = next(
+            (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+             if line.startswith("model name")), cpu)  # fmt: skip
+    versions = {}
+    for package in ("executorch", "ai-edge-litert", "coremltools", "torch"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
     return {
         "device": "host",
+        "cpu": cpu,
         "machine": platform.machine(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "threads": threads,
+        "runtimes": versions,
     }
 
 

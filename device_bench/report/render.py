@@ -24,6 +24,7 @@ SHOWN = [
     ("macs", "MACs"), ("bytes", "size"), ("latency_median_ms", "median ms"), ("latency_p90_ms", "p90 ms"),
     ("speedup", "speedup"), ("speedup_ci", "speedup 95% CI"), ("load_ms", "load ms"),
     ("model_rss_mb", "model MB (RSS)"), ("mac_ratio", "MAC ratio"), ("realised_ratio", "realised"), ("top1", "top-1"),
+    ("accuracy_source", "top-1 from"),
     ("top1_delta", "Δ top-1"), ("top5", "top-5"), ("sqnr_db", "SQNR dB"), ("status", "status"),
     ("meets_budget", "meets budget"), ("note", "note"),
 ]  # fmt: skip
@@ -88,6 +89,9 @@ def to_markdown(table: pd.DataFrame, meta: dict[str, Any]) -> str:
     if headline:
         lines[1:1] = ["", "**Headline** (fastest student per device, runtime and precision):", "",
                       *(f"- {line}" for line in headline)]  # fmt: skip
+    machines = machine_lines(meta.get("machines") or {})
+    if machines:
+        lines += ["", "**Measured on**:", "", *(f"- {line}" for line in machines)]
     lines += ["", _footnote(meta)]
     return "\n".join(lines) + "\n"
 
@@ -111,6 +115,22 @@ def headline_lines(table: pd.DataFrame) -> list[str]:
         if r["stable"] is False:
             parts.append("unstable timing (CV > 10 % or p99 > 1.5× median): re-measure")
         lines.append(", ".join(parts))
+    return lines
+
+
+def machine_lines(machines: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per device: what it is, how many threads ran, which runtime versions."""
+    lines = []
+    for device, facts in sorted(machines.items()):
+        if device == "host":
+            runtimes = ", ".join(f"{k} {v}" for k, v in (facts.get("runtimes") or {}).items() if v)
+            what = (
+                f"{facts.get('cpu') or facts.get('machine')}, {facts.get('cpu_count')} cores, {facts.get('platform')}"
+            )
+        else:
+            what = " ".join(str(facts[k]) for k in ("manufacturer", "model", "soc", "abi") if facts.get(k))
+            runtimes = f"Android {facts.get('android')}" if facts.get("android") else ""
+        lines.append(f"{device}: {what}; {facts.get('threads')} thread(s){'; ' + runtimes if runtimes else ''}")
     return lines
 
 
@@ -221,7 +241,7 @@ def to_html(
             value = _cell_value(row, column)
             text = e(format_cell(column, value))
             classes = []
-            if column in ("model", "role", "format", "precision", "device", "note", "status"):
+            if column in ("model", "role", "format", "precision", "device", "note", "status", "accuracy_source"):
                 classes.append("t")
             if _missing(value):
                 classes.append("na")
@@ -251,13 +271,18 @@ def to_html(
         '<section id="headline"><h2>Headline</h2><ul>' + "".join(f"<li>{e(line)}</li>" for line in headline)
         + "</ul></section>" if headline else '<section id="headline"><p class="na">No student timed yet.</p></section>'
     )  # fmt: skip
+    machines = machine_lines(meta.get("machines") or {})
+    facts = (
+        '<section id="machines"><h2>Measured on</h2><ul>' + "".join(f"<li>{e(m)}</li>" for m in machines)
+        + "</ul></section>" if machines else ""
+    )  # fmt: skip
     title = f"mobilelwt report: {', '.join(meta['builds'])}"
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{e(title)}</title><style>{_CSS}</style></head><body>"
         f'<h1>{e(title)}</h1>{box}<p class="note">Generated {e(meta["generated"])}. {e(_footnote(meta))}</p>'
         f'<table id="report"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
-        f"{''.join(figures)}</body></html>\n"
+        f"{facts}{''.join(figures)}</body></html>\n"
     )
 
 
@@ -315,10 +340,12 @@ def render(
     budget: dict[str, Any],
     layers: dict[str, list[dict]],
     profiles: dict[str, dict[str, Any]] | None = None,
+    machines: dict[str, dict[str, Any]] | None = None,
 ) -> str:
     if fmt not in FORMATS:
         raise ConfigError(f"Unknown report format {fmt!r}.", f"Use some of: {', '.join(FORMATS)}.")
-    meta = {"builds": builds, "budget": budget, "generated": datetime.now(UTC).isoformat(timespec="seconds")}
+    meta = {"builds": builds, "budget": budget, "generated": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machines": machines or {}}  # fmt: skip
     if fmt == "csv":
         return to_csv(table)
     if fmt == "json":
@@ -337,12 +364,13 @@ def write_reports(
     budget: dict[str, Any],
     layers: dict[str, list[dict]],
     profiles: dict[str, dict[str, Any]] | None = None,
+    machines: dict[str, dict[str, Any]] | None = None,
 ) -> list[Path]:
     """Write ``out`` with each format's suffix (``report.html``, ``report.md``, ...), atomically."""
     written = []
     for fmt in formats:
         path = Path(out).with_suffix(f".{fmt}")
-        text = render(table, fmt, builds=builds, budget=budget, layers=layers, profiles=profiles)
+        text = render(table, fmt, builds=builds, budget=budget, layers=layers, profiles=profiles, machines=machines)
         with atomic_path(path) as tmp:
             tmp.write_text(text, encoding="utf-8")
         written.append(path)

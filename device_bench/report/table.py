@@ -194,6 +194,17 @@ def headline_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
+def machines(build_dirs: list[Path]) -> dict[str, dict[str, Any]]:
+    """What each device of the report's records is (host CPU and runtime versions, phone model and SoC)."""
+    found: dict[str, dict[str, Any]] = {}
+    for build_dir in build_dirs:
+        for record in BuildDir(build_dir).bench_records():
+            environment = record.get("environment") or {}
+            if record.get("status") == "ok" and environment:
+                found.setdefault(record["device"], {**environment, "threads": record.get("threads")})
+    return found
+
+
 def op_profiles(build_dir: Path) -> dict[str, Any]:
     """Per-operator profiles of the build's current artifacts (``bench --profile``)."""
     return BuildDir(build_dir).op_profiles()

@@ -69,7 +69,9 @@ def write_build(root, name="b1", model="alexnet"):
     ]
     (d / "metrics.json").write_text(json.dumps(metrics))
     (d / "artifacts.json").write_text(json.dumps({"compress_key": "k1", "artifacts": artifacts}))
-    host = [_bench("android/t.pte", "teacher", "executorch", 10.0),
+    machine = {"device": "host", "cpu": "Test CPU 9000", "cpu_count": 2, "platform": "Linux",
+               "runtimes": {"executorch": "1.5.1"}}  # fmt: skip
+    host = [{**_bench("android/t.pte", "teacher", "executorch", 10.0), "threads": 2, "environment": machine},
             {**_bench("android/s.pte", "student", "executorch", 2.5), "speedup_ci95": [3.6, 4.3], "load_ms": 12.5,
              "model_rss_mb": 48.0, "stable": True},
             _bench("android/t.tflite", "teacher", "litert", 8.0),
@@ -118,6 +120,8 @@ def test_headline_box_and_profile_columns(tmp_path) -> None:
     assert any("(R5CT)" in line for line in lines)
     markdown = make_report([write_build(tmp_path, "md")], out=tmp_path / "r", formats=("md",))["files"][0]
     assert "**Headline**" in markdown.read_text() and "3.60–4.30×" in markdown.read_text()
+    assert "host: Test CPU 9000, 2 cores, Linux; 2 thread(s); executorch 1.5.1" in markdown.read_text()
+    assert "artifact, 64 val images" in markdown.read_text()  # where each top-1 comes from
 
 
 def test_missing_and_failed_parts_are_shown_as_such_never_zero(tmp_path) -> None:
