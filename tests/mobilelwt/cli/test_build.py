@@ -164,6 +164,7 @@ def test_host_bench_records_load_time_memory_and_the_speedup_interval_and_profil
     result = invoke("bench", build, "--runs", "6", "--rounds", "2", "--threads", "1", "--profile")
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in (build / "bench.jsonl").read_text().splitlines()]
+    records = [r for r in records if r["artifact"].startswith("android/")]  # other tests may add ios files
     assert len(records) == 4
     for r in records:
         assert r["load_ms"] > 0 and r["first_run_ms"] > 0 and r["trimmed_mean_ms"] > 0 and r["p99_ms"] >= r["median_ms"]
@@ -172,7 +173,7 @@ def test_host_bench_records_load_time_memory_and_the_speedup_interval_and_profil
         low, high = r["speedup_ci95"]
         assert low <= r["speedup"] <= high
     profile = json.loads((build / "op-profile.json").read_text())["artifacts"]
-    assert set(profile) == {"android/tinynet-teacher-fp32.pte", "android/tinynet-student-fp32.pte"}
+    assert {"android/tinynet-teacher-fp32.pte", "android/tinynet-student-fp32.pte"} <= set(profile)
     assert all(p["execute_ms"] > 0 and p["ops"] for p in profile.values())
     assert "per operator" in result.output
     report = invoke("report", build, "--format", "html,md")
