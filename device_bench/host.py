@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from device_bench.stats import summarize
-from targets import RUNTIMES, load_artifact
+from targets import RUNTIMES, by_runtime, load_artifact
 
 
 def interleaved_latency(
@@ -106,6 +106,7 @@ def bench_pairs(
         runtime, precision, size = any_artifact["runtime"], any_artifact["precision"], any_artifact["input_size"]
         example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
         runners, cold = {}, {}
+        by_runtime(runtime).prepare()  # the first load must not pay for importing the runtime
         for role, a in by_role.items():
             started = time.perf_counter()
             runners[role] = load_artifact(runtime, Path(build_dir) / a["path"], threads=threads)

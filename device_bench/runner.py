@@ -36,8 +36,10 @@ def run(
     import torch
 
     from targets import load_artifact
+    from targets.formats import by_runtime
 
     example = torch.randn(1, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    by_runtime(runtime).prepare()  # the runtime's own libraries are the baseline, not the model's cost
     baseline_kb = peak_rss_kb()
     t0 = time.perf_counter()
     model = load_artifact(runtime, path, threads=threads)  # program load + method load

@@ -321,3 +321,8 @@ def lower_to_host(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], *,
     raise TargetError(
         "Core ML has no host runtime here: timing a model needs macOS.", "Use --latency-runtime executorch or litert."
     )
+
+
+def prepare() -> None:
+    """Import coremltools, so that load-time and memory measurements leave it out."""
+    import_coremltools()

@@ -245,3 +245,10 @@ def load(path: Path, *, threads: int = 1, class_labels: list[str] | None = None)
 def lower_to_host(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], *, threads: int) -> HostProgram:
     """``model`` lowered in memory and loaded in the host runtime (for timing candidates)."""
     return HostProgram(lower(model, example_inputs, ExecuTorchConfig())[0], threads=threads)
+
+
+def prepare() -> None:
+    """Import and start the host runtime, so that load-time and memory measurements leave it out."""
+    from executorch.runtime import Runtime
+
+    Runtime.get()

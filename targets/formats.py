@@ -40,6 +40,10 @@ class Format:
 
         return THRESHOLDS["fp16" if self.computes_fp16 and precision != "fp32" else precision]
 
+    def prepare(self) -> None:
+        """Import and start the host runtime (before timing a load or taking a memory baseline)."""
+        self.module.prepare()
+
     def load(self, path: Path, *, threads: int = 1, class_labels: list[str] | None = None) -> Any:
         """The saved artifact in its host runtime: a callable like the model."""
         return self.module.load(Path(path), threads=threads, class_labels=class_labels)

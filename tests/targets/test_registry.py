@@ -9,7 +9,7 @@ from targets.formats import FORMATS, TARGET_FORMATS, Format, by_ext, by_runtime,
 @pytest.mark.parametrize("name", list(FORMATS))
 def test_every_adapter_has_the_same_shape(name) -> None:
     spec = FORMATS.get(name)
-    for function in ("config_from_options", "export", "load", "lower_to_host"):
+    for function in ("config_from_options", "export", "load", "lower_to_host", "prepare"):
         assert callable(getattr(spec.module, function)), f"targets.{name}.{function}"
     assert spec.default_precision in spec.precisions
     assert by_runtime(spec.runtime) is spec and by_ext(spec.ext) is spec
