@@ -136,7 +136,7 @@ class BuildDir:
                 p / BENCH,
                 p / LAYER_LATENCY,
                 p / OP_PROFILE,
-                p / "host-bench.json",
+                p / "host-bench.json",  # written by builds before bench.jsonl was the one sink
                 *p.glob("device-inputs-*.npy"),
             ]
         elif stage == "report":
