@@ -261,6 +261,7 @@ def _speedups(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "teacher_ms": teacher,
                     "student_ms": student,
                     "speedup": teacher / student,
+                    "speedup_ci95": roles["student"].get("speedup_ci95"),
                     "teacher_cv": roles["teacher"]["cv"],
                     "student_cv": roles["student"]["cv"],
                     "threads": roles["student"]["threads"],

@@ -155,7 +155,7 @@ def build_command(
 def print_build_summary(summary: dict[str, Any]) -> None:
     acc = summary["accuracy"]
     table = Table(title=f"{summary['model']} → {summary['target']}: teacher vs student")
-    for column in ("runtime", "precision", "teacher ms", "student ms", "speedup", "CV t/s"):
+    for column in ("runtime", "precision", "teacher ms", "student ms", "speedup", "95% CI", "CV t/s"):
         table.add_column(column, justify="left" if column in ("runtime", "precision") else "right")
     for row in summary["latency"]:
         table.add_row(
@@ -164,6 +164,7 @@ def print_build_summary(summary: dict[str, Any]) -> None:
             f"{row['teacher_ms']:.2f}",
             f"{row['student_ms']:.2f}",
             f"[bold]{row['speedup']:.2f}×[/]",
+            "{:.2f}–{:.2f}×".format(*row["speedup_ci95"]) if row.get("speedup_ci95") else "n/a",
             f"{row['teacher_cv']:.2f}/{row['student_cv']:.2f}",
         )
     console.print(table)
