@@ -50,7 +50,6 @@ from mobilelwt.teachers import Teacher, build_teacher, get_teacher_spec
 from mobilelwt.train import check_model_options, load_data_for_weights
 
 LatencyProbeFactory = Callable[[int], tuple[Callable[[nn.Module], float], str]]
-FILES = (PLAN, STUDENT, METRICS, MANIFEST)
 __all__ = ["Build", "CompressConfig", "CompressResult", "compress", "evaluate_build", "load_build", "load_build_data"]
 
 
