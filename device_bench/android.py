@@ -222,7 +222,10 @@ class DeviceRun:
                 raise DeviceError(f"Device {self.device.serial} went away during executor_runner.", "Reconnect it.")
             parsed = parse_executor_runner(result.stdout + result.stderr)
             if parsed["mean_ms"] is None:
-                raise RunnerOutputError("This executor_runner build prints no timing.", "Use a newer ExecuTorch build.")
+                raise RunnerOutputError(
+                    "This executor_runner build completes but prints no timing.",
+                    "Use a build that prints the total or per-run times, or --runner python.",
+                )
             samples = parsed["samples_ms"] or [parsed["mean_ms"]]
             return samples, {"runner": "executor_runner", "iterations": parsed["iterations"]}
         argv = [runner, f"--graph={remote}", f"--num_threads={threads}", f"--num_runs={runs}",

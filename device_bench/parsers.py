@@ -18,6 +18,7 @@ class RunnerOutputError(MobileLWTError):
 
 _ET_TOTAL = re.compile(r"Model executed successfully\s+(\d+)\s+time\(s\)\s+in\s+([\d.]+)\s*ms")
 _ET_DONE = re.compile(r"Model executed successfully\.?\s*$", re.MULTILINE)
+_ET_COUNT = re.compile(r"Model executed successfully\s+(\d+)\s+time\(s\)\.?\s*$", re.MULTILINE)
 _ET_ITERATION = re.compile(r"(?:Iteration|Run)\s+(\d+)\s*[:,]?\s*(?:took\s+)?([\d.]+)\s*ms", re.IGNORECASE)
 _ET_FAILED = re.compile(r"(Execution of method \S+ failed[^\n]*|Loading of method \S+ failed[^\n]*)")
 
@@ -39,8 +40,12 @@ def parse_executor_runner(output: str) -> dict[str, Any]:
             "mean_ms": total_ms / iterations if iterations else float("nan"),
             "samples_ms": per_iteration,
         }
-    if _ET_DONE.search(output):  # builds before the timing line: completion, but no time
-        return {"iterations": 1, "total_ms": None, "mean_ms": None, "samples_ms": per_iteration}
+    counted = _ET_COUNT.search(output)
+    if counted or _ET_DONE.search(output):  # completion without a total time (current and older builds)
+        iterations = int(counted.group(1)) if counted else 1
+        mean = sum(per_iteration) / len(per_iteration) if per_iteration else None
+        total = sum(per_iteration) if per_iteration else None
+        return {"iterations": iterations, "total_ms": total, "mean_ms": mean, "samples_ms": per_iteration}
     raise RunnerOutputError(
         "executor_runner printed no 'Model executed successfully' line: the run did not complete.",
         "Run it by hand on the device to see why (missing .pte, wrong ABI, out of memory).",

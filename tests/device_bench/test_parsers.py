@@ -22,6 +22,14 @@ def test_executor_runner_old_build_completes_without_time() -> None:
     assert result["iterations"] == 1 and result["mean_ms"] is None
 
 
+def test_executor_runner_counted_completion_without_a_total_time() -> None:
+    # the variant current builds print: a count, no total; per-run lines give the times when present
+    counted = parse_executor_runner("I 00:00:01.2 executor_runner.cpp:258] Model executed successfully 10 time(s).\n")
+    assert counted["iterations"] == 10 and counted["mean_ms"] is None
+    timed = parse_executor_runner("Run 0 took 2.5 ms\nRun 1 took 3.5 ms\nModel executed successfully 2 time(s).\n")
+    assert timed["iterations"] == 2 and timed["mean_ms"] == 3.0 and timed["samples_ms"] == [2.5, 3.5]
+
+
 def test_executor_runner_failure_and_truncated_output_are_errors() -> None:
     with pytest.raises(RunnerOutputError, match="Loading of method forward failed"):
         parse_executor_runner(sample("executor_runner_failed.txt"))
