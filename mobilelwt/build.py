@@ -202,15 +202,15 @@ def build(
     seconds["export"] = time.perf_counter() - t0
     wanted = set(expand_target(config.target))
     artifacts = [a for a in listing["artifacts"] if a.get("target") in wanted]
+    paths = {a["path"] for a in artifacts}
 
-    bench_records: list[dict[str, Any]] = []
     if config.bench:
         on_progress(ProgressEvent("build", 3, 4, {"stage": "host bench"}))
         t0 = time.perf_counter()
         bench_build(out, devices=("host",), threads=config.bench_threads, rounds=config.bench_rounds,
-                    runs=5 * config.bench_rounds, paths={a["path"] for a in artifacts})  # fmt: skip
+                    runs=5 * config.bench_rounds, paths=paths)  # fmt: skip
         seconds["bench"] = time.perf_counter() - t0
-    paths = {a["path"] for a in artifacts}
+    # also without --bench: the current host records of these files (an earlier run's, if their bytes are unchanged)
     bench_records = [r for r in BuildDir(out).bench_records() if r["artifact"] in paths and r["device"] == "host"]
     on_progress(ProgressEvent("build", 4, 4, {"stage": "report"}))
     from mobilelwt.report import make_report
