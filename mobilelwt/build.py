@@ -54,10 +54,13 @@ def teacher_for_build(
     cached teacher is never evaluated on images it trained on; a changed key removes it and everything after it.
     """
     from mobilelwt.data import source_fingerprint
+    from mobilelwt.teachers import get_teacher_spec, model_slug
 
-    path = out / TEACHER_DIR / f"{model}.pt"
+    path = out / TEACHER_DIR / f"{model_slug(model)}.pt"
+    source = get_teacher_spec(model).source
     inputs = {
         "model": model,
+        "code": source.sha256 if source else None,  # a user model's code: changed code, another teacher
         "data": source_fingerprint(data, input_size),
         "val_data": source_fingerprint(val_data, input_size) if val_data is not None else None,
         "val_fraction": val_fraction,
@@ -102,13 +105,14 @@ def check_build_options(
     val_fraction: float = 0.1,
     input_size: int | None = None,
     threads: int | None = None,
-) -> None:
-    """Everything that can be refused before hours of training is refused here, before any file is written."""
+) -> str:
+    """Everything that can be refused before hours of training is refused here, before any file is written.
+    Returns the model's canonical name."""
     from mobilelwt.data import source_fingerprint
     from mobilelwt.train import check_model_options
     from targets.build_export import check_precisions, expand_target
 
-    check_model_options(model, input_size, threads)
+    model = check_model_options(model, input_size, threads)
     finite(val_fraction, "--val-fraction", low=0, high=0.99)
     source_fingerprint(data, input_size)  # the data exists and is an ImageFolder tree (or a built-in name)
     if val_data is not None:
@@ -124,6 +128,7 @@ def check_build_options(
     if config.max_drop is not None:
         finite(config.max_drop, "--max-drop")
     check_writable_dir(out)
+    return model
 
 
 def build(
@@ -147,7 +152,7 @@ def build(
 
     config = config or BuildConfig()
     out = Path(out)
-    check_build_options(model, out, config, data=data, val_data=val_data, val_fraction=val_fraction,
+    model = check_build_options(model, out, config, data=data, val_data=val_data, val_fraction=val_fraction,
                         input_size=input_size, threads=threads)  # fmt: skip
     options = ExportOptions(
         precisions=config.precisions,

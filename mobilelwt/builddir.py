@@ -60,8 +60,9 @@ def digest(value: Any) -> str:
 def tensor_sha256(tensor: torch.Tensor, into: Any | None = None) -> str:
     """Content hash of a tensor: dtype, shape and every byte."""
     h = into or hashlib.sha256()
-    t = tensor.detach().cpu().contiguous()
-    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+    # flattened: a 0-dim buffer (batch norm's num_batches_tracked) cannot be viewed as bytes
+    t = tensor.detach().cpu().contiguous().reshape(-1)
+    h.update(f"{t.dtype}{tuple(tensor.shape)}".encode())
     h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
@@ -289,7 +290,26 @@ def data_fingerprint(bundle: DataBundle) -> str:
 
 
 def teacher_fingerprint(teacher: Teacher) -> str:
-    return state_dict_sha256(teacher.model)
+    """The teacher's weights; for a user model, its code too (a changed forward makes another teacher)."""
+    weights = state_dict_sha256(teacher.model)
+    return weights if teacher.code is None else digest({"weights": weights, "code": teacher.code["sha256"]})
+
+
+def trust_recorded_code(teacher_info: dict[str, Any], build_dir: Path) -> None:
+    """A build made from user code (with the user's consent) may load that exact file again in later stages;
+    a file that changed since is another teacher, and the build's student and numbers are stale."""
+    from mobilelwt.teachers.user import resolve_source, trust_code_hash
+
+    code = teacher_info.get("code")
+    if not code:
+        return
+    if resolve_source(teacher_info["model"]).sha256 != code["sha256"]:
+        raise BuildFileError(
+            f"The model code {code['file']} has changed since {build_dir} was compressed, so its student and "
+            "numbers are stale.",
+            "Re-run `mobilelwt build --trust-code` (or `compress --trust-code`) into this directory.",
+        )
+    trust_code_hash(code["sha256"])
 
 
 def load_student_model(build_dir: Path, plan: Plan | None = None) -> nn.Module:
@@ -335,6 +355,7 @@ def load_build(build_dir: Path) -> Build:
     directory.check_student(manifest)
     plan = directory.plan()
     info = manifest["teacher"]
+    trust_recorded_code(info, directory.path)
     teacher = build_teacher(
         info["model"],
         num_classes=info["num_classes"],
@@ -344,8 +365,8 @@ def load_build(build_dir: Path) -> Build:
     )
     if teacher_fingerprint(teacher) != info.get("sha256"):
         raise BuildFileError(
-            f"The teacher weights {info['weights']} have changed since {directory.path} was compressed "
-            "(their content hash differs), so its student and numbers are stale.",
+            f"The teacher ({info['weights']}{' and the model code' if info.get('code') else ''}) has changed since "
+            f"{directory.path} was compressed (the content hash differs), so its student and numbers are stale.",
             "Re-run `mobilelwt compress` (or `mobilelwt build`) into this directory.",
         )
     teacher.classes = info["classes"]

@@ -46,7 +46,7 @@ from mobilelwt.plan import Plan, apply_plan, default_candidates
 from mobilelwt.planners import PLANNERS, PlanningContext, plan_sensitivity, plan_uniform
 from mobilelwt.profile import count_macs, count_params
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
-from mobilelwt.teachers import Teacher, build_teacher, get_teacher_spec
+from mobilelwt.teachers import Teacher, build_teacher, find_head, get_teacher_spec
 from mobilelwt.train import check_model_options, load_data_for_weights
 
 LatencyProbeFactory = Callable[[int], tuple[Callable[[nn.Module], float], str]]
@@ -103,8 +103,8 @@ def make_plan(
     cache_path: Path | None = None,
 ) -> Plan:
     """Run the configured planner; the latency planner needs ``latency_probe`` (see :func:`compress`)."""
-    spec = get_teacher_spec(teacher.name)
-    candidates = default_candidates(teacher.model, teacher.input_size, spec.head)
+    head = get_teacher_spec(teacher.name).head or find_head(teacher.model, teacher.input_size)
+    candidates = default_candidates(teacher.model, teacher.input_size, head)
     if not config.compress_fc:
         candidates = [c for c in candidates if c.type != "Linear"]
     ctx = PlanningContext(
@@ -187,7 +187,7 @@ def compress(
     """
     config = config or CompressConfig()
     out = check_writable_dir(Path(out))
-    check_model_options(model, input_size, threads)
+    model = check_model_options(model, input_size, threads)
     torch_device = resolve_device(device)
     if threads is not None:
         torch.set_num_threads(threads)
@@ -329,6 +329,7 @@ def compress(
                 "std": list(bundle.std),
                 "seed": config.seed,  # a random teacher (--weights none) is rebuilt from it
                 "sha256": inputs["teacher_sha256"],
+                "code": teacher.code,  # a user model's file and hash: later stages load exactly that code
             },
             inputs=inputs,
             plan=plan.to_dict(),

@@ -19,7 +19,7 @@ from torch import nn
 from mobilelwt.errors import ConfigError
 from mobilelwt.io import write_json
 from mobilelwt.modules import REPLACEMENTS, build_replacement
-from mobilelwt.profile import layer_macs, profile_module
+from mobilelwt.profile import layer_macs, profile_module, shape_forward
 
 PLAN_FORMAT = "mobilelwt.plan/1"
 CONV_KINDS = ("lowrank_spatial", "bottleneck", "grouped", "depthwise_separable")
@@ -95,7 +95,7 @@ def trace(model: nn.Module, input_size: int, *, skip: Iterable[str] = ()) -> lis
 
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         name = names[module]
-        if name in skip or not isinstance(module, nn.Conv2d | nn.Linear):
+        if name in skip or any(c.name == name for c in found):  # a module called twice is one layer
             return
         params = sum(p.numel() for p in module.parameters(recurse=False))
         found.append(
@@ -109,15 +109,10 @@ def trace(model: nn.Module, input_size: int, *, skip: Iterable[str] = ()) -> lis
             )
         )
 
-    meta = {k: v.to("meta") for k, v in [*model.named_parameters(), *model.named_buffers()]}
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-    was_training = model.training
     try:
-        with torch.no_grad():
-            model.eval()
-            torch.func.functional_call(model, meta, (torch.empty(1, 3, input_size, input_size, device="meta"),))
+        shape_forward(model, (3, input_size, input_size), restart=found.clear)
     finally:
-        model.train(was_training)
         for handle in handles:
             handle.remove()
     return found

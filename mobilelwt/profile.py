@@ -50,7 +50,9 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def summarize_teachers(names: list[str], *, input_size: int = 224, num_classes: int = 1000) -> list[dict[str, object]]:
+def summarize_teachers(
+    names: list[str], *, input_size: int = 224, num_classes: int | None = None
+) -> list[dict[str, object]]:
     """Params and MACs of each named teacher at ``input_size`` (shape-only, no weights are loaded)."""
     from mobilelwt.teachers import build_teacher, get_teacher_spec
 
@@ -60,10 +62,10 @@ def summarize_teachers(names: list[str], *, input_size: int = 224, num_classes: 
         layers = profile_layers(teacher.model, input_size)
         rows.append(
             {
-                "model": name,
+                "model": teacher.name,
                 "family": get_teacher_spec(name).family,
                 "input_size": input_size,
-                "num_classes": num_classes,
+                "num_classes": teacher.num_classes,
                 "params": count_params(teacher.model),
                 "macs": sum(r.macs for r in layers),
                 "layers": [r.to_dict() for r in layers],
@@ -86,15 +88,33 @@ def profile_module(module: nn.Module, input_shape: tuple[int, ...]) -> list[Laye
             params = sum(p.numel() for p in m.parameters(recurse=False))
             rows.append(LayerStats(names[m], type(m).__name__, tuple(output.shape[1:]), layer_macs(m, output), params))
 
-    meta_tensors = {k: v.to("meta") for k, v in [*module.named_parameters(), *module.named_buffers()]}
-    was_training = module.training
     handles = [m.register_forward_hook(hook) for m in module.modules() if not list(m.children())]
     try:
-        with torch.no_grad():
-            module.eval()
-            torch.func.functional_call(module, meta_tensors, (torch.empty(1, *input_shape, device="meta"),))
+        shape_forward(module, input_shape, restart=rows.clear)
     finally:
-        module.train(was_training)
         for handle in handles:
             handle.remove()
     return rows
+
+
+def shape_forward(module: nn.Module, input_shape: tuple[int, ...], *, restart=lambda: None) -> object:
+    """Run ``module`` on one sample of ``input_shape`` in eval mode, shape-only on the meta device.
+
+    Code that needs real values (``.item()``, numpy, data-dependent branches, common in users' models) gets one
+    real forward on zeros instead, after ``restart()`` has reset whatever the hooks recorded.
+    """
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            meta = {k: v.to("meta") for k, v in [*module.named_parameters(), *module.named_buffers()]}
+            try:
+                return torch.func.functional_call(module, meta, (torch.empty(1, *input_shape, device="meta"),))
+            except Exception:
+                if any(t.is_meta for t in [*module.parameters(), *module.buffers()]):
+                    raise
+                restart()
+                device = next((p.device for p in module.parameters()), torch.device("cpu"))
+                return module(torch.zeros(1, *input_shape, device=device))
+    finally:
+        module.train(was_training)

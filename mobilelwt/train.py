@@ -110,15 +110,17 @@ def load_data_for_weights(
     )
 
 
-def check_model_options(model: str, input_size: int | None, threads: int | None) -> None:
-    """What can be refused about a model before its data is loaded: its name, the input size, the threads."""
+def check_model_options(model: str, input_size: int | None, threads: int | None) -> str:
+    """What can be refused about a model before its data is loaded: its name (user code: consent and import),
+    the input size, the threads. Returns the model's canonical name."""
     from mobilelwt.checks import whole
-    from mobilelwt.teachers import check_input_size, get_teacher_spec
+    from mobilelwt.teachers import check_input_size, check_model
 
-    get_teacher_spec(model)
+    model = check_model(model)
     if input_size is not None:
         check_input_size(model, input_size)
     whole(threads, "--threads", low=1, optional=True)
+    return model
 
 
 def steps_per_epoch(data: DataBundle, config: TrainConfig) -> int:
@@ -226,7 +228,7 @@ def train_teacher(
     """Train (``weights=none``) or fine-tune a teacher on ``data``; save a checkpoint and a manifest beside it."""
     config = config or TrainConfig()
     out = check_writable_file(Path(out))  # before training, not after
-    check_model_options(model_name, input_size, threads)
+    model_name = check_model_options(model_name, input_size, threads)
     torch_device = resolve_device(device)
     if threads is not None:
         torch.set_num_threads(threads)

@@ -19,6 +19,11 @@ from torch import nn
 from mobilelwt.errors import MobileLWTError
 from mobilelwt.io import atomic_path, sha256_file
 
+REWRITE_LAYER = (
+    "Rewrite that layer with exportable torch ops (no numpy, no Python branches on tensor values), or export to "
+    "another runtime."
+)
+
 
 class TargetError(MobileLWTError):
     """An export or a host run that failed."""
@@ -119,6 +124,48 @@ def locate_ops(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> li
     return found
 
 
+def locate_unexportable(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> tuple[str, str] | None:
+    """(module path, class) of the innermost module that ``torch.export`` cannot capture, or None.
+
+    Used when export fails before any graph exists (numpy calls, data-dependent Python branches): each child is
+    exported alone on the inputs it saw in an eager forward pass, descending into the first that fails; a
+    module whose children all export holds the problem in its own ``forward``.
+    """
+    seen: dict[nn.Module, tuple[Any, ...]] = {}
+
+    def record(module: nn.Module, args: tuple[Any, ...]) -> None:
+        seen.setdefault(module, args)
+
+    handles = [m.register_forward_pre_hook(record) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model.eval()(*example_inputs)
+    except Exception:
+        return None
+    finally:
+        for handle in handles:
+            handle.remove()
+
+    def exports(module: nn.Module) -> bool:
+        try:
+            torch.export.export(module, seen[module])
+        except Exception:
+            return False
+        return True
+
+    if exports(model):
+        return None
+    path, current = "", model
+    while True:
+        failing = next(
+            ((name, child) for name, child in current.named_children() if child in seen and not exports(child)), None
+        )
+        if failing is None:
+            return path or "(top level)", type(current).__name__
+        path = f"{path}.{failing[0]}" if path else failing[0]
+        current = failing[1]
+
+
 def describe_failing_op(
     exc: BaseException, model: nn.Module | None = None, example_inputs: tuple[torch.Tensor, ...] | None = None
 ) -> str:
@@ -140,6 +187,10 @@ def describe_failing_op(
         return f"operator {op} in layer {path or '(top level)'} ({cls}): {detail}"
     if names:
         return f"operator {names[0]}: {detail}"
+    if model is not None and example_inputs is not None and not ops:
+        culprit = locate_unexportable(model, example_inputs)
+        if culprit:
+            return f"layer {culprit[0]} ({culprit[1]}) cannot be captured by torch.export: {detail}"
     return detail
 
 

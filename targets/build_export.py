@@ -21,6 +21,7 @@ from mobilelwt.errors import MobileLWTError
 from mobilelwt.io import write_json
 from mobilelwt.manifest import environment
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
+from mobilelwt.teachers import model_slug
 from targets._common import Artifact, TargetError, first_line, is_compute_op
 from targets.formats import FORMATS, PRECISIONS, TARGET_FORMATS
 from targets.validation import ValidationError, ValidationResult, validate
@@ -190,7 +191,7 @@ def export_build(
         spec = FORMATS.get(fmt)
         model = build.teacher.model if role == "teacher" else build.student
         suffix = "-coreml" if backend == "coreml" else ""
-        path = build_dir / tgt / f"{build.plan.model}-{role}-{precision}{suffix}.{spec.ext}"
+        path = build_dir / tgt / f"{model_slug(build.plan.model)}-{role}-{precision}{suffix}.{spec.ext}"
         relative = str(path.relative_to(build_dir))
         inputs = {"compress": build.key, "role": role, "format": fmt, "precision": precision, "backend": backend,
                   "options": options.key(fmt)}  # fmt: skip

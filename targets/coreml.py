@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from targets._common import Artifact, TargetError, UnsupportedOpError, describe_failing_op, replace_dir
+from targets._common import REWRITE_LAYER, Artifact, TargetError, UnsupportedOpError, describe_failing_op, replace_dir
 
 PRECISIONS = ("fp16", "fp32", "int8")  # int8: int8 weights on fp16 compute
 WEIGHT_COMPRESSION = ("none", "int8", "palettize4", "palettize6")
@@ -103,7 +103,7 @@ def convert(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], config: 
     except Exception as exc:
         raise UnsupportedOpError(
             f"coremltools could not convert the model: {describe_failing_op(exc, model, example_inputs)}.",
-            "Replace that layer (e.g. with a module from `mobilelwt.modules`) or export to another runtime.",
+            REWRITE_LAYER,
         ) from exc
     with _quiet_import():  # coremltools' own progress bars
         mlmodel = _compress_weights(mlmodel, config.weights)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from targets._common import Artifact, TargetError, UnsupportedOpError, describe_failing_op, first_line
+from targets._common import REWRITE_LAYER, Artifact, TargetError, UnsupportedOpError, describe_failing_op, first_line
 
 PRECISIONS = ("fp32", "int8")
 BACKENDS = ("xnnpack", "coreml")
@@ -130,7 +130,7 @@ def unsupported(
     """An error naming the operator and the layer (as far as the graph tells) that ``runtime`` could not handle."""
     return UnsupportedOpError(
         f"{runtime} could not lower the model: {describe_failing_op(exc, model, example_inputs)}.",
-        "Replace that layer (e.g. with a module from `mobilelwt.modules`) or export to another runtime.",
+        REWRITE_LAYER,
     )
 
 

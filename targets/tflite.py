@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from targets._common import Artifact, TargetError, UnsupportedOpError, describe_failing_op, first_line
+from targets._common import REWRITE_LAYER, Artifact, TargetError, UnsupportedOpError, describe_failing_op, first_line
 
 PRECISIONS = ("fp32", "int8")
 QUANTIZATIONS = ("static", "dynamic")
@@ -75,7 +75,7 @@ def convert(
     except Exception as exc:
         raise UnsupportedOpError(
             f"litert-torch could not convert the model: {describe_failing_op(exc, model, example_inputs)}.",
-            "Replace that layer (e.g. with a module from `mobilelwt.modules`) or export to another runtime.",
+            REWRITE_LAYER,
         ) from exc
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.tflite"

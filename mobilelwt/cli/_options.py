@@ -15,6 +15,35 @@ from typing import Annotated, Any
 
 import typer
 
+ModelOption = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Teacher name (see `mobilelwt models`), or your own: path/to/file.py:factory or package.module:factory.",
+    ),
+]
+TrustCodeOption = Annotated[
+    bool,
+    typer.Option(
+        "--trust-code",
+        help="Allow --model file.py:factory / package.module:factory: building it runs that Python code.",
+    ),
+]
+
+
+def allow_model_code(trust: bool, *models: str) -> None:
+    """Record the user's consent to run model code, and say whose code will run."""
+    from mobilelwt.cli._common import err_console
+    from mobilelwt.teachers.user import is_user_model, trust_user_code
+
+    if not trust:
+        return
+    trust_user_code(True)
+    for model in models:
+        if is_user_model(model):
+            err_console.print(f"note: --trust-code: building {model} runs its Python code", highlight=False)
+
 
 def with_groups(command: Callable[..., Any]) -> Callable[..., Any]:
     """Expand every dataclass-typed parameter of ``command`` into its fields for Typer."""

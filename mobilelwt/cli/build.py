@@ -8,8 +8,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from mobilelwt.cli._common import console, handle_user_errors, human, progress_bars
-from mobilelwt.cli._options import CompressOptions, with_groups
+from mobilelwt.cli._common import console, err_console, handle_user_errors, human, progress_bars
+from mobilelwt.cli._options import CompressOptions, ModelOption, TrustCodeOption, allow_model_code, with_groups
 
 TargetOption = Annotated[str, typer.Option(help="ios (Core ML + ExecuTorch), android (TFLite + ExecuTorch) or all.")]
 PrecisionOption = Annotated[
@@ -95,7 +95,8 @@ def print_artifacts(listing: dict[str, Any]) -> None:
 @handle_user_errors
 @with_groups
 def build_command(
-    model: Annotated[str, typer.Option("--model", "-m", help="Teacher name (see `mobilelwt models`).")] = "alexnet",
+    model: ModelOption = "alexnet",
+    trust_code: TrustCodeOption = False,
     out: Annotated[Path | None, typer.Option(help="Build directory (default: runs/<model>-<data>-<target>).")] = None,
     weights: Annotated[
         str | None, typer.Option(help="Teacher weights (checkpoint or imagenet); default: train one on --data.")
@@ -118,10 +119,12 @@ def build_command(
 ) -> None:
     """Compress, export, validate and benchmark in one command; offline on the built-in digits by default."""
     from mobilelwt.build import BuildConfig, build
+    from mobilelwt.teachers import model_slug
     from mobilelwt.train import TrainConfig
 
+    allow_model_code(trust_code, model)
     name = Path(str(data)).name or "data"
-    out = out or Path("runs") / f"{model}-{name}-{target}"
+    out = out or Path("runs") / f"{model_slug(model)}-{name}-{target}"
     config = BuildConfig(
         target=target,
         precisions=_precisions(precision),
@@ -150,6 +153,14 @@ def build_command(
             on_progress=on_progress,
         )
     print_build_summary(summary)
+    broken = len(summary["failures"]) + len(summary["artifacts"]["mismatch"])
+    if broken:
+        err_console.print(
+            f"[bold red]error:[/] {broken} artifact(s) failed to export or validate (see above); the others are "
+            "kept and reported.",
+            highlight=False,
+        )
+        raise typer.Exit(1)
 
 
 def print_build_summary(summary: dict[str, Any]) -> None:

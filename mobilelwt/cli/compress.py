@@ -9,13 +9,13 @@ import typer
 from rich.table import Table
 
 from mobilelwt.cli._common import console, handle_user_errors, human, progress_bars
-from mobilelwt.cli._options import CompressOptions, with_groups
+from mobilelwt.cli._options import CompressOptions, ModelOption, TrustCodeOption, allow_model_code, with_groups
 
 
 @handle_user_errors
 @with_groups
 def compress_command(
-    model: Annotated[str, typer.Option("--model", "-m", help="Teacher name (see `mobilelwt models`).")],
+    model: ModelOption,
     out: Annotated[Path, typer.Option(help="Build directory for plan.json, student.pt, metrics.json, manifest.json.")],
     weights: Annotated[str, typer.Option(help="Teacher weights: a checkpoint path, imagenet, or none.")] = "none",
     data: Annotated[str, typer.Option(help="ImageFolder directory or built-in dataset name.")] = "digits",
@@ -28,11 +28,13 @@ def compress_command(
         Path | None, typer.Option(help="Replay this plan.json (e.g. one timed on the target runtime elsewhere).")
     ] = None,
     compress: CompressOptions = CompressOptions(),  # noqa: B008  (a group of options, expanded for Typer)
+    trust_code: TrustCodeOption = False,
 ) -> None:
     """Compress a teacher into a student: plan, closed-form init, layer-wise training, distillation."""
     from mobilelwt.compress import compress as run_compress
     from mobilelwt.plan import Plan
 
+    allow_model_code(trust_code, model)
     config = compress.config()
     probe = compress.latency_probe(threads)
     with progress_bars() as on_progress:

@@ -9,30 +9,37 @@ import typer
 from rich.table import Table
 
 from mobilelwt.cli._common import console, handle_user_errors, human
+from mobilelwt.cli._options import TrustCodeOption, allow_model_code
 
 
 @handle_user_errors
 def models_command(
-    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Only these teachers (repeatable).")] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="Only these teachers (repeatable); file.py:factory for your own."),
+    ] = None,
     input_size: Annotated[int, typer.Option(help="Square input side in pixels.")] = 224,
-    num_classes: Annotated[int, typer.Option(help="Classes of the classifier head.")] = 1000,
+    num_classes: Annotated[
+        int | None, typer.Option(help="Classes of the classifier head (default: 1000; your model's own).")
+    ] = None,
     layers: Annotated[bool, typer.Option("--layers", help="Also print a per-layer table.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    trust_code: TrustCodeOption = False,
 ) -> None:
     """List the teachers with parameters and MACs (multiply-accumulates) at the chosen input size."""
     from mobilelwt.profile import summarize_teachers
-    from mobilelwt.teachers import get_teacher_spec, list_teachers
+    from mobilelwt.teachers import check_model, list_teachers
 
-    names = model or list_teachers()
-    for name in names:
-        get_teacher_spec(name)  # unknown names fail before any work
+    allow_model_code(trust_code, *(model or []))
+    names = [check_model(name) for name in model or list_teachers()]  # unknown names fail before any work
     rows = summarize_teachers(names, input_size=input_size, num_classes=num_classes)
     if as_json:
         if not layers:
             rows = [{k: v for k, v in r.items() if k != "layers"} for r in rows]
         console.print_json(json.dumps(rows))
         return
-    table = Table(title=f"Teachers at {input_size}×{input_size}, {num_classes} classes")
+    classes = ", ".join(sorted({str(r["num_classes"]) for r in rows}))
+    table = Table(title=f"Teachers at {input_size}×{input_size}, {classes} classes")
     for column in ("model", "family", "params", "MACs", "GMACs"):
         table.add_column(column, justify="left" if column in ("model", "family") else "right")
     for r in rows:

@@ -8,11 +8,12 @@ from typing import Annotated
 import typer
 
 from mobilelwt.cli._common import console, handle_user_errors, progress_bars
+from mobilelwt.cli._options import ModelOption, TrustCodeOption, allow_model_code
 
 
 @handle_user_errors
 def train_teacher_command(
-    model: Annotated[str, typer.Option("--model", "-m", help="Teacher name (see `mobilelwt models`).")],
+    model: ModelOption,
     out: Annotated[Path, typer.Option(help="Checkpoint to write; a manifest JSON is written beside it.")],
     data: Annotated[str, typer.Option(help="ImageFolder directory or built-in dataset name.")] = "digits",
     weights: Annotated[str, typer.Option(help="Start from: none (random), imagenet, or a checkpoint path.")] = "none",
@@ -30,10 +31,12 @@ def train_teacher_command(
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice).")] = None,
     max_steps_per_epoch: Annotated[int | None, typer.Option(help="Cap the steps of each epoch (quick runs).")] = None,
     device: Annotated[str, typer.Option(help="Where training runs: cpu, cuda, cuda:N or auto.")] = "cpu",
+    trust_code: TrustCodeOption = False,
 ) -> None:
     """Train or fine-tune a teacher; report top-1/top-5 on the val split and save a checkpoint for --weights."""
     from mobilelwt.train import TrainConfig, train_teacher
 
+    allow_model_code(trust_code, model)
     config = TrainConfig(
         epochs=epochs,
         batch_size=batch_size,

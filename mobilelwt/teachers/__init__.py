@@ -8,10 +8,14 @@ from mobilelwt.teachers._api import (
     Teacher,
     TeacherSpec,
     build_teacher,
+    canonical_model_name,
     check_input_size,
+    check_model,
+    find_head,
     get_teacher_spec,
     list_teachers,
     min_input_size,
+    model_slug,
     register_teacher,
 )
 
@@ -22,9 +26,13 @@ __all__ = [
     "Teacher",
     "TeacherSpec",
     "build_teacher",
+    "canonical_model_name",
+    "check_model",
     "check_input_size",
+    "find_head",
     "get_teacher_spec",
     "list_teachers",
     "min_input_size",
+    "model_slug",
     "register_teacher",
 ]

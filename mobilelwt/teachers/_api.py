@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from torch import nn
 
 from mobilelwt.errors import CheckpointError, ConfigError
 from mobilelwt.registry import Registry
+from mobilelwt.teachers.user import UserModelSource, build_user_model, is_user_model, resolve_source
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -27,8 +29,9 @@ class TeacherSpec:
     family: str
     builder: Callable[..., nn.Module]
     weights_enum: Any
-    head: str  # dotted name of the final Linear, replaced when the class count changes
+    head: str  # dotted name of the final Linear, replaced when the class count changes ("": found by tracing)
     default_input_size: int = 224
+    source: UserModelSource | None = None  # the user's code, for ``file.py:factory`` models
 
 
 @dataclass
@@ -44,6 +47,7 @@ class Teacher:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     metadata: dict[str, Any] = field(default_factory=dict)
+    code: dict[str, str] | None = None  # a user model's source file and its sha256
 
 
 TEACHERS: Registry[TeacherSpec] = Registry("model")
@@ -59,7 +63,54 @@ def list_teachers() -> list[str]:
 
 
 def get_teacher_spec(name: str) -> TeacherSpec:
+    """A registered teacher, or the user's ``file.py:factory`` / ``package.module:factory`` (no code runs here)."""
+    if is_user_model(name):
+        return _user_spec(resolve_source(name))
     return TEACHERS.get(name)
+
+
+def canonical_model_name(name: str) -> str:
+    """The name stages record: registered names as they are, user files by absolute path."""
+    return get_teacher_spec(name).name
+
+
+def model_slug(name: str) -> str:
+    """A file-name-safe short name: registered names as they are, ``net.py:build`` as ``net.build``."""
+    spec = get_teacher_spec(name)
+    if spec.source is None:
+        return spec.name
+    stem = spec.source.file.stem if spec.source.kind == "file" else spec.source.location
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{stem}.{spec.source.factory}")
+
+
+def check_model(name: str) -> str:
+    """Refuse an unknown model (and user code without consent, or that fails to import) before any work;
+    returns the canonical name."""
+    spec = get_teacher_spec(name)
+    if spec.source is not None:
+        with torch.device("meta"):
+            build_user_model(spec.source, None)  # consent, import and factory errors surface here
+    return spec.name
+
+
+@functools.cache
+def _user_spec(source: UserModelSource) -> TeacherSpec:
+    def builder(*, weights: None = None, num_classes: int | None = None) -> nn.Module:
+        return build_user_model(source, num_classes)
+
+    return TeacherSpec(name=source.reference, family="user", builder=builder, weights_enum=None, head="", source=source)
+
+
+def find_head(model: nn.Module, input_size: int) -> str:
+    """The classifier head: the last Conv2d/Linear that runs (its outputs are the classes)."""
+    from mobilelwt.plan import trace
+
+    layers = trace(model, input_size)
+    if not layers:
+        raise ConfigError(
+            "The model has no Conv2d or Linear layer: nothing to compress.", "Pass a CNN classifier as --model."
+        )
+    return layers[-1].name
 
 
 def _set_submodule(model: nn.Module, dotted: str, module: nn.Module) -> None:
@@ -68,12 +119,16 @@ def _set_submodule(model: nn.Module, dotted: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
-def _replace_head(model: nn.Module, spec: TeacherSpec, num_classes: int) -> None:
-    old = model.get_submodule(spec.head)
+def _replace_head(model: nn.Module, head: str, num_classes: int) -> None:
+    old = model.get_submodule(head)
     if not isinstance(old, nn.Linear):
-        raise TypeError(f"{spec.name}: head {spec.head!r} is {type(old).__name__}, expected Linear")
+        raise ConfigError(
+            f"The model's head {head!r} is a {type(old).__name__}, not a Linear layer, so it cannot be resized to "
+            f"{num_classes} classes.",
+            "Make the factory take num_classes=, or pass --num-classes equal to its outputs.",
+        )
     if old.out_features != num_classes:
-        _set_submodule(model, spec.head, nn.Linear(old.in_features, num_classes))
+        _set_submodule(model, head, nn.Linear(old.in_features, num_classes))
 
 
 @functools.cache
@@ -105,12 +160,15 @@ MAX_INPUT_SIZE = 2048
 
 
 def check_input_size(name: str, input_size: int) -> None:
+    """Refuse sizes the architecture cannot take (a user model is checked when it is built)."""
     if input_size > MAX_INPUT_SIZE:
         raise ConfigError(
             f"Input size {input_size} is too large for {name} (over {MAX_INPUT_SIZE}²: its activations alone "
             "would not fit in memory).",
             f"Use --input-size {MAX_INPUT_SIZE} or less.",
         )
+    if is_user_model(name):
+        return
     smallest = min_input_size(name)
     if input_size < smallest:
         raise ConfigError(
@@ -145,28 +203,38 @@ def build_teacher(
 
         checkpoint = load_checkpoint(Path(source))
     meta = (checkpoint or {}).get("metadata", {})
-    if meta.get("model") not in (None, name):
+    if source == "imagenet" and spec.source is not None:
+        raise ConfigError(
+            f"There are no ImageNet weights for {spec.name}.", "Pass --weights with your checkpoint, or none."
+        )
+    name = spec.name
+    if meta.get("model") not in (None, name) and not (spec.source and is_user_model(str(meta["model"]))):
         raise CheckpointError(
             f"{source} holds weights for {meta['model']!r}, not {name!r}.", f"Use --model {meta['model']}."
         )
     num_classes = _agree("num_classes", num_classes, meta.get("num_classes"), source)
     input_size = _agree("input_size", input_size, meta.get("input_size"), source)
-    num_classes = 1000 if num_classes is None else num_classes
+    if spec.source is None and num_classes is None:
+        num_classes = 1000
     input_size = spec.default_input_size if input_size is None else input_size
-    if num_classes < 2:
+    if num_classes is not None and num_classes < 2:
         raise ConfigError(f"--num-classes must be at least 2, got {num_classes}.", "Pass the number of classes.")
     check_input_size(name, input_size)
 
     with torch.random.fork_rng(devices=[]), torch.device(device or "cpu"):
         torch.manual_seed(seed)
         model = spec.builder(weights=None, num_classes=1000 if source == "imagenet" else num_classes)
+    if spec.source is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            num_classes = _fit_user_head(model, spec, num_classes, input_size)
     if source == "imagenet":
         from mobilelwt.weights import load_imagenet_state_dict
 
         model.load_state_dict(load_imagenet_state_dict(spec))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            _replace_head(model, spec, num_classes)  # a fresh (seeded) head, to be fine-tuned on the user's classes
+            _replace_head(model, spec.head, num_classes)  # a fresh (seeded) head, fine-tuned on the user's classes
     elif checkpoint is not None:
         from mobilelwt.weights import load_into
 
@@ -182,7 +250,40 @@ def build_teacher(
         mean=tuple(meta.get("mean", IMAGENET_MEAN)),
         std=tuple(meta.get("std", IMAGENET_STD)),
         metadata=meta,
+        code=spec.source.describe() if spec.source is not None else None,
     )
+
+
+def _fit_user_head(model: nn.Module, spec: TeacherSpec, num_classes: int | None, input_size: int) -> int:
+    """Check that a user model takes ``input_size`` images and returns class logits; resize its head if asked."""
+    outputs = _output_shape(model, input_size, spec.name)
+    if len(outputs) != 1 or outputs[0] < 2:
+        raise ConfigError(
+            f"{spec.name} returns outputs of shape (N, {', '.join(map(str, outputs))}) for {input_size}² images, "
+            "not (N, classes) logits.",
+            "Return class logits from forward (flatten before the head).",
+        )
+    if num_classes is None or outputs[0] == num_classes:
+        return outputs[0]
+    _replace_head(model, find_head(model, input_size), num_classes)
+    return num_classes
+
+
+def _output_shape(model: nn.Module, input_size: int, name: str) -> tuple[int, ...]:
+    """Shape-only forward on the meta device; code that needs real values gets one real forward on zeros."""
+    from mobilelwt.profile import shape_forward
+
+    try:
+        out = shape_forward(model, (3, input_size, input_size))
+    except Exception as exc:
+        raise ConfigError(
+            f"{name} cannot take {input_size}×{input_size} RGB images: {type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}",
+            "Pass the --input-size the model was made for.",
+        ) from None
+    if not isinstance(out, torch.Tensor):
+        raise ConfigError(f"{name} returns {type(out).__name__}, not a tensor of logits.", "Return one tensor.")
+    return tuple(out.shape[1:])
 
 
 def _agree(key: str, requested: int | None, recorded: int | None, source: str) -> int | None:
