@@ -365,8 +365,8 @@ def load_build(build_dir: Path) -> Build:
     )
     if teacher_fingerprint(teacher) != info.get("sha256"):
         raise BuildFileError(
-            f"The teacher ({info['weights']}{' and the model code' if info.get('code') else ''}) has changed since "
-            f"{directory.path} was compressed (the content hash differs), so its student and numbers are stale.",
+            f"The teacher weights {info['weights']} have changed since {directory.path} was compressed (their content "
+            "hash differs), so its student and numbers are stale.",
             "Re-run `mobilelwt compress` (or `mobilelwt build`) into this directory.",
         )
     teacher.classes = info["classes"]

@@ -20,19 +20,35 @@ def load_artifact(runtime: str, path, *, threads: int = 1, class_labels: list[st
     return by_runtime(runtime).load(path, threads=threads, class_labels=class_labels)
 
 
+class RuntimeProbe:
+    """Median host latency (ms) of a model lowered for ``runtime`` on one image; :meth:`layer` times one layer
+    alone on an input of its own shape (to say which layers hold the time)."""
+
+    def __init__(self, runtime: str, *, input_size: int, threads: int = 2, warmup: int = 5, runs: int = 15) -> None:
+        if runtime not in RUNTIMES:
+            raise TargetError(f"Unknown runtime {runtime!r}.", f"Use one of: {', '.join(RUNTIMES)}.")
+        self.runtime, self.input_size, self.threads, self.warmup, self.runs = runtime, input_size, threads, warmup, runs
+
+    def __call__(self, model) -> float:
+        return self.layer(model, (1, 3, self.input_size, self.input_size))
+
+    def layer(self, module, input_shape: tuple[int, ...]) -> float:
+        import torch
+
+        example = (torch.randn(*input_shape, generator=torch.Generator().manual_seed(0)),)
+        run = host_runner(self.runtime, module.eval(), example, self.threads)
+        return median(time_callable(lambda: run(*example), warmup=self.warmup, runs=self.runs))
+
+    @property
+    def description(self) -> str:
+        size = self.input_size
+        return f"{self.runtime} host, {self.threads} threads, batch 1, {size}x{size}"
+
+
 def latency_probe(runtime: str, *, input_size: int, threads: int = 2, warmup: int = 5, runs: int = 15):
     """(probe, description): the probe lowers a model for ``runtime`` and returns its median host latency (ms)."""
-    import torch
-
-    if runtime not in RUNTIMES:
-        raise TargetError(f"Unknown runtime {runtime!r}.", f"Use one of: {', '.join(RUNTIMES)}.")
-    example = (torch.randn(1, 3, input_size, input_size),)
-
-    def probe(model) -> float:
-        run = host_runner(runtime, model, example, threads)
-        return median(time_callable(lambda: run(*example), warmup=warmup, runs=runs))
-
-    return probe, f"{runtime} host, {threads} threads, batch 1, {input_size}x{input_size}"
+    probe = RuntimeProbe(runtime, input_size=input_size, threads=threads, warmup=warmup, runs=runs)
+    return probe, probe.description
 
 
 __all__ = [
@@ -41,6 +57,7 @@ __all__ = [
     "TARGET_FORMATS",
     "Artifact",
     "Format",
+    "RuntimeProbe",
     "TargetError",
     "UnsupportedOpError",
     "by_ext",

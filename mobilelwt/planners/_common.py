@@ -9,7 +9,7 @@ from torch import nn
 
 from mobilelwt.errors import ConfigError
 from mobilelwt.modules import REPLACEMENTS
-from mobilelwt.plan import Candidate, LayerChoice, Plan, allowed_kinds, replacement_macs
+from mobilelwt.plan import Candidate, LayerChoice, Plan, allowed_kinds, replacement_macs, trace
 
 
 @dataclass
@@ -98,10 +98,51 @@ class PlanningContext:
             details=details,
         )
 
+    def smallest_plan(self) -> Plan:
+        """Every replaceable layer at its smallest rank: the most a plan can cut."""
+        layers = {}
+        for candidate in self.candidates:
+            kind = self.kind_for(candidate)
+            if kind:
+                layers[candidate.name] = self.choice(candidate, kind, self.ranks(candidate, kind)[0])
+        return self.plan("smallest", float("nan"), layers)
+
+    def all_layers(self) -> list[Candidate]:
+        """Every Conv2d/Linear of the teacher in execution order, replaceable or not."""
+        if not hasattr(self, "_all_layers"):
+            self._all_layers = trace(self.model, self.input_size)
+        return self._all_layers
+
+    def why_kept(self, layer: Candidate) -> str | None:
+        """Why a layer is never replaced (None for a replaceable one)."""
+        if any(c.name == layer.name for c in self.candidates):
+            return None if self.kind_for(layer) else "grouped/depthwise"
+        module = self.layer(layer)
+        if isinstance(module, nn.Conv2d) and module.groups > 1:
+            return "grouped/depthwise"
+        if layer.name == self.all_layers()[-1].name:
+            return "classifier head"
+        if isinstance(module, nn.Conv2d) and layer.input_shape[0] <= 4:
+            return "first conv"
+        return "FC (--no-compress-fc)" if isinstance(module, nn.Linear) else "kept"
+
+    def kept_layers(self, limit: int = 3) -> str:
+        """The never-replaced layers that cost the most MACs, with their share and why they are kept."""
+        kept = sorted(
+            ((layer, why) for layer in self.all_layers() if (why := self.why_kept(layer))), key=lambda x: -x[0].macs
+        )
+        if not kept:
+            return "none"
+        shown = ", ".join(
+            f"{layer.name} ({why}, {100 * layer.macs / self.teacher_macs:.0f}%)" for layer, why in kept[:limit]
+        )
+        return shown + (f" and {len(kept) - limit} more" if len(kept) > limit else "")
+
     def infeasible(self, speedup: float, best: int) -> ConfigError:
+        kept_macs = sum(x.macs for x in self.all_layers() if self.why_kept(x))
         return ConfigError(
             f"A {speedup}× MAC reduction is out of reach for {self.model_name}: even the smallest modules leave "
-            f"{best / 1e6:.1f} M of {self.teacher_macs / 1e6:.1f} M MACs ({self.teacher_macs / best:.2f}×), and the "
-            f"layers that are never replaced cost {self.fixed_macs / 1e6:.1f} M.",
+            f"{best / 1e6:.1f} M of {self.teacher_macs / 1e6:.1f} M MACs ({self.teacher_macs / best:.2f}×); the "
+            f"layers that are never replaced cost {kept_macs / 1e6:.1f} M, most of all {self.kept_layers()}.",
             f"Ask for at most --speedup {self.teacher_macs / best:.2f}.",
         )

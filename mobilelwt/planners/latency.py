@@ -108,9 +108,40 @@ def plan_latency(
         best_plan.planner = "latency"
         best_plan.details.update(probe=probe_key, rounds=rounds)
         return best_plan
-    best = max((r["measured_speedup"] for r in rounds), default=0.0)
+    floor = ctx.smallest_plan()  # the fastest plan there is: how far this model can go on this runtime
+    floor_ms = measure(apply_plan(ctx.model, floor, init=False))
+    best = max([teacher_ms / floor_ms, *(r["measured_speedup"] for r in rounds)])
+    reachable = best / (1 + margin)
     raise ConfigError(
-        f"A measured {speedup}× speedup on {probe_key} is out of reach for {ctx.model_name}: the best plan ran "
-        f"{best:.2f}× faster than the teacher ({teacher_ms:.2f} ms).",
-        f"Ask for at most --speedup {best / (1 + margin):.2f}, or compress more layers (e.g. --compress-fc).",
+        f"Nothing to gain at {speedup}×: on {probe_key}, the fastest student of {ctx.model_name} that was timed "
+        f"runs {best:.2f}× faster than the teacher ({teacher_ms:.2f} ms). {time_holders(ctx, measure)}",
+        f"Ask for at most --speedup {reachable:.2f}, or compress more layers (e.g. --compress-fc)."
+        if reachable > 1.05
+        else "Keep the teacher for this runtime: low-rank replacement does not make it faster (try another "
+        "--conv-module or runtime, or a model whose time is in ordinary convolutions).",
+    )
+
+
+def time_holders(ctx: PlanningContext, measure: LatencyProbe, limit: int = 4) -> str:
+    """Which teacher layers hold the time: each Conv2d/Linear timed alone on its own input, largest first.
+
+    Only on the failure path: it lowers every layer once. A probe that cannot time single layers (no ``layer``
+    method) gets the MAC shares instead.
+    """
+    layers = ctx.all_layers()
+    time_layer = getattr(measure, "layer", None)
+    if time_layer is None:
+        return f"The layers that are never replaced hold most of the MACs: {ctx.kept_layers()}."
+    timed = sorted(
+        ((time_layer(ctx.layer(layer), (1, *layer.input_shape)), layer) for layer in layers), key=lambda x: -x[0]
+    )
+    total = sum(ms for ms, _ in timed) or float("nan")
+    shown = ", ".join(
+        f"{layer.name} {ms:.2f} ms ({100 * ms / total:.0f}%, {ctx.why_kept(layer) or 'replaceable'})"
+        for ms, layer in timed[:limit]
+    )
+    kept = sum(ms for ms, layer in timed if ctx.why_kept(layer))
+    return (
+        f"Timed alone, the conv/linear layers take {total:.2f} ms; layers that are never replaced take "
+        f"{kept:.2f} ms ({100 * kept / total:.0f}%); the largest: {shown}."
     )
