@@ -43,6 +43,11 @@ def main() -> None:
     parser.add_argument("--layer-max-steps", type=int, default=300)
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--scratch", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--pruning-peer",
+        action="store_true",
+        help="also Torch-Pruning's uniform L1 pruning at the student's MAC ratio, distilled for the same epochs",
+    )
     parser.add_argument("--plan", help="replay this plan.json instead of planning (e.g. one timed elsewhere)")
     parser.add_argument("--layer-batch-size", type=int, default=32)
     parser.add_argument("--finetune-batch-size", type=int, default=64)
@@ -104,6 +109,8 @@ def main() -> None:
             "top5": history[-1]["val_top5"],
             "seconds": time.perf_counter() - started,
         }
+    if args.pruning_peer:
+        rows.update(pruning_peer(args, result, m))
     report = {
         "benchmark": "accuracy",
         "model": args.model,
@@ -128,6 +135,36 @@ def main() -> None:
     for name, row in rows.items():
         print(f"{name:42} {row['top1']:7.2f} {row['top5']:7.2f} {row['top1'] - rows['teacher']['top1']:+8.2f}")
     print(f"compress wall time: {m['seconds']['total']:.0f} s ({m['seconds']})")
+
+
+def pruning_peer(args, result, m) -> dict:
+    """The pruned teacher, then the same distillation fine-tune as the student (same epochs, batch, seed)."""
+    from peers import pruned_for  # bench/peers.py, beside this script
+
+    from mobilelwt.distill import distill
+    from mobilelwt.evaluation import evaluate
+    from mobilelwt.profile import count_macs
+    from mobilelwt.teachers import find_head
+
+    data = load_data(args.data, m["input_size"], seed=0)
+    teacher = result.teacher.model.cpu().eval()
+    started = time.perf_counter()
+    pruned, ratio = pruned_for(teacher, m["input_size"], m["mac_speedup"], head=find_head(teacher, m["input_size"]))
+    device = resolve_device(args.device)
+    before = evaluate(pruned.to(device), data.eval_batches(data.val, 128))
+    config = DistillConfig(epochs=args.finetune_epochs, batch_size=args.finetune_batch_size)
+    distill(pruned, teacher.to(device), data, config, on_progress=log)
+    after = evaluate(pruned, data.eval_batches(data.val, 128))
+    macs = count_macs(pruned.cpu(), m["input_size"])
+    label = f"torch-pruning L1 (ratio {ratio:.2f}, {m['teacher']['macs'] / macs:.2f}x MACs)"
+    return {
+        f"{label}, no fine-tune": {"top1": before["top1"], "top5": before["top5"]},
+        f"{label} + distillation": {
+            "top1": after["top1"],
+            "top5": after["top5"],
+            "seconds": time.perf_counter() - started,
+        },  # fmt: skip
+    }
 
 
 if __name__ == "__main__":

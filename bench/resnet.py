@@ -40,36 +40,6 @@ def student_for(teacher: nn.Module, name: str, size: int, speedup: float) -> tup
     return apply_plan(teacher, plan, init=True).eval(), plan
 
 
-def pruned_for(teacher: nn.Module, size: int, mac_ratio: float) -> tuple[nn.Module, float]:
-    """Torch-Pruning, uniform channel ratio (L1), bisected so the pruned model has ``1/mac_ratio`` of the MACs."""
-    import torch_pruning as tp
-
-    example = torch.randn(1, 3, size, size)
-    teacher_macs = count_macs(teacher, size)
-
-    def prune(ratio: float) -> nn.Module:
-        model = copy.deepcopy(teacher).eval()
-        pruner = tp.pruner.MagnitudePruner(
-            model,
-            example,
-            importance=tp.importance.MagnitudeImportance(p=1),
-            pruning_ratio=ratio,
-            ignored_layers=[model.fc],
-        )
-        pruner.step()
-        return model
-
-    lo, hi = 0.0, 0.95
-    for _ in range(12):
-        mid = (lo + hi) / 2
-        if teacher_macs / count_macs(prune(mid), size) < mac_ratio:
-            lo = mid
-        else:
-            hi = mid
-    model = prune(hi)
-    return model, hi
-
-
 def fold_batch_norms(student: nn.Module, plan: Plan) -> nn.Module:
     """Fold the batch norm after each replaced ResNet conv into the replacement's last conv (eval statistics)."""
     folded = copy.deepcopy(student).eval()
@@ -116,7 +86,9 @@ def bench_model(name: str, args) -> dict:
             variants[f"mobilelwt {speedup:g}x bn-folded"] = fold_batch_norms(student, plan)
             facts[f"mobilelwt {speedup:g}x bn-folded"] = dict(facts[f"mobilelwt {speedup:g}x"])
         if not args.no_pruning:
-            pruned, ratio = pruned_for(teacher, size, plan.mac_speedup)
+            from peers import pruned_for  # bench/peers.py, beside this script
+
+            pruned, ratio = pruned_for(teacher, size, plan.mac_speedup, head="fc")
             macs = count_macs(pruned, size)
             variants[f"torch-pruning {speedup:g}x"] = pruned
             facts[f"torch-pruning {speedup:g}x"] = {"macs": macs, "mac_speedup": teacher_macs / macs,

@@ -113,8 +113,9 @@ def plan_latency(
     best = max([teacher_ms / floor_ms, *(r["measured_speedup"] for r in rounds)])
     reachable = best / (1 + margin)
     raise ConfigError(
-        f"Nothing to gain at {speedup}×: on {probe_key}, the fastest student of {ctx.model_name} that was timed "
-        f"runs {best:.2f}× faster than the teacher ({teacher_ms:.2f} ms). {time_holders(ctx, measure)}",
+        f"Nothing to gain at {speedup}×: a measured {speedup}× speedup on {probe_key} is out of reach for "
+        f"{ctx.model_name}; the fastest student there is runs {best:.2f}× faster than the teacher "
+        f"({teacher_ms:.2f} ms). {time_holders(ctx, measure)}",
         f"Ask for at most --speedup {reachable:.2f}, or compress more layers (e.g. --compress-fc)."
         if reachable > 1.05
         else "Keep the teacher for this runtime: low-rank replacement does not make it faster (try another "

@@ -88,8 +88,8 @@ def check_model(name: str) -> str:
     returns the canonical name."""
     spec = get_teacher_spec(name)
     if spec.source is not None:
-        with torch.device("meta"):
-            build_user_model(spec.source, None)  # consent, import and factory errors surface here
+        build_user_model(spec.source, None)  # consent, import and factory errors surface here (real tensors:
+        # a factory may initialise with values, which the meta device cannot give)
     return spec.name
 
 
