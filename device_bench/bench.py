@@ -21,7 +21,7 @@ from device_bench.android import DeviceOptions, DeviceRun, device_facts, push_ca
 from device_bench.host import bench_pairs, host_runnable, pair_groups, pair_speedup
 from device_bench.parsers import RunnerOutputError
 from device_bench.stats import summarize
-from device_bench.transport import AdbTransport, DeviceError, resolve_serials
+from device_bench.transport import LOCAL, AdbServer, AdbTransport, DeviceError, resolve_devices
 from mobilelwt.builddir import ARTIFACTS, BENCH, BuildDir
 from mobilelwt.errors import ConfigError, MobileLWTError
 from mobilelwt.io import atomic_path
@@ -87,15 +87,18 @@ def bench_device(
     options: DeviceOptions,
     settings: dict[str, Any],
     adb: str | None = None,
+    server: AdbServer = LOCAL,
 ) -> None:
-    """Measure ``artifacts`` on one adb device; records are appended group by group."""
-    device = AdbTransport(serial, adb=adb)
+    """Measure ``artifacts`` on one adb device (of ``server``); records are appended group by group."""
+    device = AdbTransport(serial, adb=adb, server=server)
+    name = device.name  # the serial, or HOST:PORT/serial for a phone on another machine's adb server
+    where = {"adb_server": server.label, "serial": serial}
     runner = DeviceRun(device, options)
     try:
-        facts = device_facts(device)
+        facts = {**device_facts(device), **where}
         runner.check()
     except (DeviceError, RunnerOutputError) as exc:
-        append_records(out, [_failed(a, serial, str(exc), settings) for a in artifacts])
+        append_records(out, [_failed(a, name, str(exc), settings, where) for a in artifacts])
         return
     per_round = max(1, -(-runs // rounds))
     accuracy_set = _accuracy_inputs(build_dir, options.accuracy_images) if options.accuracy_images else None
@@ -128,7 +131,8 @@ def bench_device(
                     "role": role,
                     "runtime": a["runtime"],
                     "precision": a["precision"],
-                    "device": serial,
+                    "device": name,
+                    **where,
                     "threads": threads,
                     "core_mask": options.core_mask,
                     "input": [1, 3, a["input_size"], a["input_size"]],
@@ -151,7 +155,7 @@ def bench_device(
                 for record, (role, a) in zip(records, group.items(), strict=True):
                     record.update(_device_accuracy(device, runner, remote[role], a, accuracy_set, options))
         except (DeviceError, RunnerOutputError) as exc:
-            records = [_failed(a, serial, str(exc), settings, facts) for a in group.values()]
+            records = [_failed(a, name, str(exc), settings, facts) for a in group.values()]
         append_records(out, records)
 
 
@@ -243,6 +247,7 @@ def _failed(
         "status": "failed",
         "reason": reason,
         "environment": facts or {"serial": device},
+        **{k: v for k, v in (facts or {}).items() if k in ("adb_server", "serial")},
     }
 
 
@@ -267,10 +272,13 @@ def bench_build(
     rounds: int = 10,
     options: DeviceOptions | None = None,
     adb: str | None = None,
+    adb_servers: tuple[str, ...] = (),
     paths: set[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Measure the build's artifacts (those in ``paths`` if given) on ``devices`` (``host``, adb serials, or
-    ``all``); returns this build's current records for the devices asked.
+    ``all``); returns this build's current records for the devices asked. ``adb_servers`` (``HOST:PORT`` or
+    ``local``) are the adb servers whose phones are reached (default: the local one); their phones' records
+    are named ``HOST:PORT/serial``, and a server that cannot be reached fails only its own phones.
 
     A record is reused only when it was measured on the same artifact bytes with the same settings (runs,
     warm-up, threads, rounds, runner); records of re-exported files are dropped.
@@ -312,7 +320,11 @@ def bench_build(
         return [a for a in artifacts if (a["path"], a["runtime"], device, a["precision"]) not in done]
 
     requested = [d for d in devices if d != "host"]
-    serials = resolve_serials(requested, adb) if requested else []
+    servers = tuple(dict.fromkeys(AdbServer.parse(s) for s in adb_servers)) or (LOCAL,)
+    phones, unreachable = resolve_devices(requested, adb, servers) if requested else ([], {})
+    for server, reason in unreachable.items():  # its phones are unknown: one failed record per artifact for it
+        append_records(out, [_failed(a, server.label, reason, settings, {"adb_server": server.label})
+                             for a in artifacts])  # fmt: skip
     if "host" in devices:
         per_round = max(1, -(-runs // rounds))
         records = bench_pairs(build_dir, todo("host"), threads=threads, warmup=warmup, rounds=rounds,
@@ -321,14 +333,14 @@ def bench_build(
         records += [_coreml_on_host(build_dir, a, runs, warmup, options) for a in coreml
                     if (a["path"], "coreml", "host", a["precision"]) not in done]  # fmt: skip
         append_records(out, [{**r, "settings": settings, "environment": facts} for r in records])
-    if serials:
-        with ThreadPoolExecutor(max_workers=len(serials)) as pool:
+    if phones:
+        with ThreadPoolExecutor(max_workers=len(phones)) as pool:
             jobs = [
                 pool.submit(
                     bench_device,
                     build_dir,
                     serial,
-                    todo(serial),
+                    todo(server.device_id(serial)),
                     out,
                     runs=runs,
                     warmup=warmup,
@@ -337,13 +349,15 @@ def bench_build(
                     options=options,
                     settings=settings,
                     adb=adb,
+                    server=server,
                 )  # fmt: skip
-                for serial in serials
-                if todo(serial)
+                for server, serial in phones
+                if todo(server.device_id(serial))
             ]
             for job in jobs:
                 job.result()
-    wanted = set(serials) | ({"host"} if "host" in devices else set())
+    wanted = {server.device_id(serial) for server, serial in phones} | {server.label for server in unreachable}
+    wanted |= {"host"} if "host" in devices else set()
     names = {a["path"] for a in listed}
     return [r for r in directory.bench_records() if r["device"] in wanted and r["artifact"] in names]
 

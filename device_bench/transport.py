@@ -60,22 +60,58 @@ def _run(argv: list[str], timeout: float, what: str) -> subprocess.CompletedProc
         raise DeviceError(f"Could not run {argv[0]}: {exc}.", "Check the adb installation.") from None
 
 
+@dataclass(frozen=True)
+class AdbServer:
+    """An adb server: the local one (port and HOME from the environment) or another machine's (``adb -H -P``)."""
+
+    host: str | None = None
+    port: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> AdbServer:
+        if text == "local":
+            return cls()
+        host, _, port = text.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c.isspace() for c in host):
+            raise DeviceError(
+                f"--adb-server {text!r} is not HOST:PORT.",
+                "Pass e.g. --adb-server lab-mac.local:5037 (that machine runs `adb -a nodaemon server`), or local.",
+            )
+        return cls(host.strip("[]"), int(port))
+
+    @property
+    def args(self) -> list[str]:
+        return [] if self.host is None else ["-H", self.host, "-P", str(self.port)]
+
+    @property
+    def label(self) -> str:
+        return "local" if self.host is None else f"{self.host}:{self.port}"
+
+    def device_id(self, serial: str) -> str:
+        """How records name a phone: its serial on the local server, ``HOST:PORT/serial`` on another."""
+        return serial if self.host is None else f"{self.label}/{serial}"
+
+
+LOCAL = AdbServer()
+
+
 _GONE = re.compile(r"device '.*' not found|device offline|no devices/emulators found|device not found|closed")
 
 
 class AdbTransport:
-    """One device reached through the adb server (the server's port and HOME come from the environment)."""
+    """One device reached through an adb server (by default the local one)."""
 
-    def __init__(self, serial: str, *, adb: str | None = None) -> None:
+    def __init__(self, serial: str, *, adb: str | None = None, server: AdbServer = LOCAL) -> None:
         self.adb = find_adb(adb)
         self.serial = serial
-        self.name = serial
+        self.server = server
+        self.name = server.device_id(serial)
 
     def _adb(self, args: list[str], timeout: float, what: str) -> subprocess.CompletedProcess:
-        proc = _run([self.adb, "-s", self.serial, *args], timeout, what)
+        proc = _run([self.adb, *self.server.args, "-s", self.serial, *args], timeout, what)
         if proc.returncode != 0 and _GONE.search(proc.stderr + proc.stdout):
             raise DeviceError(
-                f"Device {self.serial} is not reachable ({(proc.stderr or proc.stdout).strip().splitlines()[-1]}).",
+                f"Device {self.name} is not reachable ({(proc.stderr or proc.stdout).strip().splitlines()[-1]}).",
                 "Reconnect it and check `adb devices`.",
             )
         return proc
@@ -83,7 +119,7 @@ class AdbTransport:
     def reachable(self, timeout: float = 15) -> bool:
         """Whether adb still sees the device online (``adb get-state``)."""
         try:
-            proc = _run([self.adb, "-s", self.serial, "get-state"], timeout, "adb get-state")
+            proc = _run([self.adb, *self.server.args, "-s", self.serial, "get-state"], timeout, "adb get-state")
         except DeviceError:
             return False
         return proc.returncode == 0 and proc.stdout.strip() == "device"
@@ -135,11 +171,17 @@ class HostTransport:
         shutil.copyfile(remote, local)
 
 
-def list_devices(adb: str | None = None, *, timeout: float = 30) -> list[dict[str, str]]:
-    """``adb devices -l`` as records: serial, state and the key:value details."""
-    proc = _run([find_adb(adb), "devices", "-l"], timeout, "`adb devices -l`")
+def list_devices(adb: str | None = None, *, server: AdbServer = LOCAL, timeout: float = 30) -> list[dict[str, str]]:
+    """``adb devices -l`` of one server as records: serial, state and the key:value details."""
+    proc = _run([find_adb(adb), *server.args, "devices", "-l"], timeout, f"`adb devices -l` on {server.label}")
     if proc.returncode != 0:
-        raise DeviceError(f"`adb devices` failed: {proc.stderr.strip()}", "Restart the server: `adb kill-server`.")
+        detail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        if server.host is not None:
+            raise DeviceError(
+                f"The adb server {server.label} is not reachable ({detail[0]}).",
+                "Check that it runs there as `adb -a nodaemon server` and that the port is open.",
+            )
+        raise DeviceError(f"`adb devices` failed: {detail[0]}", "Restart the server: `adb kill-server`.")
     devices = []
     for line in proc.stdout.splitlines():
         if not line.strip() or line.startswith("List of devices") or line.startswith("*"):
@@ -149,18 +191,49 @@ def list_devices(adb: str | None = None, *, timeout: float = 30) -> list[dict[st
     return devices
 
 
-def resolve_serials(requested: list[str], adb: str | None = None) -> list[str]:
-    """``all`` -> every device in state ``device``; named serials must be present and online."""
-    present = list_devices(adb)
-    online = [d["serial"] for d in present if d["state"] == "device"]
+def resolve_devices(
+    requested: list[str], adb: str | None = None, servers: tuple[AdbServer, ...] = (LOCAL,)
+) -> tuple[list[tuple[AdbServer, str]], dict[AdbServer, str]]:
+    """The (server, serial) pairs to bench, and the servers that could not be reached (with why).
+
+    ``all`` spans every online device of every server; a serial is looked up on every server (it must be on
+    exactly one), ``HOST:PORT/serial`` on that server. An unreachable server fails only its own devices.
+    """
+    present: dict[AdbServer, list[dict[str, str]]] = {}
+    unreachable: dict[AdbServer, str] = {}
+    for server in servers:
+        try:
+            present[server] = list_devices(adb, server=server)
+        except DeviceError as exc:
+            if len(servers) == 1:
+                raise
+            unreachable[server] = str(exc)
+    online = [(server, d["serial"]) for server, found in present.items() for d in found if d["state"] == "device"]
     if requested == ["all"]:
-        if not online:
+        if not online and not unreachable:
             raise DeviceError(
                 "No Android device is connected.", "Connect one (USB debugging on) and check `adb devices`."
             )
-        return online
-    missing = [s for s in requested if s not in online]
+        return online, unreachable
+    chosen, missing = [], []
+    for name in requested:
+        matches = [(server, serial) for server, serial in online if name in (serial, server.device_id(serial))]
+        if len(matches) > 1:
+            raise DeviceError(
+                f"Device {name} is on several adb servers ({', '.join(s.label for s, _ in matches)}).",
+                f"Name it as HOST:PORT/{name}.",
+            )
+        (chosen if matches else missing).append(matches[0] if matches else name)
     if missing:
-        known = ", ".join(f"{d['serial']} ({d['state']})" for d in present) or "none"
-        raise DeviceError(f"Device {', '.join(missing)} is not connected (adb sees: {known}).", "Check the serial.")
-    return requested
+        known = ", ".join(f"{server.device_id(d['serial'])} ({d['state']})" for server, found in present.items()
+                          for d in found) or "none"  # fmt: skip
+        down = "".join(f"; {exc}" for exc in unreachable.values())
+        raise DeviceError(
+            f"Device {', '.join(missing)} is not connected (adb sees: {known}{down}).", "Check the serial."
+        )
+    return chosen, unreachable
+
+
+def resolve_serials(requested: list[str], adb: str | None = None) -> list[str]:
+    """``all`` -> every device of the local server in state ``device``; named serials must be present and online."""
+    return [serial for _, serial in resolve_devices(requested, adb)[0]]

@@ -32,6 +32,12 @@ def bench_command(
         "ALL"
     ),
     adb: Annotated[str | None, typer.Option(help="adb binary (default: adb on PATH).")] = None,
+    adb_server: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Reach the phones of another machine's adb server, HOST:PORT (repeatable; `local` for this one's).",
+        ),
+    ] = None,
     layers: Annotated[bool, typer.Option(help="Also time each replaced layer against its teacher layer (host).")] = (
         False
     ),
@@ -52,7 +58,7 @@ def bench_command(
                             coreml_compute_units=coreml_units)  # fmt: skip
     devices = tuple(d.strip() for d in device.split(","))
     records = bench_build(build_dir, devices=devices, runs=runs, warmup=warmup, threads=threads, rounds=rounds,
-                          options=options, adb=adb)  # fmt: skip
+                          options=options, adb=adb, adb_servers=tuple(adb_server or ()))  # fmt: skip
     table = Table(title=f"{build_dir}: latency (ms)")
     for column in ("artifact", "device", "median", "p10", "p90", "CV", "runs", "status"):
         table.add_column(column, justify="left" if column in ("artifact", "device", "status") else "right")

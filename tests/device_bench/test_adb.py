@@ -251,3 +251,45 @@ def test_unknown_thermal_state_is_null_not_zero(phone, exported, tmp_path) -> No
     records = bench_build(build, devices=(phone.serial,), runs=2, rounds=1, threads=1)
     assert all(r["status"] == "ok" and r["thermal"]["max_status"] is None for r in records)
     assert all(r["thermal"]["max_battery_c"] == 30.0 for r in records)
+
+
+def test_phones_on_two_adb_servers_are_benched_apart_and_a_lost_server_fails_only_its_own(
+    adb_server, exported, tmp_path
+) -> None:
+    """`--adb-server HOST:PORT` (adb -H -P): a second server with its own loopback phone, as on another machine."""
+    port = _free_port()
+    remote = f"127.0.0.1:{port}"
+    subprocess.run([ADB, "-P", str(port), "start-server"], check=True, capture_output=True, timeout=60)
+    phones = {}
+    try:
+        for name, server_args in (("local", []), ("remote", ["-P", str(port)])):
+            phone = LoopbackDevice(tmp_path / name, props={"ro.product.model": f"Loopback {name}"},
+                                   env={"PYTHONPATH": str(REPO), "HOME": str(tmp_path)})  # fmt: skip
+            subprocess.run([ADB, *server_args, "connect", phone.serial], capture_output=True, timeout=60, check=True)
+            subprocess.run([ADB, *server_args, "-s", phone.serial, "wait-for-device"], timeout=60, check=True)
+            phones[name] = phone
+        build = _fresh_copy(exported, tmp_path)
+        records = bench_build(build, devices=("all",), adb_servers=("local", remote), runs=2, rounds=1, threads=1)
+        remote_id = f"{remote}/{phones['remote'].serial}"
+        by_device = {d: [r for r in records if r["device"] == d] for d in (phones["local"].serial, remote_id)}
+        assert all(len(rs) == 4 and all(r["status"] == "ok" for r in rs) for rs in by_device.values()), records
+        assert {r["environment"]["model"] for r in by_device[remote_id]} == {"Loopback remote"}
+        assert {(r["adb_server"], r["serial"]) for r in by_device[remote_id]} == {(remote, phones["remote"].serial)}
+        assert {r["adb_server"] for r in by_device[phones["local"].serial]} == {"local"}
+        assert all(any("-m device_bench.runner" in c for c in phone.commands) for phone in phones.values())
+
+        # the remote server goes away: its phone's work fails, the local phone's records stand
+        subprocess.run([ADB, "-P", str(port), "kill-server"], capture_output=True, timeout=60)
+        again = bench_build(build, devices=("all",), adb_servers=("local", remote), runs=2, rounds=1, threads=1)
+        lost = [r for r in again if r["device"] == remote]
+        assert len(lost) == 4 and all(r["status"] == "failed" and "not reachable" in r["reason"] for r in lost)
+        assert all(r["status"] == "ok" for r in again if r["device"] == phones["local"].serial)
+        stored = read_records(build / "bench.jsonl")
+        assert sum(r["device"] == remote_id and r["status"] == "ok" for r in stored) == 4  # measured before: kept
+        with pytest.raises(DeviceError, match="is not HOST:PORT"):
+            bench_build(build, devices=("all",), adb_servers=("nonsense",), runs=2, rounds=1, threads=1)
+    finally:
+        subprocess.run([ADB, "-P", str(port), "kill-server"], capture_output=True, timeout=60)
+        for phone in phones.values():
+            subprocess.run([ADB, "disconnect", phone.serial], capture_output=True, timeout=60)
+            phone.kill()
