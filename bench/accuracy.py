@@ -150,6 +150,8 @@ def pruning_peer(args, result, m) -> dict:
     teacher = result.teacher.model.cpu().eval()
     started = time.perf_counter()
     pruned, ratio = pruned_for(teacher, m["input_size"], m["mac_speedup"], head=find_head(teacher, m["input_size"]))
+    for parameter in pruned.parameters():  # the teacher it was cut from is frozen: the peer trains
+        parameter.requires_grad_(True)
     device = resolve_device(args.device)
     before = evaluate(pruned.to(device), data.eval_batches(data.val, 128))
     config = DistillConfig(epochs=args.finetune_epochs, batch_size=args.finetune_batch_size)
