@@ -279,3 +279,16 @@ def test_mac_target_out_of_reach_names_the_layers_kept() -> None:
 
     with pytest.raises(ConfigError, match=r"most of all .*\(first conv, \d+%\)"):
         plan_uniform(_depthwise_ctx(), 50.0)
+
+
+def test_edited_model_code_is_another_teacher_for_every_stage_key(user_file: Path, trusted) -> None:
+    """Same weights (same seed), edited forward: the teacher fingerprint, hence the compress key, must change."""
+    from mobilelwt.builddir import teacher_fingerprint
+
+    before = build_teacher(f"{user_file}:residual", num_classes=3, input_size=32, seed=0)
+    user_file.write_text(user_file.read_text().replace("torch.relu(skip +", "torch.relu(0.5 * skip +"))
+    after = build_teacher(f"{user_file}:residual", num_classes=3, input_size=32, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(before.model.state_dict().values(),
+                                                 after.model.state_dict().values(), strict=True))  # fmt: skip
+    assert before.code["sha256"] != after.code["sha256"]
+    assert teacher_fingerprint(before) != teacher_fingerprint(after)
