@@ -202,6 +202,29 @@ class DeviceRun:
         self._python(argv, f"running the accuracy images through {Path(remote).name}")
         self.device.pull(remote_out, local_out, timeout=self.options.timeout_s)
 
+    def interleaved(
+        self,
+        remotes: list[str],
+        runtime: str,
+        *,
+        input_shape: tuple[int, ...],
+        rounds: int,
+        per_round: int,
+        warmup: int,
+        threads: int,
+    ) -> dict[str, list[float]]:
+        """Several files timed interleaved in one Python runner process; ms samples by remote file name."""
+        if self.options.runner != "python":
+            raise DeviceError("Planning on a phone needs the Python runner.", "Use the Python runner on the device.")
+        argv = [self.options.python, "-m", "device_bench.runner", *remotes, "--runtime", runtime,
+                "--input-shape", ",".join(str(v) for v in input_shape), "--rounds", str(rounds),
+                "--per-round", str(per_round), "--warmup", str(warmup), "--threads", str(threads)]  # fmt: skip
+        record = self._python(argv, f"timing {len(remotes)} candidate file(s)")
+        samples = record.get("samples_ms")
+        if not isinstance(samples, dict) or set(samples) != {Path(r).name for r in remotes}:
+            raise RunnerOutputError("The Python runner's result does not hold every file's samples.", "Re-run.")
+        return samples
+
     def samples(
         self, remote: str, runtime: str, *, runs: int, warmup: int, threads: int, input_size: int
     ) -> tuple[list[float], dict[str, Any]]:

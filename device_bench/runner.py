@@ -5,6 +5,11 @@
 It prints one line ``MOBILELWT_RESULT {json}`` at the very end: the host trusts that line, not the exit status
 (adb shells of old devices always exit 0), so a run that dies half-way can never pass for a measurement.
 With ``--inputs X.npy --outputs Y.npy`` it also runs every input once and saves the outputs (device accuracy).
+
+    python -m device_bench.runner A.pte B.pte C.pte --runtime executorch --input-shape 1,256,13,13 --rounds 6
+
+times several files interleaved in one process (each round runs every file in turn, so drift hits all alike):
+what the latency planner's per-layer tables and whole-student comparisons use on a phone.
 """
 
 from __future__ import annotations
@@ -78,6 +83,47 @@ def run(
     return record
 
 
+def run_interleaved(
+    paths: list[Path],
+    runtime: str,
+    *,
+    input_shape: tuple[int, ...],
+    rounds: int,
+    per_round: int,
+    warmup: int,
+    threads: int,
+) -> dict[str, Any]:
+    """Milliseconds per call of every file, measured in ``rounds`` rounds that run each file ``per_round`` times."""
+    import torch
+
+    from targets import load_artifact
+    from targets.formats import by_runtime
+
+    by_runtime(runtime).prepare()
+    example = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
+    models = {path.name: load_artifact(runtime, path, threads=threads) for path in paths}
+    for model in models.values():
+        for _ in range(warmup + 1):
+            model(example)
+    samples: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                model(example)
+                samples[name].append((time.perf_counter() - t0) * 1000.0)
+    return {
+        "runtime": runtime,
+        "threads": threads,
+        "input_shape": list(input_shape),
+        "rounds": rounds,
+        "per_round": per_round,
+        "samples_ms": samples,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+    }
+
+
 def peak_rss_kb() -> float:
     """This process's peak resident memory: VmHWM from /proc (Linux, Android), else getrusage."""
     try:
@@ -94,18 +140,28 @@ def peak_rss_kb() -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Time one .pte/.tflite artifact; print one JSON result line.")
-    parser.add_argument("artifact", type=Path)
+    parser.add_argument("artifact", type=Path, nargs="+", help="one file, or several to time interleaved")
     parser.add_argument("--runtime", required=True, choices=("executorch", "litert"))
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--input-size", type=int, required=True)
+    parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--min-seconds", type=float, default=0.0)
     parser.add_argument("--inputs", type=Path)
     parser.add_argument("--outputs", type=Path)
+    parser.add_argument("--input-shape", help="comma-separated input shape (interleaved mode), e.g. 1,256,13,13")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved mode: rounds over all files")
+    parser.add_argument("--per-round", type=int, default=3, help="interleaved mode: runs of each file per round")
     args = parser.parse_args(argv)
+    if len(args.artifact) > 1 or args.input_shape:
+        shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else (
+            1, 3, args.input_size, args.input_size)  # fmt: skip
+        record = run_interleaved(args.artifact, args.runtime, input_shape=shape, rounds=args.rounds,
+                                 per_round=args.per_round, warmup=args.warmup, threads=args.threads)  # fmt: skip
+        print(MARKER + json.dumps(record), flush=True)
+        return 0
     record = run(
-        args.artifact,
+        args.artifact[0],
         args.runtime,
         runs=args.runs,
         warmup=args.warmup,

@@ -32,7 +32,8 @@ STUDENT = "student.pt"
 METRICS = "metrics.json"
 MANIFEST = "manifest.json"
 LAYERWISE = "layerwise"
-LATENCY_CACHE = "latency-cache.json"
+LATENCY_CACHE = "latency-cache.json"  # written by older builds
+LATENCY_TABLE = "latency-table.json"
 ARTIFACTS = "artifacts.json"
 BENCH = "bench.jsonl"
 LAYER_LATENCY = "layer-latency.json"
@@ -129,7 +130,8 @@ class BuildDir:
         if stage == "teacher":
             found = [p / TEACHER_DIR]
         elif stage == "compress":
-            found = [p / MANIFEST, p / METRICS, p / STUDENT, p / PLAN, p / LAYERWISE, p / LATENCY_CACHE]
+            found = [p / MANIFEST, p / METRICS, p / STUDENT, p / PLAN, p / LAYERWISE, p / LATENCY_CACHE,
+                     p / LATENCY_TABLE]  # fmt: skip
         elif stage == "export":
             found = [p / ARTIFACTS, *(p / d for d in TARGET_DIRS)]
         elif stage == "bench":

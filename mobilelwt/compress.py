@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from mobilelwt.builddir import (
-    LATENCY_CACHE,
+    LATENCY_TABLE,
     LAYERWISE,
     MANIFEST,
     METRICS,
@@ -44,23 +44,63 @@ from mobilelwt.layerwise import LayerwiseConfig, train_layerwise
 from mobilelwt.manifest import build_manifest
 from mobilelwt.plan import Plan, apply_plan, default_candidates
 from mobilelwt.planners import PLANNERS, PlanningContext, plan_sensitivity, plan_uniform
+from mobilelwt.planners.table import LatencyProbe
 from mobilelwt.profile import count_macs, count_params
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
 from mobilelwt.teachers import Teacher, build_teacher, find_head, get_teacher_spec
 from mobilelwt.train import check_model_options, load_data_for_weights
 
-LatencyProbeFactory = Callable[[int], tuple[Callable[[nn.Module], float], str]]
+LatencyProbeFactory = Callable[["LatencyTarget"], LatencyProbe]
 __all__ = ["Build", "CompressConfig", "CompressResult", "compress", "evaluate_build", "load_build", "load_build_data"]
+
+MAC_PLANNERS = ("uniform", "sensitivity")
+MEASURED_PLANNERS = ("latency", "latency-uniform")
+
+
+@dataclass
+class LatencyTarget:
+    """Where a measured speedup is measured: runtime, device (``host`` or an adb serial), precision, threads, and
+    the latency table to plan from (``table``: a shared file, read and extended; ``allow_foreign_table``: plan from
+    another device's table without timing on it)."""
+
+    runtime: str = "executorch"
+    device: str = "host"
+    precision: str = "fp32"
+    threads: int = 2
+    table: str | None = None
+    allow_foreign_table: bool = False
+    modules: tuple[str, ...] = ()  # candidate kinds for convolutions (default: --conv-module only)
+    grid_points: int = 8
+
+    def __post_init__(self) -> None:
+        from mobilelwt.checks import whole
+        from mobilelwt.plan import CONV_KINDS
+
+        self.modules = tuple(self.modules)
+        unknown = [m for m in self.modules if m not in CONV_KINDS]
+        if unknown:
+            raise ConfigError(f"Unknown candidate module(s) {', '.join(unknown)}.", f"Use: {', '.join(CONV_KINDS)}.")
+        if self.precision not in ("fp32", "int8"):
+            raise ConfigError(f"--latency-precision {self.precision!r} is not timed.", "Use fp32 or int8.")
+        whole(self.threads, "--latency-threads", low=1)
+        whole(self.grid_points, "--rank-grid", low=2)
+        if not str(self.device).strip():
+            raise ConfigError("--latency-device names no device.", "Pass host or an adb serial.")
 
 
 @dataclass
 class CompressConfig:
-    speedup: float = 4.0
-    planner: str = "uniform"
+    """``speedup`` is a *measured* speedup on ``latency`` (planners latency, latency-uniform); ``mac_speedup`` a
+    MAC reduction (planners uniform, sensitivity). Neither given: a measured 4×."""
+
+    speedup: float | None = None
+    mac_speedup: float | None = None
+    planner: str | None = None
     conv_module: str = "lowrank_spatial"
     linear_module: str = "factorized_linear"
     compress_fc: bool = True
     calib_images: int = 64
+    latency: LatencyTarget = field(default_factory=LatencyTarget)
     layerwise: LayerwiseConfig = field(default_factory=LayerwiseConfig)
     finetune: DistillConfig = field(default_factory=lambda: DistillConfig(epochs=2))
     seed: int = 0
@@ -69,14 +109,45 @@ class CompressConfig:
         from mobilelwt.checks import finite, whole
         from mobilelwt.plan import CONV_KINDS, LINEAR_KINDS
 
+        if self.speedup is not None and self.mac_speedup is not None:
+            raise ConfigError(
+                "--speedup (measured on the target) and --mac-speedup (MACs) were both given.", "Pass one of them."
+            )
+        if self.planner is None:
+            self.planner = "uniform" if self.mac_speedup is not None else "latency"
         if self.planner not in PLANNERS:
             raise ConfigError(f"Unknown planner {self.planner!r}.", f"Use one of: {', '.join(PLANNERS)}.")
+        if self.planner in MEASURED_PLANNERS and self.mac_speedup is not None:
+            raise ConfigError(
+                f"The {self.planner} planner meets a measured speedup; --mac-speedup asks for MACs.",
+                f"Pass --speedup {self.mac_speedup:g} for a measured target, or --planner uniform/sensitivity.",
+            )
+        if self.planner in MAC_PLANNERS and self.speedup is not None:
+            raise ConfigError(
+                f"The {self.planner} planner plans MACs, and --speedup means a measured speedup on the target.",
+                f"Pass --mac-speedup {self.speedup:g} for a MAC target, or drop --planner (the latency planner "
+                "meets --speedup as measured).",
+            )
+        if self.planner in MEASURED_PLANNERS:
+            self.speedup = 4.0 if self.speedup is None else self.speedup
+            finite(self.speedup, "--speedup", low=1, strict=True, high=1000)
+        else:
+            self.mac_speedup = 4.0 if self.mac_speedup is None else self.mac_speedup
+            finite(self.mac_speedup, "--mac-speedup", low=1, strict=True, high=1000)
         if self.conv_module not in CONV_KINDS:
             raise ConfigError(f"Unknown --conv-module {self.conv_module!r}.", f"Use one of: {', '.join(CONV_KINDS)}.")
         if self.linear_module not in LINEAR_KINDS:
             raise ConfigError(f"Unknown linear module {self.linear_module!r}.", f"Use {', '.join(LINEAR_KINDS)}.")
-        finite(self.speedup, "--speedup", low=1, strict=True, high=1000)
         whole(self.calib_images, "--calib-images", low=1)
+
+    @property
+    def measured(self) -> bool:
+        return self.planner in MEASURED_PLANNERS
+
+    @property
+    def target(self) -> float:
+        """The number the plan must meet: the measured speedup, or the MAC reduction."""
+        return self.speedup if self.measured else self.mac_speedup
 
 
 @dataclass
@@ -100,7 +171,7 @@ def make_plan(
     on_progress: ProgressCallback = ignore_progress,
     *,
     latency_probe: LatencyProbeFactory | None = None,
-    cache_path: Path | None = None,
+    table_path: Path | None = None,
 ) -> Plan:
     """Run the configured planner; the latency planner needs ``latency_probe`` (see :func:`compress`)."""
     head = get_teacher_spec(teacher.name).head or find_head(teacher.model, teacher.input_size)
@@ -118,19 +189,32 @@ def make_plan(
         linear_module=config.linear_module,
     )
     if config.planner == "uniform":
-        return plan_uniform(ctx, config.speedup)
+        return plan_uniform(ctx, config.target)
+    calibration = data.calibration(config.calib_images, seed=config.seed)
     if config.planner == "sensitivity":
-        calibration = data.calibration(config.calib_images, seed=config.seed)
-        return plan_sensitivity(ctx, config.speedup, calibration, on_progress=on_progress)
-    from mobilelwt.planners.latency import plan_latency
-
+        return plan_sensitivity(ctx, config.target, calibration, on_progress=on_progress)
     if latency_probe is None:
         raise ConfigError(
-            "The latency planner needs a runtime to time candidates on.", "Run it from the CLI or pass latency_probe."
+            "The latency planner needs a target to time candidates on.", "Run it from the CLI or pass latency_probe."
         )
-    probe, probe_key = latency_probe(teacher.input_size)
-    return plan_latency(
-        ctx, config.speedup, measure=probe, probe_key=probe_key, cache_path=cache_path, on_progress=on_progress
+    probe = latency_probe(config.latency)
+    if config.planner == "latency-uniform":
+        from mobilelwt.planners.latency import plan_latency_uniform
+
+        return plan_latency_uniform(ctx, config.target, probe=probe, on_progress=on_progress)
+    from mobilelwt.planners.measured import plan_measured
+
+    return plan_measured(
+        ctx,
+        config.target,
+        calibration,
+        probe=probe,
+        table_path=table_path,
+        shared_table=Path(config.latency.table) if config.latency.table else None,
+        allow_foreign_table=config.latency.allow_foreign_table,
+        kinds=config.latency.modules or (config.conv_module,),
+        grid_points=config.latency.grid_points,
+        on_progress=on_progress,
     )
 
 
@@ -176,8 +260,8 @@ def compress(
 ) -> CompressResult:
     """Compress ``model`` into a student in ``out``; see the module docstring for the stages.
 
-    ``latency_probe(input_size) -> (probe, description)`` supplies the runtime timer of the latency planner
-    (``targets.latency_probe``); the core itself knows no runtime. ``plan`` replays a plan made elsewhere (say,
+    ``latency_probe(config.latency) -> probe`` supplies the target the latency planners time on
+    (``device_bench.probe.make_probe``); the core itself knows no runtime. ``plan`` replays a plan made elsewhere (say,
     timed on the target runtime on a laptop, trained on a GPU machine) instead of planning. Training runs on
     ``device``; planning, closed-form init and the saved files stay on the CPU.
 
@@ -209,7 +293,7 @@ def compress(
     if reused is not None:
         plan = build_dir.plan()
         return CompressResult(out, plan, reused, load_student_model(out, plan), teacher)
-    keep = [LATENCY_CACHE]  # keyed by what it timed
+    keep = [LATENCY_TABLE]  # keyed by the device, runtime and layer shapes it timed
     if plan is None and _plan_reusable(build_dir, inputs["plan_key"]):
         keep.append(PLAN)
     if _layerwise_reusable(build_dir, inputs["layerwise_key"]):
@@ -229,7 +313,7 @@ def compress(
         plan = Plan.load(plan_path)
     if plan is None:
         plan = make_plan(
-            teacher, bundle, config, on_progress, latency_probe=latency_probe, cache_path=out / LATENCY_CACHE
+            teacher, bundle, config, on_progress, latency_probe=latency_probe, table_path=out / LATENCY_TABLE
         )
     plan.details["inputs_key"] = inputs["plan_key"]
     plan.save(plan_path)
@@ -287,6 +371,7 @@ def compress(
             "finetune_history": history,
         },
         "mac_speedup": teacher_macs / student_macs,
+        "plan_target": plan_target(plan),
         "top1_drop": teacher_acc["top1"] - final_acc["top1"],
         "layers": {
             name: {
@@ -295,6 +380,12 @@ def compress(
                 **choice.params,
                 "teacher_macs": choice.teacher_macs,
                 "student_macs": choice.student_macs,
+                # the latency planner's table: the teacher layer's and this module's time alone on the target
+                **(
+                    {"predicted_teacher_ms": choice.notes["teacher_ms"], "predicted_ms": choice.notes["predicted_ms"]}
+                    if "predicted_ms" in choice.notes
+                    else {}
+                ),
             }
             for name, choice in plan.layers.items()
         },
@@ -337,6 +428,24 @@ def compress(
     )
     on_progress(ProgressEvent("stages", 5, 5, {"stage": "done"}))
     return CompressResult(out, plan, metrics, student, teacher)
+
+
+def plan_target(plan: Plan) -> dict[str, Any]:
+    """What the plan was made to meet, and what the planner measured for it (a measured target's interval)."""
+    d = plan.details
+    measured = d.get("target") == "measured speedup"
+    return {
+        "kind": "measured speedup" if measured else "MAC reduction",
+        "value": plan.target_speedup,
+        "planner": plan.planner,
+        "probe": d.get("probe"),
+        "measured_speedup": d.get("measured_speedup"),
+        "measured_ci95": d.get("measured_ci95"),
+        "predicted_speedup": d["teacher_ms"] / d["predicted_student_ms"]
+        if d.get("teacher_ms") and d.get("predicted_student_ms")
+        else None,
+        "verified": d.get("verified"),
+    }
 
 
 def _finished(build_dir: BuildDir, key: str) -> dict[str, Any] | None:

@@ -18,7 +18,7 @@ def make_report(
 ) -> dict[str, Any]:
     """Write the report files; returns the table, the files and human headline lines."""
     from device_bench.report import FORMATS, Budget, load_report_table, write_reports
-    from device_bench.report.table import layer_breakdown, machines, op_profiles
+    from device_bench.report.table import layer_breakdown, machines, op_profiles, plan_lines
 
     if not build_dirs:
         raise ConfigError("No build directory given.", "Pass one or more directories written by `mobilelwt build`.")
@@ -37,6 +37,7 @@ def make_report(
         layers={Path(d).name: layer_breakdown(Path(d)) for d in build_dirs},
         profiles={Path(d).name: op_profiles(Path(d)) for d in build_dirs},
         machines=machines([Path(d) for d in build_dirs]),
+        plans=plan_lines([Path(d) for d in build_dirs]),
     )
     return {"table": table, "files": files, "headline": headline(table)}
 

@@ -317,7 +317,7 @@ def load(path: Path, *, threads: int = 1, class_labels: list[str] | None = None)
     return HostModel(path, class_labels=class_labels)
 
 
-def lower_to_host(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], *, threads: int) -> HostModel:
+def lower_to_host(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], *, threads: int, **_: Any) -> HostModel:
     raise TargetError(
         "Core ML has no host runtime here: timing a model needs macOS.", "Use --latency-runtime executorch or litert."
     )

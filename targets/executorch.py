@@ -242,9 +242,17 @@ def load(path: Path, *, threads: int = 1, class_labels: list[str] | None = None)
     return HostProgram(path, threads=threads)
 
 
-def lower_to_host(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], *, threads: int) -> HostProgram:
-    """``model`` lowered in memory and loaded in the host runtime (for timing candidates)."""
-    return HostProgram(lower(model, example_inputs, ExecuTorchConfig())[0], threads=threads)
+def lower_to_host(
+    model: nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    *,
+    threads: int,
+    precision: str = "fp32",
+    calibration: torch.Tensor | None = None,
+) -> HostProgram:
+    """``model`` lowered in memory (int8: calibrated on ``calibration``) and loaded in the host runtime."""
+    program = lower(model, example_inputs, ExecuTorchConfig(precision), calibration=calibration)[0]
+    return HostProgram(program, threads=threads)
 
 
 def prepare() -> None:

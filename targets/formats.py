@@ -48,9 +48,19 @@ class Format:
         """The saved artifact in its host runtime: a callable like the model."""
         return self.module.load(Path(path), threads=threads, class_labels=class_labels)
 
-    def lower(self, model: Any, example_inputs: tuple[Any, ...], threads: int) -> Any:
+    def lower(
+        self,
+        model: Any,
+        example_inputs: tuple[Any, ...],
+        threads: int,
+        *,
+        precision: str = "fp32",
+        calibration: Any = None,
+    ) -> Any:
         """``model`` lowered in memory and loaded in the host runtime (for timing candidates)."""
-        return self.module.lower_to_host(model, example_inputs, threads=threads)
+        return self.module.lower_to_host(
+            model, example_inputs, threads=threads, precision=precision, calibration=calibration
+        )
 
 
 FORMATS: Registry[Format] = Registry("format")

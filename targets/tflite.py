@@ -158,9 +158,17 @@ def load(path: Path, *, threads: int = 1, class_labels: list[str] | None = None)
     return HostInterpreter(path, threads=threads)
 
 
-def lower_to_host(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], *, threads: int) -> HostInterpreter:
-    """``model`` converted in memory and loaded in the host interpreter (for timing candidates)."""
-    return HostInterpreter(convert(model, example_inputs, TFLiteConfig()), threads=threads)
+def lower_to_host(
+    model: nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    *,
+    threads: int,
+    precision: str = "fp32",
+    calibration: torch.Tensor | None = None,
+) -> HostInterpreter:
+    """``model`` converted in memory (int8: static, calibrated on ``calibration``) and loaded in the interpreter."""
+    data = convert(model, example_inputs, TFLiteConfig(precision), calibration=calibration)
+    return HostInterpreter(data, threads=threads)
 
 
 def prepare() -> None:

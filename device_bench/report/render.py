@@ -92,6 +92,8 @@ def to_markdown(table: pd.DataFrame, meta: dict[str, Any]) -> str:
     machines = machine_lines(meta.get("machines") or {})
     if machines:
         lines += ["", "**Measured on**:", "", *(f"- {line}" for line in machines)]
+    if meta.get("plans"):
+        lines += ["", "**Plan** (what each student was planned to meet):", "", *(f"- {p}" for p in meta["plans"])]
     lines += ["", _footnote(meta)]
     return "\n".join(lines) + "\n"
 
@@ -276,6 +278,11 @@ def to_html(
         '<section id="machines"><h2>Measured on</h2><ul>' + "".join(f"<li>{e(m)}</li>" for m in machines)
         + "</ul></section>" if machines else ""
     )  # fmt: skip
+    plans = meta.get("plans") or []
+    facts += (
+        '<section id="plan"><h2>Plan</h2><ul>' + "".join(f"<li>{e(p)}</li>" for p in plans) + "</ul></section>"
+        if plans else ""
+    )  # fmt: skip
     title = f"mobilelwt report: {', '.join(meta['builds'])}"
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
@@ -312,17 +319,25 @@ def _layer_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return '<p class="na">No replaced layers recorded.</p>'
     out = ["<table><thead><tr><th>layer</th><th>module</th><th>rank</th><th>teacher MACs</th><th>student MACs</th>"
-           "<th>kept</th><th>latency</th></tr></thead><tbody>"]  # fmt: skip
+           "<th>kept</th><th>latency predicted (plan's table)</th><th>latency measured (bench --layers)</th>"
+           "</tr></thead><tbody>"]  # fmt: skip
     for r in rows:
         kept = r["student_macs"] / r["teacher_macs"] if r.get("teacher_macs") else math.nan
         out.append(
             f'<tr><td class="t">{e(str(r["layer"]))}</td><td class="t">{e(str(r["module"]))}</td>'
             f"<td>{e(str(r['rank']))}</td><td>{e(format_cell('macs', r['teacher_macs']))}</td>"
             f"<td>{e(format_cell('macs', r['student_macs']))}</td><td>{e(format_cell('realised_ratio', kept))}</td>"
-            f"{_layer_latency_cells(r)}</tr>"
+            f"{_predicted_cells(r)}{_layer_latency_cells(r)}</tr>"
         )
     out.append("</tbody></table>")
     return "".join(out)
+
+
+def _predicted_cells(row: dict[str, Any]) -> str:
+    if row.get("predicted_teacher_ms") is None or not row.get("predicted_ms"):
+        return '<td class="na">n/a (MAC plan)</td>'
+    t, s = row["predicted_teacher_ms"], row["predicted_ms"]
+    return f"<td>{t:.3f} → {s:.3f} ms ({t / s:.2f}×)</td>"  # numbers: no escaping
 
 
 def _layer_latency_cells(row: dict[str, Any]) -> str:
@@ -341,11 +356,12 @@ def render(
     layers: dict[str, list[dict]],
     profiles: dict[str, dict[str, Any]] | None = None,
     machines: dict[str, dict[str, Any]] | None = None,
+    plans: list[str] | None = None,
 ) -> str:
     if fmt not in FORMATS:
         raise ConfigError(f"Unknown report format {fmt!r}.", f"Use some of: {', '.join(FORMATS)}.")
     meta = {"builds": builds, "budget": budget, "generated": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machines": machines or {}}  # fmt: skip
+            "machines": machines or {}, "plans": plans or []}  # fmt: skip
     if fmt == "csv":
         return to_csv(table)
     if fmt == "json":
@@ -365,12 +381,14 @@ def write_reports(
     layers: dict[str, list[dict]],
     profiles: dict[str, dict[str, Any]] | None = None,
     machines: dict[str, dict[str, Any]] | None = None,
+    plans: list[str] | None = None,
 ) -> list[Path]:
     """Write ``out`` with each format's suffix (``report.html``, ``report.md``, ...), atomically."""
     written = []
     for fmt in formats:
         path = Path(out).with_suffix(f".{fmt}")
-        text = render(table, fmt, builds=builds, budget=budget, layers=layers, profiles=profiles, machines=machines)
+        text = render(table, fmt, builds=builds, budget=budget, layers=layers, profiles=profiles, machines=machines,
+                      plans=plans)  # fmt: skip
         with atomic_path(path) as tmp:
             tmp.write_text(text, encoding="utf-8")
         written.append(path)

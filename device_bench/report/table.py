@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from mobilelwt.builddir import METRICS, BuildDir
+from mobilelwt.builddir import ARTIFACTS, METRICS, BuildDir
 from mobilelwt.errors import ConfigError
 
 COLUMNS = [
@@ -205,6 +205,38 @@ def machines(build_dirs: list[Path]) -> dict[str, dict[str, Any]]:
     return found
 
 
+def plan_lines(build_dirs: list[Path]) -> list[str]:
+    """Per build: the target its plan was made for and what the planner measured, with the proxy it timed on when
+    a target format (Core ML) cannot be timed here."""
+    lines = []
+    for build_dir in build_dirs:
+        directory = BuildDir(build_dir)
+        if not (directory / METRICS).is_file():
+            continue
+        target = directory.metrics().get("plan_target") or {}
+        if not target:
+            continue
+        name = Path(build_dir).name
+        if target["kind"] != "measured speedup":
+            lines.append(f"{name}: {target['value']:g}× fewer MACs ({target['planner']} planner); latency is what the "
+                         "bench measured, not a target")  # fmt: skip
+            continue
+        line = f"{name}: a measured {target['value']:g}× speedup on {target['probe']} ({target['planner']} planner)"
+        if target.get("verified") is False:
+            line += ", predicted from another device's table (not timed there)"
+        elif target.get("measured_speedup"):
+            low, high = target["measured_ci95"]
+            line += f"; the planner measured {target['measured_speedup']:.2f}× (95% CI {low:.2f}–{high:.2f}×)"
+        if target.get("predicted_speedup"):
+            line += f", its table predicted {target['predicted_speedup']:.2f}×"
+        runtimes = {a.get("runtime") for a in directory.artifacts()["artifacts"]} if (directory / ARTIFACTS).is_file() \
+            else set()  # fmt: skip
+        if "coreml" in runtimes:
+            line += f"; Core ML is not timed on this host, so {target['probe']} stood in for it (proxy)"
+        lines.append(line)
+    return lines
+
+
 def op_profiles(build_dir: Path) -> dict[str, Any]:
     """Per-operator profiles of the build's current artifacts (``bench --profile``)."""
     return BuildDir(build_dir).op_profiles()
@@ -225,6 +257,8 @@ def layer_breakdown(build_dir: Path) -> list[dict[str, Any]]:
             "error_final": rec.get("error_final"),
             "teacher_ms": timed.get(name, {}).get("teacher_ms"),
             "student_ms": timed.get(name, {}).get("student_ms"),
+            "predicted_teacher_ms": rec.get("predicted_teacher_ms"),
+            "predicted_ms": rec.get("predicted_ms"),
         }
         for name, rec in metrics.get("layers", {}).items()
     ]

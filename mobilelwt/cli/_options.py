@@ -11,6 +11,7 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -86,16 +87,53 @@ def with_groups(command: Callable[..., Any]) -> Callable[..., Any]:
 class CompressOptions:
     """What `compress` and `build` share: the plan, the replacement modules, layer-wise training, fine-tune."""
 
-    speedup: Annotated[float, typer.Option(help="Target reduction of the teacher's MACs.")] = 4.0
-    planner: Annotated[str, typer.Option(help="uniform, sensitivity or latency.")] = "uniform"
+    speedup: Annotated[
+        float | None,
+        typer.Option(help="Target speedup measured on the target (--latency-runtime/--latency-device); default 4."),
+    ] = None
+    mac_speedup: Annotated[
+        float | None,
+        typer.Option(help="Target reduction of the teacher's MACs instead (planners uniform, sensitivity)."),
+    ] = None
+    planner: Annotated[
+        str | None,
+        typer.Option(
+            help="latency (per-layer tables; default for --speedup), latency-uniform, uniform (default for "
+            "--mac-speedup) or sensitivity."
+        ),  # fmt: skip
+    ] = None
     conv_module: Annotated[str, typer.Option(help="lowrank_spatial, bottleneck, grouped or depthwise_separable.")] = (
         "lowrank_spatial"
     )
     compress_fc: Annotated[bool, typer.Option(help="Also factorise the fully connected layers.")] = True
-    calib_images: Annotated[int, typer.Option(help="Calibration images for the sensitivity planner.")] = 64
+    calib_images: Annotated[
+        int, typer.Option(help="Calibration images of the accuracy proxy (latency, sensitivity).")
+    ] = 64
     latency_runtime: Annotated[
-        str, typer.Option(help="Runtime the latency planner times on: executorch or litert.")
+        str, typer.Option(help="Runtime a measured --speedup is timed on: executorch or litert.")
     ] = "executorch"
+    latency_device: Annotated[
+        str, typer.Option(help="Where a measured --speedup is timed: host, or an adb serial (a phone).")
+    ] = "host"
+    latency_precision: Annotated[str, typer.Option(help="Precision the latency is timed in: fp32 or int8.")] = "fp32"
+    latency_threads: Annotated[int, typer.Option(help="Runtime threads when timing for the plan.")] = 2
+    latency_table: Annotated[
+        str | None, typer.Option(help="A shared per-layer latency table (JSON): read, and extended when measured.")
+    ] = None
+    allow_foreign_table: Annotated[
+        bool, typer.Option(help="Plan from a --latency-table measured on another device (predicted, not timed).")
+    ] = False
+    candidate_modules: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated conv kinds the latency planner chooses from (default: --conv-module)."),
+    ] = None
+    rank_grid: Annotated[int, typer.Option(help="Ranks per module kind in the latency table.")] = 8
+    latency_python: Annotated[
+        str, typer.Option(help="Python on the --latency-device that runs mobilelwt's device runner.")
+    ] = "python3"
+    latency_adb_server: Annotated[str, typer.Option(help="adb server of the --latency-device: local or HOST:PORT.")] = (
+        "local"
+    )
     layer_epochs: Annotated[float, typer.Option(help="Passes over the data per layer (0: closed form only).")] = 1.0
     layer_max_steps: Annotated[int | None, typer.Option(help="Cap the steps per layer.")] = None
     layer_input: Annotated[str, typer.Option(help="student (sequential) or teacher (independent).")] = "student"
@@ -110,13 +148,25 @@ class CompressOptions:
 
     def config(self):
         """The :class:`CompressConfig` these options describe (validated on construction)."""
-        from mobilelwt.compress import CompressConfig
+        from mobilelwt.compress import CompressConfig, LatencyTarget
         from mobilelwt.distill import DistillConfig
         from mobilelwt.layerwise import LayerwiseConfig
 
+        modules = tuple(m.strip() for m in (self.candidate_modules or "").split(",") if m.strip())
         return CompressConfig(
             speedup=self.speedup,
+            mac_speedup=self.mac_speedup,
             planner=self.planner,
+            latency=LatencyTarget(
+                runtime=self.latency_runtime,
+                device=self.latency_device,
+                precision=self.latency_precision,
+                threads=self.latency_threads,
+                table=str(Path(self.latency_table).resolve()) if self.latency_table else None,
+                allow_foreign_table=self.allow_foreign_table,
+                modules=modules,
+                grid_points=self.rank_grid,
+            ),
             conv_module=self.conv_module,
             compress_fc=self.compress_fc,
             calib_images=self.calib_images,
@@ -139,13 +189,16 @@ class CompressOptions:
             seed=self.seed,
         )
 
-    def latency_probe(self, threads: int | None):
-        """The runtime timer of the latency planner, or None for the other planners."""
-        if self.planner != "latency":
+    def latency_probe(self, threads: int | None = None):
+        """The factory of the target the latency planners time on (None for the MAC planners)."""
+        if self.config().planner not in ("latency", "latency-uniform"):
             return None
-        from targets import RUNTIMES, TargetError, latency_probe
+        python, server = self.latency_python, self.latency_adb_server
 
-        if self.latency_runtime not in RUNTIMES:
-            raise TargetError(f"Unknown runtime {self.latency_runtime!r}.", f"Use one of: {', '.join(RUNTIMES)}.")
-        runtime = self.latency_runtime
-        return lambda size: latency_probe(runtime, input_size=size, threads=threads or 2)
+        def factory(target):
+            from device_bench.probe import make_probe
+
+            return make_probe(target.runtime, device=target.device, precision=target.precision,
+                              threads=target.threads, python=python, server=server)  # fmt: skip
+
+        return factory

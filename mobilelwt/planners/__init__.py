@@ -6,6 +6,6 @@ from mobilelwt.planners._common import PlanningContext
 from mobilelwt.planners.sensitivity import plan_sensitivity
 from mobilelwt.planners.uniform import plan_uniform
 
-PLANNERS = ("uniform", "sensitivity", "latency")
+PLANNERS = ("latency", "latency-uniform", "uniform", "sensitivity")
 
 __all__ = ["PLANNERS", "PlanningContext", "plan_sensitivity", "plan_uniform"]

@@ -8,6 +8,8 @@ saved, until the plan meets the MAC target.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from mobilelwt.errors import ConfigError
@@ -32,7 +34,8 @@ def capture_io(
     for name in names:
 
         def hook(_m, inputs, output, name=name):
-            captured[name] = (inputs[0].detach(), output.detach())
+            # cloned: an in-place ReLU after the layer would otherwise rewrite the captured output
+            captured[name] = (inputs[0].detach(), output.detach().clone())
 
         handles.append(model.get_submodule(name).register_forward_hook(hook))
     try:
@@ -43,11 +46,17 @@ def capture_io(
     return captured
 
 
-def rank_grid(ranks: list[int], points: int) -> list[int]:
+def rank_grid(ranks: list[int], points: int, *, geometric: bool = False) -> list[int]:
+    """``points`` of ``ranks`` (ascending), evenly spread, or (``geometric``) in equal ratios, which keeps small
+    ranks, where an aggressive plan lives, as finely sampled as large ones."""
     if len(ranks) <= points:
         return ranks
-    idx = torch.linspace(0, len(ranks) - 1, points).round().long().unique().tolist()
-    return [ranks[i] for i in idx]
+    if not geometric:
+        idx = torch.linspace(0, len(ranks) - 1, points).round().long().unique().tolist()
+        return [ranks[i] for i in idx]
+    wanted = torch.logspace(math.log10(ranks[0]), math.log10(ranks[-1]), points).tolist()
+    chosen = sorted({min(ranks, key=lambda r, w=w: abs(math.log(r / w))) for w in wanted})
+    return chosen
 
 
 def plan_sensitivity(

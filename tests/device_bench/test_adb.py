@@ -105,7 +105,7 @@ def exported(tmp_path_factory, tiny_teacher):
     from targets.build_export import ExportOptions, export_build
 
     out = tmp_path_factory.mktemp("adb-build")
-    config = CompressConfig(speedup=2.0, layerwise=LayerwiseConfig(max_steps=3), finetune=DistillConfig(epochs=0))
+    config = CompressConfig(mac_speedup=2.0, layerwise=LayerwiseConfig(max_steps=3), finetune=DistillConfig(epochs=0))
     compress("tinynet", out=out, weights=str(tiny_teacher), data="digits", config=config)
     export_build(out, target="android", options=ExportOptions(validation_images=8, threads=1))
     return out

@@ -21,7 +21,7 @@ VOLATILE = {"seconds", "threads", "device", "finetune_history"}
 
 def _config(**overrides) -> CompressConfig:
     base = CompressConfig(
-        speedup=3.0,
+        mac_speedup=3.0,
         layerwise=LayerwiseConfig(epochs=1.0, max_steps=8, eval_every=4),
         finetune=DistillConfig(epochs=1, max_steps_per_epoch=3),
     )
@@ -71,7 +71,7 @@ def other_teacher(tmp_path_factory, tiny_teacher):
 
 
 CHANGES = {
-    "speedup": dict(config=_config(speedup=2.0)),
+    "speedup": dict(config=_config(mac_speedup=2.0)),
     "planner": dict(config=_config(planner="sensitivity", calib_images=16)),
     "conv_module": dict(config=_config(conv_module="bottleneck")),
     "layerwise": dict(config=_config(layerwise=LayerwiseConfig(epochs=1.0, max_steps=5, eval_every=4))),
@@ -111,8 +111,8 @@ def test_unchanged_inputs_reuse_the_build_without_work(base, tiny_teacher) -> No
 
 def test_speedup_3_5_then_2_in_one_directory(tmp_path, tiny_teacher) -> None:
     out = tmp_path / "b"
-    first = compress("tinynet", out=out, weights=str(tiny_teacher), config=_config(speedup=3.5), threads=1)
-    two = compress("tinynet", out=out, weights=str(tiny_teacher), config=_config(speedup=2.0), threads=1)
+    first = compress("tinynet", out=out, weights=str(tiny_teacher), config=_config(mac_speedup=3.5), threads=1)
+    two = compress("tinynet", out=out, weights=str(tiny_teacher), config=_config(mac_speedup=2.0), threads=1)
     assert first.metrics["mac_speedup"] > 3.2 and 1.8 < two.metrics["mac_speedup"] < 2.5
     assert load_build(out).plan.target_speedup == 2.0  # the directory loads, and is the new build
 
@@ -204,7 +204,7 @@ def test_digest_ignores_key_order_but_not_values() -> None:
 
 
 def test_bad_numbers_in_configs_are_refused() -> None:
-    for bad in (dict(speedup=float("nan")), dict(speedup=0.5), dict(calib_images=0)):
+    for bad in (dict(mac_speedup=float("nan")), dict(mac_speedup=0.5), dict(calib_images=0)):
         with pytest.raises(ConfigError):
             _config(**bad)
     for bad in (dict(batch_size=0), dict(epochs=float("nan")), dict(lr=-1.0)):

@@ -15,7 +15,7 @@ from tests.conftest import write_image_folder
 
 def _config(**overrides) -> CompressConfig:
     settings = dict(
-        speedup=3.0,
+        mac_speedup=3.0,
         layerwise=LayerwiseConfig(epochs=1.0, max_steps=60, eval_every=20),
         finetune=DistillConfig(epochs=1, max_steps_per_epoch=15),
     )
@@ -161,7 +161,7 @@ def test_build_records_absolute_paths_so_it_loads_from_anywhere(tmp_path, tiny_t
     shutil.copyfile(tiny_teacher, work / "t.pt")
     write_image_folder(work / "data" / "imgs", {str(i): 3 for i in range(10)}, size=32)
     monkeypatch.chdir(work)
-    config = _config(layerwise=LayerwiseConfig(epochs=0), finetune=DistillConfig(epochs=0), speedup=2.0)
+    config = _config(layerwise=LayerwiseConfig(epochs=0), finetune=DistillConfig(epochs=0), mac_speedup=2.0)
     compress("tinynet", out=tmp_path / "b", weights="t.pt", data="data/imgs", config=config)
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["teacher"]["weights"] == str(work / "t.pt")

@@ -173,7 +173,7 @@ def test_unexportable_layer_is_named(user_file: Path, trusted) -> None:
         executorch.export(model, (torch.zeros(1, 3, 32, 32),), Path("/nonexistent/x.pte"))
 
 
-QUICK = ["--speedup", "2", "--teacher-epochs", "1", "--layer-max-steps", "3", "--finetune-epochs", "0",
+QUICK = ["--mac-speedup", "2", "--teacher-epochs", "1", "--layer-max-steps", "3", "--finetune-epochs", "0",
          "--input-size", "32", "--validation-images", "8", "--no-bench", "--threads", "2"]  # fmt: skip
 
 
@@ -241,33 +241,26 @@ def _depthwise_ctx(width: int = 32):
     return PlanningContext("mobile", model, 32, 10, default_candidates(model, 32, head), count_macs(model, 32))
 
 
-class MacClock:
-    """A fake runtime: latency is proportional to MACs plus a fixed cost per layer (what small layers pay)."""
-
-    def __init__(self, per_layer_ms: float) -> None:
-        self.per_layer_ms = per_layer_ms
-
-    def __call__(self, model: nn.Module) -> float:
-        from mobilelwt.profile import profile_layers
-
-        rows = [r for r in profile_layers(model, 32) if r.type in ("Conv2d", "Linear")]
-        return sum(self.per_layer_ms + r.macs / 1e6 for r in rows)
-
-    def layer(self, module: nn.Module, input_shape: tuple[int, ...]) -> float:
-        from mobilelwt.profile import profile_module
-
-        return sum(self.per_layer_ms + r.macs / 1e6 for r in profile_module(module, input_shape[1:]))
-
-
+@pytest.mark.parametrize("planner", ["latency", "latency-uniform"])
 @pytest.mark.parametrize(
     ("per_layer_ms", "width", "fix"), [(0.02, 32, "Keep the teacher"), (0.0, 256, "Ask for at most --speedup")]
 )
-def test_nothing_to_gain_names_the_best_speedup_and_the_time_holders(per_layer_ms: float, width: int, fix: str) -> None:
-    from mobilelwt.planners.latency import plan_latency
+def test_nothing_to_gain_names_the_best_speedup_and_the_time_holders(
+    planner: str, per_layer_ms: float, width: int, fix: str, tmp_path: Path
+) -> None:
+    from mobilelwt.planners.latency import plan_latency_uniform
+    from mobilelwt.planners.measured import plan_measured
+    from tests.mobilelwt.fake_probe import FakeProbe
 
     ctx = _depthwise_ctx(width)
+    # latency proportional to MACs plus a fixed cost per layer (what small layers pay)
+    probe = FakeProbe(per_mac_ns=1.0, per_weight_ns=0.0, overhead_ms=per_layer_ms, in_network=1.0, fixed_ms=0.0)
     with pytest.raises(ConfigError, match="Nothing to gain at 8") as err:
-        plan_latency(ctx, 8.0, measure=MacClock(per_layer_ms), probe_key="fake")
+        if planner == "latency":
+            plan_measured(ctx, 8.0, torch.randn(4, 3, 32, 32), probe=probe, table_path=tmp_path / "t.json",
+                          grid_points=3)  # fmt: skip
+        else:
+            plan_latency_uniform(ctx, 8.0, probe=probe)
     message = str(err.value)
     assert "faster than the teacher" in message and "layers that are never replaced take" in message
     assert "grouped/depthwise" in message and "first conv" in message

@@ -13,7 +13,7 @@ from targets.validation import ValidationError
 @pytest.fixture(scope="module")
 def build_dir(tmp_path_factory, tiny_teacher):
     out = tmp_path_factory.mktemp("exp")
-    config = CompressConfig(speedup=2.0, layerwise=LayerwiseConfig(max_steps=5), finetune=DistillConfig(epochs=0))
+    config = CompressConfig(mac_speedup=2.0, layerwise=LayerwiseConfig(max_steps=5), finetune=DistillConfig(epochs=0))
     compress("tinynet", out=out, weights=str(tiny_teacher), data="digits", config=config)
     return out
 

@@ -18,7 +18,7 @@ from tests.mobilelwt.cli.test_cli import assert_user_error, invoke
 def finished(tmp_path_factory, tiny_teacher):
     """A finished compress build to damage copies of."""
     out = tmp_path_factory.mktemp("finished") / "b"
-    config = CompressConfig(speedup=2.0, layerwise=LayerwiseConfig(epochs=0), finetune=DistillConfig(epochs=0))
+    config = CompressConfig(mac_speedup=2.0, layerwise=LayerwiseConfig(epochs=0), finetune=DistillConfig(epochs=0))
     compress("tinynet", out=out, weights=str(tiny_teacher), config=config, threads=1)
     return out
 

@@ -8,7 +8,7 @@ import pytest
 from targets._common import tree_sha256
 from tests.mobilelwt.cli.test_cli import assert_user_error, invoke
 
-QUICK = ["--model", "tinynet", "--speedup", "2", "--teacher-epochs", "1", "--layer-max-steps", "5",
+QUICK = ["--model", "tinynet", "--mac-speedup", "2", "--teacher-epochs", "1", "--layer-max-steps", "5",
          "--finetune-epochs", "1",
          "--validation-images", "8", "--bench-threads", "1", "--threads", "2"]  # fmt: skip
 

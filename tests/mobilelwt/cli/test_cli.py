@@ -157,7 +157,7 @@ def test_console_script_prints_no_traceback(tmp_path) -> None:
 
 def test_compress_and_evaluate_commands(tmp_path, tiny_teacher) -> None:
     out = tmp_path / "build"
-    args = ["compress", "--model", "tinynet", "--weights", tiny_teacher, "--out", out, "--speedup", "2.5",
+    args = ["compress", "--model", "tinynet", "--weights", tiny_teacher, "--out", out, "--mac-speedup", "2.5",
             "--layer-max-steps", "10", "--finetune-epochs", "0"]  # fmt: skip
     result = invoke(*args)
     assert result.exit_code == 0, result.output
@@ -168,20 +168,41 @@ def test_compress_and_evaluate_commands(tmp_path, tiny_teacher) -> None:
     assert "teacher" in evaluated.output and "student" in evaluated.output
 
     assert_user_error(invoke(*args[:-2], "--planner", "magic"), "Unknown planner")
-    assert_user_error(invoke(*args, "--speedup", "500"), "out of reach")
+    assert_user_error(invoke(*args, "--mac-speedup", "500"), "out of reach")
+    # --speedup is measured on the target, --mac-speedup is MACs: the MAC planners refuse a measured target
+    assert_user_error(invoke(*args[:7], "--planner", "uniform", "--speedup", "2"), "plans MACs", "--mac-speedup 2")
+    assert_user_error(invoke(*args, "--speedup", "2"), "were both given")
+    assert_user_error(invoke(*args, "--planner", "latency"), "meets a measured speedup", "--speedup 2.5")
     assert_user_error(invoke("evaluate", tmp_path / "nothing", "--data", "digits"), "not a finished build")
 
 
-def test_compress_with_the_latency_planner_times_on_a_runtime(tmp_path, tiny_teacher) -> None:
+def test_speedup_is_measured_on_the_target_by_default_and_the_table_is_reused(tmp_path, tiny_teacher) -> None:
     out = tmp_path / "build"
-    result = invoke("compress", "--model", "tinynet", "--weights", tiny_teacher, "--out", out, "--speedup", "1.5",
-                    "--planner", "latency", "--layer-epochs", "0", "--finetune-epochs", "0",
-                    "--threads", "1")  # fmt: skip
+    args = ["compress", "--model", "tinynet", "--weights", tiny_teacher, "--out", out, "--layer-epochs", "0",
+            "--finetune-epochs", "0", "--threads", "1", "--rank-grid", "3", "--calib-images", "16"]  # fmt: skip
+    result = invoke(*args, "--speedup", "1.3")
     assert result.exit_code == 0, result.output
     plan = json.loads((out / "plan.json").read_text())
-    assert plan["planner"] == "latency" and plan["details"]["probe"].startswith("executorch host")
-    assert plan["details"]["measured_speedup"] > 0
+    d = plan["details"]
+    assert plan["planner"] == "latency" and d["target"] == "measured speedup" and d["verified"] is True
+    assert d["probe"] == "executorch fp32 host, 2 threads" and d["measured_ci95"][0] >= 1.3
+    assert all(r["runs"] >= 6 for r in d["rounds"] if r["feasible"])  # interleaved repeats, never one reading
+    table = json.loads((out / "latency-table.json").read_text())
+    assert table["identity"]["device"] == "host" and table["context"]["runtime"] == "executorch"
+    assert d["table"]["timed_now"] == len(table["entries"]) > 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["plan_target"]["kind"] == "measured speedup" and metrics["plan_target"]["value"] == 1.3
+    assert all(rec["predicted_ms"] > 0 for rec in metrics["layers"].values())
+
+    again = invoke(*args, "--speedup", "1.6")  # a new plan in the same directory: the table is not timed again
+    assert again.exit_code == 0, again.output
+    replanned = json.loads((out / "plan.json").read_text())["details"]
+    assert replanned["table"]["timed_now"] == 0 and replanned["measured_ci95"][0] >= 1.6
+
     replay = invoke("compress", "--model", "tinynet", "--weights", tiny_teacher, "--out", tmp_path / "replay",
                     "--plan", out / "plan.json", "--layer-epochs", "0", "--finetune-epochs", "0")  # fmt: skip
     assert replay.exit_code == 0, replay.output
-    assert json.loads((tmp_path / "replay" / "plan.json").read_text())["layers"] == plan["layers"]
+    assert (
+        json.loads((tmp_path / "replay" / "plan.json").read_text())["layers"]
+        == json.loads((out / "plan.json").read_text())["layers"]
+    )

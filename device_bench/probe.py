@@ -1,0 +1,260 @@
+"""Latency probes for planning: time modules on the target (this host's runtimes, or a phone over adb).
+
+A probe answers the two questions a latency planner asks, always from interleaved measurements with an interval:
+
+- :meth:`time_modules`: each module (a teacher layer and its candidate replacements, lowered alone) on one input,
+  interleaved with the reference, with its speedup over the reference and that speedup's 95 % interval;
+- :meth:`compare`: a teacher and a student, interleaved and repeated until the interval of the speedup is narrow
+  enough to decide whether it meets a target.
+
+``facts`` names the machine (CPU or phone model) and ``context`` the runtime, precision and threads: together they
+key the latency tables the planner keeps, so a table measured on one device is never taken for another's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from device_bench.host import interleaved_latency
+from device_bench.stats import interleaved_ratios
+
+# the facts that say which hardware a table was measured on (the serial is not one: a phone of the same model is
+# the same hardware)
+IDENTITY = ("device", "cpu", "cpu_count", "machine", "manufacturer", "model", "soc", "board", "abi", "sdk")
+
+
+def _calibration(shape: tuple[int, ...], count: int = 8) -> torch.Tensor:
+    """Inputs that calibrate int8 for timing: values do not change an op's latency, shapes do."""
+    return torch.randn(count, *shape[1:], generator=torch.Generator().manual_seed(1))
+
+
+def runtime_version(runtime: str) -> str | None:
+    from importlib import metadata
+
+    package = {"executorch": "executorch", "litert": "ai-edge-litert"}.get(runtime, runtime)
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        return metadata.version(package)
+    return None
+
+
+class _Probe:
+    """What host and phone probes share: the measurement policy and the keys of their tables."""
+
+    def __init__(
+        self,
+        runtime: str,
+        *,
+        precision: str = "fp32",
+        threads: int = 2,
+        warmup: int = 3,
+        per_round: int = 3,
+        rel_width: float = 0.05,
+        min_batches: int = 2,
+        max_batches: int = 10,
+        min_round_ms: float = 20.0,
+    ) -> None:
+        from targets import RUNTIMES
+        from targets._common import TargetError
+        from targets.formats import by_runtime
+
+        if runtime not in RUNTIMES:
+            raise TargetError(f"Unknown runtime {runtime!r}.", f"Use one of: {', '.join(RUNTIMES)}.")
+        if precision not in by_runtime(runtime).precisions:
+            raise TargetError(
+                f"{runtime} has no {precision} timing.", f"Use one of: {', '.join(by_runtime(runtime).precisions)}."
+            )
+        self.runtime, self.precision, self.threads = runtime, precision, threads
+        self.warmup, self.per_round, self.rel_width = warmup, per_round, rel_width
+        self.min_batches, self.max_batches, self.min_round_ms = min_batches, max_batches, min_round_ms
+
+    def context(self) -> dict[str, Any]:
+        return {
+            "runtime": self.runtime,
+            "runtime_version": runtime_version(self.runtime),
+            "precision": self.precision,
+            "threads": self.threads,
+        }
+
+    def identity(self) -> dict[str, Any]:
+        facts = self.facts()
+        return {k: facts[k] for k in IDENTITY if facts.get(k) is not None}
+
+    def facts(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _batches(self, modules: dict[str, nn.Module], input_shape: tuple[int, ...]):
+        """A context manager giving ``batch() -> {name: ms samples}``, one interleaved round per call."""
+        raise NotImplementedError
+
+    def time_modules(
+        self, modules: dict[str, nn.Module], input_shape: tuple[int, ...], *, reference: str
+    ) -> dict[str, dict[str, Any]]:
+        """Every module lowered alone and timed interleaved on ``input_shape``; speedups are over ``reference``."""
+        with self._batches(modules, tuple(input_shape)) as batch:
+            return interleaved_ratios(batch, reference=reference, rel_width=self.rel_width,
+                                      min_batches=self.min_batches, max_batches=self.max_batches)  # fmt: skip
+
+    def compare(
+        self, teacher: nn.Module, student: nn.Module, input_shape: tuple[int, ...], *, target: float | None = None
+    ) -> dict[str, Any]:
+        """Teacher vs student, interleaved until the speedup's interval decides ``target`` (or is narrow)."""
+        with self._batches({"teacher": teacher, "student": student}, tuple(input_shape)) as batch:
+            result = interleaved_ratios(batch, reference="teacher", target=target, rel_width=self.rel_width,
+                                        min_batches=self.min_batches, max_batches=self.max_batches)  # fmt: skip
+        t, s = result["teacher"], result["student"]
+        return {
+            "teacher_ms": t["median_ms"],
+            "student_ms": s["median_ms"],
+            "speedup": s["speedup"],
+            "speedup_ci95": s["speedup_ci95"],
+            "runs": s["runs"],
+            "batches": t["batches"],
+            "decided": t["decided"],
+            "cv": [t["cv"], s["cv"]],
+        }
+
+    def layer(self, module: nn.Module, input_shape: tuple[int, ...]) -> float:
+        """Median ms of one module alone (to say which layers hold the time; no comparison needed)."""
+        with self._batches({"m": module}, tuple(input_shape)) as batch:
+            samples: list[float] = []
+            for _ in range(self.min_batches):
+                samples.extend(batch()["m"])
+        return float(torch.tensor(samples).median())
+
+
+class HostProbe(_Probe):
+    """Models lowered in memory for a host runtime (ExecuTorch-XNNPACK, LiteRT) and timed in this process."""
+
+    def facts(self) -> dict[str, Any]:
+        from device_bench.bench import host_facts
+
+        facts = host_facts(self.threads)
+        return {k: facts[k] for k in ("device", "cpu", "cpu_count", "machine", "platform")}
+
+    @property
+    def description(self) -> str:
+        return f"{self.runtime} {self.precision} host, {self.threads} threads"
+
+    @contextlib.contextmanager
+    def _batches(self, modules: dict[str, nn.Module], input_shape: tuple[int, ...]):
+        from targets import host_runner
+
+        example = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
+        calibration = _calibration(input_shape) if self.precision == "int8" else None
+        runners = {
+            name: host_runner(
+                self.runtime, module.eval(), (example,), self.threads, precision=self.precision, calibration=calibration
+            )  # fmt: skip
+            for name, module in modules.items()
+        }
+        warm = interleaved_latency(runners, example, warmup=self.warmup, rounds=1, per_round=self.per_round)
+        # fast models run more often per round, so that every round holds enough time to outlast a hiccup
+        reps = {name: max(self.per_round, math.ceil(self.min_round_ms / max(min(ms), 1e-3)))
+                for name, ms in warm.items()}  # fmt: skip
+
+        def batch() -> dict[str, list[float]]:
+            samples: dict[str, list[float]] = {name: [] for name in runners}
+            for name, run in runners.items():
+                for _ in range(reps[name]):
+                    started = time.perf_counter()
+                    run(example)
+                    samples[name].append((time.perf_counter() - started) * 1000.0)
+            return samples
+
+        yield batch
+
+
+class AdbProbe(_Probe):
+    """Models exported to files, pushed to a phone once (cached by hash) and timed there by the Python runner,
+    interleaved in one process per batch of rounds."""
+
+    def __init__(
+        self,
+        serial: str,
+        runtime: str,
+        *,
+        adb: str | None = None,
+        server: str = "local",
+        python: str = "python3",
+        timeout_s: float = 600.0,
+        rounds_per_call: int = 2,
+        **kwargs: Any,
+    ) -> None:
+        from device_bench.android import DeviceOptions, DeviceRun
+        from device_bench.transport import AdbServer, AdbTransport, resolve_devices
+
+        super().__init__(runtime, **kwargs)
+        servers = (AdbServer.parse(server),)
+        [(found_server, found_serial)], _ = resolve_devices([serial], adb, servers)
+        self.device = AdbTransport(found_serial, adb=adb, server=found_server)
+        self.options = DeviceOptions(python=python, timeout_s=timeout_s)
+        self.run = DeviceRun(self.device, self.options)
+        self.run.check()
+        self.rounds_per_call = rounds_per_call
+        self._facts: dict[str, Any] | None = None
+
+    def facts(self) -> dict[str, Any]:
+        from device_bench.android import device_facts
+
+        if self._facts is None:
+            self._facts = {"device": "android", **device_facts(self.device)}
+        return self._facts
+
+    @property
+    def description(self) -> str:
+        facts = self.facts()
+        phone = " ".join(str(facts[k]) for k in ("manufacturer", "model") if facts.get(k)) or self.device.serial
+        return f"{self.runtime} {self.precision} on {phone} ({self.device.name}), {self.threads} threads"
+
+    @contextlib.contextmanager
+    def _batches(self, modules: dict[str, nn.Module], input_shape: tuple[int, ...]):
+        from device_bench.android import push_cached
+        from targets import export_file
+
+        example = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
+        calibration = _calibration(input_shape) if self.precision == "int8" else None
+        with tempfile.TemporaryDirectory(prefix="mobilelwt-probe-") as tmp:
+            remote: dict[str, str] = {}
+            for index, (name, module) in enumerate(modules.items()):
+                ext = "pte" if self.runtime == "executorch" else "tflite"
+                path = Path(tmp) / f"m{index}.{ext}"
+                export_file(self.runtime, module.eval(), (example,), path, precision=self.precision,
+                            calibration=calibration)  # fmt: skip
+                remote[name] = push_cached(self.device, path, self.options.timeout_s)
+            by_file = {Path(r).name: name for name, r in remote.items()}
+
+            def batch() -> dict[str, list[float]]:
+                got = self.run.interleaved(list(remote.values()), self.runtime, input_shape=input_shape,
+                                           rounds=self.rounds_per_call, per_round=self.per_round,
+                                           warmup=self.warmup, threads=self.threads)  # fmt: skip
+                return {by_file[Path(k).name]: v for k, v in got.items()}
+
+            yield batch
+
+
+def make_probe(
+    runtime: str,
+    *,
+    device: str = "host",
+    precision: str = "fp32",
+    threads: int = 2,
+    adb: str | None = None,
+    server: str = "local",
+    python: str = "python3",
+) -> HostProbe | AdbProbe:
+    """The probe for ``device``: ``host`` or an adb serial."""
+    if device == "host":
+        return HostProbe(runtime, precision=precision, threads=threads)
+    return AdbProbe(device, runtime, adb=adb, server=server, python=python, precision=precision, threads=threads)
+
+
+ProbeFactory = Callable[[], HostProbe | AdbProbe]

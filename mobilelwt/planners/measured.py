@@ -1,0 +1,412 @@
+"""The latency planner: per-layer latency tables measured on the target, an accuracy-aware allocation, and a
+whole-student check on the target that corrects the prediction until the *measured* speedup meets the target.
+
+1. Table: every replaceable layer and each candidate (module kind × a grid of ranks, widths in multiples of 8) is
+   lowered alone and timed on the target interleaved with the teacher layer (:mod:`mobilelwt.planners.table`).
+2. Accuracy proxy: each candidate's closed-form reconstruction error on calibration images (teacher inputs),
+   weighted by how much an error at that layer moves the logits (noise of known energy injected there).
+3. Allocation: per layer one option (or the teacher layer) minimising the weighted error subject to the latency the
+   table predicts (:func:`mobilelwt.planners.allocate.allocate`).
+4. Check: the whole student is lowered and timed interleaved with the teacher until the interval of the speedup
+   decides; the prediction is corrected by what was measured and the allocation repeated, until the interval's
+   lower bound meets the target. Every layer's predicted latency and every round's measurement are recorded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mobilelwt.errors import ConfigError
+from mobilelwt.layerwise import normalized_mse
+from mobilelwt.modules import build_replacement
+from mobilelwt.plan import Candidate, LayerChoice, Plan, allowed_kinds, apply_plan
+from mobilelwt.planners._common import PlanningContext
+from mobilelwt.planners.allocate import Option, allocate
+from mobilelwt.planners.sensitivity import capture_io, rank_grid
+from mobilelwt.planners.table import (
+    LatencyProbe,
+    LatencyTable,
+    describe_device,
+    entry_key,
+    layer_signature,
+    open_table,
+)
+from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
+
+MAX_MAC_SHARE = 0.5
+
+
+def candidate_options(
+    ctx: PlanningContext, candidate: Candidate, kinds: tuple[str, ...], grid_points: int
+) -> list[tuple[str, dict[str, Any]]]:
+    """(kind, params) of every candidate replacement of one layer: each allowed kind at ``grid_points`` ranks."""
+    layer = ctx.layer(candidate)
+    allowed = allowed_kinds(candidate, layer)
+    wanted = [k for k in kinds if k in allowed] or ([ctx.kind_for(candidate)] if ctx.kind_for(candidate) else [])
+    options = []
+    for kind in wanted:
+        # a replacement keeping over half a layer's MACs buys little time (the teacher layer itself is always an
+        # option), and leaving those ranks out keeps the closed-form SVDs of big FC layers truncated and fast
+        most = MAX_MAC_SHARE * candidate.macs
+        ranks = [r for r in ctx.ranks(candidate, kind) if ctx.macs(candidate, kind, r) <= most]
+        for rank in rank_grid(ranks, grid_points, geometric=True):
+            options.append((kind, ctx.params(kind, rank)))
+    return options
+
+
+def measure_table(
+    ctx: PlanningContext,
+    layers: dict[str, list[tuple[str, dict[str, Any]]]],
+    probe: LatencyProbe,
+    table: LatencyTable,
+    *,
+    foreign: bool,
+    save: Callable[[], None],
+    on_progress: ProgressCallback,
+) -> int:
+    """Fill in the entries the table lacks, one layer at a time (saved after each); returns how many were timed."""
+    by_name = {c.name: c for c in ctx.candidates}
+    timed = 0
+    for index, (name, options) in enumerate(layers.items()):
+        candidate, layer = by_name[name], ctx.layer(by_name[name])
+        signature = layer_signature(layer, candidate.input_shape)
+        keys = {"teacher": entry_key(signature, "teacher")}
+        keys.update({f"{k}:{p}": entry_key(signature, k, p) for k, p in options})
+        missing = [label for label, key in keys.items() if key not in table.entries]
+        if missing and foreign:
+            raise ConfigError(
+                f"The latency table from {describe_device(table.identity)} lacks {len(missing)} entries for layer "
+                f"{name} of {ctx.model_name} at {ctx.input_size}² (it was measured for other layers or sizes).",
+                "Measure the table on that device for this model and input size, then share it again.",
+            )
+        if missing:
+            modules: dict[str, nn.Module] = {"teacher": layer}
+            for kind, params in options:
+                label = f"{kind}:{params}"
+                if label in missing:
+                    modules[label] = build_replacement(kind, layer, init=False, **params)
+            measured = probe.time_modules(modules, (1, *candidate.input_shape), reference="teacher")
+            for label, stats in measured.items():
+                kind, params = ("teacher", {}) if label == "teacher" else _option_of(label, options)
+                entry = {"layer": signature, "module": kind, "params": params, **stats}
+                if label == "teacher":
+                    entry.update(speedup=1.0, speedup_ci95=[1.0, 1.0])
+                table.entries[keys[label]] = entry
+            timed += len(measured)
+            save()
+        on_progress(ProgressEvent("latency table", index + 1, len(layers), {"layer": name, "timed": timed}))
+    return timed
+
+
+def _option_of(label: str, options: list[tuple[str, dict[str, Any]]]) -> tuple[str, dict[str, Any]]:
+    return next((k, p) for k, p in options if f"{k}:{p}" == label)
+
+
+def predicted_ms(table: LatencyTable, layer: nn.Module, candidate: Candidate, kind: str, params: dict) -> float:
+    """A candidate's latency: the teacher layer's time over the candidate's speedup measured beside it."""
+    signature = layer_signature(layer, candidate.input_shape)
+    teacher = table.entries[entry_key(signature, "teacher")]["median_ms"]
+    if kind == "teacher":
+        return float(teacher)
+    return float(teacher) / float(table.entries[entry_key(signature, kind, params)]["speedup"])
+
+
+@torch.no_grad()
+def output_sensitivity(
+    model: nn.Module, names: list[str], images: torch.Tensor, noise: float = 0.1
+) -> dict[str, float]:
+    """How much each layer's error moves the logits: noise of relative energy ``noise²`` is added to the layer's
+    output, and the normalised change of the logits is divided by it (about 1 for a layer whose error passes
+    straight through, less where later layers absorb it)."""
+    model.eval()
+    clean = model(images)
+    weights: dict[str, float] = {}
+    generator = torch.Generator().manual_seed(0)
+    for name in names:
+
+        def perturb(_m, _inputs, output):
+            scale = noise * output.pow(2).mean().sqrt()
+            return output + scale * torch.randn(output.shape, generator=generator)
+
+        handle = model.get_submodule(name).register_forward_hook(perturb)
+        try:
+            noisy = model(images)
+        finally:
+            handle.remove()
+        weights[name] = float(normalized_mse(noisy, clean)) / noise**2
+    return weights
+
+
+@torch.no_grad()
+def proxy_costs(
+    ctx: PlanningContext,
+    layers: dict[str, list[tuple[str, dict[str, Any]]]],
+    calibration: torch.Tensor,
+    *,
+    weight_images: int = 8,
+    on_progress: ProgressCallback = ignore_progress,
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Closed-form reconstruction error of every option on ``calibration`` (teacher inputs), and each layer's
+    output-sensitivity weight."""
+    names = list(layers)
+    weights = output_sensitivity(ctx.model, names, calibration[:weight_images])
+    io = capture_io(ctx.model, names, calibration)
+    errors: dict[str, dict[str, float]] = {}
+    for index, name in enumerate(names):
+        x, y = io.pop(name)
+        layer = ctx.model.get_submodule(name)
+        errors[name] = {}
+        # largest rank first: the truncated SVD is computed once and every smaller rank reuses its prefix
+        for kind, params in sorted(layers[name], key=lambda option: -option[1]["rank"]):
+            module = build_replacement(kind, layer, init=True, **params).eval()
+            errors[name][f"{kind}:{params}"] = float(normalized_mse(module(x), y))
+        on_progress(ProgressEvent("accuracy proxy", index + 1, len(names), {"layer": name}))
+    return errors, weights
+
+
+def plan_measured(
+    ctx: PlanningContext,
+    speedup: float,
+    calibration: torch.Tensor,
+    *,
+    probe: LatencyProbe,
+    table_path: Path,
+    shared_table: Path | None = None,
+    allow_foreign_table: bool = False,
+    kinds: tuple[str, ...] = (),
+    grid_points: int = 8,
+    max_rounds: int = 6,
+    slack: float = 0.04,
+    proxy_note: str | None = None,
+    on_progress: ProgressCallback = ignore_progress,
+) -> Plan:
+    """The most accurate plan (by the proxy) whose measured speedup on ``probe`` has a 95 % lower bound of at
+    least ``speedup``; see the module docstring. ``slack``: an accepted plan whose lower bound exceeds the target by
+    more than this share is relaxed (less compression) while rounds remain."""
+    if speedup <= 1.0:
+        raise ConfigError(f"--speedup must be above 1, got {speedup}.", "Pass e.g. --speedup 4.")
+    candidates = [c for c in ctx.candidates if ctx.kind_for(c)]
+    by_name = {c.name: c for c in candidates}
+    layers = {c.name: candidate_options(ctx, c, kinds, grid_points) for c in candidates}
+    layers = {name: options for name, options in layers.items() if options}
+    if not layers:  # no replacement cuts even half of any layer's MACs
+        raise nothing_to_gain(ctx, speedup, probe, [])
+
+    table, foreign = open_table(probe, table_path, shared_table, allow_foreign=allow_foreign_table)
+
+    def save() -> None:
+        table.save(table_path)
+        if shared_table is not None and not foreign:
+            table.save(shared_table)
+
+    timed = measure_table(ctx, layers, probe, table, foreign=foreign, save=save, on_progress=on_progress)
+    save()
+    errors, weights = proxy_costs(ctx, layers, calibration, on_progress=on_progress)
+
+    options: dict[str, list[Option]] = {}
+    teacher_layer_ms: dict[str, float] = {}
+    for name, layer_options in layers.items():
+        candidate, layer = by_name[name], ctx.layer(by_name[name])
+        teacher_layer_ms[name] = predicted_ms(table, layer, candidate, "teacher", {})
+        options[name] = [Option(0.0, teacher_layer_ms[name], None)] + [
+            Option(weights[name] * errors[name][f"{k}:{p}"], predicted_ms(table, layer, candidate, k, p), (k, p))
+            for k, p in layer_options
+        ]
+    replaceable_ms = sum(teacher_layer_ms.values())
+    kept_ms = time_kept_layers(ctx, set(layers), probe, table, foreign=foreign, save=save)
+    shape = (1, 3, ctx.input_size, ctx.input_size)
+
+    def plan_for(goal: float, rest: float) -> tuple[Plan, float] | None:
+        """The allocation predicted to run ``goal`` times faster than the teacher, in table units: the replaceable
+        layers' own times plus ``rest``, the time of everything else (kept layers, activations, overheads)."""
+        chosen = allocate(options, (replaceable_ms + rest) / goal - rest)
+        if chosen is None:
+            return None
+        layer_choices = {}
+        for name, option in chosen.items():
+            if option.choice is None:
+                continue
+            kind, params = option.choice
+            layer_choices[name] = _choice(ctx, by_name[name], kind, params, option, teacher_layer_ms[name],
+                                          errors[name][f"{kind}:{params}"], weights[name])  # fmt: skip
+        student_ms = rest + sum(option.ms for option in chosen.values())
+        return ctx.plan("latency", speedup, layer_choices), (replaceable_ms + rest) / student_ms
+
+    details: dict[str, Any] = {
+        "target": "measured speedup",
+        "probe": probe.description,
+        "device": table.identity,
+        "context": table.context,
+        "table": {
+            "path": str(shared_table or table_path),
+            "entries": len(table.entries),
+            "timed_now": timed,
+            "foreign": foreign,
+        },  # fmt: skip
+        "kinds": sorted({k for opts in layers.values() for k, _ in opts}),
+        "grid_points": grid_points,
+        "calibration_images": len(calibration),
+        "layer_weights": weights,
+        "replaceable_ms": replaceable_ms,
+        "kept_layers_ms": kept_ms,
+    }
+    if proxy_note:
+        details["proxy"] = proxy_note
+    if foreign:  # nothing can be timed on that device from here: the plan is the table's prediction
+        return _foreign_plan(ctx, speedup, plan_for, kept_ms, details, table)
+    # The rest starts as the kept layers' own time; each measurement of a whole student then says what it really
+    # is: a student predicted from layer times L_t (teacher) and L_s (student) that measures M = (L_t + R) / (L_s + R)
+    # has R = (L_t - M L_s) / (M - 1). Ratios only: the scale of the table and of whole-network runs may differ.
+    rest, goal, rounds = kept_ms, speedup * (1.0 + slack / 2), []
+    failed_below, met_at = 1.0, math.inf  # goals known to miss / to meet the measured target
+    best: tuple[float, Plan, dict] | None = None
+    for round_index in range(max_rounds):
+        found = plan_for(goal, rest)
+        if found is None:
+            rounds.append({"goal": goal, "rest_ms": rest, "feasible": False})
+            failed_below = max(failed_below, goal)
+            if best is not None or goal <= speedup * 1.001:
+                break
+            goal = max(speedup, (goal + speedup) / 2)  # the table says this cannot be done: try closer to the target
+            continue
+        plan, predicted = found
+        student = apply_plan(ctx.model, plan, init=False)
+        measured = probe.compare(ctx.model, student, shape, target=speedup)
+        low, ratio = measured["speedup_ci95"][0], measured["speedup"]
+        student_layers = sum(c.notes["predicted_ms"] for c in plan.layers.values()) + sum(
+            teacher_layer_ms[n] for n in layers if n not in plan.layers
+        )
+        record = {
+            "goal": goal,
+            "rest_ms": rest,
+            "feasible": True,
+            "mac_speedup": plan.mac_speedup,
+            "predicted_speedup": predicted,
+            "predicted_student_ms": (replaceable_ms + rest) / predicted,
+            **measured,
+            "correction": predicted / ratio,  # prediction over measurement: 1 is a perfect table
+            "proxy_cost": sum(c.notes["weighted_error"] for c in plan.layers.values()),
+        }
+        rounds.append(record)
+        on_progress(ProgressEvent("latency plan", round_index + 1, max_rounds, {"measured": ratio, "low": low}))
+        if ratio > 1.0 + 1e-6:
+            rest = max((replaceable_ms - ratio * student_layers) / (ratio - 1.0), -0.5 * student_layers)
+        if low >= speedup:
+            met_at = min(met_at, goal)
+            if best is None or record["proxy_cost"] < best[0]:
+                best = (record["proxy_cost"], plan, record)
+            if low <= speedup * (1 + slack):
+                break
+        else:
+            failed_below = max(failed_below, goal)
+        # aim the median where its interval's lower bound meets the target, with the corrected rest
+        aim = speedup * ratio / max(low, 1e-9) * 1.005
+        if met_at < math.inf and failed_below > 1.0 and met_at / failed_below < 1.02:
+            break
+        if failed_below < aim < met_at or met_at == math.inf or failed_below <= 1.0:
+            goal = aim
+        else:
+            goal = math.sqrt(met_at * failed_below)
+    if best is None:
+        raise nothing_to_gain(ctx, speedup, probe, rounds)
+    _, plan, record = best
+    plan.details.update(details, rounds=rounds, teacher_ms=record["teacher_ms"], student_ms=record["student_ms"],
+                        measured_speedup=record["speedup"], measured_ci95=record["speedup_ci95"],
+                        predicted_speedup=record["predicted_speedup"], verified=True)  # fmt: skip
+    return plan
+
+
+def time_kept_layers(
+    ctx: PlanningContext, replaced: set[str], probe: LatencyProbe, table: LatencyTable, *, foreign: bool,
+    save: Callable[[], None],
+) -> float:  # fmt: skip
+    """The conv/linear layers no plan replaces (first conv, head, grouped ones), timed alone into the table."""
+    total = 0.0
+    for layer in ctx.all_layers():
+        if layer.name in replaced:
+            continue
+        module = ctx.layer(layer)
+        key = entry_key(layer_signature(module, layer.input_shape), "teacher")
+        if key not in table.entries:
+            if foreign:
+                continue  # counted as 0 ms: that device's table does not hold it
+            stats = probe.time_modules({"teacher": module}, (1, *layer.input_shape), reference="teacher")["teacher"]
+            table.entries[key] = {"layer": layer_signature(module, layer.input_shape), "module": "teacher",
+                                  "params": {}, **stats, "speedup": 1.0, "speedup_ci95": [1.0, 1.0]}  # fmt: skip
+            save()
+        total += float(table.entries[key]["median_ms"])
+    return total
+
+
+def _choice(
+    ctx: PlanningContext,
+    candidate: Candidate,
+    kind: str,
+    params: dict[str, Any],
+    option: Option,
+    teacher_ms: float,
+    error: float,
+    weight: float,
+) -> LayerChoice:
+    return LayerChoice(
+        module=kind,
+        params=params,
+        teacher_macs=candidate.macs,
+        student_macs=ctx.macs(candidate, kind, params["rank"]),
+        notes={
+            "teacher_ms": teacher_ms,
+            "predicted_ms": option.ms,
+            "predicted_speedup": teacher_ms / option.ms if option.ms else math.nan,
+            "closed_form_error": error,
+            "weight": weight,
+            "weighted_error": option.cost,
+        },
+    )
+
+
+def _foreign_plan(ctx, speedup, plan_for, kept_ms, details, table) -> Plan:
+    """With a table from another device the plan meets the target by prediction only, and says so."""
+    found = plan_for(speedup, kept_ms)
+    if found is None:
+        raise ConfigError(
+            f"By the table from {describe_device(table.identity)}, a {speedup}× speedup is out of reach for "
+            f"{ctx.model_name} even with every layer at its smallest candidate.",
+            "Ask for less --speedup.",
+        )
+    plan, predicted = found
+    plan.details.update(
+        details,
+        verified=False,
+        predicted_speedup=predicted,
+        note=f"predicted from a table measured on {describe_device(table.identity)} (layer times "
+        "summed, activations and overheads not counted); not timed on that device from here",
+    )
+    return plan  # fmt: skip
+
+
+def nothing_to_gain(ctx: PlanningContext, speedup: float, probe: LatencyProbe, rounds: list[dict]) -> ConfigError:
+    """How far the model can go on this target, and which layers hold the time."""
+    from mobilelwt.planners.latency import time_holders
+
+    floor = ctx.smallest_plan()
+    shape = (1, 3, ctx.input_size, ctx.input_size)
+    fastest = probe.compare(ctx.model, apply_plan(ctx.model, floor, init=False), shape, target=speedup)
+    lows = [r["speedup_ci95"][0] for r in rounds if r.get("feasible")] + [fastest["speedup_ci95"][0]]
+    reachable = max(lows)
+    return ConfigError(
+        f"Nothing to gain at {speedup}×: a measured {speedup}× speedup on {probe.description} is out of reach for "
+        f"{ctx.model_name}; the fastest student there is runs {fastest['speedup']:.2f}× faster than the teacher "
+        f"(95% CI {fastest['speedup_ci95'][0]:.2f}–{fastest['speedup_ci95'][1]:.2f}×, teacher "
+        f"{fastest['teacher_ms']:.2f} ms). {time_holders(ctx, probe)}",
+        f"Ask for at most --speedup {reachable:.2f} (the best lower bound measured), or compress more layers "
+        "(e.g. --compress-fc)."
+        if reachable > 1.05
+        else "Keep the teacher for this runtime: low-rank replacement does not make it faster (try another "
+        "--conv-module or runtime, or a model whose time is in ordinary convolutions).",
+    )

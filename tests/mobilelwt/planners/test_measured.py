@@ -1,0 +1,99 @@
+"""The latency planner against a deterministic fake target: tables, allocation, correction, refusal."""
+
+import json
+
+import pytest
+import torch
+
+from mobilelwt.errors import ConfigError
+from mobilelwt.plan import apply_plan, default_candidates
+from mobilelwt.planners import PlanningContext
+from mobilelwt.planners.latency import plan_latency_uniform
+from mobilelwt.planners.measured import plan_measured
+from mobilelwt.profile import count_macs
+from mobilelwt.teachers import build_teacher, get_teacher_spec
+from tests.mobilelwt.fake_probe import FakeProbe
+
+
+def _context(name="tinynet", size=32) -> PlanningContext:
+    teacher = build_teacher(name, num_classes=10, input_size=size, seed=0)
+    candidates = default_candidates(teacher.model, size, get_teacher_spec(name).head)
+    return PlanningContext(name, teacher.model, size, 10, candidates, count_macs(teacher.model, size))
+
+
+CALIBRATION = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+def test_the_plan_meets_the_measured_target_and_records_predicted_and_measured_latency(tmp_path) -> None:
+    ctx, probe = _context(), FakeProbe()
+    plan = plan_measured(ctx, 2.0, CALIBRATION, probe=probe, table_path=tmp_path / "table.json", grid_points=4)
+    d = plan.details
+    assert plan.planner == "latency" and d["target"] == "measured speedup" and d["verified"] is True
+    assert d["measured_ci95"][0] >= 2.0  # accepted on the interval's lower bound, not on one reading
+    student = apply_plan(ctx.model, plan, init=False)
+    assert probe.compare(ctx.model, student, (1, 3, 32, 32))["speedup_ci95"][0] >= 2.0  # an independent check
+    # the fake network runs faster than its layers alone, so the first prediction was off and was corrected
+    assert d["rounds"][0]["correction"] != pytest.approx(1.0, abs=1e-3)
+    for name, choice in plan.layers.items():
+        assert choice.notes["predicted_ms"] < choice.notes["teacher_ms"], name
+        assert choice.notes["weight"] > 0 and choice.notes["closed_form_error"] >= 0
+    table = json.loads((tmp_path / "table.json").read_text())
+    assert table["format"] == "mobilelwt.latency-table/1" and table["identity"]["cpu"] == "Fake CPU"
+    modules = {e["module"] for e in table["entries"].values()}
+    assert modules == {"teacher", "lowrank_spatial", "factorized_linear"}
+    ranks = [e["params"]["rank"] for e in table["entries"].values() if e["module"] != "teacher"]
+    assert all(r % 8 == 0 for r in ranks)
+
+
+def test_the_table_is_reused_across_plans_and_shared_between_builds(tmp_path) -> None:
+    ctx, probe = _context(), FakeProbe()
+    shared = tmp_path / "shared.json"
+    plan_measured(ctx, 2.0, CALIBRATION, probe=probe, table_path=tmp_path / "a.json", shared_table=shared,
+                  grid_points=4)  # fmt: skip
+    first = len(probe.timed)
+    assert first > 0 and shared.is_file()
+    other = FakeProbe()  # another build, same device: everything comes from the shared file
+    plan = plan_measured(ctx, 2.5, CALIBRATION, probe=other, table_path=tmp_path / "b.json", shared_table=shared,
+                         grid_points=4)  # fmt: skip
+    assert other.timed == [] and plan.details["table"]["timed_now"] == 0
+    assert plan.details["measured_ci95"][0] >= 2.5
+
+
+def test_a_table_of_another_device_is_refused_unless_asked_and_then_says_it_is_predicted(tmp_path) -> None:
+    ctx = _context()
+    phone = {"device": "android", "manufacturer": "Google", "model": "Pixel 8", "soc": "Tensor G3"}
+    shared = tmp_path / "pixel8.json"
+    plan_measured(ctx, 2.0, CALIBRATION, probe=FakeProbe(identity=phone), table_path=tmp_path / "a.json",
+                  shared_table=shared, grid_points=4)  # fmt: skip
+    with pytest.raises(ConfigError, match="measured on Google Pixel 8 \\(Tensor G3\\), not on host Fake CPU") as info:
+        plan_measured(ctx, 2.0, CALIBRATION, probe=FakeProbe(), table_path=tmp_path / "b.json", shared_table=shared)
+    assert "--allow-foreign-table" in info.value.fix
+    here = FakeProbe()
+    plan = plan_measured(ctx, 2.0, CALIBRATION, probe=here, table_path=tmp_path / "b.json", shared_table=shared,
+                         allow_foreign_table=True, grid_points=4)  # fmt: skip
+    assert plan.details["verified"] is False and "Pixel 8" in plan.details["note"] and here.compares == 0
+    other_runtime = FakeProbe(context={"runtime": "litert", "runtime_version": "2", "precision": "fp32", "threads": 2})
+    with pytest.raises(ConfigError, match="times fake 1 fp32, 2 threads; this plan needs litert 2 fp32"):
+        plan_measured(ctx, 2.0, CALIBRATION, probe=other_runtime, table_path=tmp_path / "c.json", shared_table=shared)
+
+
+def test_a_damaged_table_is_one_clear_error(tmp_path) -> None:
+    shared = tmp_path / "t.json"
+    shared.write_text('{"format": "mobilelwt.latency-table/1", "identity": {}, "context": {}, "entries": {"x": 1}}')
+    with pytest.raises(ConfigError, match="damaged entries"):
+        plan_measured(_context(), 2.0, CALIBRATION, probe=FakeProbe(), table_path=tmp_path / "a.json",
+                      shared_table=shared)  # fmt: skip
+
+
+def test_out_of_reach_names_the_best_measured_lower_bound(tmp_path) -> None:
+    probe = FakeProbe(fixed_ms=1.0)  # a fixed millisecond that no replacement removes caps the speedup
+    with pytest.raises(ConfigError, match="Nothing to gain at 50.0×") as info:
+        plan_measured(_context(), 50.0, CALIBRATION, probe=probe, table_path=tmp_path / "t.json", grid_points=3)
+    assert "Ask for at most --speedup" in info.value.fix or "Keep the teacher" in info.value.fix
+
+
+def test_uniform_latency_planner_accepts_only_on_the_lower_bound() -> None:
+    ctx, probe = _context(), FakeProbe(ci=0.05)
+    plan = plan_latency_uniform(ctx, 1.8, probe=probe)
+    assert plan.planner == "latency-uniform" and plan.details["measured_ci95"][0] >= 1.8
+    assert plan.mac_speedup > 1.8  # the fixed cost and per-layer overheads: more MACs must go than the target says
