@@ -219,7 +219,8 @@ def plan_measured(
             for k, p in layer_options
         ]
     replaceable_ms = sum(teacher_layer_ms.values())
-    kept_ms = time_kept_layers(ctx, set(layers), probe, table, foreign=foreign, save=save)
+    kept_ms, kept_timed = time_kept_layers(ctx, set(layers), probe, table, foreign=foreign, save=save)
+    timed += kept_timed
     shape = (1, 3, ctx.input_size, ctx.input_size)
 
     def plan_for(goal: float, rest: float) -> tuple[Plan, float] | None:
@@ -325,9 +326,9 @@ def plan_measured(
 def time_kept_layers(
     ctx: PlanningContext, replaced: set[str], probe: LatencyProbe, table: LatencyTable, *, foreign: bool,
     save: Callable[[], None],
-) -> float:  # fmt: skip
+) -> tuple[float, int]:  # fmt: skip
     """The conv/linear layers no plan replaces (first conv, head, grouped ones), timed alone into the table."""
-    total = 0.0
+    total, timed = 0.0, 0
     for layer in ctx.all_layers():
         if layer.name in replaced:
             continue
@@ -339,9 +340,10 @@ def time_kept_layers(
             stats = probe.time_modules({"teacher": module}, (1, *layer.input_shape), reference="teacher")["teacher"]
             table.entries[key] = {"layer": layer_signature(module, layer.input_shape), "module": "teacher",
                                   "params": {}, **stats, "speedup": 1.0, "speedup_ci95": [1.0, 1.0]}  # fmt: skip
+            timed += 1
             save()
         total += float(table.entries[key]["median_ms"])
-    return total
+    return total, timed
 
 
 def _choice(

@@ -5,6 +5,7 @@ import os
 import shutil
 import socket
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -293,3 +294,47 @@ def test_phones_on_two_adb_servers_are_benched_apart_and_a_lost_server_fails_onl
         for phone in phones.values():
             subprocess.run([ADB, "disconnect", phone.serial], capture_output=True, timeout=60)
             phone.kill()
+
+
+def test_a_plan_timed_on_the_phone_builds_its_table_there_and_that_table_is_refused_for_the_host(
+    phone, tiny_teacher, tmp_path
+) -> None:
+    from device_bench.probe import AdbProbe
+    from mobilelwt.compress import CompressConfig, LatencyTarget, compress
+    from mobilelwt.distill import DistillConfig
+    from mobilelwt.errors import ConfigError
+    from mobilelwt.layerwise import LayerwiseConfig
+
+    probes = []
+
+    def on_the_phone(target):
+        probes.append(AdbProbe(target.device, target.runtime, threads=target.threads, min_batches=1, max_batches=1,
+                               rounds_per_call=3))  # fmt: skip
+        return probes[-1]
+
+    shared = tmp_path / "loopback-table.json"
+    config = CompressConfig(
+        speedup=1.2,
+        latency=LatencyTarget(device=phone.serial, threads=1, grid_points=2, table=str(shared)),
+        calib_images=8,
+        layerwise=LayerwiseConfig(epochs=0),
+        finetune=DistillConfig(epochs=0),
+    )
+    out = tmp_path / "b"
+    result = compress("tinynet", out=out, weights=str(tiny_teacher), config=config, latency_probe=on_the_phone)
+    details = result.plan.details
+    assert details["verified"] and details["measured_ci95"][0] >= 1.2
+    assert "Loopback 1" in details["probe"] and details["device"]["model"] == "Loopback 1"
+    table = json.loads(shared.read_text())  # the shared table was written, and equals the build's own copy
+    assert table == json.loads((out / "latency-table.json").read_text())
+    assert table["identity"]["soc"] == "LOOP8000" and len(table["entries"]) == details["table"]["timed_now"]
+    interleaved = [c for c in phone.commands if "-m device_bench.runner" in c and "--input-shape" in c]
+    assert interleaved and any(c.count(".pte") >= 3 for c in interleaved)  # teacher layer and candidates, one process
+
+    host = replace(config, latency=LatencyTarget(device="host", threads=1, grid_points=2, table=str(shared)))
+    with pytest.raises(ConfigError, match="measured on mobilelwt Loopback 1 \\(LOOP8000\\), not on host") as info:
+        from device_bench.probe import HostProbe
+
+        compress("tinynet", out=tmp_path / "h", weights=str(tiny_teacher), config=host,
+                 latency_probe=lambda t: HostProbe(t.runtime, threads=t.threads))  # fmt: skip
+    assert "--allow-foreign-table" in info.value.fix

@@ -1,8 +1,6 @@
 import pytest
 import torch
-from torch import nn
-
-from targets import host_runner, latency_probe
+from targets import host_runner
 from targets.executorch import HostProgram
 from targets.executorch import export as export_pte
 from targets.tflite import HostInterpreter
@@ -35,9 +33,3 @@ def test_exported_files_reload_and_agree(tmp_path, tiny) -> None:
     assert torch.allclose(HostProgram(pte.path)(*example), expected, atol=1e-4)
     assert torch.allclose(HostInterpreter(tfl.path)(*example), expected, atol=1e-4)
     assert not list(tmp_path.glob(".*.tmp"))
-
-
-def test_latency_probe_times_a_model() -> None:
-    probe, key = latency_probe("executorch", input_size=32, threads=1, warmup=1, runs=3)
-    assert "executorch" in key and "32x32" in key
-    assert probe(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()).eval()) > 0
