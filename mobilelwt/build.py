@@ -236,6 +236,7 @@ def build(
             "top1_drop": result.metrics["top1_drop"],
         },
         "mac_speedup": result.metrics["mac_speedup"],
+        "plan": result.metrics.get("plan_target"),
         "latency": _speedups([r for r in bench_records if r.get("status") == "ok"]),
         "artifacts": {
             status: sorted(a["path"] for a in artifacts if a["status"] == status)

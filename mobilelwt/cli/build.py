@@ -185,6 +185,13 @@ def print_build_summary(summary: dict[str, Any]) -> None:
         f"({-acc['top1_drop']:+.2f} points); MACs {summary['mac_speedup']:.2f}× fewer; "
         f"host latency: {speedups or 'no host-runnable artifact timed'}"
     )
+    plan = summary.get("plan") or {}
+    if plan.get("kind") == "measured speedup" and plan.get("measured_speedup"):
+        low, high = plan["measured_ci95"]
+        console.print(
+            f"planned for a measured {plan['value']:g}× speedup on {plan['probe']}: the planner measured "
+            f"{plan['measured_speedup']:.2f}× (95% CI {low:.2f}–{high:.2f}×) before training"
+        )
     ok = summary["artifacts"]["ok"]
     console.print(f"{len(ok)} artifact(s) validated in {summary['out']}: {', '.join(ok)}")
     for path, reason in summary["failures"].items():

@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from targets import host_runner
 from targets.executorch import HostProgram
 from targets.executorch import export as export_pte

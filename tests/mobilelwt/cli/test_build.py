@@ -8,7 +8,9 @@ import pytest
 from targets._common import tree_sha256
 from tests.mobilelwt.cli.test_cli import assert_user_error, invoke
 
-QUICK = ["--model", "tinynet", "--mac-speedup", "2", "--teacher-epochs", "1", "--layer-max-steps", "5",
+# the default target: a speedup measured on the host's ExecuTorch (a small one: tinynet's layers are tiny)
+QUICK = ["--model", "tinynet", "--speedup", "1.3", "--rank-grid", "2", "--calib-images", "16",
+         "--teacher-epochs", "1", "--layer-max-steps", "5",
          "--finetune-epochs", "1",
          "--validation-images", "8", "--bench-threads", "1", "--threads", "2"]  # fmt: skip
 
@@ -38,6 +40,10 @@ def test_build_runs_every_stage_offline_on_digits(built) -> None:
     bench = [json.loads(line) for line in (out / "bench.jsonl").read_text().splitlines()]
     assert {r["role"] for r in bench} == {"teacher", "student"} and all(r["runs"] == 50 for r in bench)
     assert "speedup" in output and "top-1 teacher" in output and "MACs" in output
+    plan = summary["plan"]  # --speedup is measured: the plan was checked on the host's ExecuTorch
+    assert plan["kind"] == "measured speedup" and plan["value"] == 1.3 and plan["measured_ci95"][0] >= 1.3
+    assert "planned for a measured 1.3× speedup on executorch fp32 host" in output
+    assert (out / "latency-table.json").is_file() and "**Plan**" in (out / "report.md").read_text()
 
 
 def test_build_resumes_without_redoing_finished_stages(built) -> None:
@@ -65,6 +71,10 @@ def test_export_command_adds_ios_artifacts(built) -> None:
     listing = json.loads((out / "artifacts.json").read_text())
     assert listing["targets"] == ["android", "ios"]
     assert "needs macOS" in result.output
+    report = invoke("report", out, "--format", "md")
+    assert report.exit_code == 0, report.output
+    plan_line = next(line for line in (out / "report.md").read_text().splitlines() if "a measured 1.3× speedup" in line)
+    assert "Core ML is not timed on this host" in plan_line and "proxy" in plan_line  # says what stood in for it
 
 
 def test_build_and_export_user_errors(built, tmp_path) -> None:
@@ -112,7 +122,8 @@ def test_build_with_another_speedup_into_the_same_directory_equals_a_fresh_build
     out, _ = built
     reused = tmp_path / "reused"
     shutil.copytree(out, reused)
-    quick = [a if a != "2" else "3" for a in QUICK]  # --speedup 3
+    at = QUICK.index("--speedup")
+    quick = [*QUICK[:at], "--mac-speedup", "3", *QUICK[at + 2 :]]  # another target, and a MAC one: deterministic
     teacher = tmp_path / "teacher.pt"  # one teacher for both: training twice in one process is not bit-exact
     shutil.copy(out / "teacher" / "tinynet.pt", teacher)
     for directory in (reused, tmp_path / "fresh"):
