@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from mobilelwt.compress import CompressConfig, compress
+from mobilelwt.compress import CompressConfig, LatencyTarget, compress
 from mobilelwt.data import load_data
 from mobilelwt.devices import resolve_device
 from mobilelwt.distill import DistillConfig
@@ -38,8 +38,12 @@ def main() -> None:
     parser.add_argument("--model", default="alexnet")
     parser.add_argument("--weights", required=True)
     parser.add_argument("--data", required=True)
-    parser.add_argument("--speedup", type=float, default=4.0)
-    parser.add_argument("--planner", default="uniform")
+    parser.add_argument("--speedup", type=float, help="measured speedup on --runtime (planners latency*)")
+    parser.add_argument("--mac-speedup", type=float, help="MAC reduction (planners uniform, sensitivity)")
+    parser.add_argument("--planner", default=None, help="latency (default), latency-uniform, uniform, sensitivity")
+    parser.add_argument("--runtime", default="executorch", help="runtime the measured speedup is timed on")
+    parser.add_argument("--rank-grid", type=int, default=8)
+    parser.add_argument("--calib-images", type=int, default=64)
     parser.add_argument("--layer-max-steps", type=int, default=300)
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--scratch", action=argparse.BooleanOptionalAction, default=True)
@@ -60,15 +64,18 @@ def main() -> None:
 
     config = CompressConfig(
         speedup=args.speedup,
+        mac_speedup=args.mac_speedup,
         planner=args.planner,
+        calib_images=args.calib_images,
+        latency=LatencyTarget(runtime=args.runtime, threads=args.threads, grid_points=args.rank_grid),
         layerwise=LayerwiseConfig(epochs=1.0, max_steps=args.layer_max_steps, batch_size=args.layer_batch_size),
         finetune=DistillConfig(epochs=args.finetune_epochs, batch_size=args.finetune_batch_size),
     )
 
-    def probe(size: int):
-        from targets import latency_probe
+    def probe(target):
+        from device_bench.probe import make_probe
 
-        return latency_probe("executorch", input_size=size, threads=args.threads)
+        return make_probe(target.runtime, precision=target.precision, threads=target.threads)
 
     result = compress(
         args.model,

@@ -1,6 +1,6 @@
 """Speed benchmark: teacher vs student, whole network, batch 1, fp32, ExecuTorch-XNNPACK and LiteRT on this host.
 
-The student comes from the latency-aware planner (tuned on ExecuTorch) with closed-form init from randomly
+The student comes from the latency planner (per-layer tables on ExecuTorch) with closed-form init from randomly
 initialised weights: latency does not depend on weight values. Teacher and student run interleaved in one
 process (rounds of a few runs each, after warm-up) so drift hits both; medians are reported.
 
@@ -22,10 +22,11 @@ from device_bench.stats import summarize
 from mobilelwt.manifest import environment
 from mobilelwt.plan import apply_plan, default_candidates
 from mobilelwt.planners import PlanningContext
-from mobilelwt.planners.latency import plan_latency
+from mobilelwt.planners.latency import plan_latency_uniform
+from mobilelwt.planners.measured import plan_measured
 from mobilelwt.profile import count_macs
 from mobilelwt.teachers import build_teacher, get_teacher_spec
-from targets import host_runner, latency_probe
+from targets import host_runner
 
 TARGETS = {"alexnet": 4.0, "vgg16": 6.0}
 
@@ -37,9 +38,15 @@ def bench_model(name: str, target: float, args) -> dict:
     ctx = PlanningContext(
         name, teacher.model, args.input_size, args.num_classes, candidates, count_macs(teacher.model, args.input_size)
     )
-    probe, key = latency_probe("executorch", input_size=args.input_size, threads=args.threads)
+    from device_bench.probe import HostProbe
+
+    probe = HostProbe("executorch", threads=args.threads)
     started = time.perf_counter()
-    plan = plan_latency(ctx, target, measure=probe, probe_key=key, cache_path=Path(args.cache), margin=args.margin)
+    if args.planner == "latency-uniform":
+        plan = plan_latency_uniform(ctx, target, probe=probe)
+    else:
+        calibration = torch.randn(16, 3, args.input_size, args.input_size, generator=torch.Generator().manual_seed(0))
+        plan = plan_measured(ctx, target, calibration, probe=probe, table_path=Path(args.table))
     planning_seconds = time.perf_counter() - started
     student = apply_plan(teacher.model, plan, init=True)
     return measure_pair(name, target, teacher.model, student, plan, args, planning_seconds=planning_seconds)
@@ -106,8 +113,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--per-round", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--cache", default="bench/results/latency-cache.json")
-    parser.add_argument("--margin", type=float, default=0.10, help="latency planner's safety margin over the target")
+    parser.add_argument("--table", default="runs/latency-table-host.json", help="the latency planner's table (cache)")
+    parser.add_argument("--planner", default="latency", help="latency or latency-uniform")
     parser.add_argument("--build", type=Path, help="time a compress build's trained teacher and student instead")
     parser.add_argument("--out", default="bench/results/speed.json")
     args = parser.parse_args()

@@ -38,8 +38,12 @@ def plan_latency_uniform(
             plan = base_planner(ctx, mac_target)
         except ConfigError:
             break
-        measured = probe.compare(ctx.model, apply_plan(ctx.model, plan, init=False), shape, target=speedup)
+        student = apply_plan(ctx.model, plan, init=False)
+        measured = probe.compare(ctx.model, student, shape, target=speedup)
         low = measured["speedup_ci95"][0]
+        if low >= speedup:  # an independent timing must agree (see the latency planner)
+            measured = probe.compare(ctx.model, student, shape, target=speedup)
+            low = min(low, measured["speedup_ci95"][0])
         rounds.append({"mac_target": mac_target, "mac_speedup": plan.mac_speedup, **measured})
         on_progress(ProgressEvent("latency search", round_index + 1, max_rounds, {"measured": measured["speedup"]}))
         if low >= speedup:
