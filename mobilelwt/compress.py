@@ -86,6 +86,14 @@ class LatencyTarget:
         whole(self.grid_points, "--rank-grid", low=2)
         if not str(self.device).strip():
             raise ConfigError("--latency-device names no device.", "Pass host or an adb serial.")
+        if self.table is not None:
+            table = Path(self.table)
+            if table.is_dir() or not (table.is_file() or table.parent.is_dir()):
+                where = "a directory" if table.is_dir() else "in a folder that does not exist"
+                raise ConfigError(
+                    f"--latency-table {table} is {where}.",
+                    "Pass a JSON file path (an existing table, or a new file in an existing folder).",
+                )
 
 
 @dataclass
