@@ -96,22 +96,14 @@ def run_interleaved(
     """Milliseconds per call of every file, measured in ``rounds`` rounds that run each file ``per_round`` times."""
     import torch
 
+    from device_bench.host import interleaved_latency
     from targets import load_artifact
     from targets.formats import by_runtime
 
     by_runtime(runtime).prepare()
     example = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
     models = {path.name: load_artifact(runtime, path, threads=threads) for path in paths}
-    for model in models.values():
-        for _ in range(warmup + 1):
-            model(example)
-    samples: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(rounds):
-        for name, model in models.items():
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                model(example)
-                samples[name].append((time.perf_counter() - t0) * 1000.0)
+    samples = interleaved_latency(models, example, warmup=warmup + 1, rounds=rounds, per_round=per_round)
     return {
         "runtime": runtime,
         "threads": threads,

@@ -194,10 +194,10 @@ def test_speedup_is_measured_on_the_target_by_default_and_the_table_is_reused(tm
     assert metrics["plan_target"]["kind"] == "measured speedup" and metrics["plan_target"]["value"] == 1.3
     assert all(rec["predicted_ms"] > 0 for rec in metrics["layers"].values())
 
-    again = invoke(*args, "--speedup", "1.6")  # a new plan in the same directory: the table is not timed again
+    again = invoke(*args, "--speedup", "1.2")  # a new plan in the same directory: the table is not timed again
     assert again.exit_code == 0, again.output
     replanned = json.loads((out / "plan.json").read_text())["details"]
-    assert replanned["table"]["timed_now"] == 0 and replanned["measured_ci95"][0] >= 1.6
+    assert replanned["table"]["timed_now"] == 0 and replanned["measured_ci95"][0] >= 1.2
 
     replay = invoke("compress", "--model", "tinynet", "--weights", tiny_teacher, "--out", tmp_path / "replay",
                     "--plan", out / "plan.json", "--layer-epochs", "0", "--finetune-epochs", "0")  # fmt: skip
