@@ -449,9 +449,7 @@ def plan_target(plan: Plan) -> dict[str, Any]:
         "probe": d.get("probe"),
         "measured_speedup": d.get("measured_speedup"),
         "measured_ci95": d.get("measured_ci95"),
-        "predicted_speedup": d["teacher_ms"] / d["predicted_student_ms"]
-        if d.get("teacher_ms") and d.get("predicted_student_ms")
-        else None,
+        "predicted_speedup": d.get("predicted_speedup"),
         "verified": d.get("verified"),
     }
 
