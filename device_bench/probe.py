@@ -17,7 +17,6 @@ import contextlib
 import math
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -255,6 +254,3 @@ def make_probe(
     if device == "host":
         return HostProbe(runtime, precision=precision, threads=threads)
     return AdbProbe(device, runtime, adb=adb, server=server, python=python, precision=precision, threads=threads)
-
-
-ProbeFactory = Callable[[], HostProbe | AdbProbe]

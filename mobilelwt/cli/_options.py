@@ -189,9 +189,9 @@ class CompressOptions:
             seed=self.seed,
         )
 
-    def latency_probe(self, threads: int | None = None):
-        """The factory of the target the latency planners time on (None for the MAC planners)."""
-        if self.config().planner not in ("latency", "latency-uniform"):
+    def latency_probe(self, config):
+        """The factory of the target ``config``'s latency planner times on (None for the MAC planners)."""
+        if not config.measured:
             return None
         python, server = self.latency_python, self.latency_adb_server
 

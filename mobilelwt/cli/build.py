@@ -125,18 +125,19 @@ def build_command(
     allow_model_code(trust_code, model)
     name = Path(str(data)).name or "data"
     out = out or Path("runs") / f"{model_slug(model)}-{name}-{target}"
+    compress_config = compress.config()
     config = BuildConfig(
         target=target,
         precisions=_precisions(precision),
         teacher=TrainConfig(epochs=teacher_epochs, seed=compress.seed),
-        compress=compress.config(),
+        compress=compress_config,
         validation_images=validation_images,
         bench=bench,
         bench_threads=bench_threads,
         budget_ms=budget_ms,
         max_drop=max_drop,
     )
-    probe = compress.latency_probe(threads)
+    probe = compress.latency_probe(compress_config)
     with progress_bars() as on_progress:
         summary = build(
             model,

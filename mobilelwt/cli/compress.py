@@ -36,7 +36,7 @@ def compress_command(
 
     allow_model_code(trust_code, model)
     config = compress.config()
-    probe = compress.latency_probe(threads)
+    probe = compress.latency_probe(config)
     with progress_bars() as on_progress:
         result = run_compress(
             model,

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from mobilelwt.errors import ConfigError
 from mobilelwt.plan import Plan, apply_plan
 from mobilelwt.planners._common import PlanningContext
+from mobilelwt.planners.reach import measure_confirmed, nothing_to_gain
 from mobilelwt.planners.table import LatencyProbe
 from mobilelwt.planners.uniform import plan_uniform
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
@@ -39,11 +40,8 @@ def plan_latency_uniform(
         except ConfigError:
             break
         student = apply_plan(ctx.model, plan, init=False)
-        measured = probe.compare(ctx.model, student, shape, target=speedup)
-        low = measured["speedup_ci95"][0]
-        if low >= speedup:  # an independent timing must agree (see the latency planner)
-            measured = probe.compare(ctx.model, student, shape, target=speedup)
-            low = min(low, measured["speedup_ci95"][0])
+        first, confirmation, low = measure_confirmed(probe, ctx.model, student, shape, speedup)
+        measured = confirmation or first
         rounds.append({"mac_target": mac_target, "mac_speedup": plan.mac_speedup, **measured})
         on_progress(ProgressEvent("latency search", round_index + 1, max_rounds, {"measured": measured["speedup"]}))
         if low >= speedup:
@@ -67,40 +65,4 @@ def plan_latency_uniform(
                             measured_speedup=measured["speedup"], measured_ci95=measured["speedup_ci95"],
                             verified=True)  # fmt: skip
         return plan
-    floor = ctx.smallest_plan()  # the fastest plan there is: how far this model can go on this runtime
-    fastest = probe.compare(ctx.model, apply_plan(ctx.model, floor, init=False), shape, target=speedup)
-    reachable = max([fastest["speedup_ci95"][0], *(r["speedup_ci95"][0] for r in rounds)])
-    raise ConfigError(
-        f"Nothing to gain at {speedup}×: a measured {speedup}× speedup on {probe.description} is out of reach for "
-        f"{ctx.model_name}; the fastest student there is runs {fastest['speedup']:.2f}× faster than the teacher "
-        f"({fastest['teacher_ms']:.2f} ms). {time_holders(ctx, probe)}",
-        f"Ask for at most --speedup {reachable:.2f}, or compress more layers (e.g. --compress-fc)."
-        if reachable > 1.05
-        else "Keep the teacher for this runtime: low-rank replacement does not make it faster (try another "
-        "--conv-module or runtime, or a model whose time is in ordinary convolutions).",
-    )
-
-
-def time_holders(ctx: PlanningContext, measure: LatencyProbe, limit: int = 4) -> str:
-    """Which teacher layers hold the time: each Conv2d/Linear timed alone on its own input, largest first.
-
-    Only on the failure path: it lowers every layer once. A probe that cannot time single layers (no ``layer``
-    method) gets the MAC shares instead.
-    """
-    layers = ctx.all_layers()
-    time_layer = getattr(measure, "layer", None)
-    if time_layer is None:
-        return f"The layers that are never replaced hold most of the MACs: {ctx.kept_layers()}."
-    timed = sorted(
-        ((time_layer(ctx.layer(layer), (1, *layer.input_shape)), layer) for layer in layers), key=lambda x: -x[0]
-    )
-    total = sum(ms for ms, _ in timed) or float("nan")
-    shown = ", ".join(
-        f"{layer.name} {ms:.2f} ms ({100 * ms / total:.0f}%, {ctx.why_kept(layer) or 'replaceable'})"
-        for ms, layer in timed[:limit]
-    )
-    kept = sum(ms for ms, layer in timed if ctx.why_kept(layer))
-    return (
-        f"Timed alone, the conv/linear layers take {total:.2f} ms; layers that are never replaced take "
-        f"{kept:.2f} ms ({100 * kept / total:.0f}%); the largest: {shown}."
-    )
+    raise nothing_to_gain(ctx, speedup, probe, rounds)

@@ -28,6 +28,7 @@ from mobilelwt.modules import build_replacement
 from mobilelwt.plan import Candidate, LayerChoice, Plan, allowed_kinds, apply_plan
 from mobilelwt.planners._common import PlanningContext
 from mobilelwt.planners.allocate import Option, allocate
+from mobilelwt.planners.reach import measure_confirmed, nothing_to_gain
 from mobilelwt.planners.sensitivity import capture_io, rank_grid
 from mobilelwt.planners.table import (
     LatencyProbe,
@@ -183,7 +184,6 @@ def plan_measured(
     grid_points: int = 8,
     max_rounds: int = 6,
     slack: float = 0.04,
-    proxy_note: str | None = None,
     on_progress: ProgressCallback = ignore_progress,
 ) -> Plan:
     """The most accurate plan (by the proxy) whose measured speedup on ``probe`` has a 95 % lower bound of at
@@ -243,6 +243,24 @@ def plan_measured(
         student_ms = rest + sum(option.ms for option in chosen.values())
         return ctx.plan("latency", speedup, layer_choices), (replaceable_ms + rest) / student_ms
 
+    def measure_round(plan: Plan, predicted: float, **facts: Any) -> dict[str, Any]:
+        """One whole-student timing (confirmed when it meets the target), recorded with what was predicted."""
+        student = apply_plan(ctx.model, plan, init=False)
+        first, confirmation, low = measure_confirmed(probe, ctx.model, student, shape, speedup)
+        return {
+            **facts,
+            "feasible": True,
+            "mac_speedup": plan.mac_speedup,
+            "predicted_speedup": predicted,
+            "predicted_student_ms": (replaceable_ms + facts["rest_ms"]) / predicted,
+            **first,
+            "confirmation": confirmation,
+            "low": low,
+            "accepted": low >= speedup,
+            "correction": predicted / first["speedup"],  # prediction over measurement: 1 is a perfect table
+            "proxy_cost": sum(c.notes["weighted_error"] for c in plan.layers.values()),
+        }
+
     details: dict[str, Any] = {
         "target": "measured speedup",
         "probe": probe.description,
@@ -261,8 +279,6 @@ def plan_measured(
         "replaceable_ms": replaceable_ms,
         "kept_layers_ms": kept_ms,
     }
-    if proxy_note:
-        details["proxy"] = proxy_note
     if foreign:  # nothing can be timed on that device from here: the plan is the table's prediction
         return _foreign_plan(ctx, speedup, plan_for, kept_ms, details, table)
     # The rest starts as the kept layers' own time; each measurement of a whole student then says what it really
@@ -289,31 +305,11 @@ def plan_measured(
             continue
         measured_any = True
         plan, predicted = found
-        student = apply_plan(ctx.model, plan, init=False)
-        measured = probe.compare(ctx.model, student, shape, target=speedup)
-        low, ratio = measured["speedup_ci95"][0], measured["speedup"]
-        confirmation = None
-        if low >= speedup:
-            # an independent timing (lowered afresh, timed again) must agree before the plan counts as meeting it:
-            # one run's interval says nothing of what moves between runs
-            confirmation = probe.compare(ctx.model, student, shape, target=speedup)
-            low = min(low, confirmation["speedup_ci95"][0])
+        record = measure_round(plan, predicted, goal=goal, rest_ms=rest)
+        low, ratio = record["low"], record["speedup"]
         student_layers = sum(c.notes["predicted_ms"] for c in plan.layers.values()) + sum(
             teacher_layer_ms[n] for n in layers if n not in plan.layers
         )
-        record = {
-            "goal": goal,
-            "rest_ms": rest,
-            "feasible": True,
-            "mac_speedup": plan.mac_speedup,
-            "predicted_speedup": predicted,
-            "predicted_student_ms": (replaceable_ms + rest) / predicted,
-            **measured,
-            "confirmation": confirmation,
-            "accepted": low >= speedup,
-            "correction": predicted / ratio,  # prediction over measurement: 1 is a perfect table
-            "proxy_cost": sum(c.notes["weighted_error"] for c in plan.layers.values()),
-        }
         rounds.append(record)
         on_progress(ProgressEvent("latency plan", round_index + 1, max_rounds, {"measured": ratio, "low": low}))
         changed = False
@@ -340,22 +336,17 @@ def plan_measured(
             goal = aim
         else:
             goal = math.sqrt(met_at * failed_below)
+    fastest = None
     if best is None and measured_any:
         # the search never met it: the fastest allocation is the last word (it may still, by a little)
         plan, predicted = plan_for(1.0 + 1e-9, rest, fastest=True)
-        student = apply_plan(ctx.model, plan, init=False)
-        first = probe.compare(ctx.model, student, shape, target=speedup)
-        confirmation = probe.compare(ctx.model, student, shape, target=speedup) if first["speedup_ci95"][0] >= speedup \
-            else None  # fmt: skip
-        record = {"goal": math.inf, "rest_ms": rest, "feasible": True, "fastest": True, "mac_speedup": plan.mac_speedup,
-                  "predicted_speedup": predicted, **first, "confirmation": confirmation,
-                  "proxy_cost": sum(c.notes["weighted_error"] for c in plan.layers.values())}  # fmt: skip
-        record["accepted"] = confirmation is not None and confirmation["speedup_ci95"][0] >= speedup
+        record = measure_round(plan, predicted, goal=math.inf, rest_ms=rest, fastest=True)
         rounds.append(record)
+        fastest = record
         if record["accepted"]:
             best = (record["proxy_cost"], plan, record)
     if best is None:
-        raise nothing_to_gain(ctx, speedup, probe, rounds)
+        raise nothing_to_gain(ctx, speedup, probe, rounds, fastest)
     _, plan, record = best
     final = record["confirmation"]  # the independent timing: the more recent, and no better chosen than the first
     plan.details.update(details, rounds=rounds, teacher_ms=final["teacher_ms"], student_ms=final["student_ms"],
@@ -375,12 +366,13 @@ def time_kept_layers(
         if layer.name in replaced:
             continue
         module = ctx.layer(layer)
-        key = entry_key(layer_signature(module, layer.input_shape), "teacher")
+        signature = layer_signature(module, layer.input_shape)
+        key = entry_key(signature, "teacher")
         if key not in table.entries:
             if foreign:
                 continue  # counted as 0 ms: that device's table does not hold it
             stats = probe.time_modules({"teacher": module}, (1, *layer.input_shape), reference="teacher")["teacher"]
-            table.entries[key] = {"layer": layer_signature(module, layer.input_shape), "module": "teacher",
+            table.entries[key] = {"layer": signature, "module": "teacher",
                                   "params": {}, **stats, "speedup": 1.0, "speedup_ci95": [1.0, 1.0]}  # fmt: skip
             timed += 1
             save()
@@ -432,25 +424,3 @@ def _foreign_plan(ctx, speedup, plan_for, kept_ms, details, table) -> Plan:
         "summed, activations and overheads not counted); not timed on that device from here",
     )
     return plan  # fmt: skip
-
-
-def nothing_to_gain(ctx: PlanningContext, speedup: float, probe: LatencyProbe, rounds: list[dict]) -> ConfigError:
-    """How far the model can go on this target, and which layers hold the time."""
-    from mobilelwt.planners.latency import time_holders
-
-    floor = ctx.smallest_plan()
-    shape = (1, 3, ctx.input_size, ctx.input_size)
-    fastest = probe.compare(ctx.model, apply_plan(ctx.model, floor, init=False), shape, target=speedup)
-    lows = [r["speedup_ci95"][0] for r in rounds if r.get("feasible")] + [fastest["speedup_ci95"][0]]
-    reachable = max(lows)
-    return ConfigError(
-        f"Nothing to gain at {speedup}×: a measured {speedup}× speedup on {probe.description} is out of reach for "
-        f"{ctx.model_name}; the fastest student there is runs {fastest['speedup']:.2f}× faster than the teacher "
-        f"(95% CI {fastest['speedup_ci95'][0]:.2f}–{fastest['speedup_ci95'][1]:.2f}×, teacher "
-        f"{fastest['teacher_ms']:.2f} ms). {time_holders(ctx, probe)}",
-        f"Ask for at most --speedup {reachable:.2f} (the best lower bound measured), or compress more layers "
-        "(e.g. --compress-fc)."
-        if reachable > 1.05
-        else "Keep the teacher for this runtime: low-rank replacement does not make it faster (try another "
-        "--conv-module or runtime, or a model whose time is in ordinary convolutions).",
-    )

@@ -210,3 +210,33 @@ def test_bad_numbers_in_configs_are_refused() -> None:
     for bad in (dict(batch_size=0), dict(epochs=float("nan")), dict(lr=-1.0)):
         with pytest.raises(ConfigError):
             LayerwiseConfig(**bad)
+
+
+def test_a_changed_latency_target_replans_and_equals_a_fresh_run(tmp_path, tiny_teacher) -> None:
+    """The measured planner's target (here the runtime threads) is a compress input: a re-run into the same
+    directory plans again against its own table and equals a fresh run (a deterministic fake target)."""
+    from mobilelwt.compress import LatencyTarget
+    from tests.mobilelwt.fake_probe import FakeProbe
+
+    asked = []
+
+    def target(latency):  # the fake runtime is slower with fewer threads, so the plans differ
+        context = {"runtime": "fake", "runtime_version": "1", "precision": "fp32", "threads": latency.threads}
+        asked.append(FakeProbe(per_mac_ns=2.0 / latency.threads, context=context))
+        return asked[-1]
+
+    def config(threads: int) -> CompressConfig:
+        latency = LatencyTarget(threads=threads, grid_points=3)
+        return _config(mac_speedup=None, planner="latency", speedup=1.5, calib_images=8, latency=latency)
+
+    kwargs = {"weights": str(tiny_teacher), "threads": 1, "latency_probe": target}
+    reused, fresh = tmp_path / "reused", tmp_path / "fresh"
+    compress("tinynet", out=reused, config=config(2), **kwargs)
+    first_table = json.loads((reused / "latency-table.json").read_text())
+    compress("tinynet", out=reused, config=config(1), **kwargs)
+    assert asked[-1].timed  # planned again, against a table of the new context (the old one was for 2 threads)
+    assert json.loads((reused / "latency-table.json").read_text())["context"]["threads"] == 1
+    assert first_table["context"]["threads"] == 2
+    compress("tinynet", out=fresh, config=config(1), **kwargs)
+    _same_build(reused, fresh)
+    assert load_build(reused).plan.details["measured_ci95"][0] >= 1.5

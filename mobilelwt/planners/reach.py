@@ -1,0 +1,80 @@
+"""What both latency planners share: a timing that must be confirmed before it counts, and the answer when a
+measured target is out of reach (how far the model goes there, and which layers hold the time)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from mobilelwt.errors import ConfigError
+from mobilelwt.plan import apply_plan
+from mobilelwt.planners._common import PlanningContext
+from mobilelwt.planners.table import LatencyProbe
+
+
+def measure_confirmed(
+    probe: LatencyProbe, teacher: nn.Module, student: nn.Module, shape: tuple[int, ...], target: float
+) -> tuple[dict[str, Any], dict[str, Any] | None, float]:
+    """Teacher vs student interleaved; when the interval's lower bound meets ``target``, an independent timing
+    (lowered afresh, timed again) must agree, since one run's interval says nothing of what moves between runs.
+    Returns the first timing, the confirmation (None when not needed) and the lower bound that counts."""
+    first = probe.compare(teacher, student, shape, target=target)
+    low = first["speedup_ci95"][0]
+    confirmation = None
+    if low >= target:
+        confirmation = probe.compare(teacher, student, shape, target=target)
+        low = min(low, confirmation["speedup_ci95"][0])
+    return first, confirmation, low
+
+
+def nothing_to_gain(
+    ctx: PlanningContext,
+    speedup: float,
+    probe: LatencyProbe,
+    rounds: list[dict[str, Any]],
+    fastest: dict[str, Any] | None = None,
+) -> ConfigError:
+    """How far the model can go on this target, and which layers hold the time. ``fastest``: a timing of the
+    fastest student already made (otherwise every layer at its smallest rank is timed now)."""
+    shape = (1, 3, ctx.input_size, ctx.input_size)
+    if fastest is None:
+        fastest = probe.compare(ctx.model, apply_plan(ctx.model, ctx.smallest_plan(), init=False), shape,
+                                target=speedup)  # fmt: skip
+    reachable = max([r["speedup_ci95"][0] for r in rounds if "speedup_ci95" in r] + [fastest["speedup_ci95"][0]])
+    return ConfigError(
+        f"Nothing to gain at {speedup}×: a measured {speedup}× speedup on {probe.description} is out of reach for "
+        f"{ctx.model_name}; the fastest student there is runs {fastest['speedup']:.2f}× faster than the teacher "
+        f"(95% CI {fastest['speedup_ci95'][0]:.2f}–{fastest['speedup_ci95'][1]:.2f}×, teacher "
+        f"{fastest['teacher_ms']:.2f} ms). {time_holders(ctx, probe)}",
+        f"Ask for at most --speedup {reachable:.2f} (the best lower bound measured), or compress more layers "
+        "(e.g. --compress-fc)."
+        if reachable > 1.05
+        else "Keep the teacher for this runtime: low-rank replacement does not make it faster (try another "
+        "--conv-module or runtime, or a model whose time is in ordinary convolutions).",
+    )
+
+
+def time_holders(ctx: PlanningContext, measure: LatencyProbe, limit: int = 4) -> str:
+    """Which teacher layers hold the time: each Conv2d/Linear timed alone on its own input, largest first.
+
+    Only on the failure path: it lowers every layer once. A probe that cannot time single layers (no ``layer``
+    method) gets the MAC shares instead.
+    """
+    layers = ctx.all_layers()
+    time_layer = getattr(measure, "layer", None)
+    if time_layer is None:
+        return f"The layers that are never replaced hold most of the MACs: {ctx.kept_layers()}."
+    timed = sorted(
+        ((time_layer(ctx.layer(layer), (1, *layer.input_shape)), layer) for layer in layers), key=lambda x: -x[0]
+    )
+    total = sum(ms for ms, _ in timed) or float("nan")
+    shown = ", ".join(
+        f"{layer.name} {ms:.2f} ms ({100 * ms / total:.0f}%, {ctx.why_kept(layer) or 'replaceable'})"
+        for ms, layer in timed[:limit]
+    )
+    kept = sum(ms for ms, layer in timed if ctx.why_kept(layer))
+    return (
+        f"Timed alone, the conv/linear layers take {total:.2f} ms; layers that are never replaced take "
+        f"{kept:.2f} ms ({100 * kept / total:.0f}%); the largest: {shown}."
+    )
