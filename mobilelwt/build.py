@@ -14,6 +14,8 @@ from typing import Any
 from mobilelwt.builddir import SUMMARY, TEACHER_DIR, BuildDir, digest, jsonable, read_json
 from mobilelwt.checks import check_writable_dir, finite, whole
 from mobilelwt.compress import CompressConfig, LatencyProbeFactory, compress
+from mobilelwt.devices import resolve_device
+from mobilelwt.distributed import init_distributed, is_main_process, on_main, world
 from mobilelwt.errors import ConfigError
 from mobilelwt.io import sha256_file, write_json
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
@@ -47,6 +49,7 @@ def teacher_for_build(
     threads: int | None,
     device: str,
     on_progress: ProgressCallback,
+    workers: int | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """A teacher checkpoint trained on ``data``, cached in ``out/teacher/`` while its inputs hold.
 
@@ -69,15 +72,24 @@ def teacher_for_build(
     }
     key = digest(inputs)
     manifest_path = path.with_suffix(".json")
-    if path.is_file() and manifest_path.is_file():
-        try:
-            manifest = read_json(manifest_path, what="teacher manifest", fix="")
-            cached = manifest.get("inputs_key") == key and manifest["files"][path.name]["sha256"] == sha256_file(path)
-        except (ConfigError, KeyError, TypeError):
-            cached = False
-        if cached:
-            return path, {"cached": True, **manifest.get("metrics", {})}
-    BuildDir(out).invalidate("teacher")
+
+    def cached() -> dict[str, Any] | None:  # rank 0 owns the directory
+        if path.is_file() and manifest_path.is_file():
+            try:
+                manifest = read_json(manifest_path, what="teacher manifest", fix="")
+                fresh = manifest.get("inputs_key") == key and manifest["files"][path.name]["sha256"] == sha256_file(
+                    path
+                )
+            except (ConfigError, KeyError, TypeError):
+                fresh = False
+            if fresh:
+                return {"cached": True, **manifest.get("metrics", {})}
+        BuildDir(out).invalidate("teacher")
+        return None
+
+    found = on_main(cached, "checking the cached teacher")
+    if found is not None:
+        return path, found
     result = train_teacher(
         model,
         data=data,
@@ -88,10 +100,15 @@ def teacher_for_build(
         config=config,
         threads=threads,
         device=device,
+        workers=workers,
         on_progress=on_progress,
     )
-    manifest = read_json(result.manifest, what="teacher manifest", fix="")
-    write_json(result.manifest, {**manifest, "inputs": inputs, "inputs_key": key})
+
+    def record_inputs() -> None:
+        manifest = read_json(result.manifest, what="teacher manifest", fix="")
+        write_json(result.manifest, {**manifest, "inputs": inputs, "inputs_key": key})
+
+    on_main(record_inputs, "saving the teacher")
     return path, {"cached": False, **result.metrics}
 
 
@@ -144,9 +161,13 @@ def build(
     threads: int | None = None,
     device: str = "cpu",
     latency_probe: LatencyProbeFactory | None = None,
+    workers: int | None = None,
     on_progress: ProgressCallback = ignore_progress,
-) -> dict[str, Any]:
-    """Run every stage into ``out``; returns (and writes as ``build.json``) the summary."""
+) -> dict[str, Any] | None:
+    """Run every stage into ``out``; returns (and writes as ``build.json``) the summary.
+
+    Under torchrun the teacher and the student are trained data-parallel; export, bench and report run on rank 0
+    alone, and the other ranks return None once the student is saved."""
     from device_bench.bench import bench_build
     from targets.build_export import ExportOptions, expand_target, export_build
 
@@ -160,7 +181,9 @@ def build(
         calibration_images=config.calibration_images,
         threads=config.bench_threads,
     )
-    out.mkdir(parents=True, exist_ok=True)
+    init_distributed(resolve_device(device))  # before the first rank-0-only step
+    if is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
 
@@ -177,6 +200,7 @@ def build(
             config=config.teacher,
             threads=threads,
             device=device,
+            workers=workers,
             on_progress=on_progress,
         )
         weights = str(path)
@@ -197,9 +221,12 @@ def build(
         threads=threads,
         device=device,
         latency_probe=latency_probe,
+        workers=workers,
         on_progress=on_progress,
     )
     seconds["compress"] = time.perf_counter() - t0
+    if not world().is_main:
+        return None  # the student is saved: exporting, timing and reporting are rank 0's
 
     on_progress(ProgressEvent("build", 2, 4, {"stage": "export"}))
     t0 = time.perf_counter()

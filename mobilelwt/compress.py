@@ -37,8 +37,9 @@ from mobilelwt.checks import check_writable_dir
 from mobilelwt.data import DataBundle, iterate_normalized, load_labelled
 from mobilelwt.devices import resolve_device
 from mobilelwt.distill import DistillConfig, distill
+from mobilelwt.distributed import broadcast_module, init_distributed, on_main, rank_batch_size
 from mobilelwt.errors import ConfigError
-from mobilelwt.evaluation import evaluate
+from mobilelwt.evaluation import evaluate, evaluate_set
 from mobilelwt.io import atomic_path, read_json, write_json
 from mobilelwt.layerwise import LayerwiseConfig, train_layerwise
 from mobilelwt.manifest import build_manifest
@@ -48,7 +49,7 @@ from mobilelwt.planners.table import LatencyProbe
 from mobilelwt.profile import count_macs, count_params
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
 from mobilelwt.teachers import Teacher, build_teacher, find_head, get_teacher_spec
-from mobilelwt.train import check_model_options, load_data_for_weights
+from mobilelwt.train import check_model_options, check_workers, load_data_for_weights, loader_settings, throughput
 
 LatencyProbeFactory = Callable[["LatencyTarget"], LatencyProbe]
 __all__ = ["Build", "CompressConfig", "CompressResult", "compress", "evaluate_build", "load_build", "load_build_data"]
@@ -163,12 +164,12 @@ class CompressResult:
     out: Path
     plan: Plan
     metrics: dict[str, Any]
-    student: nn.Module
+    student: nn.Module | None  # None on ranks other than 0 when a finished build was reused
     teacher: Teacher
 
 
 def _accuracy(model: nn.Module, data: DataBundle) -> dict[str, float]:
-    result = evaluate(model, data.eval_batches(data.val, 128))
+    result = evaluate_set(model, data, data.val, 128)
     return {"top1": result["top1"], "top5": result["top5"], "loss": result["loss"], "images": result["images"]}
 
 
@@ -264,6 +265,7 @@ def compress(
     device: str = "cpu",
     plan: Plan | None = None,
     latency_probe: LatencyProbeFactory | None = None,
+    workers: int | None = None,
     on_progress: ProgressCallback = ignore_progress,
 ) -> CompressResult:
     """Compress ``model`` into a student in ``out``; see the module docstring for the stages.
@@ -276,17 +278,25 @@ def compress(
     Freshness: a finished build whose recorded inputs (teacher weights, data, settings, replayed plan) equal
     this call's is returned as it is; otherwise its files and everything exported or measured from them are
     removed first, keeping only a plan or layer-wise progress whose own inputs still match.
+
+    Under torchrun (``mobilelwt.distributed``) the ranks evaluate, train layer-wise and fine-tune data-parallel;
+    rank 0 alone checks and writes the directory and plans; ``workers`` DataLoader processes per rank decode a
+    set that is not held in memory. ``student`` is None on the other ranks of a build that was already finished.
     """
     config = config or CompressConfig()
     out = check_writable_dir(Path(out))
     model = check_model_options(model, input_size, threads)
-    torch_device = resolve_device(device)
+    check_workers(workers)
+    w, torch_device = init_distributed(resolve_device(device))
+    rank_batch_size(config.layerwise.batch_size, "--layer-batch-size")
+    rank_batch_size(config.finetune.batch_size, "--finetune-batch-size")
     if threads is not None:
         torch.set_num_threads(threads)
     started = time.perf_counter()
     bundle = load_data_for_weights(
         weights, data, input_size, val_fraction=val_fraction, seed=config.seed, val_data=val_data
     )
+    bundle.use_loader(loader_settings(workers, torch_device))
     input_size = bundle.input_size
     teacher = build_teacher(
         model, num_classes=bundle.num_classes, weights=weights, input_size=input_size, seed=config.seed
@@ -297,17 +307,12 @@ def compress(
     inputs = compress_inputs(model, teacher, bundle, config, plan)
     build_dir = BuildDir(out)
 
-    reused = _finished(build_dir, inputs["key"])
-    if reused is not None:
-        plan = build_dir.plan()
-        return CompressResult(out, plan, reused, load_student_model(out, plan), teacher)
-    keep = [LATENCY_TABLE]  # keyed by the device, runtime and layer shapes it timed
-    if plan is None and _plan_reusable(build_dir, inputs["plan_key"]):
-        keep.append(PLAN)
-    if _layerwise_reusable(build_dir, inputs["layerwise_key"]):
-        keep.append(LAYERWISE)
-    build_dir.invalidate("compress", keep=tuple(keep))
-    out.mkdir(parents=True, exist_ok=True)
+    state = on_main(lambda: _prepare(build_dir, inputs, replaying=plan is not None), "checking the build directory")
+    if "reused" in state:
+        reused_plan = Plan.from_dict(state["plan"])
+        student = load_student_model(out, reused_plan) if w.is_main else None
+        return CompressResult(out, reused_plan, state["reused"], student, teacher)
+    keep = state["keep"]
 
     timings: dict[str, float] = {}
     on_progress(ProgressEvent("stages", 0, 5, {"stage": "evaluate teacher"}))
@@ -317,17 +322,24 @@ def compress(
     on_progress(ProgressEvent("stages", 1, 5, {"stage": "plan"}))
     t0 = time.perf_counter()
     plan_path = out / PLAN
-    if plan is None and PLAN in keep:
-        plan = Plan.load(plan_path)
-    if plan is None:
-        plan = make_plan(
-            teacher, bundle, config, on_progress, latency_probe=latency_probe, table_path=out / LATENCY_TABLE
-        )
-    plan.details["inputs_key"] = inputs["plan_key"]
-    plan.save(plan_path)
+
+    def planned() -> dict[str, Any]:  # rank 0: the planner may time candidates on a device, and writes plan.json
+        chosen = plan
+        if chosen is None and PLAN in keep:
+            chosen = Plan.load(plan_path)
+        if chosen is None:
+            chosen = make_plan(
+                teacher, bundle, config, on_progress, latency_probe=latency_probe, table_path=out / LATENCY_TABLE
+            )
+        chosen.details["inputs_key"] = inputs["plan_key"]
+        chosen.save(plan_path)
+        return chosen.to_dict()
+
+    plan = Plan.from_dict(on_main(planned, "planning"))
     timings["plan"] = time.perf_counter() - t0
 
     student = apply_plan(teacher.model, plan, init=True).to(torch_device)
+    broadcast_module(student, "the closed-form init")  # SVD results may differ in the last bits between nodes
     teacher.model.to(torch_device)
     closed_form_acc = _accuracy(student, bundle)
 
@@ -355,8 +367,6 @@ def compress(
     on_progress(ProgressEvent("stages", 4, 5, {"stage": "save"}))
     student.cpu()
     teacher.model.cpu()
-    with atomic_path(out / STUDENT) as tmp:
-        torch.save(student.state_dict(), tmp)
     student_macs = count_macs(student, input_size)
     teacher_macs = count_macs(teacher.model, input_size)
     metrics = {
@@ -400,11 +410,61 @@ def compress(
         "seconds": {**timings, "total": time.perf_counter() - started},
         "threads": torch.get_num_threads(),
         "device": str(torch_device),
+        "distributed": {
+            **w.describe(),
+            "global_batch": {"layerwise": config.layerwise.batch_size, "finetune": config.finetune.batch_size},
+        },
+        "data_loader": {**bundle.loader_facts(), **_throughput(layer_records, history)},
         "settings": jsonable(settings),
         "inputs": inputs,
     }
+    on_main(lambda: _save(out, student, metrics, settings, config, model, weights, bundle, inputs, teacher, plan),
+            "saving the student")  # fmt: skip
+    on_progress(ProgressEvent("stages", 5, 5, {"stage": "done"}))
+    return CompressResult(out, plan, metrics, student, teacher)
+
+
+def _prepare(build_dir: BuildDir, inputs: dict[str, Any], *, replaying: bool) -> dict[str, Any]:
+    """Rank 0: a finished build of these inputs (``reused``), else what of the old one may be kept (``keep``),
+    the rest removed."""
+    reused = _finished(build_dir, inputs["key"])
+    if reused is not None:
+        return {"reused": reused, "plan": build_dir.plan().to_dict()}
+    keep = [LATENCY_TABLE]  # keyed by the device, runtime and layer shapes it timed
+    if not replaying and _plan_reusable(build_dir, inputs["plan_key"]):
+        keep.append(PLAN)
+    if _layerwise_reusable(build_dir, inputs["layerwise_key"]):
+        keep.append(LAYERWISE)
+    build_dir.invalidate("compress", keep=tuple(keep))
+    build_dir.path.mkdir(parents=True, exist_ok=True)
+    return {"keep": keep}
+
+
+def _throughput(layer_records: dict[str, dict[str, Any]], history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Training images per second (all ranks) of the layer-wise stage and of the fine-tune."""
+    trained = [r for r in layer_records.values() if r.get("images_per_s") is not None and r.get("steps")]
+    seconds = sum(r["seconds"] for r in trained)
+    layerwise = sum(r["images_per_s"] * r["seconds"] for r in trained) / seconds if seconds > 0 else None
+    return {"layerwise_images_per_s": layerwise, "finetune": throughput(history)}
+
+
+def _save(
+    out: Path,
+    student: nn.Module,
+    metrics: dict[str, Any],
+    settings: dict[str, Any],
+    config: CompressConfig,
+    model: str,
+    weights: str,
+    bundle: DataBundle,
+    inputs: dict[str, Any],
+    teacher: Teacher,
+    plan: Plan,
+) -> None:
+    """Rank 0: the student, its metrics, and last the manifest (whose presence marks the stage finished)."""
+    with atomic_path(out / STUDENT) as tmp:
+        torch.save(student.state_dict(), tmp)
     write_json(out / METRICS, metrics)
-    # the manifest is written last: its presence marks the stage finished
     write_json(
         out / MANIFEST,
         build_manifest(
@@ -422,7 +482,7 @@ def compress(
                 # absolute, so the build loads from any working directory
                 "weights": str(Path(weights).resolve()) if Path(str(weights)).is_file() else str(weights),
                 "num_classes": bundle.num_classes,
-                "input_size": input_size,
+                "input_size": bundle.input_size,
                 "classes": bundle.classes,
                 "mean": list(bundle.mean),
                 "std": list(bundle.std),
@@ -434,8 +494,6 @@ def compress(
             plan=plan.to_dict(),
         ),
     )
-    on_progress(ProgressEvent("stages", 5, 5, {"stage": "done"}))
-    return CompressResult(out, plan, metrics, student, teacher)
 
 
 def plan_target(plan: Plan) -> dict[str, Any]:

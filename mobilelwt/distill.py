@@ -11,7 +11,8 @@ from torch import nn
 
 from mobilelwt.data import DataBundle
 from mobilelwt.devices import mixed_precision, model_device
-from mobilelwt.evaluation import evaluate
+from mobilelwt.distributed import all_sum, data_parallel, lost_ranks_reported
+from mobilelwt.evaluation import evaluate_set
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
 from mobilelwt.train import TrainConfig, cosine_with_warmup, make_optimizer, steps_per_epoch
 
@@ -66,40 +67,45 @@ def distill(
     steps = steps_per_epoch(data, config)
     optimizer = make_optimizer([p for p in student.parameters() if p.requires_grad], config)
     scheduler = cosine_with_warmup(optimizer, steps * config.epochs, round(steps * config.warmup_epochs))
+    trainable = data_parallel(student)  # under torchrun: each rank distils on its share of every global batch
     history = []
-    for epoch in range(config.epochs):
-        student.train()
-        started, loss_sum, seen = time.perf_counter(), 0.0, 0
-        limit = config.max_steps_per_epoch * config.batch_size if config.max_steps_per_epoch else None
-        for step, (images, labels) in enumerate(
-            data.train_batches(
+    with lost_ranks_reported("the distillation fine-tune"):
+        for epoch in range(config.epochs):
+            student.train()
+            started, loss_sum, seen, waited = time.perf_counter(), 0.0, 0, data.train.stats.wait_s
+            limit = config.max_steps_per_epoch * config.batch_size if config.max_steps_per_epoch else None
+            batches = data.train_batches(
                 config.batch_size, seed=config.seed * 1000 + 500 + epoch, augment=config.augment, limit=limit
             )
-        ):
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            with mixed_precision(device):
-                with torch.no_grad():
-                    teacher_logits = teacher(images).float()
-                loss = distillation_loss(student(images).float(), teacher_logits, labels, config)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.item() * len(labels)
-            seen += len(labels)
-            on_progress(
-                ProgressEvent("distill", epoch * steps + step + 1, steps * config.epochs, {"loss": loss.item()})
+            for step, (images, labels) in enumerate(batches):
+                images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+                with mixed_precision(device):
+                    with torch.no_grad():
+                        teacher_logits = teacher(images).float()
+                    loss = distillation_loss(trainable(images).float(), teacher_logits, labels, config)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                loss_sum += loss.item() * len(labels)
+                seen += len(labels)
+                on_progress(
+                    ProgressEvent("distill", epoch * steps + step + 1, steps * config.epochs, {"loss": loss.item()})
+                )
+            seconds = time.perf_counter() - started
+            loss_sum, seen = all_sum([loss_sum, seen], "the distillation fine-tune")
+            val = evaluate_set(student, data, data.val)
+            history.append(
+                {
+                    "epoch": epoch + 1,
+                    "loss": loss_sum / max(seen, 1),
+                    "val_top1": val["top1"],
+                    "val_top5": val["top5"],
+                    "seconds": seconds,
+                    "images_per_s": seen / max(seconds, 1e-9),
+                    "data_wait_s": data.train.stats.wait_s - waited,
+                }
             )
-        val = evaluate(student, data.eval_batches(data.val, 256))
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "loss": loss_sum / max(seen, 1),
-                "val_top1": val["top1"],
-                "val_top5": val["top5"],
-                "seconds": time.perf_counter() - started,
-            }
-        )
-        on_progress(ProgressEvent("distill epochs", epoch + 1, config.epochs, history[-1]))
+            on_progress(ProgressEvent("distill epochs", epoch + 1, config.epochs, history[-1]))
     student.eval()
     return history

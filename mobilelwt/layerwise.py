@@ -8,6 +8,7 @@ dataset: every step recomputes the two prefixes on a fresh batch, so memory stay
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from torch import nn
 
 from mobilelwt.data import DataBundle
 from mobilelwt.devices import model_device
+from mobilelwt.distributed import broadcast_module, data_parallel, lost_ranks_reported, on_main, world
 from mobilelwt.errors import ConfigError, MobileLWTError
 from mobilelwt.io import atomic_path, read_json, write_json
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
@@ -100,9 +102,23 @@ def normalized_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tens
 
 @torch.no_grad()
 def layer_error(
-    teacher: nn.Module, student: nn.Module, name: str, images: torch.Tensor, layer_input: str, batch_size: int = 64
+    teacher: nn.Module,
+    student: nn.Module,
+    name: str,
+    images: torch.Tensor,
+    layer_input: str,
+    batch_size: int = 64,
+    *,
+    across_ranks: bool = False,
 ) -> float:
-    """Normalised error of the student's layer ``name`` against the teacher's on ``images``."""
+    """Normalised error of the student's layer ``name`` against the teacher's on ``images``.
+
+    ``across_ranks``: each rank takes its share of ``images`` and the sums are added up, so that every rank gets
+    the same number (and so takes the same early-stopping decision)."""
+    from mobilelwt.distributed import all_sum, shard_range
+
+    if across_ranks:
+        images = images[shard_range(len(images))]
     num = den = 0.0
     for i in range(0, len(images), batch_size):
         batch = images[i : i + batch_size]
@@ -110,6 +126,8 @@ def layer_error(
         prediction = student.get_submodule(name)(x)
         num += float(((prediction - target) ** 2).sum())
         den += float((target**2).sum())
+    if across_ranks:
+        num, den = all_sum([num, den], f"layer-wise training of {name}")
     return num / max(den, 1e-12)
 
 
@@ -136,7 +154,9 @@ def train_layerwise(
 
     Runs where the models are. With ``state_dir`` the student is saved after every finished layer, and a re-run
     resumes after the last one when ``state_key`` (the digest of the teacher, data, plan and settings that
-    produced the saved layers) is the same; any other saved progress is discarded.
+    produced the saved layers) is the same; any other saved progress is discarded. Under torchrun each step
+    trains on every rank's share of the global batch (``DistributedDataParallel`` on the replacement) and rank 0
+    alone reads and writes ``state_dir``.
     """
     teacher.eval()
     student.eval()  # dropout off, batch-norm statistics frozen: only the replacement's weights move
@@ -150,19 +170,43 @@ def train_layerwise(
 
     records: dict[str, dict[str, Any]] = {}
     if state_dir is not None:
-        records = _resume(student, layers, state_key, state_dir)
+        records = on_main(lambda: _resume(student, layers, state_key, state_dir), "resuming layer-wise training")
+    broadcast_module(student, "layer-wise training")  # rank 0's init (and resumed layers) on every rank
+    with lost_ranks_reported("layer-wise training"):
+        records = _train_layers(teacher, student, layers, data, config, records, monitor, steps_per_layer,
+                                state_dir, state_key, on_progress)  # fmt: skip
+    for p in student.parameters():
+        p.requires_grad_(True)
+    return records
+
+
+def _train_layers(
+    teacher: nn.Module,
+    student: nn.Module,
+    layers: list[str],
+    data: DataBundle,
+    config: LayerwiseConfig,
+    records: dict[str, dict[str, Any]],
+    monitor: torch.Tensor,
+    steps_per_layer: int,
+    state_dir: Path | None,
+    state_key: str,
+    on_progress: ProgressCallback,
+) -> dict[str, dict[str, Any]]:
+    device = model_device(student)
     for index, name in enumerate(layers):
         if name in records:
             on_progress(ProgressEvent("layers", index + 1, len(layers), {"layer": name, "resumed": "yes"}))
             continue
-        started = time.perf_counter()
+        started, waited = time.perf_counter(), data.train.stats.wait_s
         module = student.get_submodule(name)
-        error_init = layer_error(teacher, student, name, monitor, config.layer_input)
+        error_init = layer_error(teacher, student, name, monitor, config.layer_input, across_ranks=True)
         best_error, best_state, stale, steps_done = error_init, _copy_state(module), 0, 0
         if steps_per_layer > 0:
             params = list(module.parameters())
             for p in params:
                 p.requires_grad_(True)
+            trainable = data_parallel(module)
             optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
             schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps_per_layer)
             batches = _batches(data, config, config.seed + index, device)
@@ -170,7 +214,7 @@ def train_layerwise(
                 images = next(batches)
                 x, target = layer_pair(teacher, student, name, images, config.layer_input)
                 module.train()
-                loss = normalized_mse(module(x), target)
+                loss = normalized_mse(trainable(x), target)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -179,7 +223,7 @@ def train_layerwise(
                 steps_done = step + 1
                 info = {"layer": name, "loss": loss.item()}
                 if steps_done % config.eval_every == 0 or steps_done == steps_per_layer:
-                    error = layer_error(teacher, student, name, monitor, config.layer_input)
+                    error = layer_error(teacher, student, name, monitor, config.layer_input, across_ranks=True)
                     info["val_error"] = error
                     if error < best_error * (1 - 1e-3):
                         best_error, best_state, stale = error, _copy_state(module), 0
@@ -191,18 +235,22 @@ def train_layerwise(
             for p in params:
                 p.requires_grad_(False)
             module.load_state_dict(best_state)
+            del trainable, optimizer  # a DDP wrapper's gradient hooks go with it, before the next layer's
+            if world().active:
+                gc.collect()
+        seconds = time.perf_counter() - started
         records[name] = {
             "error_init": error_init,
             "error_final": best_error,
             "steps": steps_done,
             "early_stopped": steps_done < steps_per_layer,
-            "seconds": time.perf_counter() - started,
+            "seconds": seconds,
+            "images_per_s": steps_done * config.batch_size / max(seconds, 1e-9),  # global batches, all ranks
+            "data_wait_s": data.train.stats.wait_s - waited,
         }
         if state_dir is not None:
-            _checkpoint(student, records, config, state_key, state_dir)
+            on_main(lambda: _checkpoint(student, records, config, state_key, state_dir), f"saving layer {name}")
         on_progress(ProgressEvent("layers", index + 1, len(layers), {"layer": name, "error": best_error}))
-    for p in student.parameters():
-        p.requires_grad_(True)
     return records
 
 

@@ -14,9 +14,19 @@ from torch import nn
 
 from mobilelwt.checks import check_writable_file
 from mobilelwt.data import DataBundle, default_input_size, load_data
+from mobilelwt.data.images import LoaderSettings, default_workers
 from mobilelwt.devices import mixed_precision, model_device, resolve_device
+from mobilelwt.distributed import (
+    all_sum,
+    data_parallel,
+    init_distributed,
+    lost_ranks_reported,
+    on_main,
+    rank_batch_size,
+    world,
+)
 from mobilelwt.errors import ConfigError
-from mobilelwt.evaluation import evaluate
+from mobilelwt.evaluation import evaluate_set
 from mobilelwt.io import atomic_path, write_json
 from mobilelwt.manifest import build_manifest
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
@@ -146,43 +156,47 @@ def fit_classifier(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, config)
     scheduler = cosine_with_warmup(optimizer, steps * config.epochs, round(steps * config.warmup_epochs))
+    trainable = data_parallel(model)  # under torchrun: gradients averaged over the ranks' shares of each batch
     history = []
-    for epoch in range(config.epochs):
-        model.train()
-        started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
-        limit = config.max_steps_per_epoch * config.batch_size if config.max_steps_per_epoch else None
-        batches = data.train_batches(
-            config.batch_size, seed=config.seed * 1000 + epoch, augment=config.augment, limit=limit
-        )
-        for step, (images, labels) in enumerate(batches):
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            with mixed_precision(device):
-                logits = model(images)
-                loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            seen += len(labels)
-            loss_sum += loss.item() * len(labels)
-            correct += int((logits.argmax(1) == labels).sum())
-            on_progress(
-                ProgressEvent(
-                    "train", epoch * steps + step + 1, steps * config.epochs, {"epoch": epoch + 1, "loss": loss.item()}
-                )
+    with lost_ranks_reported("teacher training"):
+        for epoch in range(config.epochs):
+            model.train()
+            started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+            waited = data.train.stats.wait_s
+            limit = config.max_steps_per_epoch * config.batch_size if config.max_steps_per_epoch else None
+            batches = data.train_batches(
+                config.batch_size, seed=config.seed * 1000 + epoch, augment=config.augment, limit=limit
             )
-        val = evaluate(model, data.eval_batches(data.val, eval_batch_size))
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / max(seen, 1),
-            "train_top1": 100.0 * correct / max(seen, 1),
-            "val_top1": val["top1"],
-            "val_top5": val["top5"],
-            "val_loss": val["loss"],
-            "seconds": time.perf_counter() - started,
-        }
-        history.append(record)
-        on_progress(ProgressEvent("epoch", epoch + 1, config.epochs, record))
+            for step, (images, labels) in enumerate(batches):
+                images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+                with mixed_precision(device):
+                    logits = trainable(images)
+                    loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                seen += len(labels)
+                loss_sum += loss.item() * len(labels)
+                correct += int((logits.argmax(1) == labels).sum())
+                info = {"epoch": epoch + 1, "loss": loss.item()}
+                on_progress(ProgressEvent("train", epoch * steps + step + 1, steps * config.epochs, info))
+            seconds = time.perf_counter() - started
+            seen, loss_sum, correct = all_sum([seen, loss_sum, correct], "teacher training")
+            val = evaluate_set(model, data, data.val, eval_batch_size)
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": loss_sum / max(seen, 1),
+                "train_top1": 100.0 * correct / max(seen, 1),
+                "val_top1": val["top1"],
+                "val_top5": val["top5"],
+                "val_loss": val["loss"],
+                "seconds": seconds,
+                "images_per_s": seen / max(seconds, 1e-9),  # over all ranks
+                "data_wait_s": data.train.stats.wait_s - waited,  # this rank's
+            }
+            history.append(record)
+            on_progress(ProgressEvent("epoch", epoch + 1, config.epochs, record))
     model.eval()
     return history
 
@@ -223,28 +237,34 @@ def train_teacher(
     config: TrainConfig | None = None,
     threads: int | None = None,
     device: str = "cpu",
+    workers: int | None = None,
     on_progress: ProgressCallback = ignore_progress,
 ) -> TeacherTrainingResult:
-    """Train (``weights=none``) or fine-tune a teacher on ``data``; save a checkpoint and a manifest beside it."""
+    """Train (``weights=none``) or fine-tune a teacher on ``data``; save a checkpoint and a manifest beside it.
+
+    Under torchrun the ranks train data-parallel and rank 0 alone writes the files."""
     config = config or TrainConfig()
     out = check_writable_file(Path(out))  # before training, not after
     model_name = check_model_options(model_name, input_size, threads)
-    torch_device = resolve_device(device)
+    check_workers(workers)
+    w, torch_device = init_distributed(resolve_device(device))
+    rank_batch_size(config.batch_size, "--batch-size")
     if threads is not None:
         torch.set_num_threads(threads)
     started = time.perf_counter()
     bundle = load_data_for_weights(
         weights, data, input_size, val_fraction=val_fraction, seed=config.seed, val_data=val_data
     )
+    bundle.use_loader(loader_settings(workers, torch_device))
     input_size = bundle.input_size
     teacher = build_teacher(
         model_name, num_classes=bundle.num_classes, weights=weights, input_size=input_size, seed=config.seed
     )
     teacher.model.to(torch_device)
-    before = evaluate(teacher.model, bundle.eval_batches(bundle.val, 256)) if weights != "none" else None
+    before = evaluate_set(teacher.model, bundle, bundle.val) if weights != "none" else None
     load_seconds = time.perf_counter() - started
     history = fit_classifier(teacher.model, bundle, config, on_progress=on_progress)
-    final = history[-1] if history else evaluate(teacher.model, bundle.eval_batches(bundle.val, 256))
+    final = history[-1] if history else evaluate_set(teacher.model, bundle, bundle.val)
     teacher.model.cpu()
     metrics = {
         "val_top1": final.get("val_top1", final.get("top1")),
@@ -255,15 +275,33 @@ def train_teacher(
         "data_seconds": load_seconds,
         "threads": torch.get_num_threads(),
         "device": str(torch_device),
+        "distributed": {**w.describe(), "global_batch": config.batch_size},
+        "data_loader": {**bundle.loader_facts(), **throughput(history)},
     }
     out = Path(out)
+    manifest_path = out.with_suffix(".json")
+    on_main(lambda: _save_teacher(teacher, bundle, out, manifest_path, model_name, weights, config, metrics,
+                                  torch_device), "saving the teacher")  # fmt: skip
+    return TeacherTrainingResult(checkpoint=out, manifest=manifest_path, metrics=metrics)
+
+
+def _save_teacher(
+    teacher: Teacher,
+    bundle: DataBundle,
+    out: Path,
+    manifest_path: Path,
+    model_name: str,
+    weights: str,
+    config: TrainConfig,
+    metrics: dict[str, Any],
+    torch_device: torch.device,
+) -> None:
     save_teacher_checkpoint(
         teacher,
         bundle,
         out,
         {"weights_init": weights, "val_top1": metrics["val_top1"], "val_top5": metrics["val_top5"]},
     )
-    manifest_path = out.with_suffix(".json")
     write_json(
         manifest_path,
         build_manifest(
@@ -280,4 +318,24 @@ def train_teacher(
             metrics=metrics,
         ),
     )
-    return TeacherTrainingResult(checkpoint=out, manifest=manifest_path, metrics=metrics)
+
+
+def check_workers(workers: int | None) -> None:
+    from mobilelwt.checks import whole
+
+    whole(workers, "--workers", low=0, optional=True)
+
+
+def loader_settings(workers: int | None, device: torch.device) -> LoaderSettings:
+    """``--workers`` (default: this machine's cores shared by the ranks) and pinned memory for a GPU run."""
+    count = default_workers(world().size) if workers is None else workers
+    return LoaderSettings(workers=count, pin_memory=device.type == "cuda")
+
+
+def throughput(history: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Training images per second over all ranks, and the share of the time this rank waited for data."""
+    seconds = sum(r["seconds"] for r in history)
+    if not history or seconds <= 0:
+        return {"images_per_s": None, "data_wait_share": None}
+    images = sum(r["images_per_s"] * r["seconds"] for r in history)
+    return {"images_per_s": images / seconds, "data_wait_share": sum(r["data_wait_s"] for r in history) / seconds}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from mobilelwt.errors import MobileLWTError
-from mobilelwt.progress import ProgressEvent
+from mobilelwt.progress import ProgressEvent, ignore_progress
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,7 +30,11 @@ def handle_user_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except MobileLWTError as exc:
+            if not _reported_here(exc):
+                raise typer.Exit(exc.exit_code) from None
             message = f"[bold red]error:[/] {_escape(exc.problem)}"
+            if not is_main_process():
+                message = f"rank {os.environ.get('RANK')}: {message}"
             if exc.fix:
                 message += f" [bold]fix:[/] {_escape(exc.fix)}"
             err_console.print(message, soft_wrap=True, highlight=False)
@@ -44,6 +49,31 @@ def handle_user_errors(func: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def is_main_process() -> bool:
+    """Rank 0 under torchrun, or a single process (from the environment: the CLI does not import torch)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _reported_here(exc: MobileLWTError) -> bool:
+    """Under torchrun rank 0 speaks: the others print only errors of their own (their node's data, say), not
+    rank 0's mirrored ones nor the option errors every rank finds alike before the ranks have met."""
+    if is_main_process():
+        return True
+    from mobilelwt.distributed import world
+
+    return not getattr(exc, "quiet", False) and world().active
+
+
+@contextlib.contextmanager
+def main_progress() -> Iterator[Callable[[ProgressEvent], None]]:
+    """:func:`progress_bars` on rank 0 (or a single process); silence on the other ranks."""
+    if is_main_process():
+        with progress_bars() as draw:
+            yield draw
+    else:
+        yield ignore_progress
 
 
 def _escape(text: str) -> str:
@@ -106,3 +136,25 @@ def human(n: float) -> str:
         if abs(n) >= size:
             return f"{n / size:.2f}{unit}"
     return f"{n:.0f}"
+
+
+def data_line(metrics: dict) -> str:
+    """How the run read its images and how fast it trained (all ranks), in one line."""
+    loader = metrics.get("data_loader") or {}
+    how = {"in-memory": "in memory", "threads": "decoded by threads", "dataloader": "DataLoader"}.get(
+        loader.get("path"), "?"
+    )
+    if loader.get("path") == "dataloader":
+        how += f", {loader['workers']} worker(s) per rank" + (", pinned memory" if loader.get("pin_memory") else "")
+    rates = []
+    for label, rate, wait in (
+        ("training", loader.get("images_per_s"), loader.get("data_wait_share")),
+        ("layer-wise", loader.get("layerwise_images_per_s"), None),
+        ("fine-tune", (loader.get("finetune") or {}).get("images_per_s"),
+         (loader.get("finetune") or {}).get("data_wait_share")),
+    ):  # fmt: skip
+        if rate:
+            rates.append(f"{label} {rate:,.0f} images/s" + (f" ({100 * wait:.0f}% waiting for data)" if wait else ""))
+    ranks = (metrics.get("distributed") or {}).get("world_size", 1)
+    where = f"{ranks} ranks ({metrics['distributed']['backend']})" if ranks > 1 else "1 process"
+    return f"data: {how}; {where}; {', '.join(rates) or 'no training steps'}"

@@ -202,3 +202,29 @@ class CompressOptions:
                               threads=target.threads, python=python, server=server)  # fmt: skip
 
         return factory
+
+
+@dataclasses.dataclass
+class ParallelOptions:
+    """How training scales out: ranks started through torchrun, DataLoader workers per rank."""
+
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            help="Train data-parallel on N processes of this machine (re-launches through torchrun; one per GPU "
+            "with --device cuda). Several machines: start torchrun yourself."
+        ),
+    ] = None
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="DataLoader worker processes per rank for sets too large for memory (0: threads; default: the "
+            "cores shared by the ranks, at most 8)."
+        ),
+    ] = None
+
+    def relaunch(self) -> None:
+        """With ``--nproc N`` (N > 1) outside torchrun: run this same command as N ranks, then exit with their code."""
+        from mobilelwt.cli._launch import relaunch
+
+        relaunch(self.nproc)

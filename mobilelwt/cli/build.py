@@ -8,8 +8,15 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from mobilelwt.cli._common import console, err_console, handle_user_errors, human, progress_bars
-from mobilelwt.cli._options import CompressOptions, ModelOption, TrustCodeOption, allow_model_code, with_groups
+from mobilelwt.cli._common import console, err_console, handle_user_errors, human, main_progress, progress_bars
+from mobilelwt.cli._options import (
+    CompressOptions,
+    ModelOption,
+    ParallelOptions,
+    TrustCodeOption,
+    allow_model_code,
+    with_groups,
+)
 
 TargetOption = Annotated[str, typer.Option(help="ios (Core ML + ExecuTorch), android (TFLite + ExecuTorch) or all.")]
 PrecisionOption = Annotated[
@@ -116,6 +123,7 @@ def build_command(
     budget_ms: Annotated[float | None, typer.Option(help="Report: mark variants at most this slow (ms).")] = None,
     max_drop: Annotated[float | None, typer.Option(help="Report: … and at most this top-1 drop (points).")] = None,
     compress: CompressOptions = CompressOptions(),  # noqa: B008  (a group of options, expanded for Typer)
+    parallel: ParallelOptions = ParallelOptions(),  # noqa: B008
 ) -> None:
     """Compress, export, validate and benchmark in one command; offline on the built-in digits by default."""
     from mobilelwt.build import BuildConfig, build
@@ -137,8 +145,9 @@ def build_command(
         budget_ms=budget_ms,
         max_drop=max_drop,
     )
+    parallel.relaunch()
     probe = compress.latency_probe(compress_config)
-    with progress_bars() as on_progress:
+    with main_progress() as on_progress:
         summary = build(
             model,
             out=out,
@@ -151,8 +160,11 @@ def build_command(
             threads=threads,
             device=device,
             latency_probe=probe,
+            workers=parallel.workers,
             on_progress=on_progress,
         )
+    if summary is None:
+        return  # a rank other than 0: rank 0 exports, times and reports
     print_build_summary(summary)
     broken = len(summary["failures"]) + len(summary["artifacts"]["mismatch"])
     if broken:

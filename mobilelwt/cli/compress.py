@@ -8,8 +8,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mobilelwt.cli._common import console, handle_user_errors, human, progress_bars
-from mobilelwt.cli._options import CompressOptions, ModelOption, TrustCodeOption, allow_model_code, with_groups
+from mobilelwt.cli._common import console, data_line, handle_user_errors, human, is_main_process, main_progress
+from mobilelwt.cli._options import (
+    CompressOptions,
+    ModelOption,
+    ParallelOptions,
+    TrustCodeOption,
+    allow_model_code,
+    with_groups,
+)
 
 
 @handle_user_errors
@@ -28,6 +35,7 @@ def compress_command(
         Path | None, typer.Option(help="Replay this plan.json (e.g. one timed on the target runtime elsewhere).")
     ] = None,
     compress: CompressOptions = CompressOptions(),  # noqa: B008  (a group of options, expanded for Typer)
+    parallel: ParallelOptions = ParallelOptions(),  # noqa: B008
     trust_code: TrustCodeOption = False,
 ) -> None:
     """Compress a teacher into a student: plan, closed-form init, layer-wise training, distillation."""
@@ -36,8 +44,9 @@ def compress_command(
 
     allow_model_code(trust_code, model)
     config = compress.config()
+    parallel.relaunch()
     probe = compress.latency_probe(config)
-    with progress_bars() as on_progress:
+    with main_progress() as on_progress:
         result = run_compress(
             model,
             out=out,
@@ -51,9 +60,14 @@ def compress_command(
             device=device,
             plan=Plan.load(plan) if plan else None,
             latency_probe=probe,
+            workers=parallel.workers,
             on_progress=on_progress,
         )
+    if not is_main_process():
+        return
     print_compress_summary(result.metrics)
+    if "data_loader" in result.metrics:
+        console.print(data_line(result.metrics))
     console.print(f"build directory: {result.out}")
 
 

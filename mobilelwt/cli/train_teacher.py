@@ -7,11 +7,12 @@ from typing import Annotated
 
 import typer
 
-from mobilelwt.cli._common import console, handle_user_errors, progress_bars
-from mobilelwt.cli._options import ModelOption, TrustCodeOption, allow_model_code
+from mobilelwt.cli._common import console, data_line, handle_user_errors, is_main_process, main_progress
+from mobilelwt.cli._options import ModelOption, ParallelOptions, TrustCodeOption, allow_model_code, with_groups
 
 
 @handle_user_errors
+@with_groups
 def train_teacher_command(
     model: ModelOption,
     out: Annotated[Path, typer.Option(help="Checkpoint to write; a manifest JSON is written beside it.")],
@@ -31,6 +32,7 @@ def train_teacher_command(
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice).")] = None,
     max_steps_per_epoch: Annotated[int | None, typer.Option(help="Cap the steps of each epoch (quick runs).")] = None,
     device: Annotated[str, typer.Option(help="Where training runs: cpu, cuda, cuda:N or auto.")] = "cpu",
+    parallel: ParallelOptions = ParallelOptions(),  # noqa: B008  (a group of options, expanded for Typer)
     trust_code: TrustCodeOption = False,
 ) -> None:
     """Train or fine-tune a teacher; report top-1/top-5 on the val split and save a checkpoint for --weights."""
@@ -48,7 +50,8 @@ def train_teacher_command(
         seed=seed,
         max_steps_per_epoch=max_steps_per_epoch,
     )
-    with progress_bars() as on_progress:
+    parallel.relaunch()
+    with main_progress() as on_progress:
         result = train_teacher(
             model,
             data=data,
@@ -60,11 +63,15 @@ def train_teacher_command(
             config=config,
             threads=threads,
             device=device,
+            workers=parallel.workers,
             on_progress=on_progress,
         )
+    if not is_main_process():
+        return
     m = result.metrics
     console.print(
         f"{model} on {data}: val top-1 {m['val_top1']:.2f}%  top-5 {m['val_top5']:.2f}%  "
         f"({m['train_seconds']:.1f} s training on {m['device']}, {m['threads']} threads)"
     )
+    console.print(data_line(m))
     console.print(f"checkpoint: {result.checkpoint}\nmanifest:   {result.manifest}")

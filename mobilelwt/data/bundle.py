@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from mobilelwt.data.builtin import BUILTIN_DATASETS
 from mobilelwt.data.imagefolder import scan_image_folder
-from mobilelwt.data.images import ImageSet
+from mobilelwt.data.images import ImageSet, LoaderSettings
 from mobilelwt.errors import DataError
 from mobilelwt.teachers import IMAGENET_MEAN, IMAGENET_STD
 
@@ -52,13 +52,30 @@ class DataBundle:
             **self.split,
         }
 
+    def use_loader(self, settings: LoaderSettings) -> None:
+        """Decode sets that are not in memory with these settings (DataLoader workers, pinned memory)."""
+        self.train.loader = self.val.loader = settings
+
+    def loader_facts(self) -> dict[str, Any]:
+        """How the training images were read, and how fast: for metrics and the CLI's throughput line."""
+        return self.train.loader.describe(self.train.in_memory)
+
     def train_batches(
         self, batch_size: int, *, seed: int, augment: bool = True, limit: int | None = None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Shuffled, augmented, normalised training batches for one epoch (``seed`` fixes the order)."""
-        generator = torch.Generator().manual_seed(seed)
-        order = torch.randperm(len(self.train), generator=generator)[:limit]
-        for images, labels in self.train.chunks(order, batch_size):
+        """Shuffled, augmented, normalised training batches for one epoch (``seed`` fixes the order).
+
+        ``batch_size`` and ``limit`` count images over all ranks: under torchrun this rank gets its share of each
+        global batch (``DistributedSampler``), and the ranks' shares together are the one-process batch."""
+        from mobilelwt.distributed import rank_batch_size, shard_order, world
+
+        w = world()
+        generator = torch.Generator().manual_seed(seed * 1009 + w.rank if w.active else seed)
+        if w.active:
+            order = shard_order(len(self.train), seed, limit)
+        else:  # the generator goes on to draw the augmentation, as it always has for one process
+            order = torch.randperm(len(self.train), generator=generator)[:limit]
+        for images, labels in self.train.chunks(order, rank_batch_size(batch_size, "the batch size")):
             if augment:
                 images = augment_batch(images, self.augment, generator)
             yield self.normalize(images), labels
