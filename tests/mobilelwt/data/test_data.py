@@ -115,3 +115,65 @@ def test_corrupt_image_names_the_file(image_folder) -> None:
 def test_unknown_builtin_name() -> None:
     with pytest.raises(DataError, match="Built-in datasets: digits"):
         load_data("mnist", 16)
+
+
+def _photo_folder(root):
+    """JPEG photos larger than the input size (the decoder's draft path), PNGs, and odd aspect ratios."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for label, name in enumerate(("a", "b", "c")):
+        (root / name).mkdir(parents=True)
+        for i in range(7):
+            w, h = (300 + 20 * i, 200) if i % 2 else (64, 90)
+            base = np.zeros(3)
+            base[label] = 180
+            pixels = np.clip(base + rng.normal(0, 30, (h, w, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.{'jpg' if i % 3 else 'png'}")
+    return root
+
+
+def test_dataloader_workers_threads_and_memory_give_the_same_tensors(tmp_path) -> None:
+    from mobilelwt.data.images import LoaderSettings
+
+    folder = _photo_folder(tmp_path / "photos")
+    cached = load_data(folder, 32, val_fraction=0.2, seed=0, cache=True)
+    paths = {}
+    for workers in (0, 2):
+        streamed = load_data(folder, 32, val_fraction=0.2, seed=0, cache=False)
+        streamed.use_loader(LoaderSettings(workers=workers))
+        assert not streamed.train.in_memory
+        assert streamed.loader_facts()["path"] == ("dataloader" if workers else "threads")
+        paths[workers] = streamed
+    for epoch in range(2):  # persistent workers serve a second pass with another order
+        reference = list(cached.train_batches(4, seed=epoch, augment=True))
+        for streamed in paths.values():
+            batches = list(streamed.train_batches(4, seed=epoch, augment=True))
+            assert len(batches) == len(reference) == 5
+            for (x, y), (rx, ry) in zip(batches, reference, strict=True):
+                assert torch.equal(x, rx) and torch.equal(y, ry)
+    # a pass abandoned half-way (early stopping) does not leak its batches into the next one
+    worker_set = paths[2]
+    next(iter(worker_set.train_batches(4, seed=7)))
+    again = list(worker_set.train_batches(4, seed=8))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(again, cached.train_batches(4, seed=8), strict=True))
+    assert worker_set.train.stats.images >= 2 * 17 + 4 + 17
+    assert cached.loader_facts() == {"path": "in-memory", "workers": 0, "pin_memory": False}
+
+
+def test_jpeg_draft_decoding_stays_close_to_a_full_decode(tmp_path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from mobilelwt.data import decode_image
+
+    x = np.linspace(0, 255, 640)[None, :, None] * np.ones((480, 1, 3))
+    path = tmp_path / "big.jpg"
+    Image.fromarray(x.astype(np.uint8)).save(path, quality=95)
+    fast = decode_image(path, 64).float()
+    with Image.open(path) as img:
+        full = img.convert("RGB").resize((85, 64), Image.Resampling.BILINEAR).crop((10, 0, 74, 64))
+    reference = torch.from_numpy(np.asarray(full).copy()).permute(2, 0, 1).float()
+    assert fast.shape == (3, 64, 64)
+    assert (fast - reference).abs().mean() < 3.0
