@@ -264,6 +264,7 @@ def build(
         },
         "mac_speedup": result.metrics["mac_speedup"],
         "plan": result.metrics.get("plan_target"),
+        "training": {k: result.metrics.get(k) for k in ("distributed", "data_loader", "device")},
         "latency": _speedups([r for r in bench_records if r.get("status") == "ok"]),
         "artifacts": {
             status: sorted(a["path"] for a in artifacts if a["status"] == status)

@@ -11,7 +11,7 @@ import typer
 
 from mobilelwt.checks import whole
 from mobilelwt.cli._common import err_console
-from mobilelwt.errors import ConfigError, MobileLWTError
+from mobilelwt.errors import ConfigError
 
 COMMANDS = ("train-teacher", "compress", "build")
 
@@ -53,10 +53,12 @@ def launch(argv: list[str], nproc: int) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    from mobilelwt.distributed import RankLostError
+    from mobilelwt.distributed import RankLostError  # torch.distributed: imported only when launching
 
     # each rank its share of the cores, unless the user chose (torchrun would force 1 and warn about it)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    if sys.platform.startswith("linux"):  # one machine: gloo talks over loopback, whatever the hostname resolves to
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     logging.getLogger("torch.distributed").setLevel(logging.CRITICAL)  # its failure log repeats what we print
     args = get_args_parser().parse_args(["--standalone", f"--nproc_per_node={nproc}", "--module", "mobilelwt", *argv])
     try:
@@ -64,8 +66,8 @@ def launch(argv: list[str], nproc: int) -> int:
     except ChildFailedError as exc:
         failures = exc.failures
         first = failures.get(0)
-        if first is not None and first.exitcode in (MobileLWTError.exit_code, RankLostError.exit_code, 130):
-            return first.exitcode  # rank 0 has said what went wrong
+        if first is not None and first.exitcode > 0:
+            return first.exitcode  # rank 0 has said what went wrong (a user error, a lost rank, a failed artifact)
         rank, failure = min(failures.items())
         how = (
             f"was killed by {signal.Signals(-failure.exitcode).name}"

@@ -140,6 +140,9 @@ class CompressOptions:
     layer_lr: Annotated[float, typer.Option(help="Learning rate of layer-wise training (Adam).")] = 1e-3
     layer_batch_size: Annotated[int, typer.Option(help="Images per layer-wise step.")] = 32
     finetune_epochs: Annotated[int, typer.Option(help="Epochs of distillation fine-tune (0: none).")] = 2
+    finetune_max_steps: Annotated[
+        int | None, typer.Option(help="Cap the steps of each fine-tune epoch (quick runs).")
+    ] = None
     finetune_lr: Annotated[float, typer.Option(help="Peak learning rate of the fine-tune (AdamW).")] = 1e-4
     finetune_batch_size: Annotated[int, typer.Option(help="Images per fine-tune step.")] = 64
     temperature: Annotated[float, typer.Option(help="Distillation temperature.")] = 4.0
@@ -180,6 +183,7 @@ class CompressOptions:
             ),
             finetune=DistillConfig(
                 epochs=self.finetune_epochs,
+                max_steps_per_epoch=self.finetune_max_steps,
                 lr=self.finetune_lr,
                 batch_size=self.finetune_batch_size,
                 temperature=self.temperature,

@@ -16,7 +16,8 @@ from mobilelwt.layerwise import LayerwiseConfig
 from mobilelwt.teachers import build_teacher
 from tests.conftest import write_image_folder
 
-VOLATILE = {"seconds", "threads", "device", "finetune_history"}
+VOLATILE = {"seconds", "threads", "device", "finetune_history", "images_per_s", "data_wait_s", "layerwise_images_per_s",
+            "data_wait_share"}  # fmt: skip
 
 
 def _config(**overrides) -> CompressConfig:
