@@ -120,7 +120,10 @@ def _stopped_by_launcher(_signum: int, _frame: Any) -> None:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    import re
+
+    # gloo and NCCL prefix their messages with their own source location: the user needs the words after it
+    text = re.sub(r"\[[^\]]*\.(?:cc|cpp|h|hpp):\d+\]\s*", "", str(exc)).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
 
 

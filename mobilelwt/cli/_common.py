@@ -30,7 +30,9 @@ def handle_user_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except MobileLWTError as exc:
+            _quiet_sigterm()
             if not _reported_here(exc):
+                _leave_the_ranks(exc.exit_code)
                 raise typer.Exit(exc.exit_code) from None
             message = f"[bold red]error:[/] {_escape(exc.problem)}"
             if not is_main_process():
@@ -38,6 +40,7 @@ def handle_user_errors(func: F) -> F:
             if exc.fix:
                 message += f" [bold]fix:[/] {_escape(exc.fix)}"
             err_console.print(message, soft_wrap=True, highlight=False)
+            _leave_the_ranks(exc.exit_code)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err_console.print(
@@ -49,6 +52,25 @@ def handle_user_errors(func: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _quiet_sigterm() -> None:
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        import signal
+
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # this rank is already stopping, with its own message
+
+
+def _leave_the_ranks(code: int) -> None:
+    """Under torchrun, exit at once once the error is said: a process group with a dead peer can hang in its
+    teardown, and torchrun's SIGTERM must not turn the one line into a traceback."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def is_main_process() -> bool:

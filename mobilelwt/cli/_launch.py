@@ -68,7 +68,8 @@ def launch(argv: list[str], nproc: int) -> int:
         first = failures.get(0)
         if first is not None and first.exitcode > 0:
             return first.exitcode  # rank 0 has said what went wrong (a user error, a lost rank, a failed artifact)
-        rank, failure = min(failures.items())
+        # the cause, not the ranks torchrun itself stopped with SIGTERM afterwards
+        rank, failure = min(failures.items(), key=lambda kv: (kv[1].exitcode == -signal.SIGTERM, kv[1].timestamp))
         how = (
             f"was killed by {signal.Signals(-failure.exitcode).name}"
             if failure.exitcode < 0
