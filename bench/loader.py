@@ -39,12 +39,15 @@ def decode_costs(count: int, size: int, rounds: int, photo: tuple[int, int]) -> 
     from mobilelwt.data import decode_image
 
     def full_decode(path: Path) -> None:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            w, h = img.size
-            scale = size / min(w, h)
-            img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BILINEAR)
-            np.asarray(img)
+        """The same decode with libjpeg's DCT scaling switched off."""
+        from PIL import JpegImagePlugin
+
+        draft = JpegImagePlugin.JpegImageFile.draft
+        JpegImagePlugin.JpegImageFile.draft = lambda self, mode, size: None  # type: ignore[method-assign]
+        try:
+            decode_image(path, size)
+        finally:
+            JpegImagePlugin.JpegImageFile.draft = draft  # type: ignore[method-assign]
 
     rng = np.random.default_rng(0)
     folder = Path(tempfile.mkdtemp(prefix="bench-photos-"))
@@ -56,7 +59,7 @@ def decode_costs(count: int, size: int, rounds: int, photo: tuple[int, int]) -> 
         pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
         paths.append(folder / f"{i}.jpg")
         Image.fromarray(pixels).save(paths[-1], quality=90)
-    ms: dict[str, list[float]] = {"draft (mobilelwt)": [], "full decode": []}
+    ms: dict[str, list[float]] = {"draft (mobilelwt)": [], "full decode (no draft)": []}
     for r in range(rounds):
         for name in list(ms) if r % 2 == 0 else list(reversed(ms)):
             started = time.perf_counter()
@@ -80,6 +83,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--photos", type=int, default=64, help="ImageNet-sized JPEGs for the decode cost (0: none)")
     parser.add_argument("--photo-size", nargs="+", default=["500x375", "1000x750"], help="WxH of the photos")
+    parser.add_argument("--skip-loaders", action="store_true", help="only the decode cost")
     parser.add_argument("--out", default="bench/results/loader.json")
     args = parser.parse_args()
 
@@ -92,6 +96,8 @@ def main() -> None:
 
     loaders = {"threads (--workers 0)": 0, **{f"DataLoader, {w} worker(s)": w for w in args.workers}}
     bundles = {}
+    if args.skip_loaders:
+        loaders = {}
     for name, workers in loaders.items():
         bundle = load_data(args.data, args.size, val_fraction=0.02, seed=0, cache=False)
         bundle.use_loader(LoaderSettings(workers=workers))
@@ -106,7 +112,7 @@ def main() -> None:
 
     baseline = "threads (--workers 0)"
     rows = []
-    for name, values in rates.items():
+    for name, values in rates.items() if loaders else ():
         # a rate's inverse is a time per image: the interval of the ratio of medians, as for latencies
         low, high = speedup_ci([1 / v for v in rates[baseline]], [1 / v for v in values])
         rows.append(
@@ -119,8 +125,9 @@ def main() -> None:
                 "vs_threads_ci95": [low, high],
             }
         )
-    print(f"\n{args.images} images per pass at {args.size}², batch {args.batch_size}, {args.rounds} interleaved rounds")
-    print(f"{'loader':28} {'images/s':>10} {'vs threads':>11} {'95% CI':>15}")
+    if rows:
+        print(f"\n{args.images} images per pass at {args.size}², batch {args.batch_size}, {args.rounds} rounds")
+        print(f"{'loader':28} {'images/s':>10} {'vs threads':>11} {'95% CI':>15}")
     for row in rows:
         low, high = row["vs_threads_ci95"]
         print(f"{row['loader']:28} {row['images_per_s_median']:10.0f} {row['vs_threads']:10.2f}× "

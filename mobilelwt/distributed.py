@@ -24,7 +24,12 @@ from torch import nn
 from mobilelwt.errors import ConfigError, MobileLWTError
 
 T = TypeVar("T")
-TIMEOUT = datetime.timedelta(minutes=60)  # rank 0 may plan (time candidates on a phone) while the others wait
+# a training collective (gradients, sums) never takes long: a rank missing for this long is gone (a dropped node
+# sends no FIN, so nothing else would notice it)
+STEP_TIMEOUT = datetime.timedelta(minutes=10)
+# while rank 0 plans (times candidates on a phone) or saves, or one rank trains a longer layer, the others wait
+WAIT_TIMEOUT = datetime.timedelta(hours=12)
+_waiting_group: Any = None
 
 
 class RankLostError(MobileLWTError):
@@ -99,9 +104,11 @@ def init_distributed(device: torch.device) -> tuple[World, torch.device]:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
+        global _waiting_group
         backend = "nccl" if device.type == "cuda" else "gloo"
         try:
-            dist.init_process_group(backend, timeout=TIMEOUT)
+            dist.init_process_group(backend, timeout=STEP_TIMEOUT)
+            _waiting_group = dist.new_group(backend=backend, timeout=WAIT_TIMEOUT)
         except (RuntimeError, ValueError) as exc:
             raise RankLostError(
                 f"Could not join the other ranks ({_first_line(exc)}).",
@@ -169,7 +176,7 @@ def on_main(fn: Callable[[], T], stage: str) -> T:
         except BaseException as exc:  # a bug or Ctrl-C on rank 0: the others must not wait for it forever
             error, payload = exc, [("error", (f"rank 0 failed during {stage}: {_first_line(exc)}", "", 1))]
     with lost_ranks_reported(stage):
-        dist.broadcast_object_list(payload, src=0)
+        dist.broadcast_object_list(payload, src=0, group=_waiting_group)
     if error is not None:
         raise error
     kind, value = payload[0]
@@ -178,15 +185,27 @@ def on_main(fn: Callable[[], T], stage: str) -> T:
     return value
 
 
-def broadcast_module(module: nn.Module, stage: str) -> None:
-    """Give every rank rank 0's parameters and buffers (after a resume, or an init that may differ by node)."""
+def broadcast_module(module: nn.Module, stage: str, *, src: int = 0) -> None:
+    """Give every rank rank ``src``'s parameters and buffers (after a resume, an init that may differ by node, a
+    layer that one rank trained)."""
     w = world()
     if not w.active:
         return
     with lost_ranks_reported(stage), torch.no_grad():
         for tensor in list(module.state_dict().values()):
             if isinstance(tensor, torch.Tensor) and tensor.numel():
-                dist.broadcast(tensor, src=0)
+                dist.broadcast(tensor, src=src, group=_waiting_group)
+
+
+def gather_objects(value: Any, stage: str) -> list[Any]:
+    """Every rank's (picklable) ``value``, in rank order, on every rank."""
+    w = world()
+    if not w.active:
+        return [value]
+    out: list[Any] = [None] * w.size
+    with lost_ranks_reported(stage):
+        dist.all_gather_object(out, value, group=_waiting_group)
+    return out
 
 
 def all_sum(values: Sequence[float], stage: str) -> list[float]:
@@ -199,12 +218,6 @@ def all_sum(values: Sequence[float], stage: str) -> list[float]:
     with lost_ranks_reported(stage):
         dist.all_reduce(tensor)
     return tensor.cpu().tolist()
-
-
-def barrier(stage: str) -> None:
-    if world().active:
-        with lost_ranks_reported(stage):
-            dist.barrier()
 
 
 def data_parallel(module: nn.Module) -> nn.Module:

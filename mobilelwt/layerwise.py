@@ -21,7 +21,14 @@ from torch import nn
 
 from mobilelwt.data import DataBundle
 from mobilelwt.devices import model_device
-from mobilelwt.distributed import broadcast_module, data_parallel, lost_ranks_reported, on_main, world
+from mobilelwt.distributed import (
+    broadcast_module,
+    data_parallel,
+    gather_objects,
+    lost_ranks_reported,
+    on_main,
+    world,
+)
 from mobilelwt.errors import ConfigError, MobileLWTError
 from mobilelwt.io import atomic_path, read_json, write_json
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
@@ -131,10 +138,12 @@ def layer_error(
     return num / max(den, 1e-12)
 
 
-def _batches(data: DataBundle, config: LayerwiseConfig, seed: int, device: torch.device) -> Iterator[torch.Tensor]:
+def _batches(
+    data: DataBundle, config: LayerwiseConfig, seed: int, device: torch.device, *, shard: bool = True
+) -> Iterator[torch.Tensor]:
     epoch = 0
     while True:
-        for images, _ in data.train_batches(config.batch_size, seed=seed * 7919 + epoch):
+        for images, _ in data.train_batches(config.batch_size, seed=seed * 7919 + epoch, shard=shard):
             yield images.to(device, non_blocking=True)
         epoch += 1
 
@@ -155,8 +164,9 @@ def train_layerwise(
     Runs where the models are. With ``state_dir`` the student is saved after every finished layer, and a re-run
     resumes after the last one when ``state_key`` (the digest of the teacher, data, plan and settings that
     produced the saved layers) is the same; any other saved progress is discarded. Under torchrun each step
-    trains on every rank's share of the global batch (``DistributedDataParallel`` on the replacement) and rank 0
-    alone reads and writes ``state_dir``.
+    trains on every rank's share of the global batch (``DistributedDataParallel`` on the replacement), or, with
+    ``layer_input="teacher"`` (independent layers), the ranks train different layers at once; rank 0 alone reads
+    and writes ``state_dir``.
     """
     teacher.eval()
     student.eval()  # dropout off, batch-norm statistics frozen: only the replacement's weights move
@@ -193,65 +203,107 @@ def _train_layers(
     state_key: str,
     on_progress: ProgressCallback,
 ) -> dict[str, dict[str, Any]]:
-    device = model_device(student)
+    def save(after: str) -> None:
+        if state_dir is not None:
+            on_main(lambda: _checkpoint(student, records, config, state_key, state_dir), f"saving layer {after}")
+
     for index, name in enumerate(layers):
         if name in records:
             on_progress(ProgressEvent("layers", index + 1, len(layers), {"layer": name, "resumed": "yes"}))
-            continue
-        started, waited = time.perf_counter(), data.train.stats.wait_s
-        module = student.get_submodule(name)
-        error_init = layer_error(teacher, student, name, monitor, config.layer_input, across_ranks=True)
-        best_error, best_state, stale, steps_done = error_init, _copy_state(module), 0, 0
-        if steps_per_layer > 0:
-            params = list(module.parameters())
-            for p in params:
-                p.requires_grad_(True)
-            trainable = data_parallel(module)
-            optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
-            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps_per_layer)
-            batches = _batches(data, config, config.seed + index, device)
-            for step in range(steps_per_layer):
-                images = next(batches)
-                x, target = layer_pair(teacher, student, name, images, config.layer_input)
-                module.train()
-                loss = normalized_mse(trainable(x), target)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                module.eval()
-                steps_done = step + 1
-                info = {"layer": name, "loss": loss.item()}
-                if steps_done % config.eval_every == 0 or steps_done == steps_per_layer:
-                    error = layer_error(teacher, student, name, monitor, config.layer_input, across_ranks=True)
-                    info["val_error"] = error
-                    if error < best_error * (1 - 1e-3):
-                        best_error, best_state, stale = error, _copy_state(module), 0
-                    else:
-                        stale += 1
-                on_progress(ProgressEvent(f"layer {name}", steps_done, steps_per_layer, info))
-                if stale >= config.patience:
-                    break
-            for p in params:
-                p.requires_grad_(False)
-            module.load_state_dict(best_state)
-            del trainable, optimizer  # a DDP wrapper's gradient hooks go with it, before the next layer's
-            if world().active:
-                gc.collect()
-        seconds = time.perf_counter() - started
-        records[name] = {
-            "error_init": error_init,
-            "error_final": best_error,
-            "steps": steps_done,
-            "early_stopped": steps_done < steps_per_layer,
-            "seconds": seconds,
-            "images_per_s": steps_done * config.batch_size / max(seconds, 1e-9),  # global batches, all ranks
-            "data_wait_s": data.train.stats.wait_s - waited,
-        }
-        if state_dir is not None:
-            on_main(lambda: _checkpoint(student, records, config, state_key, state_dir), f"saving layer {name}")
-        on_progress(ProgressEvent("layers", index + 1, len(layers), {"layer": name, "error": best_error}))
+    todo = [(index, name) for index, name in enumerate(layers) if name not in records]
+    w = world()
+    if w.active and config.layer_input == "teacher":
+        # independent layers: each rank trains whole layers on whole batches, one round of `size` layers at a
+        # time; each trained layer is then handed from its rank to the others, and rank 0 saves the round
+        for start in range(0, len(todo), w.size):
+            group = todo[start : start + w.size]
+            mine = group[w.rank] if w.rank < len(group) else None
+            record = None
+            if mine is not None:
+                record = _train_one(teacher, student, *mine, data, config, monitor, steps_per_layer, on_progress,
+                                    shared=False)  # fmt: skip
+            gathered = gather_objects(record, f"layer-wise training of {', '.join(n for _, n in group)}")
+            for owner, (index, name) in enumerate(group):
+                broadcast_module(student.get_submodule(name), f"layer-wise training of {name}", src=owner)
+                records[name] = {**gathered[owner], "rank": owner}
+                on_progress(ProgressEvent("layers", index + 1, len(layers), {"layer": name, "rank": owner}))
+            save(group[-1][1])
+        return records
+    for index, name in todo:
+        records[name] = _train_one(teacher, student, index, name, data, config, monitor, steps_per_layer,
+                                   on_progress, shared=True)  # fmt: skip
+        save(name)
+        info = {"layer": name, "error": records[name]["error_final"]}
+        on_progress(ProgressEvent("layers", index + 1, len(layers), info))
     return records
+
+
+def _train_one(
+    teacher: nn.Module,
+    student: nn.Module,
+    index: int,
+    name: str,
+    data: DataBundle,
+    config: LayerwiseConfig,
+    monitor: torch.Tensor,
+    steps_per_layer: int,
+    on_progress: ProgressCallback,
+    *,
+    shared: bool,
+) -> dict[str, Any]:
+    """Train the replacement ``name``; returns its record. ``shared``: every rank trains it on its share of each
+    global batch (DDP), else this rank alone trains it on whole batches."""
+    device = model_device(student)
+    started, waited = time.perf_counter(), data.train.stats.wait_s
+    module = student.get_submodule(name)
+    error_init = layer_error(teacher, student, name, monitor, config.layer_input, across_ranks=shared)
+    best_error, best_state, stale, steps_done = error_init, _copy_state(module), 0, 0
+    if steps_per_layer > 0:
+        params = list(module.parameters())
+        for p in params:
+            p.requires_grad_(True)
+        trainable = data_parallel(module) if shared else module
+        optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps_per_layer)
+        batches = _batches(data, config, config.seed + index, device, shard=shared)
+        for step in range(steps_per_layer):
+            images = next(batches)
+            x, target = layer_pair(teacher, student, name, images, config.layer_input)
+            module.train()
+            loss = normalized_mse(trainable(x), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            module.eval()
+            steps_done = step + 1
+            info = {"layer": name, "loss": loss.item()}
+            if steps_done % config.eval_every == 0 or steps_done == steps_per_layer:
+                error = layer_error(teacher, student, name, monitor, config.layer_input, across_ranks=shared)
+                info["val_error"] = error
+                if error < best_error * (1 - 1e-3):
+                    best_error, best_state, stale = error, _copy_state(module), 0
+                else:
+                    stale += 1
+            on_progress(ProgressEvent(f"layer {name}", steps_done, steps_per_layer, info))
+            if stale >= config.patience:
+                break
+        for p in params:
+            p.requires_grad_(False)
+        module.load_state_dict(best_state)
+        del trainable, optimizer  # a DDP wrapper's gradient hooks go with it, before the next layer's
+        if world().active:
+            gc.collect()
+    seconds = time.perf_counter() - started
+    return {
+        "error_init": error_init,
+        "error_final": best_error,
+        "steps": steps_done,
+        "early_stopped": steps_done < steps_per_layer,
+        "seconds": seconds,
+        "images_per_s": steps_done * config.batch_size / max(seconds, 1e-9),  # global batches
+        "data_wait_s": data.train.stats.wait_s - waited,
+    }
 
 
 def _copy_state(module: nn.Module) -> dict[str, torch.Tensor]:

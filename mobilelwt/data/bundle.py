@@ -61,21 +61,23 @@ class DataBundle:
         return self.train.loader.describe(self.train.in_memory)
 
     def train_batches(
-        self, batch_size: int, *, seed: int, augment: bool = True, limit: int | None = None
+        self, batch_size: int, *, seed: int, augment: bool = True, limit: int | None = None, shard: bool = True
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Shuffled, augmented, normalised training batches for one epoch (``seed`` fixes the order).
 
         ``batch_size`` and ``limit`` count images over all ranks: under torchrun this rank gets its share of each
-        global batch (``DistributedSampler``), and the ranks' shares together are the one-process batch."""
-        from mobilelwt.distributed import rank_batch_size, shard_order, world
+        global batch (``DistributedSampler``), and the ranks' shares together are the one-process batch;
+        ``shard=False`` gives this rank the whole batches (a rank that trains a layer alone)."""
+        from mobilelwt.distributed import World, rank_batch_size, shard_order, world
 
-        w = world()
+        w = world() if shard else World()
         generator = torch.Generator().manual_seed(seed * 1009 + w.rank if w.active else seed)
         if w.active:
             order = shard_order(len(self.train), seed, limit)
         else:  # the generator goes on to draw the augmentation, as it always has for one process
             order = torch.randperm(len(self.train), generator=generator)[:limit]
-        for images, labels in self.train.chunks(order, rank_batch_size(batch_size, "the batch size")):
+        per_rank = rank_batch_size(batch_size, "the batch size") if w.active else batch_size
+        for images, labels in self.train.chunks(order, per_rank):
             if augment:
                 images = augment_batch(images, self.augment, generator)
             yield self.normalize(images), labels

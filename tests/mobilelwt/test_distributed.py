@@ -110,6 +110,32 @@ def test_two_gloo_ranks_write_one_build_that_matches_one_process(tiny, tmp_path:
     }
 
 
+def test_independent_layers_are_spread_over_the_ranks(tiny, tmp_path: Path) -> None:
+    """``--layer-input teacher``: each rank trains whole layers on whole batches; a layer trained on rank 1 is the
+    layer one process trains (same seed, same batches), handed to rank 0 to be saved."""
+    model, weights = tiny
+    one, two = tmp_path / "one", tmp_path / "two"
+    args = ("--layer-input", "teacher", "--finetune-epochs", "0")
+    single = subprocess.run([sys.executable, "-m", "mobilelwt", *_compress_args(model, weights, one, *args),
+                             "--threads", "1"], capture_output=True, text=True, env=_env(), timeout=600)  # fmt: skip
+    assert single.returncode == 0, single.stderr
+    ranks = subprocess.run([sys.executable, "-m", "mobilelwt", *_compress_args(model, weights, two, *args),
+                            "--nproc", "2"], capture_output=True, text=True, env=_env(), timeout=600)  # fmt: skip
+    assert ranks.returncode == 0, ranks.stderr
+    metrics = json.loads((two / "metrics.json").read_text())
+    reference = json.loads((one / "metrics.json").read_text())
+    layers = list(metrics["layers"])
+    assert [metrics["layers"][n]["rank"] for n in layers] == [i % 2 for i in range(len(layers))]
+    for name in layers:
+        mine, theirs = metrics["layers"][name], reference["layers"][name]
+        assert mine["steps"] == theirs["steps"]
+        assert mine["error_final"] == pytest.approx(theirs["error_final"], rel=0.02, abs=1e-4)
+    state, reference_state = (load_build(d).student.state_dict() for d in (two, one))
+    for key in state:
+        torch.testing.assert_close(state[key], reference_state[key], rtol=0.05, atol=2e-3, msg=key)
+    assert metrics["student"]["top1"] == pytest.approx(reference["student"]["top1"], abs=2.0)
+
+
 def _rank_pid(tag: str, rank: int) -> int | None:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
