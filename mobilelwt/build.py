@@ -101,6 +101,8 @@ def teacher_for_build(
         threads=threads,
         device=device,
         workers=workers,
+        # outside the teacher folder, which a changed teacher key empties: the epochs' own key guards them
+        progress=out / "teacher.progress.pt",
         on_progress=on_progress,
     )
 

@@ -92,19 +92,21 @@ def is_main_process() -> bool:
 def init_distributed(device: torch.device) -> tuple[World, torch.device]:
     """Join the process group ``torchrun`` set up (a no-op for one process); returns the world and this rank's
     device (``cuda:LOCAL_RANK`` for a GPU run)."""
+    global _waiting_group
     if launched_ranks() <= 1:
         return World(), device
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():
-            raise ConfigError(
-                f"Rank with local rank {local_rank} has no GPU (torch sees {torch.cuda.device_count()}).",
-                "Start at most one process per GPU: --nproc_per_node <= the GPU count.",
+            error = ConfigError(
+                f"Local rank {local_rank} has no GPU (torch sees {torch.cuda.device_count()} on this node).",
+                "Start at most one process per GPU: --nproc / --nproc_per_node <= the GPU count.",
             )
+            error.rank_local = True  # type: ignore[attr-defined]  # rank 0 cannot know: this rank must say it
+            raise error
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        global _waiting_group
         backend = "nccl" if device.type == "cuda" else "gloo"
         try:
             dist.init_process_group(backend, timeout=STEP_TIMEOUT)

@@ -18,6 +18,7 @@ from mobilelwt.data.images import LoaderSettings, default_workers
 from mobilelwt.devices import mixed_precision, model_device, resolve_device
 from mobilelwt.distributed import (
     all_sum,
+    broadcast_module,
     data_parallel,
     init_distributed,
     lost_ranks_reported,
@@ -27,7 +28,7 @@ from mobilelwt.distributed import (
 )
 from mobilelwt.errors import ConfigError
 from mobilelwt.evaluation import evaluate_set
-from mobilelwt.io import atomic_path, write_json
+from mobilelwt.io import atomic_path, sha256_file, write_json
 from mobilelwt.manifest import build_manifest
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
 from mobilelwt.teachers import Teacher, build_teacher
@@ -145,10 +146,14 @@ def fit_classifier(
     *,
     on_progress: ProgressCallback = ignore_progress,
     eval_batch_size: int = 256,
+    progress: Path | None = None,
+    progress_key: str = "",
 ) -> list[dict[str, float]]:
     """Train ``model`` on ``data.train`` with cross-entropy; returns one record per epoch (loss, val accuracy).
 
-    Runs where ``model`` is (bf16 autocast on a GPU); batches are moved there.
+    Runs where ``model`` is (bf16 autocast on a GPU); batches are moved there. With ``progress``, rank 0 saves
+    model, optimizer and schedule after every epoch, and a run with the same ``progress_key`` resumes after the
+    last saved epoch (a crash, a lost rank); the caller removes the file once the result is saved.
     """
     torch.manual_seed(config.seed)
     device = model_device(model)
@@ -156,10 +161,14 @@ def fit_classifier(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, config)
     scheduler = cosine_with_warmup(optimizer, steps * config.epochs, round(steps * config.warmup_epochs))
+    history: list[dict[str, Any]] = []
+    if progress is not None:
+        history = _resume_training(progress, progress_key, model, optimizer, scheduler)
+        for record in history:
+            on_progress(ProgressEvent("epoch", record["epoch"], config.epochs, {**record, "resumed": "yes"}))
     trainable = data_parallel(model)  # under torchrun: gradients averaged over the ranks' shares of each batch
-    history = []
     with lost_ranks_reported("teacher training"):
-        for epoch in range(config.epochs):
+        for epoch in range(len(history), config.epochs):
             model.train()
             started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
             waited = data.train.stats.wait_s
@@ -196,9 +205,45 @@ def fit_classifier(
                 "data_wait_s": data.train.stats.wait_s - waited,  # this rank's
             }
             history.append(record)
+            if progress is not None:
+                state = {"key": progress_key, "history": history, "model": model.state_dict(),
+                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}  # fmt: skip
+                on_main(lambda state=state: _save_state(progress, state), f"saving epoch {epoch + 1}")
             on_progress(ProgressEvent("epoch", epoch + 1, config.epochs, record))
     model.eval()
     return history
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _resume_training(
+    path: Path, key: str, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> list[dict[str, Any]]:
+    """The epochs saved at ``path`` for this ``key``, loaded into model, optimizer and schedule on every rank
+    (rank 0 reads the file); [] to start afresh."""
+
+    def read() -> dict[str, Any] | None:
+        if not path.is_file():
+            return None
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if state.get("key") != key:
+                return None  # another run's progress: start over rather than mix two runs
+            model.load_state_dict(state["model"])
+        except Exception:  # noqa: BLE001  (a damaged progress file only costs the epochs it held)
+            return None
+        return {"history": state["history"], "optimizer": state["optimizer"], "scheduler": state["scheduler"]}
+
+    state = on_main(read, "resuming teacher training")
+    if state is None:
+        return []
+    broadcast_module(model, "resuming teacher training")
+    optimizer.load_state_dict(state["optimizer"])  # moves the moments to the parameters' device
+    scheduler.load_state_dict(state["scheduler"])
+    return list(state["history"])
 
 
 @dataclass
@@ -238,11 +283,14 @@ def train_teacher(
     threads: int | None = None,
     device: str = "cpu",
     workers: int | None = None,
+    progress: Path | None = None,
     on_progress: ProgressCallback = ignore_progress,
 ) -> TeacherTrainingResult:
     """Train (``weights=none``) or fine-tune a teacher on ``data``; save a checkpoint and a manifest beside it.
 
-    Under torchrun the ranks train data-parallel and rank 0 alone writes the files."""
+    Under torchrun the ranks train data-parallel and rank 0 alone writes the files. Every finished epoch is kept in
+    ``progress`` (default ``OUT.progress.pt``) until the checkpoint is saved: a re-run of an interrupted training
+    with the same inputs resumes after the last finished epoch."""
     config = config or TrainConfig()
     out = check_writable_file(Path(out))  # before training, not after
     model_name = check_model_options(model_name, input_size, threads)
@@ -263,7 +311,10 @@ def train_teacher(
     teacher.model.to(torch_device)
     before = evaluate_set(teacher.model, bundle, bundle.val) if weights != "none" else None
     load_seconds = time.perf_counter() - started
-    history = fit_classifier(teacher.model, bundle, config, on_progress=on_progress)
+    progress = progress or out.with_name(out.name + ".progress.pt")
+    key = _training_key(model_name, weights, bundle, config, teacher.code)
+    history = fit_classifier(teacher.model, bundle, config, on_progress=on_progress, progress=progress,
+                             progress_key=key)  # fmt: skip
     final = history[-1] if history else evaluate_set(teacher.model, bundle, bundle.val)
     teacher.model.cpu()
     metrics = {
@@ -281,7 +332,7 @@ def train_teacher(
     out = Path(out)
     manifest_path = out.with_suffix(".json")
     on_main(lambda: _save_teacher(teacher, bundle, out, manifest_path, model_name, weights, config, metrics,
-                                  torch_device), "saving the teacher")  # fmt: skip
+                                  torch_device, progress), "saving the teacher")  # fmt: skip
     return TeacherTrainingResult(checkpoint=out, manifest=manifest_path, metrics=metrics)
 
 
@@ -295,6 +346,7 @@ def _save_teacher(
     config: TrainConfig,
     metrics: dict[str, Any],
     torch_device: torch.device,
+    progress: Path,
 ) -> None:
     save_teacher_checkpoint(
         teacher,
@@ -318,6 +370,19 @@ def _save_teacher(
             metrics=metrics,
         ),
     )
+    progress.unlink(missing_ok=True)  # the checkpoint holds it all now
+
+
+def _training_key(model: str, weights: str, bundle: DataBundle, config: TrainConfig, code: Any) -> str:
+    """What a teacher's saved epochs were made from: another key means they do not belong to this run."""
+    import hashlib
+    import json
+
+    facts = {"model": model, "weights": str(weights), "train": bundle.train.fingerprint(),
+             "val": bundle.val.fingerprint(), "config": asdict(config), "code": code}  # fmt: skip
+    if Path(str(weights)).is_file():
+        facts["weights_sha256"] = sha256_file(Path(weights))
+    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def check_workers(workers: int | None) -> None:

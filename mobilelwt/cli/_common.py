@@ -81,7 +81,7 @@ def is_main_process() -> bool:
 def _reported_here(exc: MobileLWTError) -> bool:
     """Under torchrun rank 0 speaks: the others print only errors of their own (their node's data, say), not
     rank 0's mirrored ones nor the option errors every rank finds alike before the ranks have met."""
-    if is_main_process():
+    if is_main_process() or getattr(exc, "rank_local", False):
         return True
     from mobilelwt.distributed import world
 

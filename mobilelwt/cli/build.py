@@ -8,7 +8,15 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from mobilelwt.cli._common import console, err_console, handle_user_errors, human, main_progress, progress_bars
+from mobilelwt.cli._common import (
+    console,
+    data_line,
+    err_console,
+    handle_user_errors,
+    human,
+    main_progress,
+    progress_bars,
+)
 from mobilelwt.cli._options import (
     CompressOptions,
     ModelOption,
@@ -205,6 +213,9 @@ def print_build_summary(summary: dict[str, Any]) -> None:
             f"planned for a measured {plan['value']:g}× speedup on {plan['probe']}: the planner measured "
             f"{plan['measured_speedup']:.2f}× (95% CI {low:.2f}–{high:.2f}×) before training"
         )
+    training = summary.get("training") or {}
+    if training.get("data_loader"):
+        console.print(data_line(training))
     ok = summary["artifacts"]["ok"]
     console.print(f"{len(ok)} artifact(s) validated in {summary['out']}: {', '.join(ok)}")
     for path, reason in summary["failures"].items():

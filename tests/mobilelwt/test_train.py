@@ -36,3 +36,40 @@ def test_teacher_training_on_digits_learns_far_above_chance(tmp_path) -> None:
     assert manifest["settings"]["data"]["classes"] == [str(i) for i in range(10)]
     assert manifest["environment"]["versions"]["torch"].startswith("2.14")
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_an_interrupted_teacher_training_resumes_after_its_last_finished_epoch(tmp_path) -> None:
+    import pytest
+
+    out = tmp_path / "tiny.pt"
+    progress = out.with_name(out.name + ".progress.pt")
+    config = TrainConfig(epochs=3, max_steps_per_epoch=3, lr=2e-3)
+    first: list = []
+
+    def stop_after_two(event) -> None:
+        if event.stage == "epoch":
+            first.append(event.info)
+            if event.done == 2:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_teacher("tinynet", data="digits", out=out, input_size=32, config=config, on_progress=stop_after_two)
+    assert not out.exists() and progress.is_file()  # no checkpoint yet, the two epochs kept
+
+    events: list = []
+    result = train_teacher("tinynet", data="digits", out=out, input_size=32, config=config, on_progress=events.append)
+    resumed = [e for e in events if e.stage == "epoch" and e.info.get("resumed")]
+    assert [e.done for e in resumed] == [1, 2]
+    assert [e.info["val_top1"] for e in resumed] == [r["val_top1"] for r in first]
+    assert [r["epoch"] for r in result.metrics["history"]] == [1, 2, 3]
+    assert sum(e.stage == "train" for e in events) == 3  # only the third epoch trained
+    assert out.is_file() and not progress.exists()
+
+    # saved epochs of other settings are never mixed in
+    with pytest.raises(KeyboardInterrupt):
+        train_teacher("tinynet", data="digits", out=out, input_size=32, config=config, on_progress=stop_after_two)
+    other: list = []
+    changed = TrainConfig(epochs=3, max_steps_per_epoch=3, lr=1e-3)
+    train_teacher("tinynet", data="digits", out=out, input_size=32, config=changed, on_progress=other.append)
+    assert not [e for e in other if e.info.get("resumed")]
+    assert sum(e.stage == "train" for e in other) == 9
