@@ -19,9 +19,19 @@ from targets._common import is_compute_op
 _FRAMEWORK = {"Method::init", "Program::load_method", "Method::execute", "DELEGATE_CALL", "OPERATOR_CALL"}
 
 
-def etdump_profile(path: Path, *, input_size: int, threads: int = 2, runs: int = 20) -> dict[str, Any]:
+def etdump_profile(
+    path: Path,
+    *,
+    input_size: int,
+    threads: int = 2,
+    runs: int = 20,
+    etrecord: Path | None = None,
+    layers: tuple[str, ...] = (),
+) -> dict[str, Any]:
     """Run ``path`` ``runs`` times with ETDump on and summarise the events: load/init time, execute time, and
-    one row per operator (where it ran, calls, median and mean ms, share of the execute time)."""
+    one row per operator (where it ran, calls, median and mean ms, share of the execute time). With the program's
+    ``etrecord`` also the time of each layer in the network (:func:`layer_times`; ``layers``: the names to
+    report, e.g. a plan's, each covering its sub-modules)."""
     import torch
     from executorch.devtools import Inspector
     from executorch.runtime import Runtime
@@ -37,8 +47,93 @@ def etdump_profile(path: Path, *, input_size: int, threads: int = 2, runs: int =
     with tempfile.TemporaryDirectory() as tmp:
         etdump = Path(tmp) / "profile.etdp"
         program.write_etdump_result_to_file(str(etdump), str(Path(tmp) / "debug.bin"))
-        frame = Inspector(etdump_path=str(etdump)).to_dataframe()
-    return summarize_events(frame.to_dict("records"), runs=runs)
+        inspector = Inspector(etdump_path=str(etdump), etrecord=str(etrecord) if etrecord else None,
+                              enable_module_hierarchy=etrecord is not None)  # fmt: skip
+        frame = inspector.to_dataframe()
+        result = summarize_events(frame.to_dict("records"), runs=runs)
+        if etrecord is not None:
+            result["layers"] = layer_times(event_rows(inspector), layers)
+    return result
+
+
+# XNNPACK operator names -> the ATen ops of the graph they come from (ReLU and the like are fused, not listed)
+_XNN_FAMILIES = (
+    ("Convolution", ("convolution",)),
+    ("Deconvolution", ("convolution",)),
+    ("Fully Connected", ("linear", "addmm", "mm")),
+    ("Max Pooling", ("max_pool2d", "max_pool2d_with_indices")),
+    ("Average Pooling", ("avg_pool2d", "mean", "adaptive_avg_pool2d")),
+    ("Global Average Pooling", ("avg_pool2d", "mean", "adaptive_avg_pool2d")),
+    ("Add", ("add",)),
+    ("Multiply", ("mul",)),
+)
+
+
+def event_rows(inspector: Any) -> list[dict[str, Any]]:
+    """The Execute events of an Inspector (with an ETRecord) as plain rows: name, delegated, per-run median ms,
+    and for delegate calls and portable ops the graph nodes they stand for (ATen op, module path)."""
+    rows = []
+    for block in inspector.event_blocks:
+        if block.name != "Execute":
+            continue
+        for event in block.events:
+            # one entry per graph node, keyed by node name, in the order of op_types
+            hierarchy = event.module_hierarchy if isinstance(event.module_hierarchy, dict) else {}
+            modules = [list(levels.values())[-1][0] if levels else "" for levels in hierarchy.values()]
+            raw = list(getattr(event.perf_data, "raw", None) or [])
+            rows.append({"name": str(event.name), "delegated": bool(event.is_delegated_op),
+                         "ms": statistics.median(raw) if raw else 0.0, "op_types": list(event.op_types or []),
+                         "modules": modules})  # fmt: skip
+    return rows
+
+
+def layer_times(rows: list[dict[str, Any]], layers: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Per-run ms of each layer inside the whole network, from ETDump rows (separate so it is tested on fixed rows).
+
+    A delegate call's XNNPACK operators come just before its DELEGATE_CALL event, in graph order; each compute one
+    is matched, in order, to the next graph node of its kind in that call (a convolution to ``aten.convolution``,
+    a fully connected to ``aten.linear``), whose module path names the layer; layout operators (transposes,
+    reshapes) are counted apart. A module path is reported under the longest of ``layers`` that covers it."""
+    by_layer: dict[str, dict[str, Any]] = {}
+    layout_ms = unmapped_ms = total_ms = 0.0
+    pending: list[dict[str, Any]] = []
+
+    def add(module: str, op: str, ms: float) -> None:
+        name = max((n for n in layers if module == n or module.startswith(n + ".")), key=len, default=module)
+        row = by_layer.setdefault(name or "(model)", {"layer": name or "(model)", "ms": 0.0, "ops": []})
+        row["ms"] += ms
+        row["ops"].append(op)
+
+    for row in rows:
+        name = row["name"]
+        if row["delegated"]:
+            pending.append(row)
+            continue
+        if name == "DELEGATE_CALL":
+            nodes = [(str(t).split(".")[1] if "." in str(t) else str(t), m)
+                     for t, m in zip(row["op_types"], row["modules"], strict=False)]  # fmt: skip
+            for op in pending:
+                total_ms += op["ms"]
+                kinds = next((k for prefix, k in _XNN_FAMILIES if op["name"].startswith(prefix)), None)
+                if kinds is None:
+                    layout_ms += op["ms"]
+                    continue
+                match = next((i for i, (aten, _) in enumerate(nodes) if aten in kinds), None)
+                if match is None:
+                    unmapped_ms += op["ms"]
+                    continue
+                add(nodes.pop(match)[1], re.sub(r"\s+#\d+$", "", op["name"]), op["ms"])
+            pending = []
+        elif name not in _FRAMEWORK and row["modules"]:
+            total_ms += row["ms"]
+            add(row["modules"][0], re.sub(r"^native_call_", "", name).removesuffix(".out"), row["ms"])
+    mapped = sum(r["ms"] for r in by_layer.values())
+    return {
+        "rows": list(by_layer.values()),  # in execution order
+        "layout_ms": layout_ms,
+        "unmapped_ms": unmapped_ms,
+        "mapped_share": mapped / total_ms if total_ms else None,
+    }
 
 
 def summarize_events(events: list[dict[str, Any]], *, runs: int) -> dict[str, Any]:
@@ -94,6 +189,7 @@ def profile_build(build_dir: Path, *, threads: int = 2, runs: int = 20) -> dict[
 
     directory = BuildDir(build_dir)
     listing = directory.artifacts()
+    planned = tuple(directory.plan().layers) if directory.is_compressed() else ()
     profiles = {}
     for artifact in listing["artifacts"]:
         if (
@@ -102,10 +198,41 @@ def profile_build(build_dir: Path, *, threads: int = 2, runs: int = 20) -> dict[
             or artifact.get("backend") != "xnnpack"
         ):
             continue
-        profile = etdump_profile(directory / artifact["path"], input_size=artifact["input_size"], threads=threads,
-                                 runs=runs)  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            etrecord = _etrecord_for(build_dir, artifact, Path(tmp))
+            profile = etdump_profile(directory / artifact["path"], input_size=artifact["input_size"],
+                                     threads=threads, runs=runs, etrecord=etrecord, layers=planned)  # fmt: skip
         profiles[artifact["path"]] = {"sha256": artifact["sha256"], "role": artifact["role"], "threads": threads,
                                       **profile}  # fmt: skip
     record = {"compress_key": listing.get("compress_key"), "runtime": "executorch host", "artifacts": profiles}
     write_json(directory / OP_PROFILE, record)
     return record
+
+
+def _etrecord_for(build_dir: Path, artifact: dict[str, Any], tmp: Path) -> Path | None:
+    """The ETRecord of an fp32 artifact, made by lowering its model again: used only when that gives the very bytes
+    of the artifact (then the debug handles are the artifact's); None otherwise (int8, another backend, a build
+    whose models cannot be loaded)."""
+    import hashlib
+
+    import torch
+
+    from mobilelwt.builddir import load_build
+    from mobilelwt.errors import MobileLWTError
+    from targets.executorch import ExecuTorchConfig, lower
+
+    if artifact.get("precision") != "fp32" or artifact.get("role") not in ("teacher", "student"):
+        return None
+    try:
+        build = load_build(build_dir)
+    except MobileLWTError:
+        return None
+    model = build.teacher.model if artifact["role"] == "teacher" else build.student
+    size = artifact["input_size"]
+    records: list = []
+    buffer, _ = lower(model, (torch.zeros(1, 3, size, size),), ExecuTorchConfig("fp32", "xnnpack"), etrecord=records)
+    if hashlib.sha256(buffer).hexdigest() != artifact.get("sha256"):
+        return None
+    path = tmp / "program.etrecord"
+    records[0].save(str(path))
+    return path

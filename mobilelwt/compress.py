@@ -338,8 +338,9 @@ def compress(
     plan = Plan.from_dict(on_main(planned, "planning"))
     timings["plan"] = time.perf_counter() - t0
 
-    student = apply_plan(teacher.model, plan, init=True).to(torch_device)
-    broadcast_module(student, "the closed-form init")  # SVD results may differ in the last bits between nodes
+    # the closed-form init (SVDs) on rank 0 alone, handed to the others: N ranks of a node would run N at once
+    student = apply_plan(teacher.model, plan, init=w.is_main).to(torch_device)
+    broadcast_module(student, "the closed-form init")
     teacher.model.to(torch_device)
     closed_form_acc = _accuracy(student, bundle)
 

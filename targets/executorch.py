@@ -89,10 +89,12 @@ def lower(
     *,
     calibration: torch.Tensor | None = None,
     keep_manager: list | None = None,
+    etrecord: list | None = None,
 ) -> tuple[bytes, dict[str, Any]]:
     """The ``.pte`` program bytes of ``model`` and a summary of what was delegated.
 
-    ``keep_manager`` (a list) receives the ExecuTorch program manager, for bundling test cases with it.
+    ``keep_manager`` (a list) receives the ExecuTorch program manager, for bundling test cases with it;
+    ``etrecord`` (a list) the program's ETRecord (graph and debug handles: what maps profiled events to layers).
     """
     from executorch.exir import to_edge_transform_and_lower
 
@@ -112,11 +114,15 @@ def lower(
             raise unsupported("ExecuTorch int8 quantisation", exc, model, example_inputs) from exc
     try:
         exported = torch.export.export(model, example_inputs)
-        edge = to_edge_transform_and_lower(exported, partitioner=[_partitioner(config.backend)])
+        edge = to_edge_transform_and_lower(
+            exported, partitioner=[_partitioner(config.backend)], generate_etrecord=etrecord is not None
+        )
         summary = op_summary(edge.exported_program().graph)
         program = edge.to_executorch()
         if keep_manager is not None:
             keep_manager.append(program)
+        if etrecord is not None:
+            etrecord.append(program.get_etrecord())
     except TargetError:
         raise
     except Exception as exc:  # lowering errors come from deep inside exir with many types

@@ -311,6 +311,21 @@ def _op_table(path: str, profile: dict[str, Any], top: int = 10) -> str:
         out.append(f'<tr><td class="t">{e(row["op"])}</td><td class="{css}">{e(where)}</td>'
                    f"<td>{row['instances']}</td><td>{row['median_ms']:.3f}</td><td>{e(share)}</td></tr>")  # fmt: skip
     out.append("</tbody></table>")
+    layers = profile.get("layers") or {}
+    if layers.get("rows"):
+        execute = profile.get("execute_ms") or 0.0
+        mapped = layers.get("mapped_share")
+        out.append(f"<p>Time by layer inside the whole network (operators mapped to layers through the program's "
+                   f"ETRecord; {e(format_cell('x', 100 * mapped if mapped is not None else None))} % of operator "
+                   "time mapped, the rest layout copies):</p>")  # fmt: skip
+        out.append("<table><thead><tr><th>layer</th><th>ms per run</th><th>share</th><th>operators</th></tr>"
+                   "</thead><tbody>")  # fmt: skip
+        for row in layers["rows"]:
+            share = f"{100 * row['ms'] / execute:.1f} %" if execute else "n/a"
+            ops = ", ".join(dict.fromkeys(row["ops"]))
+            out.append(f'<tr><td class="t">{e(row["layer"])}</td><td>{row["ms"]:.3f}</td><td>{e(share)}</td>'
+                       f'<td class="t">{e(ops)} ({len(row["ops"])})</td></tr>')  # fmt: skip
+        out.append("</tbody></table>")
     return "".join(out)
 
 

@@ -101,6 +101,11 @@ def bench_command(
                 ops.add_row(path, row["op"], row["where"], f"{row['median_ms']:.3f}", share)
         console.print(ops)
         for path, p in profiles.items():
+            rows = sorted((p.get("layers") or {}).get("rows", []), key=lambda r: -r["ms"])[:3]
+            if rows and p.get("execute_ms"):
+                slowest = ", ".join(f"{r['layer']} {r['ms']:.2f} ms ({100 * r['ms'] / p['execute_ms']:.0f} %)"
+                                    for r in rows)  # fmt: skip
+                console.print(f"{path}: slowest layers in the network: {slowest}")
             if p["undelegated_compute_ops"]:
                 console.print(
                     f"[red]{path}: compute outside the delegate: {', '.join(p['undelegated_compute_ops'])}[/]"

@@ -58,3 +58,37 @@ def test_events_are_grouped_per_operator_type() -> None:
     assert pool["op"] == "_adaptive_avg_pool2d" and pool["where"] == "portable"
     assert profile["undelegated_ops"] == ["_adaptive_avg_pool2d"] and profile["undelegated_compute_ops"] == []
     assert profile["delegate_calls_per_run"] == 1
+
+
+def test_operators_are_mapped_to_the_layers_of_the_network_in_graph_order() -> None:
+    from device_bench.profile import layer_times
+
+    def op(name, ms):
+        return {"name": name, "delegated": True, "ms": ms, "op_types": [], "modules": []}
+
+    rows = [
+        op("Transpose (ND, X32) #1", 0.01),
+        op("Convolution (NHWC, F32) IGEMM #1", 0.5),
+        op("Convolution (NHWC, F32) IGEMM #2", 0.2),
+        op("Convolution (NHWC, F32) IGEMM #3", 0.3),
+        op("Max Pooling (NHWC, F32) #1", 0.05),
+        {"name": "DELEGATE_CALL", "delegated": False, "ms": 1.1,
+         "op_types": ["aten.convolution.default", "aten.relu.default", "aten.convolution.default",
+                      "aten.convolution.default", "aten.max_pool2d.default"],
+         "modules": ["features.0", "features.1", "features.3.vertical", "features.3.horizontal", "features.5"]},
+        {"name": "native_call__adaptive_avg_pool2d.out", "delegated": False, "ms": 0.1,
+         "op_types": ["aten._adaptive_avg_pool2d.default"], "modules": ["avgpool"]},
+        {"name": "OPERATOR_CALL", "delegated": False, "ms": 0.1, "op_types": [], "modules": []},
+        op("Fully Connected (NC, F32) GEMM #1", 2.0),
+        op("Fully Connected (NC, F32) GEMM #2", 9.0),  # more operators than nodes: counted as unmapped
+        {"name": "DELEGATE_CALL", "delegated": False, "ms": 2.1, "op_types": ["aten.view_copy.default",
+         "aten.linear.default"], "modules": ["", "classifier.1"]},
+    ]  # fmt: skip
+    result = layer_times(rows, layers=("features.3", "classifier.1"))
+    by_layer = {r["layer"]: r for r in result["rows"]}
+    assert list(by_layer) == ["features.0", "features.3", "features.5", "avgpool", "classifier.1"]
+    assert by_layer["features.3"]["ms"] == 0.5 and len(by_layer["features.3"]["ops"]) == 2  # both factors
+    assert by_layer["features.0"]["ops"] == ["Convolution (NHWC, F32) IGEMM"]
+    assert by_layer["avgpool"]["ops"] == ["_adaptive_avg_pool2d"]
+    assert result["layout_ms"] == 0.01 and result["unmapped_ms"] == 9.0
+    assert result["mapped_share"] == (0.5 + 0.5 + 0.05 + 0.1 + 2.0) / (0.01 + 1.05 + 0.1 + 11.0)

@@ -186,8 +186,14 @@ def test_host_bench_records_load_time_memory_and_the_speedup_interval_and_profil
     profile = json.loads((build / "op-profile.json").read_text())["artifacts"]
     assert {"android/tinynet-teacher-fp32.pte", "android/tinynet-student-fp32.pte"} <= set(profile)
     assert all(p["execute_ms"] > 0 and p["ops"] for p in profile.values())
+    # operators mapped to layers through an ETRecord of the very same program: the plan's layers by name
+    plan = json.loads((build / "plan.json").read_text())["layers"]
+    student = profile["android/tinynet-student-fp32.pte"]["layers"]
+    assert set(plan) <= {row["layer"] for row in student["rows"]}
+    assert student["mapped_share"] > 0.8 and all(row["ms"] >= 0 for row in student["rows"])
     assert "per operator" in result.output
     report = invoke("report", build, "--format", "html,md")
     assert report.exit_code == 0, report.output
     html = (build / "report.html").read_text()
     assert "Operators, ExecuTorch on the host (ETDump)" in html and 'id="headline"' in html
+    assert "Time by layer inside the whole network" in html
