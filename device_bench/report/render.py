@@ -263,7 +263,7 @@ def to_html(
         figures.append(f"<h2>Per-layer breakdown: {e(build)}</h2>")
         if key in images:
             figures.append(f'<img alt="{e("MACs per layer of " + build)}" src="{images[key]}">')
-        figures.append(_layer_table(rows))
+        figures.append(_layer_table(rows, _network_ms((profiles or {}).get(build) or {})))
     for build, by_artifact in (profiles or {}).items():
         if by_artifact:
             figures.append(f"<h2>Operators, ExecuTorch on the host (ETDump): {e(build)}</h2>")
@@ -329,20 +329,38 @@ def _op_table(path: str, profile: dict[str, Any], top: int = 10) -> str:
     return "".join(out)
 
 
-def _layer_table(rows: list[dict[str, Any]]) -> str:
+def _network_ms(by_artifact: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per role, each layer's ms inside the whole network from the first fp32 profile mapped to layers."""
+    out: dict[str, dict[str, float]] = {}
+    for path, profile in sorted(by_artifact.items()):
+        rows = (profile.get("layers") or {}).get("rows")
+        if rows and profile.get("role") in ("teacher", "student") and "fp32" in path:
+            out.setdefault(profile["role"], {r["layer"]: r["ms"] for r in rows})
+    return out
+
+
+def _network_cells(row: dict[str, Any], network: dict[str, dict[str, float]]) -> str:
+    t, s = (network.get(role, {}).get(str(row["layer"])) for role in ("teacher", "student"))
+    if t is None or not s:
+        return '<td class="na">n/a (run `mobilelwt bench DIR --profile`)</td>'
+    return f"<td>{t:.3f} → {s:.3f} ms ({t / s:.2f}×)</td>"  # numbers: no escaping
+
+
+def _layer_table(rows: list[dict[str, Any]], network: dict[str, dict[str, float]] | None = None) -> str:
     e = html.escape
+    network = network or {}
     if not rows:
         return '<p class="na">No replaced layers recorded.</p>'
     out = ["<table><thead><tr><th>layer</th><th>module</th><th>rank</th><th>teacher MACs</th><th>student MACs</th>"
            "<th>kept</th><th>latency predicted (plan's table)</th><th>latency measured (bench --layers)</th>"
-           "</tr></thead><tbody>"]  # fmt: skip
+           "<th>in the network (ETDump)</th></tr></thead><tbody>"]  # fmt: skip
     for r in rows:
         kept = r["student_macs"] / r["teacher_macs"] if r.get("teacher_macs") else math.nan
         out.append(
             f'<tr><td class="t">{e(str(r["layer"]))}</td><td class="t">{e(str(r["module"]))}</td>'
             f"<td>{e(str(r['rank']))}</td><td>{e(format_cell('macs', r['teacher_macs']))}</td>"
             f"<td>{e(format_cell('macs', r['student_macs']))}</td><td>{e(format_cell('realised_ratio', kept))}</td>"
-            f"{_predicted_cells(r)}{_layer_latency_cells(r)}</tr>"
+            f"{_predicted_cells(r)}{_layer_latency_cells(r)}{_network_cells(r, network)}</tr>"
         )
     out.append("</tbody></table>")
     return "".join(out)

@@ -197,3 +197,5 @@ def test_host_bench_records_load_time_memory_and_the_speedup_interval_and_profil
     html = (build / "report.html").read_text()
     assert "Operators, ExecuTorch on the host (ETDump)" in html and 'id="headline"' in html
     assert "Time by layer inside the whole network" in html
+    # the per-layer table: each replaced layer's time inside the teacher and the student network
+    assert "<th>in the network (ETDump)</th>" in html and "bench DIR --profile`)" not in html
