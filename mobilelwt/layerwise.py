@@ -225,8 +225,8 @@ def _train_layers(
             gathered = gather_objects(record, f"layer-wise training of {', '.join(n for _, n in group)}")
             for owner, (index, name) in enumerate(group):
                 broadcast_module(student.get_submodule(name), f"layer-wise training of {name}", src=owner)
-                records[name] = {**gathered[owner], "rank": owner}
-                on_progress(ProgressEvent("layers", index + 1, len(layers), {"layer": name, "rank": owner}))
+                records[name] = {**gathered[owner], "trained_on_rank": owner}
+                on_progress(ProgressEvent("layers", index + 1, len(layers), {"layer": name, "on_rank": owner}))
             save(group[-1][1])
         return records
     for index, name in todo:

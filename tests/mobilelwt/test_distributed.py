@@ -131,7 +131,7 @@ def test_independent_layers_are_spread_over_the_ranks(tiny, tmp_path: Path) -> N
     metrics = json.loads((two / "metrics.json").read_text())
     reference = json.loads((one / "metrics.json").read_text())
     layers = list(metrics["layers"])
-    assert [metrics["layers"][n]["rank"] for n in layers] == [i % 2 for i in range(len(layers))]
+    assert [metrics["layers"][n]["trained_on_rank"] for n in layers] == [i % 2 for i in range(len(layers))]
     for name in layers:
         mine, theirs = metrics["layers"][name], reference["layers"][name]
         assert mine["steps"] == theirs["steps"]
