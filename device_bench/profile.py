@@ -191,25 +191,28 @@ def profile_build(build_dir: Path, *, threads: int = 2, runs: int = 20) -> dict[
     listing = directory.artifacts()
     planned = tuple(directory.plan().layers) if directory.is_compressed() else ()
     profiles = {}
-    for artifact in listing["artifacts"]:
-        if (
-            artifact.get("status") != "ok"
-            or artifact["runtime"] != "executorch"
-            or artifact.get("backend") != "xnnpack"
-        ):
-            continue
-        with tempfile.TemporaryDirectory() as tmp:
-            etrecord = _etrecord_for(build_dir, artifact, Path(tmp))
+    etrecords: dict[str, Path | None] = {}  # by program bytes: the ios and android fp32 files are often the same
+    with tempfile.TemporaryDirectory() as tmp:
+        for artifact in listing["artifacts"]:
+            if (
+                artifact.get("status") != "ok"
+                or artifact["runtime"] != "executorch"
+                or artifact.get("backend") != "xnnpack"
+            ):
+                continue
+            sha = artifact["sha256"]
+            if sha not in etrecords:
+                etrecords[sha] = _etrecord_for(build_dir, artifact, Path(tmp) / f"{len(etrecords)}.etrecord")
             profile = etdump_profile(directory / artifact["path"], input_size=artifact["input_size"],
-                                     threads=threads, runs=runs, etrecord=etrecord, layers=planned)  # fmt: skip
-        profiles[artifact["path"]] = {"sha256": artifact["sha256"], "role": artifact["role"], "threads": threads,
-                                      **profile}  # fmt: skip
+                                     threads=threads, runs=runs, etrecord=etrecords[sha], layers=planned)  # fmt: skip
+            profiles[artifact["path"]] = {"sha256": sha, "role": artifact["role"], "threads": threads,
+                                          **profile}  # fmt: skip
     record = {"compress_key": listing.get("compress_key"), "runtime": "executorch host", "artifacts": profiles}
     write_json(directory / OP_PROFILE, record)
     return record
 
 
-def _etrecord_for(build_dir: Path, artifact: dict[str, Any], tmp: Path) -> Path | None:
+def _etrecord_for(build_dir: Path, artifact: dict[str, Any], path: Path) -> Path | None:
     """The ETRecord of an fp32 artifact, made by lowering its model again: used only when that gives the very bytes
     of the artifact (then the debug handles are the artifact's); None otherwise (int8, another backend, a build
     whose models cannot be loaded)."""
@@ -233,6 +236,5 @@ def _etrecord_for(build_dir: Path, artifact: dict[str, Any], tmp: Path) -> Path 
     buffer, _ = lower(model, (torch.zeros(1, 3, size, size),), ExecuTorchConfig("fp32", "xnnpack"), etrecord=records)
     if hashlib.sha256(buffer).hexdigest() != artifact.get("sha256"):
         return None
-    path = tmp / "program.etrecord"
     records[0].save(str(path))
     return path
