@@ -192,6 +192,7 @@ def profile_build(build_dir: Path, *, threads: int = 2, runs: int = 20) -> dict[
     planned = tuple(directory.plan().layers) if directory.is_compressed() else ()
     profiles = {}
     etrecords: dict[str, Path | None] = {}  # by program bytes: the ios and android fp32 files are often the same
+    models = _BuildModels(build_dir)
     with tempfile.TemporaryDirectory() as tmp:
         for artifact in listing["artifacts"]:
             if (
@@ -202,7 +203,7 @@ def profile_build(build_dir: Path, *, threads: int = 2, runs: int = 20) -> dict[
                 continue
             sha = artifact["sha256"]
             if sha not in etrecords:
-                etrecords[sha] = _etrecord_for(build_dir, artifact, Path(tmp) / f"{len(etrecords)}.etrecord")
+                etrecords[sha] = _etrecord_for(models, artifact, Path(tmp) / f"{len(etrecords)}.etrecord")
             profile = etdump_profile(directory / artifact["path"], input_size=artifact["input_size"],
                                      threads=threads, runs=runs, etrecord=etrecords[sha], layers=planned)  # fmt: skip
             profiles[artifact["path"]] = {"sha256": sha, "role": artifact["role"], "threads": threads,
@@ -212,7 +213,28 @@ def profile_build(build_dir: Path, *, threads: int = 2, runs: int = 20) -> dict[
     return record
 
 
-def _etrecord_for(build_dir: Path, artifact: dict[str, Any], path: Path) -> Path | None:
+class _BuildModels:
+    """A build's teacher and student, loaded on first use and once (None when the build cannot be loaded)."""
+
+    def __init__(self, build_dir: Path) -> None:
+        self.build_dir, self._build, self._loaded = build_dir, None, False
+
+    def get(self, role: str) -> Any:
+        from mobilelwt.builddir import load_build
+        from mobilelwt.errors import MobileLWTError
+
+        if not self._loaded:
+            self._loaded = True
+            try:
+                self._build = load_build(self.build_dir)
+            except MobileLWTError:
+                self._build = None
+        if self._build is None:
+            return None
+        return self._build.teacher.model if role == "teacher" else self._build.student
+
+
+def _etrecord_for(models: _BuildModels, artifact: dict[str, Any], path: Path) -> Path | None:
     """The ETRecord of an fp32 artifact, made by lowering its model again: used only when that gives the very bytes
     of the artifact (then the debug handles are the artifact's); None otherwise (int8, another backend, a build
     whose models cannot be loaded)."""
@@ -220,17 +242,13 @@ def _etrecord_for(build_dir: Path, artifact: dict[str, Any], path: Path) -> Path
 
     import torch
 
-    from mobilelwt.builddir import load_build
-    from mobilelwt.errors import MobileLWTError
     from targets.executorch import ExecuTorchConfig, lower
 
     if artifact.get("precision") != "fp32" or artifact.get("role") not in ("teacher", "student"):
         return None
-    try:
-        build = load_build(build_dir)
-    except MobileLWTError:
+    model = models.get(artifact["role"])
+    if model is None:
         return None
-    model = build.teacher.model if artifact["role"] == "teacher" else build.student
     size = artifact["input_size"]
     records: list = []
     buffer, _ = lower(model, (torch.zeros(1, 3, size, size),), ExecuTorchConfig("fp32", "xnnpack"), etrecord=records)

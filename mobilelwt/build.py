@@ -15,10 +15,11 @@ from mobilelwt.builddir import SUMMARY, TEACHER_DIR, BuildDir, digest, jsonable,
 from mobilelwt.checks import check_writable_dir, finite, whole
 from mobilelwt.compress import CompressConfig, LatencyProbeFactory, compress
 from mobilelwt.devices import resolve_device
-from mobilelwt.distributed import init_distributed, is_main_process, on_main, world
+from mobilelwt.distributed import init_distributed, on_main, world
 from mobilelwt.errors import ConfigError
 from mobilelwt.io import sha256_file, write_json
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
+from mobilelwt.ranks import is_main_process
 from mobilelwt.train import TrainConfig, train_teacher
 
 

@@ -22,6 +22,7 @@ import torch.distributed as dist
 from torch import nn
 
 from mobilelwt.errors import ConfigError, MobileLWTError
+from mobilelwt.ranks import RESUME_FIX, launched_ranks
 
 T = TypeVar("T")
 # a training collective (gradients, sums) never takes long: a rank missing for this long is gone (a dropped node
@@ -76,19 +77,6 @@ def world() -> World:
     return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), dist.get_backend())
 
 
-def launched_ranks() -> int:
-    """How many ranks ``torchrun`` started (1 outside it)."""
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
-        return 1
-
-
-def is_main_process() -> bool:
-    """Rank 0, or a process outside ``torchrun`` (decided from the environment, before the group exists)."""
-    return os.environ.get("RANK", "0") == "0"
-
-
 def init_distributed(device: torch.device) -> tuple[World, torch.device]:
     """Join the process group ``torchrun`` set up (a no-op for one process); returns the world and this rank's
     device (``cuda:LOCAL_RANK`` for a GPU run)."""
@@ -122,10 +110,7 @@ def init_distributed(device: torch.device) -> tuple[World, torch.device]:
 
 def _stopped_by_launcher(_signum: int, _frame: Any) -> None:
     # torchrun sends SIGTERM to the surviving ranks when one fails: say so instead of dying silently
-    raise RankLostError(
-        "Stopped by torchrun: another rank failed or was killed.",
-        "Every finished stage and layer is kept in the build directory; run the same command again to resume.",
-    )
+    raise RankLostError("Stopped by torchrun: another rank failed or was killed.", RESUME_FIX)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -157,8 +142,7 @@ def _is_peer_failure(exc: RuntimeError) -> bool:
 def _lost(stage: str, exc: BaseException) -> RankLostError:
     return RankLostError(
         f"Another rank stopped during {stage} ({_first_line(exc)}).",
-        "Every finished stage and layer is kept in the build directory; run the same command again (with the "
-        "ranks that remain, or on one process) to resume.",
+        f"{RESUME_FIX.removesuffix('.')} (with the ranks that remain, or on one process).",
     )
 
 

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mobilelwt.errors import MobileLWTError
 from mobilelwt.progress import ProgressEvent, ignore_progress
+from mobilelwt.ranks import is_main_process, launched_ranks
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,7 +56,7 @@ def handle_user_errors(func: F) -> F:
 
 
 def _quiet_sigterm() -> None:
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+    if launched_ranks() > 1:
         import signal
 
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # this rank is already stopping, with its own message
@@ -64,18 +65,13 @@ def _quiet_sigterm() -> None:
 def _leave_the_ranks(code: int) -> None:
     """Under torchrun, exit at once once the error is said: a process group with a dead peer can hang in its
     teardown, and torchrun's SIGTERM must not turn the one line into a traceback."""
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+    if launched_ranks() <= 1:
         return
     import sys
 
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-def is_main_process() -> bool:
-    """Rank 0 under torchrun, or a single process (from the environment: the CLI does not import torch)."""
-    return os.environ.get("RANK", "0") == "0"
 
 
 def _reported_here(exc: MobileLWTError) -> bool:

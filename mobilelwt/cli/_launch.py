@@ -12,6 +12,7 @@ import typer
 from mobilelwt.checks import whole
 from mobilelwt.cli._common import err_console
 from mobilelwt.errors import ConfigError
+from mobilelwt.ranks import RESUME_FIX, launched_ranks
 
 COMMANDS = ("train-teacher", "compress", "build")
 
@@ -21,7 +22,7 @@ def relaunch(nproc: int | None) -> None:
     whole(nproc, "--nproc", low=1, optional=True)
     if nproc is None or nproc == 1:
         return
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+    if launched_ranks() > 1:
         raise ConfigError(
             "--nproc was given to a process that torchrun already started.", "Drop --nproc (torchrun sets the ranks)."
         )
@@ -76,8 +77,7 @@ def launch(argv: list[str], nproc: int) -> int:
             else f"exited with code {failure.exitcode}"
         )
         err_console.print(
-            f"[bold red]error:[/] rank {rank} of {nproc} (pid {failure.pid}) {how}. [bold]fix:[/] every finished "
-            "stage and layer is kept in the build directory; run the same command again to resume.",
+            f"[bold red]error:[/] rank {rank} of {nproc} (pid {failure.pid}) {how}. [bold]fix:[/] {RESUME_FIX}",
             soft_wrap=True,
             highlight=False,
         )

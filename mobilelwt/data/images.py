@@ -58,7 +58,7 @@ def default_workers(ranks: int = 1) -> int:
     return max(1, min(8, (os.cpu_count() or 1) // max(ranks, 1)))
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoaderSettings:
     """How a set that is not in memory is decoded: ``workers`` DataLoader processes (0: a thread pool in this
     process), pinned host memory for a GPU run."""
@@ -230,7 +230,7 @@ class ImageSet(Dataset[tuple[torch.Tensor, int]]):
                 prefetch_factor=4,
                 collate_fn=_stack,
             )
-            self._dataloader = (LoaderSettings(self.loader.workers, self.loader.pin_memory), loader, planned)
+            self._dataloader = (self.loader, loader, planned)
         _, loader, planned = self._dataloader
         planned.batches = [b.tolist() for b in batches]
         return iter(loader)
