@@ -19,37 +19,70 @@ class RunnerOutputError(MobileLWTError):
 _ET_TOTAL = re.compile(r"Model executed successfully\s+(\d+)\s+time\(s\)\s+in\s+([\d.]+)\s*ms")
 _ET_DONE = re.compile(r"Model executed successfully\.?\s*$", re.MULTILINE)
 _ET_COUNT = re.compile(r"Model executed successfully\s+(\d+)\s+time\(s\)\.?\s*$", re.MULTILINE)
-_ET_ITERATION = re.compile(r"(?:Iteration|Run)\s+(\d+)\s*[:,]?\s*(?:took\s+)?([\d.]+)\s*ms", re.IGNORECASE)
+# "Iteration 3 of 5: 0.46 ms" (1.x), "Iteration 3: 0.46 ms", "Run 3 took 0.46 ms"
+_ET_ITERATION = re.compile(
+    r"(?:Iteration|Run)\s+(\d+)(?:\s+of\s+\d+)?\s*[:,]?\s*(?:took\s+)?([\d.]+)\s*ms", re.IGNORECASE
+)
+_ET_LOADED = re.compile(r"Model loaded in\s+([\d.]+)\s*ms")
+_ET_ETDUMP = re.compile(r"ETDump written to file '([^']+)'")
+# executorch's log lines: "E 00:00:00.000696 executorch:method.cpp:85] Backend XnnpackBackend is not registered."
+_ET_LOG_ERROR = re.compile(r"^[EF] [\d:.]+ [^\]]*\]\s*(.+)$", re.MULTILINE)
 _ET_FAILED = re.compile(r"(Execution of method \S+ failed[^\n]*|Loading of method \S+ failed[^\n]*)")
+_ET_FIXES = (
+    ("is not registered", "This executor_runner was built without the backend the .pte was lowered for: rebuild "
+     "it with that backend linked in (XNNPACK: -DEXECUTORCH_BUILD_XNNPACK=ON, whole-archive)."),
+    ("Missing operator", "The runner was built without a kernel this program needs: rebuild it with those kernels "
+     "(e.g. the optimized or portable kernel library), or re-export so that the op is delegated."),
+    ("Failed to open", "Check that the .pte was pushed to that path on the device."),
+    ("too small", "The .pte on the device is cut short: push it again (mobilelwt re-pushes files whose hash "
+     "differs)."),
+    ("Failed to parse", "The file is not an ExecuTorch program for this runtime version: re-export it."),
+    ("unknown command line flag", "This executor_runner does not take that flag: use a build of ExecuTorch 1.x "
+     "with the event tracer (-DEXECUTORCH_ENABLE_EVENT_TRACER=ON)."),
+)
 
 
 def parse_executor_runner(output: str) -> dict[str, Any]:
-    """Iterations and mean milliseconds from ``executor_runner``; per-iteration times when the build prints them."""
-    failed = _ET_FAILED.search(output)
-    if failed:
-        raise RunnerOutputError(
-            f"executor_runner failed: {failed.group(1).strip()}", "Check the .pte and runner build."
-        )
+    """Iterations, per-run times, mean and load time (ms) from ``executor_runner`` (0.2 to 1.x builds).
+
+    The mean of the total includes the first, cold execution; callers that want steady-state numbers use
+    ``samples_ms`` (one per iteration, when the build prints them) and drop their warm-up runs."""
     total = _ET_TOTAL.search(output)
+    counted = _ET_COUNT.search(output)
+    if not (total or counted or _ET_DONE.search(output)):
+        raise _executor_runner_failure(output)
     per_iteration = [float(ms) for _, ms in _ET_ITERATION.findall(output)]
+    loaded = _ET_LOADED.search(output)
+    etdump = _ET_ETDUMP.search(output)
+    common = {
+        "samples_ms": per_iteration,
+        "load_ms": float(loaded.group(1)) if loaded else None,
+        "etdump": etdump.group(1) if etdump else None,
+    }
     if total:
         iterations, total_ms = int(total.group(1)), float(total.group(2))
-        return {
-            "iterations": iterations,
-            "total_ms": total_ms,
-            "mean_ms": total_ms / iterations if iterations else float("nan"),
-            "samples_ms": per_iteration,
-        }
-    counted = _ET_COUNT.search(output)
-    if counted or _ET_DONE.search(output):  # completion without a total time (current and older builds)
-        iterations = int(counted.group(1)) if counted else 1
-        mean = sum(per_iteration) / len(per_iteration) if per_iteration else None
-        total = sum(per_iteration) if per_iteration else None
-        return {"iterations": iterations, "total_ms": total, "mean_ms": mean, "samples_ms": per_iteration}
-    raise RunnerOutputError(
-        "executor_runner printed no 'Model executed successfully' line: the run did not complete.",
-        "Run it by hand on the device to see why (missing .pte, wrong ABI, out of memory).",
-    )
+        return {"iterations": iterations, "total_ms": total_ms,
+                "mean_ms": total_ms / iterations if iterations else float("nan"), **common}  # fmt: skip
+    iterations = int(counted.group(1)) if counted else 1  # completion without a total time (older builds)
+    mean = sum(per_iteration) / len(per_iteration) if per_iteration else None
+    total_ms = sum(per_iteration) if per_iteration else None
+    return {"iterations": iterations, "total_ms": total_ms, "mean_ms": mean, **common}
+
+
+def _executor_runner_failure(output: str) -> RunnerOutputError:
+    """The runner's own first error line, and the fix for the usual causes."""
+    failed = _ET_FAILED.search(output)
+    errors = [m.strip() for m in _ET_LOG_ERROR.findall(output)]
+    flag = re.search(r"ERROR: unknown command line flag '[^']+'", output)
+    fatal = [e for e in errors[1:] if "assert failed" in e][:1]  # the abort after the first error says which step
+    cause = flag.group(0) if flag else ("; ".join(errors[:1] + fatal) if errors else (failed.group(1) if failed else None))
+    if cause is None:
+        return RunnerOutputError(
+            "executor_runner printed no 'Model executed successfully' line: the run did not complete.",
+            "Run it by hand on the device to see why (missing .pte, wrong ABI, out of memory).",
+        )
+    fix = next((f for key, f in _ET_FIXES if key in cause), "Check the .pte and the runner build.")
+    return RunnerOutputError(f"executor_runner failed: {cause}", fix)
 
 
 _TFL_TIMINGS = re.compile(

@@ -33,7 +33,6 @@ def etdump_profile(
     ``etrecord`` also the time of each layer in the network (:func:`layer_times`; ``layers``: the names to
     report, e.g. a plan's, each covering its sub-modules)."""
     import torch
-    from executorch.devtools import Inspector
     from executorch.runtime import Runtime
 
     from targets.executorch import set_threads
@@ -47,12 +46,30 @@ def etdump_profile(
     with tempfile.TemporaryDirectory() as tmp:
         etdump = Path(tmp) / "profile.etdp"
         program.write_etdump_result_to_file(str(etdump), str(Path(tmp) / "debug.bin"))
+        return summarize_etdump(etdump, runs=runs, etrecord=etrecord, layers=layers)
+
+
+def summarize_etdump(
+    etdump: Path, *, runs: int, etrecord: Path | None = None, layers: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The profile record of an ETDump file, wherever it was written: by this host's runtime, or by
+    ``executor_runner`` (or the Python runner) on a phone and pulled back."""
+    from executorch.devtools import Inspector
+
+    from device_bench.parsers import RunnerOutputError
+
+    try:
         inspector = Inspector(etdump_path=str(etdump), etrecord=str(etrecord) if etrecord else None,
                               enable_module_hierarchy=etrecord is not None)  # fmt: skip
         frame = inspector.to_dataframe()
-        result = summarize_events(frame.to_dict("records"), runs=runs)
-        if etrecord is not None:
-            result["layers"] = layer_times(event_rows(inspector), layers)
+    except Exception as exc:  # Inspector raises bare Exceptions/ValueErrors on files it cannot read
+        raise RunnerOutputError(
+            f"{etdump} is not an ETDump the devtools Inspector can read ({type(exc).__name__}: {exc}).",
+            "Use an executor_runner built with the event tracer (-DEXECUTORCH_ENABLE_EVENT_TRACER=ON).",
+        ) from None
+    result = summarize_events(frame.to_dict("records"), runs=runs)
+    if etrecord is not None:
+        result["layers"] = layer_times(event_rows(inspector), layers)
     return result
 
 

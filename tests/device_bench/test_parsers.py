@@ -38,6 +38,52 @@ def test_executor_runner_failure_and_truncated_output_are_errors() -> None:
         parse_executor_runner(truncated)
 
 
+def test_executor_runner_1_5_real_output() -> None:
+    # captured from executor_runner built here from ExecuTorch's examples/portable against the 1.5.1 wheel
+    # (event tracer on, XNNPACK linked), five executions of the default digits student
+    result = parse_executor_runner(sample("executor_runner_1.5.1.txt"))
+    assert result["iterations"] == 5 and result["total_ms"] == pytest.approx(12.893153)
+    assert result["samples_ms"] == pytest.approx([10.863706, 0.593259, 0.464608, 0.43853, 0.53305])
+    assert result["load_ms"] == pytest.approx(23.57554)
+    assert result["etdump"] == "/tmp/etr/s.etdump"
+
+
+@pytest.mark.parametrize(
+    ("name", "cause", "fix"),
+    [
+        ("executor_runner_1.5.1_missing.txt", "Failed to open /nonexistent.pte", "pushed to that path"),
+        ("executor_runner_1.5.1_truncated.txt", "File size is too small", "cut short"),
+        ("executor_runner_1.5.1_no_backend.txt", "Backend XnnpackBackend is not registered", "backend linked in"),
+        ("executor_runner_failed.txt", "Missing operator: [0] aten::_fft_r2c.out; In function main()", "kernel"),
+    ],
+)
+def test_executor_runner_real_failures_name_the_cause_and_fix(name, cause, fix) -> None:
+    with pytest.raises(RunnerOutputError) as failure:
+        parse_executor_runner(sample(name))
+    assert cause in failure.value.problem and fix in failure.value.fix
+
+
+def test_executor_runner_etdump_of_a_real_run_is_read() -> None:
+    # the ETDump that run wrote: the Inspector reads it; the student's XNNPACK operators and the pooling that
+    # ran on the portable kernels between two delegate calls
+    from device_bench.profile import summarize_etdump
+
+    profile = summarize_etdump(SAMPLES / "executor_runner_1.5.1.etdump", runs=5)
+    ops = {row["op"]: row for row in profile["ops"]}
+    assert profile["delegate_calls_per_run"] == 2 and profile["execute_ms"] > 0
+    assert ops["Fully Connected (NC, F32) GEMM"]["where"] == "delegate"
+    assert profile["undelegated_ops"] == ["_adaptive_avg_pool2d"] and profile["undelegated_compute_ops"] == []
+    assert profile["method_init_ms"] > 0
+
+
+def test_a_file_that_is_no_etdump_is_one_clear_error(tmp_path) -> None:
+    from device_bench.profile import summarize_etdump
+
+    (tmp_path / "x.etdump").write_bytes(b"not an etdump")
+    with pytest.raises(RunnerOutputError, match="not an ETDump"):
+        summarize_etdump(tmp_path / "x.etdump", runs=1)
+
+
 @pytest.mark.parametrize(
     ("name", "mean", "runs", "median"),
     [("benchmark_model_2.16.txt", 9.34421, 107, 9.301), ("benchmark_model_2.4.txt", 20.3879, 50, None)],
