@@ -46,6 +46,7 @@ class DeviceOptions:
     timeout_s: float = 600.0
     accuracy_images: int = 0  # > 0: also run that many validation images on the device (Python runner)
     coreml_compute_units: str = "ALL"  # macOS hosts: ALL, CPU_ONLY, CPU_AND_GPU, CPU_AND_NE
+    profile_runs: int = 0  # > 0: also write an ETDump of that many runs of each ExecuTorch file on the device
 
 
 def device_facts(device: AdbTransport, timeout: float = 30) -> dict[str, Any]:
@@ -178,12 +179,19 @@ class DeviceRun:
         return self._runners[runtime]
 
     def _command(self, argv: list[str]) -> str:
+        """``argv`` in the runner's directory (the Python runner imports from there; an executor_runner built with
+        the event tracer writes ``model.etdump`` into its working directory on every run)."""
         command = shlex.join(argv)
         if self.options.core_mask:
             command = f"taskset {shlex.quote(self.options.core_mask)} {command}"
-        if self.options.runner == "python":
-            command = f"cd {shlex.quote(DEVICE_DIR)} && {command}"
-        return command
+        return f"cd {shlex.quote(DEVICE_DIR)} && {command}"
+
+    def _native(self, argv: list[str], what: str) -> tuple[str, dict[str, Any]]:
+        """A native runner under the memory watch; its output and the peak memory the watch saw."""
+        result = self.device.shell_script(watched(self._command(argv)), timeout=self.options.timeout_s)
+        if not self.device.reachable():
+            raise DeviceError(f"Device {self.device.serial} went away during {what}.", "Reconnect it.")
+        return result.stdout + result.stderr, parse_memory(result.stdout)
 
     def _python(self, argv: list[str], what: str) -> dict[str, Any]:
         result = self.device.shell_script(self._command(argv), timeout=self.options.timeout_s)
@@ -239,23 +247,87 @@ class DeviceRun:
             return record["samples_ms"], {"runner": "python", "runner_platform": record.get("platform"), **facts}
         runner = self._native_runner(runtime)
         if runtime == "executorch":
-            argv = [runner, "--model_path", remote, "--num_executions", str(runs)]
-            result = self.device.shell_script(self._command(argv), timeout=self.options.timeout_s)
-            if not self.device.reachable():
-                raise DeviceError(f"Device {self.device.serial} went away during executor_runner.", "Reconnect it.")
-            parsed = parse_executor_runner(result.stdout + result.stderr)
+            # executor_runner has no warm-up flag: the warm-up runs are executed and their times dropped
+            argv = [runner, "--model_path", remote, "--num_executions", str(warmup + runs)]
+            output, memory = self._native(argv, "executor_runner")
+            parsed = parse_executor_runner(output)
             if parsed["mean_ms"] is None:
                 raise RunnerOutputError(
                     "This executor_runner build completes but prints no timing.",
                     "Use a build that prints the total or per-run times, or --runner python.",
                 )
-            samples = parsed["samples_ms"] or [parsed["mean_ms"]]
-            return samples, {"runner": "executor_runner", "iterations": parsed["iterations"]}
+            timed = parsed["samples_ms"][warmup:]
+            info = {"runner": "executor_runner", "iterations": parsed["iterations"], "load_ms": parsed["load_ms"],
+                    **memory}  # fmt: skip
+            if parsed["samples_ms"]:
+                info["first_run_ms"] = parsed["samples_ms"][0]
+            if not timed:  # a build that prints only the total: one mean, warm-up included (said so)
+                return [parsed["mean_ms"]], {**info, "timing": "mean of all executions, cold run included"}
+            return timed, info
         argv = [runner, f"--graph={remote}", f"--num_threads={threads}", f"--num_runs={runs}",
-                f"--warmup_runs={warmup}"]  # fmt: skip
-        result = self.device.shell_script(self._command(argv), timeout=self.options.timeout_s)
-        if not self.device.reachable():
-            raise DeviceError(f"Device {self.device.serial} went away during benchmark_model.", "Reconnect it.")
-        parsed = parse_benchmark_model(result.stdout + result.stderr)
-        extra = {k: v for k, v in parsed.items() if k.startswith("memory") or k in ("init_ms", "first_inference_ms")}
-        return [parsed["mean_ms"]], {"runner": "benchmark_model", **extra}
+                f"--warmup_runs={warmup}", "--report_peak_memory_footprint=true"]  # fmt: skip
+        output, memory = self._native(argv, "benchmark_model")
+        parsed = parse_benchmark_model(output)
+        extra = {k: v for k, v in parsed.items() if k.startswith("memory")}
+        info = {"runner": "benchmark_model", "load_ms": parsed["init_ms"], "first_run_ms": parsed["first_inference_ms"],
+                **extra, **memory}  # fmt: skip
+        return [parsed["mean_ms"]], info
+
+    def etdump(self, remote: str, local: Path, *, runs: int, threads: int, input_size: int) -> None:
+        """Run an ExecuTorch file ``runs`` times on the device with ETDump on and pull the ETDump to ``local``."""
+        remote_etdump = f"{remote}.etdump"
+        self.device.shell(["rm", "-f", remote_etdump], timeout=60)
+        if self.options.runner == "python":
+            argv = [self.options.python, "-m", "device_bench.runner", remote, "--runtime", "executorch",
+                    "--runs", str(runs), "--threads", str(threads), "--input-size", str(input_size),
+                    "--etdump", remote_etdump]  # fmt: skip
+            self._python(argv, f"profiling {Path(remote).name}")
+        else:
+            argv = [self._native_runner("executorch"), "--model_path", remote, "--num_executions", str(runs),
+                    "--etdump_path", remote_etdump]  # fmt: skip
+            output, _ = self._native(argv, "executor_runner (profile)")
+            parsed = parse_executor_runner(output)
+            if parsed["etdump"] is None:
+                raise RunnerOutputError(
+                    f"executor_runner wrote no ETDump for {Path(remote).name}.",
+                    "Build executor_runner with the event tracer (-DEXECUTORCH_ENABLE_EVENT_TRACER=ON).",
+                )
+        self.device.pull(remote_etdump, local, timeout=self.options.timeout_s)
+
+
+# A native runner's peak memory, seen from outside: the shell polls the runner's /proc entry (VmHWM, the peak
+# resident set; Pss from smaps_rollup, what Android's dumpsys meminfo reports) until it exits, then prints one line.
+# Polled every 0.1 s, so a process shorter than that may show less than its peak (a lower bound, never more).
+MEMORY_MARKER = "MOBILELWT_MEMORY"
+_WATCH = (
+    '{command} & pid=$!; hwm=0; pss=0; n=0; while kill -0 "$pid" 2>/dev/null; do n=$((n+1)); '
+    "v=$(sed -n 's/^VmHWM:[^0-9]*\\([0-9]*\\).*/\\1/p' /proc/$pid/status 2>/dev/null); "
+    '[ -n "$v" ] && hwm=$v; '
+    "v=$(sed -n 's/^Pss:[^0-9]*\\([0-9]*\\).*/\\1/p' /proc/$pid/smaps_rollup 2>/dev/null); "
+    '[ -n "$v" ] && [ "$v" -gt "$pss" ] && pss=$v; sleep 0.1; done; wait "$pid"; rc=$?; '
+    'echo "{marker} vmhwm_kb=$hwm pss_kb=$pss polls=$n"; exit $rc'
+)
+
+
+def watched(command: str) -> str:
+    """``command`` (``cd DIR && runner ...``, already quoted) run in the background under the memory watch; the
+    exit status is the runner's. The ``cd`` is done apart first: ``cd X && runner &`` would background a subshell,
+    and ``$!`` must be the runner itself (``taskset`` execs it, keeping the pid)."""
+    prefix, _, runner = command.rpartition(" && ")
+    body = _WATCH.format(command=runner, marker=MEMORY_MARKER)
+    return f"{prefix} || exit 1; {body}" if prefix else body
+
+
+def parse_memory(output: str) -> dict[str, Any]:
+    """The watch's line -> peak_rss_mb / pss_mb; absent when the runner ended before the second poll (the first
+    one reads the process as it starts, before the model is loaded)."""
+    match = re.search(MEMORY_MARKER + r" vmhwm_kb=(\d+) pss_kb=(\d+) polls=(\d+)", output)
+    if not match or int(match.group(3)) < 2:  # one poll only: taken as the runner started, before the model
+        return {}
+    hwm, pss = (int(v) / 1024.0 for v in match.groups()[:2])
+    memory: dict[str, Any] = {"memory_source": "native runner, /proc polled every 0.1 s"}
+    if hwm > 0:
+        memory["peak_rss_mb"] = memory["model_rss_mb"] = hwm  # a native runner carries no interpreter baseline
+    if pss > 0:
+        memory["pss_mb"] = pss
+    return memory if len(memory) > 1 else {}

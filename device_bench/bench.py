@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import platform
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -88,8 +89,11 @@ def bench_device(
     settings: dict[str, Any],
     adb: str | None = None,
     server: AdbServer = LOCAL,
+    profiling: DeviceProfiling | None = None,
 ) -> None:
-    """Measure ``artifacts`` on one adb device (of ``server``); records are appended group by group."""
+    """Measure ``artifacts`` on one adb device (of ``server``); records are appended group by group. With
+    ``profiling``, every ExecuTorch (XNNPACK) file also runs once more with ETDump on, after its timing: the
+    operator profile is kept in its record (``op_profile``), or why there is none."""
     device = AdbTransport(serial, adb=adb, server=server)
     name = device.name  # the serial, or HOST:PORT/serial for a phone on another machine's adb server
     where = {"adb_server": server.label, "serial": serial}
@@ -154,9 +158,50 @@ def bench_device(
             if accuracy_set is not None:
                 for record, (role, a) in zip(records, group.items(), strict=True):
                     record.update(_device_accuracy(device, runner, remote[role], a, accuracy_set, options))
+            if profiling is not None:
+                for record, (role, a) in zip(records, group.items(), strict=True):
+                    if profiled(a):
+                        record["op_profile"] = profiling.on_device(runner, remote[role], a, threads=threads)
         except (DeviceError, RunnerOutputError) as exc:
             records = [_failed(a, name, str(exc), settings, facts) for a in group.values()]
         append_records(out, records)
+
+
+def profiled(artifact: dict[str, Any]) -> bool:
+    """The files an operator profile exists for: ExecuTorch programs lowered to XNNPACK."""
+    return artifact["runtime"] == "executorch" and artifact.get("backend") == "xnnpack"
+
+
+class DeviceProfiling:
+    """ETDump profiles on devices, read back here with the ETRecord of each program (made once for all phones)."""
+
+    def __init__(self, build_dir: Path, artifacts: list[dict[str, Any]], runs: int, workdir: Path) -> None:
+        from device_bench.profile import _BuildModels, _etrecord_for
+
+        directory = BuildDir(build_dir)
+        self.runs, self.workdir = runs, workdir
+        self.layers = tuple(directory.plan().layers) if directory.is_compressed() else ()
+        models = _BuildModels(build_dir)
+        self.etrecords: dict[str, Path | None] = {}
+        for artifact in artifacts:
+            if profiled(artifact) and artifact["sha256"] not in self.etrecords:
+                path = workdir / f"{len(self.etrecords)}.etrecord"
+                self.etrecords[artifact["sha256"]] = _etrecord_for(models, artifact, path)
+
+    def on_device(self, runner: DeviceRun, remote: str, artifact: dict[str, Any], *, threads: int) -> dict[str, Any]:
+        from device_bench.profile import summarize_etdump
+
+        local = self.workdir / f"{threading.get_ident()}-{Path(remote).name}.etdump"
+        try:
+            runner.etdump(remote, local, runs=self.runs, threads=threads, input_size=artifact["input_size"])
+            profile = summarize_etdump(local, runs=self.runs, etrecord=self.etrecords.get(artifact["sha256"]),
+                                       layers=self.layers)  # fmt: skip
+        except (DeviceError, RunnerOutputError) as exc:
+            return {"error": str(exc)}
+        finally:
+            local.unlink(missing_ok=True)
+        return {"sha256": artifact["sha256"], "role": artifact["role"], "threads": threads,
+                "runner": runner.options.runner, **profile}  # fmt: skip
 
 
 def _max_known(values: Any) -> float | None:
@@ -309,11 +354,15 @@ def bench_build(
                 "core_mask": options.core_mask}  # fmt: skip
 
     def reusable(record: dict[str, Any]) -> bool:
-        """Measured the same way; and holding device accuracy when it is asked for now."""
-        asked = options.accuracy_images
+        """Measured the same way; and holding device accuracy and an operator profile when they are asked for now
+        (a profile that failed is not asked for again: its reason stays in the record)."""
+        asked, phone = options.accuracy_images, record["device"] != "host"
+        wants_profile = options.profile_runs and phone and record.get("status") == "ok" and record["artifact"] in traced
         return (record.get("status") in ("ok", "unavailable") and record.get("settings") == settings
-                and (not asked or record.get("accuracy_images") == asked or record["device"] == "host"))  # fmt: skip
+                and (not asked or record.get("accuracy_images") == asked or not phone)
+                and (not wants_profile or "op_profile" in record))  # fmt: skip
 
+    traced = {a["path"] for a in artifacts if profiled(a)}
     done = {record_key(r) for r in directory.bench_records() if reusable(r)}
 
     def todo(device: str) -> list[dict[str, Any]]:
@@ -334,7 +383,12 @@ def bench_build(
                     if (a["path"], "coreml", "host", a["precision"]) not in done]  # fmt: skip
         append_records(out, [{**r, "settings": settings, "environment": facts} for r in records])
     if phones:
-        with ThreadPoolExecutor(max_workers=len(phones)) as pool:
+        with contextlib.ExitStack() as stack:
+            profiling = None
+            if options.profile_runs:
+                workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+                profiling = DeviceProfiling(build_dir, artifacts, options.profile_runs, workdir)
+            pool = stack.enter_context(ThreadPoolExecutor(max_workers=len(phones)))
             jobs = [
                 pool.submit(
                     bench_device,
@@ -350,6 +404,7 @@ def bench_build(
                     settings=settings,
                     adb=adb,
                     server=server,
+                    profiling=profiling,
                 )  # fmt: skip
                 for server, serial in phones
                 if todo(server.device_id(serial))

@@ -29,16 +29,24 @@ _ET_ETDUMP = re.compile(r"ETDump written to file '([^']+)'")
 _ET_LOG_ERROR = re.compile(r"^[EF] [\d:.]+ [^\]]*\]\s*(.+)$", re.MULTILINE)
 _ET_FAILED = re.compile(r"(Execution of method \S+ failed[^\n]*|Loading of method \S+ failed[^\n]*)")
 _ET_FIXES = (
-    ("is not registered", "This executor_runner was built without the backend the .pte was lowered for: rebuild "
-     "it with that backend linked in (XNNPACK: -DEXECUTORCH_BUILD_XNNPACK=ON, whole-archive)."),
-    ("Missing operator", "The runner was built without a kernel this program needs: rebuild it with those kernels "
-     "(e.g. the optimized or portable kernel library), or re-export so that the op is delegated."),
+    (
+        "is not registered",
+        "This executor_runner was built without the backend the .pte was lowered for: rebuild "
+        "it with that backend linked in (XNNPACK: -DEXECUTORCH_BUILD_XNNPACK=ON, whole-archive).",
+    ),
+    (
+        "Missing operator",
+        "The runner was built without a kernel this program needs: rebuild it with those kernels "
+        "(e.g. the optimized or portable kernel library), or re-export so that the op is delegated.",
+    ),
     ("Failed to open", "Check that the .pte was pushed to that path on the device."),
-    ("too small", "The .pte on the device is cut short: push it again (mobilelwt re-pushes files whose hash "
-     "differs)."),
+    ("too small", "The .pte on the device is cut short: push it again (mobilelwt re-pushes files whose hash differs)."),
     ("Failed to parse", "The file is not an ExecuTorch program for this runtime version: re-export it."),
-    ("unknown command line flag", "This executor_runner does not take that flag: use a build of ExecuTorch 1.x "
-     "with the event tracer (-DEXECUTORCH_ENABLE_EVENT_TRACER=ON)."),
+    (
+        "unknown command line flag",
+        "This executor_runner does not take that flag: use a build of ExecuTorch 1.x "
+        "with the event tracer (-DEXECUTORCH_ENABLE_EVENT_TRACER=ON).",
+    ),
 )
 
 
@@ -75,7 +83,9 @@ def _executor_runner_failure(output: str) -> RunnerOutputError:
     errors = [m.strip() for m in _ET_LOG_ERROR.findall(output)]
     flag = re.search(r"ERROR: unknown command line flag '[^']+'", output)
     fatal = [e for e in errors[1:] if "assert failed" in e][:1]  # the abort after the first error says which step
-    cause = flag.group(0) if flag else ("; ".join(errors[:1] + fatal) if errors else (failed.group(1) if failed else None))
+    cause = (
+        flag.group(0) if flag else ("; ".join(errors[:1] + fatal) if errors else (failed.group(1) if failed else None))
+    )
     if cause is None:
         return RunnerOutputError(
             "executor_runner printed no 'Model executed successfully' line: the run did not complete.",

@@ -32,20 +32,11 @@ def etdump_profile(
     one row per operator (where it ran, calls, median and mean ms, share of the execute time). With the program's
     ``etrecord`` also the time of each layer in the network (:func:`layer_times`; ``layers``: the names to
     report, e.g. a plan's, each covering its sub-modules)."""
-    import torch
-    from executorch.runtime import Runtime
+    from device_bench.runner import write_etdump
 
-    from targets.executorch import set_threads
-
-    set_threads(threads)
-    program = Runtime.get().load_program(Path(path), enable_etdump=True, debug_buffer_size=0)
-    method = program.load_method("forward")
-    example = torch.randn(1, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
-    for _ in range(runs):
-        method.execute([example])
     with tempfile.TemporaryDirectory() as tmp:
         etdump = Path(tmp) / "profile.etdp"
-        program.write_etdump_result_to_file(str(etdump), str(Path(tmp) / "debug.bin"))
+        write_etdump(Path(path), etdump, runs=runs, threads=threads, input_size=input_size)
         return summarize_etdump(etdump, runs=runs, etrecord=etrecord, layers=layers)
 
 

@@ -83,6 +83,25 @@ def run(
     return record
 
 
+def write_etdump(path: Path, etdump: Path, *, runs: int, threads: int, input_size: int) -> dict[str, Any]:
+    """Run an ExecuTorch file ``runs`` times with the event tracer on and write its ETDump to ``etdump``."""
+    import torch
+    from executorch.runtime import Runtime
+
+    from targets.executorch import set_threads
+
+    set_threads(threads)
+    program = Runtime.get().load_program(Path(path), enable_etdump=True, debug_buffer_size=0)
+    method = program.load_method("forward")
+    example = torch.randn(1, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    for _ in range(runs):
+        method.execute([example])
+    etdump = Path(etdump)
+    program.write_etdump_result_to_file(str(etdump), str(etdump.with_name(etdump.name + ".debug")))
+    return {"artifact": path.name, "etdump": str(etdump), "runs": runs, "threads": threads,
+            "platform": platform.platform(), "machine": platform.machine()}  # fmt: skip
+
+
 def run_interleaved(
     paths: list[Path],
     runtime: str,
@@ -144,7 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input-shape", help="comma-separated input shape (interleaved mode), e.g. 1,256,13,13")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved mode: rounds over all files")
     parser.add_argument("--per-round", type=int, default=3, help="interleaved mode: runs of each file per round")
+    parser.add_argument("--etdump", type=Path, help="ExecuTorch: run --runs times with ETDump on, write it here")
     args = parser.parse_args(argv)
+    if args.etdump is not None:
+        record = write_etdump(args.artifact[0], args.etdump, runs=args.runs, threads=args.threads,
+                              input_size=args.input_size)  # fmt: skip
+        print(MARKER + json.dumps(record), flush=True)
+        return 0
     if len(args.artifact) > 1 or args.input_shape:
         shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else (
             1, 3, args.input_size, args.input_size)  # fmt: skip

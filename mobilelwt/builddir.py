@@ -268,13 +268,20 @@ class BuildDir:
         return [r for r in records if r["artifact"] in listed and r.get("artifact_sha256") == listed[r["artifact"]]]
 
     def op_profiles(self) -> dict[str, Any]:
-        """Per-operator profiles of the current artifacts (by path); profiles of other bytes are left out."""
-        path = self.path / OP_PROFILE
-        if not path.is_file():
-            return {}
-        data = read_json(path, what="operator profile", fix="Re-run `mobilelwt bench --profile`.")
+        """Per-operator profiles of the current artifacts: the host's by path, a device's as ``PATH on DEVICE``
+        (kept in its bench record); profiles of other bytes are left out."""
         listed = {a["path"]: a.get("sha256") for a in self.artifacts()["artifacts"]}
-        return {k: v for k, v in data.get("artifacts", {}).items() if listed.get(k) == v.get("sha256")}
+        profiles: dict[str, Any] = {}
+        path = self.path / OP_PROFILE
+        if path.is_file():
+            data = read_json(path, what="operator profile", fix="Re-run `mobilelwt bench --profile`.")
+            profiles = {k: v for k, v in data.get("artifacts", {}).items() if listed.get(k) == v.get("sha256")}
+        if (self.path / BENCH).is_file():
+            for record in self.bench_records():
+                profile = record.get("op_profile")
+                if profile and "ops" in profile and listed.get(record["artifact"]) == profile.get("sha256"):
+                    profiles[f"{record['artifact']} on {record['device']}"] = profile
+        return profiles
 
     def layer_latency(self) -> dict[str, Any] | None:
         path = self.path / LAYER_LATENCY

@@ -10,6 +10,8 @@ from rich.table import Table
 
 from mobilelwt.cli._common import console, handle_user_errors
 
+PROFILE_RUNS = 20  # executions under ETDump per profiled file
+
 
 @handle_user_errors
 def bench_command(
@@ -42,7 +44,11 @@ def bench_command(
         False
     ),
     profile: Annotated[
-        bool, typer.Option(help="Also profile every ExecuTorch artifact per operator on the host (ETDump).")
+        bool,
+        typer.Option(
+            help="Also profile every ExecuTorch artifact per operator (ETDump): on the host, and on each device "
+            "(the Python runner, or --et-runner built with the event tracer).",
+        ),
     ] = False,
 ) -> None:
     """Time every artifact (teacher and student interleaved); records resume, a summary table is printed."""
@@ -55,7 +61,7 @@ def bench_command(
         raise ConfigError(f"Unknown runner {runner!r}.", "Use --runner python or --runner native.")
     options = DeviceOptions(runner=runner, python=python, et_runner=et_runner, tflite_runner=tflite_runner,
                             core_mask=core_mask, cool_limit_s=cool_limit, accuracy_images=accuracy,
-                            coreml_compute_units=coreml_units)  # fmt: skip
+                            coreml_compute_units=coreml_units, profile_runs=PROFILE_RUNS if profile else 0)  # fmt: skip
     devices = tuple(d.strip() for d in device.split(","))
     records = bench_build(build_dir, devices=devices, runs=runs, warmup=warmup, threads=threads, rounds=rounds,
                           options=options, adb=adb, adb_servers=tuple(adb_server or ()))  # fmt: skip
@@ -90,27 +96,37 @@ def bench_command(
         console.print(f"per layer: {Path(build_dir) / 'layer-latency.json'}")
     if profile:
         from device_bench.profile import profile_build
+        from mobilelwt.builddir import BuildDir
 
-        profiles = profile_build(build_dir, threads=threads)["artifacts"]
-        ops = Table(title="per operator, ExecuTorch on the host (ETDump): the slowest five per artifact")
-        for column in ("artifact", "operator", "where", "median ms", "share"):
-            ops.add_column(column, justify="left" if column in ("artifact", "operator", "where") else "right")
-        for path, p in profiles.items():
-            for row in p["ops"][:5]:
-                share = "n/a" if row["share"] is None else f"{100 * row['share']:.1f} %"
-                ops.add_row(path, row["op"], row["where"], f"{row['median_ms']:.3f}", share)
-        console.print(ops)
-        for path, p in profiles.items():
-            rows = sorted((p.get("layers") or {}).get("rows", []), key=lambda r: -r["ms"])[:3]
-            if rows and p.get("execute_ms"):
-                slowest = ", ".join(f"{r['layer']} {r['ms']:.2f} ms ({100 * r['ms'] / p['execute_ms']:.0f} %)"
-                                    for r in rows)  # fmt: skip
-                console.print(f"{path}: slowest layers in the network: {slowest}")
-            if p["undelegated_compute_ops"]:
-                console.print(
-                    f"[red]{path}: compute outside the delegate: {', '.join(p['undelegated_compute_ops'])}[/]"
-                )
-        console.print(f"per operator: {Path(build_dir) / 'op-profile.json'}")
+        if "host" in devices:
+            profile_build(build_dir, threads=threads, runs=PROFILE_RUNS)
+        _print_profiles(BuildDir(build_dir).op_profiles(), records)
     failed = failed_records(records)
     if failed:
         raise BenchFailedError(failed, len(records))
+
+
+def _print_profiles(profiles: dict, records: list[dict]) -> None:
+    """The slowest operators of every profile (host and devices), its slowest layers, and what ran outside the
+    delegate; a device that could not profile says why."""
+    ops = Table(title="per operator (ETDump): the slowest five per artifact")
+    for column in ("artifact", "operator", "where", "median ms", "share"):
+        ops.add_column(column, justify="left" if column in ("artifact", "operator", "where") else "right")
+    for path, p in profiles.items():
+        for row in p["ops"][:5]:
+            share = "n/a" if row["share"] is None else f"{100 * row['share']:.1f} %"
+            ops.add_row(path, row["op"], row["where"], f"{row['median_ms']:.3f}", share)
+    console.print(ops)
+    for path, p in profiles.items():
+        rows = sorted((p.get("layers") or {}).get("rows", []), key=lambda r: -r["ms"])[:3]
+        if rows and p.get("execute_ms"):
+            slowest = ", ".join(f"{r['layer']} {r['ms']:.2f} ms ({100 * r['ms'] / p['execute_ms']:.0f} %)"
+                                for r in rows)  # fmt: skip
+            console.print(f"{path}: slowest layers in the network: {slowest}")
+        if p["undelegated_compute_ops"]:
+            console.print(f"[red]{path}: compute outside the delegate: {', '.join(p['undelegated_compute_ops'])}[/]")
+    for record in records:
+        error = (record.get("op_profile") or {}).get("error")
+        if error:
+            console.print(f"[yellow]{record['artifact']} on {record['device']}: no operator profile: {error}[/]")
+    console.print("per operator: op-profile.json (host), bench.jsonl `op_profile` (devices)")

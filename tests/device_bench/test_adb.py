@@ -338,3 +338,29 @@ def test_a_plan_timed_on_the_phone_builds_its_table_there_and_that_table_is_refu
         compress("tinynet", out=tmp_path / "h", weights=str(tiny_teacher), config=host,
                  latency_probe=lambda t: HostProbe(t.runtime, threads=t.threads))  # fmt: skip
     assert "--allow-foreign-table" in info.value.fix
+
+
+def test_operator_profile_on_the_phone_python_runner(phone, exported, tmp_path) -> None:
+    from mobilelwt.builddir import BuildDir
+
+    build = _fresh_copy(exported, tmp_path)
+    options = DeviceOptions(profile_runs=5)
+    records = bench_build(build, devices=(phone.serial,), runs=2, rounds=1, warmup=1, threads=1, options=options)
+    by_artifact = {r["artifact"]: r for r in records}
+    assert all(r["status"] == "ok" for r in records), [r.get("reason") for r in records]
+    assert "op_profile" not in by_artifact["android/tinynet-student-fp32.tflite"]  # ExecuTorch files only
+    profile = by_artifact["android/tinynet-student-fp32.pte"]["op_profile"]
+    assert profile["runner"] == "python" and profile["runs"] == 5 and profile["execute_ms"] > 0
+    assert profile["ops"] and all(op["where"] in ("delegate", "portable") for op in profile["ops"])
+    plan = BuildDir(build).plan().layers
+    mapped = {row["layer"] for row in profile["layers"]["rows"]}
+    assert set(plan) <= mapped and profile["layers"]["mapped_share"] > 0.8  # the ETRecord made here fits
+    traced = [c for c in phone.commands if "--etdump" in c]
+    assert len(traced) == 2  # teacher and student, once each, after their timing
+    shown = BuildDir(build).op_profiles()
+    assert f"android/tinynet-student-fp32.pte on {phone.serial}" in shown
+
+    calls = len(phone.commands)
+    assert len(bench_build(build, devices=(phone.serial,), runs=2, rounds=1, warmup=1, threads=1,
+                           options=options)) == 4  # fmt: skip
+    assert len(phone.commands) == calls  # profiled records are reused when a profile is asked again
