@@ -248,7 +248,8 @@ class DeviceRun:
         runner = self._native_runner(runtime)
         if runtime == "executorch":
             # executor_runner has no warm-up flag: the warm-up runs are executed and their times dropped
-            argv = [runner, "--model_path", remote, "--num_executions", str(warmup + runs)]
+            argv = [runner, "--model_path", remote, "--num_executions", str(warmup + runs),
+                    "--cpu_threads", str(threads)]  # fmt: skip
             output, memory = self._native(argv, "executor_runner")
             parsed = parse_executor_runner(output)
             if parsed["mean_ms"] is None:
@@ -284,7 +285,7 @@ class DeviceRun:
             self._python(argv, f"profiling {Path(remote).name}")
         else:
             argv = [self._native_runner("executorch"), "--model_path", remote, "--num_executions", str(runs),
-                    "--etdump_path", remote_etdump]  # fmt: skip
+                    "--cpu_threads", str(threads), "--etdump_path", remote_etdump]  # fmt: skip
             output, _ = self._native(argv, "executor_runner (profile)")
             parsed = parse_executor_runner(output)
             if parsed["etdump"] is None:

@@ -2,9 +2,11 @@
 
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -364,3 +366,46 @@ def test_operator_profile_on_the_phone_python_runner(phone, exported, tmp_path) 
     assert len(bench_build(build, devices=(phone.serial,), runs=2, rounds=1, warmup=1, threads=1,
                            options=options)) == 4  # fmt: skip
     assert len(phone.commands) == calls  # profiled records are reused when a profile is asked again
+
+
+@pytest.fixture(scope="module")
+def native_runner(tmp_path_factory):
+    from device_bench.native import build_host_runner
+
+    if shutil.which("g++") is None:
+        pytest.skip("no C++ compiler (.ci/run's machine has g++)")
+    return build_host_runner(tmp_path_factory.mktemp("runner") / "et_runner")
+
+
+def test_native_executorch_runner_on_the_phone_times_profiles_and_watches_memory(
+    phone, exported, tmp_path, native_runner
+) -> None:
+    from mobilelwt.builddir import BuildDir
+
+    build = _fresh_copy(exported, tmp_path)
+    ptes = {a["path"] for a in BuildDir(build).artifacts()["artifacts"] if a["path"].endswith(".pte")}
+    options = DeviceOptions(runner="native", et_runner=native_runner, profile_runs=5)
+    records = bench_build(build, devices=(phone.serial,), runs=6, rounds=2, warmup=2, threads=1, options=options,
+                          paths=ptes)  # fmt: skip
+    assert len(records) == 2 and all(r["status"] == "ok" for r in records), [r.get("reason") for r in records]
+    for r in records:
+        assert r["runner"] == "executor_runner" and r["runs"] == 6  # 3 per round, the warm-up runs dropped
+        assert r["load_ms"] > 0 and r["first_run_ms"] > 0 and r["median_ms"] > 0
+        profile = r["op_profile"]
+        assert profile["runner"] == "native" and profile["execute_ms"] > 0 and profile["layers"]["rows"]
+    timed = [c for c in phone.commands if "et_runner" in c and "--num_executions" in c and "--etdump" not in c]
+    executions = [c.split("--num_executions ")[1].split()[0] for c in timed]
+    assert executions == ["5", "5", "4", "4"]  # round 1: 2 warm-up + 3 timed; later rounds 1 warm-up + 3
+    assert all("--cpu_threads 1" in c for c in timed)
+    assert all("MOBILELWT_MEMORY" in c for c in timed)  # every native run is under the memory watch
+
+
+def test_memory_watch_reads_a_real_process_and_stays_silent_for_a_short_one() -> None:
+    from device_bench.android import parse_memory, watched
+
+    grow = f"{shlex.quote(sys.executable)} -c 'import time; b = bytearray(64 << 20); time.sleep(0.5)'"
+    out = subprocess.run(["/bin/sh", "-c", watched(f"cd /tmp && {grow}")], capture_output=True, text=True)
+    memory = parse_memory(out.stdout)
+    assert out.returncode == 0 and 64 < memory["peak_rss_mb"] < 400 and 0 < memory["pss_mb"] <= memory["peak_rss_mb"]
+    failed = subprocess.run(["/bin/sh", "-c", watched("cd /tmp && sh -c 'exit 3'")], capture_output=True, text=True)
+    assert failed.returncode == 3 and parse_memory(failed.stdout) == {}  # gone before a second poll: nothing
