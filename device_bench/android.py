@@ -241,7 +241,8 @@ class DeviceRun:
                     "--runs", str(runs), "--warmup", str(warmup), "--threads", str(threads),
                     "--input-size", str(input_size)]  # fmt: skip
             record = self._python(argv, f"timing {Path(remote).name}")
-            facts = {k: record[k] for k in ("load_ms", "first_run_ms", "peak_rss_mb", "baseline_rss_mb") if k in record}
+            keys = ("load_ms", "first_run_ms", "peak_rss_mb", "baseline_rss_mb", "pss_mb")
+            facts = {k: record[k] for k in keys if record.get(k) is not None}
             if "peak_rss_mb" in facts and "baseline_rss_mb" in facts:
                 facts["model_rss_mb"] = facts["peak_rss_mb"] - facts["baseline_rss_mb"]
             return record["samples_ms"], {"runner": "python", "runner_platform": record.get("platform"), **facts}
@@ -273,6 +274,20 @@ class DeviceRun:
         info = {"runner": "benchmark_model", "load_ms": parsed["init_ms"], "first_run_ms": parsed["first_inference_ms"],
                 **extra, **memory}  # fmt: skip
         return [parsed["mean_ms"]], info
+
+    def litert_profile(self, remote: str, local: Path, *, runs: int, threads: int) -> str:
+        """Run a .tflite file ``runs`` times on the device with LiteRT's op profiling on; the summary text."""
+        if self.options.runner == "python":
+            remote_text = f"{remote}.profile.txt"
+            argv = [self.options.python, "-m", "device_bench.runner", remote, "--runtime", "litert",
+                    "--runs", str(runs), "--threads", str(threads), "--op-profile", remote_text]  # fmt: skip
+            self._python(argv, f"profiling {Path(remote).name}")
+            self.device.pull(remote_text, local, timeout=self.options.timeout_s)
+            return local.read_text()
+        argv = [self._native_runner("litert"), f"--graph={remote}", f"--num_threads={threads}",
+                f"--num_runs={runs}", "--warmup_runs=1", "--enable_op_profiling=true"]  # fmt: skip
+        output, _ = self._native(argv, "benchmark_model (profile)")
+        return output
 
     def etdump(self, remote: str, local: Path, *, runs: int, threads: int, input_size: int) -> None:
         """Run an ExecuTorch file ``runs`` times on the device with ETDump on and pull the ETDump to ``local``."""

@@ -168,8 +168,10 @@ def bench_device(
 
 
 def profiled(artifact: dict[str, Any]) -> bool:
-    """The files an operator profile exists for: ExecuTorch programs lowered to XNNPACK."""
-    return artifact["runtime"] == "executorch" and artifact.get("backend") == "xnnpack"
+    """The files an operator profile exists for: ExecuTorch programs lowered to XNNPACK, and LiteRT files."""
+    return artifact["runtime"] == "litert" or (
+        artifact["runtime"] == "executorch" and artifact.get("backend") == "xnnpack"
+    )
 
 
 class DeviceProfiling:
@@ -184,18 +186,23 @@ class DeviceProfiling:
         models = _BuildModels(build_dir)
         self.etrecords: dict[str, Path | None] = {}
         for artifact in artifacts:
-            if profiled(artifact) and artifact["sha256"] not in self.etrecords:
+            if profiled(artifact) and artifact["runtime"] == "executorch" and artifact["sha256"] not in self.etrecords:
                 path = workdir / f"{len(self.etrecords)}.etrecord"
                 self.etrecords[artifact["sha256"]] = _etrecord_for(models, artifact, path)
 
     def on_device(self, runner: DeviceRun, remote: str, artifact: dict[str, Any], *, threads: int) -> dict[str, Any]:
+        from device_bench.litert_profile import parse_op_profile
         from device_bench.profile import summarize_etdump
 
-        local = self.workdir / f"{threading.get_ident()}-{Path(remote).name}.etdump"
+        local = self.workdir / f"{threading.get_ident()}-{Path(remote).name}.profile"
         try:
-            runner.etdump(remote, local, runs=self.runs, threads=threads, input_size=artifact["input_size"])
-            profile = summarize_etdump(local, runs=self.runs, etrecord=self.etrecords.get(artifact["sha256"]),
-                                       layers=self.layers)  # fmt: skip
+            if artifact["runtime"] == "litert":
+                text = runner.litert_profile(remote, local, runs=self.runs, threads=threads)
+                profile = parse_op_profile(text, runs=self.runs)
+            else:
+                runner.etdump(remote, local, runs=self.runs, threads=threads, input_size=artifact["input_size"])
+                profile = summarize_etdump(local, runs=self.runs, etrecord=self.etrecords.get(artifact["sha256"]),
+                                           layers=self.layers)  # fmt: skip
         except (DeviceError, RunnerOutputError) as exc:
             return {"error": str(exc)}
         finally:

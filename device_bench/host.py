@@ -62,6 +62,7 @@ def runner_memory(path: Path, runtime: str, *, threads: int, input_size: int) ->
         "peak_rss_mb": record["peak_rss_mb"],
         "baseline_rss_mb": record["baseline_rss_mb"],
         "model_rss_mb": record["peak_rss_mb"] - record["baseline_rss_mb"],
+        "pss_mb": record.get("pss_mb"),
         "cold_load_ms": record["load_ms"],
     }
 

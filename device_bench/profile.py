@@ -191,7 +191,8 @@ def _count(events: list[dict[str, Any]], name: str) -> int:
 
 
 def profile_build(build_dir: Path, *, threads: int = 2, runs: int = 20) -> dict[str, Any]:
-    """Per-operator profiles of every validated ExecuTorch (XNNPACK) artifact of a build: ``DIR/op-profile.json``."""
+    """Per-operator profiles of every validated ExecuTorch (XNNPACK, ETDump) and LiteRT (its profiler) artifact
+    of a build on this host: ``DIR/op-profile.json``."""
     from mobilelwt.builddir import OP_PROFILE, BuildDir
     from mobilelwt.io import write_json
 
@@ -203,20 +204,24 @@ def profile_build(build_dir: Path, *, threads: int = 2, runs: int = 20) -> dict[
     models = _BuildModels(build_dir)
     with tempfile.TemporaryDirectory() as tmp:
         for artifact in listing["artifacts"]:
-            if (
-                artifact.get("status") != "ok"
-                or artifact["runtime"] != "executorch"
-                or artifact.get("backend") != "xnnpack"
-            ):
+            if artifact.get("status") != "ok":
                 continue
             sha = artifact["sha256"]
+            if artifact["runtime"] == "litert":
+                from device_bench.litert_profile import litert_profile
+
+                profile = litert_profile(directory / artifact["path"], runs=runs, threads=threads)
+                profiles[artifact["path"]] = {"sha256": sha, "role": artifact["role"], "runtime": "litert", **profile}
+                continue
+            if artifact["runtime"] != "executorch" or artifact.get("backend") != "xnnpack":
+                continue
             if sha not in etrecords:
                 etrecords[sha] = _etrecord_for(models, artifact, Path(tmp) / f"{len(etrecords)}.etrecord")
             profile = etdump_profile(directory / artifact["path"], input_size=artifact["input_size"],
                                      threads=threads, runs=runs, etrecord=etrecords[sha], layers=planned)  # fmt: skip
-            profiles[artifact["path"]] = {"sha256": sha, "role": artifact["role"], "threads": threads,
-                                          **profile}  # fmt: skip
-    record = {"compress_key": listing.get("compress_key"), "runtime": "executorch host", "artifacts": profiles}
+            profiles[artifact["path"]] = {"sha256": sha, "role": artifact["role"], "runtime": "executorch",
+                                          "threads": threads, **profile}  # fmt: skip
+    record = {"compress_key": listing.get("compress_key"), "device": "host", "artifacts": profiles}
     write_json(directory / OP_PROFILE, record)
     return record
 

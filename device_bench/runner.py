@@ -70,6 +70,7 @@ def run(
         "first_run_ms": first_run_ms,
         "peak_rss_mb": peak_rss_kb() / 1024.0,
         "baseline_rss_mb": baseline_kb / 1024.0,  # the runner (Python, torch, runtime) before the model
+        "pss_mb": pss_kb() / 1024.0 if pss_kb() else None,  # with the model loaded, after the timed runs
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "machine": platform.machine(),
@@ -149,6 +150,18 @@ def peak_rss_kb() -> float:
     return peak / 1024.0 if sys.platform == "darwin" else float(peak)  # bytes on macOS, KiB elsewhere
 
 
+def pss_kb() -> float | None:
+    """This process's proportional set size now (``Pss`` of /proc/self/smaps_rollup, what Android's ``dumpsys
+    meminfo`` reports); None where the kernel has no smaps_rollup (Linux < 4.14, macOS)."""
+    try:
+        for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Time one .pte/.tflite artifact; print one JSON result line.")
     parser.add_argument("artifact", type=Path, nargs="+", help="one file, or several to time interleaved")
@@ -164,11 +177,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved mode: rounds over all files")
     parser.add_argument("--per-round", type=int, default=3, help="interleaved mode: runs of each file per round")
     parser.add_argument("--etdump", type=Path, help="ExecuTorch: run --runs times with ETDump on, write it here")
+    parser.add_argument("--op-profile", type=Path, help="LiteRT: run --runs times profiled, write the summary here")
     args = parser.parse_args(argv)
     if args.etdump is not None:
         record = write_etdump(args.artifact[0], args.etdump, runs=args.runs, threads=args.threads,
                               input_size=args.input_size)  # fmt: skip
         print(MARKER + json.dumps(record), flush=True)
+        return 0
+    if args.op_profile is not None:
+        from device_bench.litert_profile import profile_tflite
+
+        summary = profile_tflite(args.artifact[0], runs=args.runs, threads=args.threads)
+        args.op_profile.write_text(summary)
+        print(MARKER + json.dumps({"artifact": args.artifact[0].name, "op_profile": str(args.op_profile),
+                                   "runs": args.runs, "threads": args.threads}), flush=True)  # fmt: skip
         return 0
     if len(args.artifact) > 1 or args.input_shape:
         shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else (

@@ -266,7 +266,7 @@ def to_html(
         figures.append(_layer_table(rows, _network_ms((profiles or {}).get(build) or {})))
     for build, by_artifact in (profiles or {}).items():
         if by_artifact:
-            figures.append(f"<h2>Operators, ExecuTorch on the host (ETDump): {e(build)}</h2>")
+            figures.append(f"<h2>Operators (ExecuTorch: ETDump; LiteRT: its profiler): {e(build)}</h2>")
             figures.extend(_op_table(path, profile) for path, profile in sorted(by_artifact.items()))
     headline = headline_lines(table)
     box = (
@@ -296,7 +296,9 @@ def to_html(
 def _op_table(path: str, profile: dict[str, Any], top: int = 10) -> str:
     """The slowest operators of one artifact; ops outside the delegate marked (compute ones in red)."""
     e = html.escape
-    out = [f"<h3>{e(path)}: {e(format_cell('x', profile.get('execute_ms')))} ms per run, "
+    where = "" if " on " in path else " on the host"
+    runtime = "LiteRT" if path.endswith(".tflite") else "ExecuTorch"
+    out = [f"<h3>{e(path)}{e(where)} ({runtime}): {e(format_cell('x', profile.get('execute_ms')))} ms per run, "
            f"{e(str(profile.get('delegate_calls_per_run')))} delegate call(s)</h3>"]  # fmt: skip
     if profile.get("undelegated_compute_ops"):
         out.append(
@@ -306,7 +308,7 @@ def _op_table(path: str, profile: dict[str, Any], top: int = 10) -> str:
                "<th>share</th></tr></thead><tbody>")  # fmt: skip
     for row in profile["ops"][:top]:
         where = row["where"]
-        css = "t fail" if where == "portable" else "t"
+        css = "t" if where == "delegate" else "t fail"  # portable (ExecuTorch) or builtin (LiteRT) kernels
         share = "n/a" if row.get("share") is None else f"{100 * row['share']:.1f} %"
         out.append(f'<tr><td class="t">{e(row["op"])}</td><td class="{css}">{e(where)}</td>'
                    f"<td>{row['instances']}</td><td>{row['median_ms']:.3f}</td><td>{e(share)}</td></tr>")  # fmt: skip

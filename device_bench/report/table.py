@@ -21,7 +21,7 @@ COLUMNS = [
     "build", "model", "role", "target", "format", "runtime", "precision", "device",
     "params", "macs", "bytes", "latency_median_ms", "latency_p90_ms", "latency_p99_ms", "latency_trimmed_mean_ms",
     "latency_cv", "p99_over_p50", "stable", "load_ms", "first_run_ms", "peak_rss_mb", "model_rss_mb",
-    "speedup", "speedup_ci_low", "speedup_ci_high", "mac_ratio", "realised_ratio",
+    "pss_mb", "speedup", "speedup_ci_low", "speedup_ci_high", "mac_ratio", "realised_ratio",
     "top1", "top5", "top1_delta", "top5_delta", "accuracy_source", "max_abs_diff", "sqnr_db",
     "status", "note", "meets_budget",
 ]  # fmt: skip
@@ -36,6 +36,7 @@ _RECORD_FIELDS = {
     "first_run_ms": "first_run_ms",
     "peak_rss_mb": "peak_rss_mb",
     "model_rss_mb": "model_rss_mb",
+    "pss_mb": "pss_mb",
 }
 
 

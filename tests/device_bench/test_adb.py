@@ -350,15 +350,16 @@ def test_operator_profile_on_the_phone_python_runner(phone, exported, tmp_path) 
     records = bench_build(build, devices=(phone.serial,), runs=2, rounds=1, warmup=1, threads=1, options=options)
     by_artifact = {r["artifact"]: r for r in records}
     assert all(r["status"] == "ok" for r in records), [r.get("reason") for r in records]
-    assert "op_profile" not in by_artifact["android/tinynet-student-fp32.tflite"]  # ExecuTorch files only
+    litert = by_artifact["android/tinynet-student-fp32.tflite"]["op_profile"]  # LiteRT's profiler on the phone
+    assert litert["runner"] == "python" and litert["delegate_calls_per_run"] >= 1 and litert["execute_ms"] > 0
     profile = by_artifact["android/tinynet-student-fp32.pte"]["op_profile"]
     assert profile["runner"] == "python" and profile["runs"] == 5 and profile["execute_ms"] > 0
     assert profile["ops"] and all(op["where"] in ("delegate", "portable") for op in profile["ops"])
     plan = BuildDir(build).plan().layers
     mapped = {row["layer"] for row in profile["layers"]["rows"]}
     assert set(plan) <= mapped and profile["layers"]["mapped_share"] > 0.8  # the ETRecord made here fits
-    traced = [c for c in phone.commands if "--etdump" in c]
-    assert len(traced) == 2  # teacher and student, once each, after their timing
+    traced = [c for c in phone.commands if "--etdump" in c or "--op-profile" in c]
+    assert len(traced) == 4  # each file once, after its timing
     shown = BuildDir(build).op_profiles()
     assert f"android/tinynet-student-fp32.pte on {phone.serial}" in shown
 

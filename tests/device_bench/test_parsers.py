@@ -102,3 +102,43 @@ def test_benchmark_model_memory_lines() -> None:
 def test_benchmark_model_failure_names_the_error() -> None:
     with pytest.raises(RunnerOutputError, match="Could not open '/data/local/tmp/missing.tflite'"):
         parse_benchmark_model(sample("benchmark_model_failed.txt"))
+
+
+def test_litert_profile_summary_real_output() -> None:
+    # captured from LiteRT 2.3's profiler here (ai-edge-litert's libLiteRt.so through device_bench.litert_profile),
+    # ten runs of the default digits student on 2 threads; the same summariser prints benchmark_model's op profile
+    from device_bench.litert_profile import parse_op_profile
+
+    profile = parse_op_profile(sample("litert_2.3_profile_summary.txt"), runs=10)
+    ops = {row["op"]: row for row in profile["ops"]}
+    assert len(profile["nodes"]) == 26 and profile["execute_ms"] == pytest.approx(1.265, abs=1e-6)
+    assert ops["Convolution (NHWC, F32) IGEMM"] == {**ops["Convolution (NHWC, F32) IGEMM"], "where": "delegate",
+                                                     "instances": 7}  # fmt: skip
+    assert ops["Convolution (NHWC, F32) IGEMM"]["mean_ms"] == pytest.approx(1.058)
+    # adaptive_avg_pool2d became TFLite builtins between two XNNPACK partitions
+    assert profile["delegate_calls_per_run"] == 2
+    assert set(profile["undelegated_ops"]) == {"GATHER_ND", "SELECT_V2", "BROADCAST_TO", "CONCATENATION", "RESHAPE"}
+    assert profile["undelegated_compute_ops"] == []
+    first = profile["nodes"][0]
+    assert first["type"] == "Delegate/Transpose (ND, X32) Transpose" and first["times_called"] == 20
+
+
+def test_benchmark_model_op_profile_without_a_start_column_and_a_builtin_conv() -> None:
+    # older benchmark_model builds print no [start] column; a convolution outside the delegate is compute
+    from device_bench.litert_profile import parse_op_profile
+
+    text = (
+        "Operator-wise Profiling Info for Regular Benchmark Runs:\n"
+        "============================== Run Order ==============================\n"
+        "\t             [node type]\t  [first]\t  [avg ms]\t      [%]\t    [cdf%]\t  [mem KB]\t[times called]\t[Name]\n"
+        "\t                 CONV_2D\t    2.000\t     1.500\t  75.000%\t   75.000%\t     0.000\t        1\t[conv]:0\n"
+        "\t   TfLiteXNNPackDelegate\t    0.600\t     0.500\t  25.000%\t  100.000%\t     0.000\t        1\t[fc]:1\n"
+    )
+    profile = parse_op_profile(text, runs=50)
+    assert profile["execute_ms"] == pytest.approx(2.0) and profile["undelegated_compute_ops"] == ["CONV_2D"]
+    assert {op["op"]: op["where"] for op in profile["ops"]} == {
+        "CONV_2D": "builtin",
+        "TfLiteXNNPackDelegate": "delegate",
+    }
+    with pytest.raises(RunnerOutputError, match="no 'Run Order' table"):
+        parse_op_profile("INFO: Inference timings in us: Init: 1, First inference: 2\n")

@@ -186,6 +186,10 @@ def test_host_bench_records_load_time_memory_and_the_speedup_interval_and_profil
     profile = json.loads((build / "op-profile.json").read_text())["artifacts"]
     assert {"android/tinynet-teacher-fp32.pte", "android/tinynet-student-fp32.pte"} <= set(profile)
     assert all(p["execute_ms"] > 0 and p["ops"] for p in profile.values())
+    # the .tflite files through LiteRT's own profiler: XNNPACK's operators inside the delegate, by name
+    tflite = profile["android/tinynet-student-fp32.tflite"]
+    assert tflite["runtime"] == "litert" and tflite["delegate_calls_per_run"] >= 1
+    assert any(op["where"] == "delegate" and op["op"].startswith("Convolution") for op in tflite["ops"])
     # operators mapped to layers through an ETRecord of the very same program: the plan's layers by name
     plan = json.loads((build / "plan.json").read_text())["layers"]
     student = profile["android/tinynet-student-fp32.pte"]["layers"]
@@ -195,7 +199,8 @@ def test_host_bench_records_load_time_memory_and_the_speedup_interval_and_profil
     report = invoke("report", build, "--format", "html,md")
     assert report.exit_code == 0, report.output
     html = (build / "report.html").read_text()
-    assert "Operators, ExecuTorch on the host (ETDump)" in html and 'id="headline"' in html
+    assert "Operators (ExecuTorch: ETDump; LiteRT: its profiler)" in html and 'id="headline"' in html
+    assert "android/tinynet-student-fp32.tflite on the host (LiteRT)" in html
     assert "Time by layer inside the whole network" in html
     # the per-layer table: each replaced layer's time inside the teacher and the student network
     assert "<th>in the network (ETDump)</th>" in html and "bench DIR --profile`)" not in html
