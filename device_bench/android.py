@@ -276,11 +276,12 @@ class DeviceRun:
         return [parsed["mean_ms"]], info
 
     def litert_profile(self, remote: str, local: Path, *, runs: int, threads: int) -> str:
-        """Run a .tflite file ``runs`` times on the device with LiteRT's op profiling on; the summary text."""
+        """Run a .tflite file ``runs`` times on the device with LiteRT's op profiling on; the summary text
+        (the Python runner's LiteRT profiler runs on LiteRT's default threads; benchmark_model on ``threads``)."""
         if self.options.runner == "python":
             remote_text = f"{remote}.profile.txt"
             argv = [self.options.python, "-m", "device_bench.runner", remote, "--runtime", "litert",
-                    "--runs", str(runs), "--threads", str(threads), "--op-profile", remote_text]  # fmt: skip
+                    "--runs", str(runs), "--op-profile", remote_text]  # fmt: skip
             self._python(argv, f"profiling {Path(remote).name}")
             self.device.pull(remote_text, local, timeout=self.options.timeout_s)
             return local.read_text()

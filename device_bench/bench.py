@@ -191,8 +191,9 @@ class DeviceProfiling:
                 self.etrecords[artifact["sha256"]] = _etrecord_for(models, artifact, path)
 
     def on_device(self, runner: DeviceRun, remote: str, artifact: dict[str, Any], *, threads: int) -> dict[str, Any]:
-        from device_bench.litert_profile import parse_op_profile
         from device_bench.profile import summarize_etdump
+        from targets._common import TargetError
+        from targets.litert_profiler import parse_op_profile
 
         local = self.workdir / f"{threading.get_ident()}-{Path(remote).name}.profile"
         try:
@@ -203,11 +204,12 @@ class DeviceProfiling:
                 runner.etdump(remote, local, runs=self.runs, threads=threads, input_size=artifact["input_size"])
                 profile = summarize_etdump(local, runs=self.runs, etrecord=self.etrecords.get(artifact["sha256"]),
                                            layers=self.layers)  # fmt: skip
-        except (DeviceError, RunnerOutputError) as exc:
-            return {"error": str(exc)}
+        except (DeviceError, RunnerOutputError, TargetError) as exc:
+            return {"sha256": artifact["sha256"], "role": artifact["role"], "error": str(exc)}
         finally:
             local.unlink(missing_ok=True)
-        return {"sha256": artifact["sha256"], "role": artifact["role"], "threads": threads,
+        used = "LiteRT default" if artifact["runtime"] == "litert" and runner.options.runner == "python" else threads
+        return {"sha256": artifact["sha256"], "role": artifact["role"], "threads": used,
                 "runner": runner.options.runner, **profile}  # fmt: skip
 
 

@@ -185,12 +185,11 @@ def main(argv: list[str] | None = None) -> int:
         print(MARKER + json.dumps(record), flush=True)
         return 0
     if args.op_profile is not None:
-        from device_bench.litert_profile import profile_tflite
+        from targets.litert_profiler import profile_summary
 
-        summary = profile_tflite(args.artifact[0], runs=args.runs, threads=args.threads)
-        args.op_profile.write_text(summary)
+        args.op_profile.write_text(profile_summary(args.artifact[0], runs=args.runs))
         print(MARKER + json.dumps({"artifact": args.artifact[0].name, "op_profile": str(args.op_profile),
-                                   "runs": args.runs, "threads": args.threads}), flush=True)  # fmt: skip
+                                   "runs": args.runs}), flush=True)  # fmt: skip
         return 0
     if len(args.artifact) > 1 or args.input_shape:
         shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else (

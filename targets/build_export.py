@@ -247,10 +247,15 @@ def export_build(
                 input_shape=tuple(example[0].shape),
                 backend=backend,
             )
-            coverage = delegation_coverage(artifact.summary) if fmt == "executorch" and backend == "xnnpack" else None
-            if coverage and coverage["undelegated_compute_ops"]:
+            coverage = None
+            if fmt == "executorch" and backend == "xnnpack":
+                coverage = delegation_coverage(artifact.summary)
+            elif fmt == "tflite":
+                coverage = tflite_delegation(path, artifact.summary)
+            if coverage and coverage.get("undelegated_compute_ops"):
+                kernels = "portable kernels" if fmt == "executorch" else "TFLite builtin kernels"
                 validation["warnings"] = [
-                    "compute ops outside the XNNPACK delegate (portable kernels, often several times slower): "
+                    f"compute ops outside the XNNPACK delegate ({kernels}, often several times slower): "
                     + ", ".join(coverage["undelegated_compute_ops"])
                 ]
             write_json(path.with_name(path.name + ".validation.json"), validation)
@@ -287,6 +292,18 @@ def delegation_coverage(summary: dict[str, Any]) -> dict[str, Any]:
         "portable_ops": portable,
         "undelegated_compute_ops": sorted(op for op in portable if is_compute_op(op)),
     }
+
+
+def tflite_delegation(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """What XNNPACK took of a .tflite: one run under LiteRT's profiler shows which nodes ran inside the delegate
+    (the interpreter's op list cannot tell); a profiler failure is recorded, not fatal to the artifact."""
+    from targets.litert_profiler import delegation, parse_op_profile, profile_summary_apart
+
+    try:
+        profile = parse_op_profile(profile_summary_apart(path, runs=1), runs=1)
+    except TargetError as exc:
+        return {"error": str(exc)}
+    return delegation(profile, dict(summary.get("ops") or {}))
 
 
 def _remove_artifact(path: Path) -> None:

@@ -296,8 +296,10 @@ def to_html(
 def _op_table(path: str, profile: dict[str, Any], top: int = 10) -> str:
     """The slowest operators of one artifact; ops outside the delegate marked (compute ones in red)."""
     e = html.escape
+    if "error" in profile:
+        return f'<h3>{e(path)}</h3><p class="fail">No operator profile: {e(profile["error"])}</p>'
     where = "" if " on " in path else " on the host"
-    runtime = "LiteRT" if path.endswith(".tflite") else "ExecuTorch"
+    runtime = "LiteRT" if ".tflite" in path.split(" on ")[0] else "ExecuTorch"
     out = [f"<h3>{e(path)}{e(where)} ({runtime}): {e(format_cell('x', profile.get('execute_ms')))} ms per run, "
            f"{e(str(profile.get('delegate_calls_per_run')))} delegate call(s)</h3>"]  # fmt: skip
     if profile.get("undelegated_compute_ops"):

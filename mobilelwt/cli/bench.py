@@ -100,24 +100,27 @@ def bench_command(
 
         if "host" in devices:
             profile_build(build_dir, threads=threads, runs=PROFILE_RUNS)
-        _print_profiles(BuildDir(build_dir).op_profiles(), records)
+        _print_profiles(BuildDir(build_dir).op_profiles())
     failed = failed_records(records)
     if failed:
         raise BenchFailedError(failed, len(records))
 
 
-def _print_profiles(profiles: dict, records: list[dict]) -> None:
+def _print_profiles(profiles: dict) -> None:
     """The slowest operators of every profile (host and devices), its slowest layers, and what ran outside the
     delegate; a device that could not profile says why."""
-    ops = Table(title="per operator (ETDump): the slowest five per artifact")
+    ops = Table(title="per operator (ExecuTorch: ETDump, LiteRT: its profiler): the slowest five per artifact")
     for column in ("artifact", "operator", "where", "median ms", "share"):
         ops.add_column(column, justify="left" if column in ("artifact", "operator", "where") else "right")
     for path, p in profiles.items():
-        for row in p["ops"][:5]:
+        for row in p.get("ops", [])[:5]:
             share = "n/a" if row["share"] is None else f"{100 * row['share']:.1f} %"
             ops.add_row(path, row["op"], row["where"], f"{row['median_ms']:.3f}", share)
     console.print(ops)
     for path, p in profiles.items():
+        if "error" in p:
+            console.print(f"[yellow]{path}: no operator profile: {p['error']}[/]")
+            continue
         rows = sorted((p.get("layers") or {}).get("rows", []), key=lambda r: -r["ms"])[:3]
         if rows and p.get("execute_ms"):
             slowest = ", ".join(f"{r['layer']} {r['ms']:.2f} ms ({100 * r['ms'] / p['execute_ms']:.0f} %)"
@@ -125,8 +128,4 @@ def _print_profiles(profiles: dict, records: list[dict]) -> None:
             console.print(f"{path}: slowest layers in the network: {slowest}")
         if p["undelegated_compute_ops"]:
             console.print(f"[red]{path}: compute outside the delegate: {', '.join(p['undelegated_compute_ops'])}[/]")
-    for record in records:
-        error = (record.get("op_profile") or {}).get("error")
-        if error:
-            console.print(f"[yellow]{record['artifact']} on {record['device']}: no operator profile: {error}[/]")
     console.print("per operator: op-profile.json (host), bench.jsonl `op_profile` (devices)")

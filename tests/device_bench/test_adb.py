@@ -410,3 +410,31 @@ def test_memory_watch_reads_a_real_process_and_stays_silent_for_a_short_one() ->
     assert out.returncode == 0 and 64 < memory["peak_rss_mb"] < 400 and 0 < memory["pss_mb"] <= memory["peak_rss_mb"]
     failed = subprocess.run(["/bin/sh", "-c", watched("cd /tmp && sh -c 'exit 3'")], capture_output=True, text=True)
     assert failed.returncode == 3 and parse_memory(failed.stdout) == {}  # gone before a second poll: nothing
+
+
+def test_a_runner_without_the_event_tracer_keeps_its_latency_and_says_why_there_is_no_profile(
+    phone, exported, tmp_path, native_runner
+) -> None:
+    from mobilelwt.builddir import BuildDir
+    from mobilelwt.report import make_report
+
+    build = _fresh_copy(exported, tmp_path)
+    untraced = tmp_path / "executor_runner"  # an executor_runner built without the event tracer: no such flag
+    untraced.write_text(
+        '#!/bin/sh\ncase "$*" in *--etdump_path*) echo "ERROR: unknown command line flag \'etdump_path\'" >&2; '
+        f'exit 1;; esac\nexec {shlex.quote(str(native_runner))} "$@"\n'
+    )
+    untraced.chmod(0o755)
+    ptes = {a["path"] for a in BuildDir(build).artifacts()["artifacts"] if a["path"].endswith(".pte")}
+    options = DeviceOptions(runner="native", et_runner=untraced, profile_runs=3)
+    records = bench_build(build, devices=(phone.serial,), runs=2, rounds=1, threads=1, options=options, paths=ptes)
+    assert all(r["status"] == "ok" and r["median_ms"] > 0 for r in records)
+    for r in records:
+        assert "unknown command line flag" in r["op_profile"]["error"] and "event tracer" in r["op_profile"]["error"]
+    shown = BuildDir(build).op_profiles()[f"android/tinynet-student-fp32.pte on {phone.serial}"]
+    assert "error" in shown
+    make_report([build], formats=("html",))
+    assert (
+        "No operator profile: executor_runner failed: ERROR: unknown command line flag"
+        in (build / "report.html").read_text()
+    )

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from device_bench.parsers import RunnerOutputError, parse_benchmark_model, parse_executor_runner
+from targets._common import TargetError
 
 SAMPLES = Path(__file__).parent / "samples"
 
@@ -105,9 +106,9 @@ def test_benchmark_model_failure_names_the_error() -> None:
 
 
 def test_litert_profile_summary_real_output() -> None:
-    # captured from LiteRT 2.3's profiler here (ai-edge-litert's libLiteRt.so through device_bench.litert_profile),
+    # captured from LiteRT 2.3's profiler here (ai-edge-litert's libLiteRt.so through targets.litert_profiler),
     # ten runs of the default digits student on 2 threads; the same summariser prints benchmark_model's op profile
-    from device_bench.litert_profile import parse_op_profile
+    from targets.litert_profiler import parse_op_profile
 
     profile = parse_op_profile(sample("litert_2.3_profile_summary.txt"), runs=10)
     ops = {row["op"]: row for row in profile["ops"]}
@@ -125,7 +126,7 @@ def test_litert_profile_summary_real_output() -> None:
 
 def test_benchmark_model_op_profile_without_a_start_column_and_a_builtin_conv() -> None:
     # older benchmark_model builds print no [start] column; a convolution outside the delegate is compute
-    from device_bench.litert_profile import parse_op_profile
+    from targets.litert_profiler import parse_op_profile
 
     text = (
         "Operator-wise Profiling Info for Regular Benchmark Runs:\n"
@@ -140,5 +141,5 @@ def test_benchmark_model_op_profile_without_a_start_column_and_a_builtin_conv() 
         "CONV_2D": "builtin",
         "TfLiteXNNPackDelegate": "delegate",
     }
-    with pytest.raises(RunnerOutputError, match="no 'Run Order' table"):
+    with pytest.raises(TargetError, match="no 'Run Order' table"):
         parse_op_profile("INFO: Inference timings in us: Init: 1, First inference: 2\n")

@@ -1,5 +1,6 @@
 """Per-operator profiles (ETDump + Inspector) and delegation coverage: what ran where, and how long."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -92,3 +93,32 @@ def test_operators_are_mapped_to_the_layers_of_the_network_in_graph_order() -> N
     assert by_layer["avgpool"]["ops"] == ["_adaptive_avg_pool2d"]
     assert result["layout_ms"] == 0.01 and result["unmapped_ms"] == 9.0
     assert result["mapped_share"] == (0.5 + 0.5 + 0.05 + 0.1 + 2.0) / (0.01 + 1.05 + 0.1 + 11.0)
+
+
+def test_a_damaged_tflite_fails_its_profile_in_a_process_of_its_own(tmp_path) -> None:
+    # LiteRT's C API does not verify a model while loading it (a cut file crashes it): the bench must survive
+    from targets._common import TargetError
+    from targets.litert_profiler import profile_summary_apart
+
+    damaged = tmp_path / "cut.tflite"
+    damaged.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(range(256)) * 20)
+    with pytest.raises(TargetError, match="LiteRT's profiler failed on cut.tflite") as failure:
+        profile_summary_apart(damaged, runs=2)
+    assert "Re-export" in failure.value.fix
+
+
+def test_an_undelegated_convolution_in_a_tflite_is_flagged_from_litert_profiler(tmp_path) -> None:
+    # the same model through litert-torch: XNNPACK takes the first conv, the one with computed weights runs on
+    # TFLite's builtin CONV_2D kernel, which only LiteRT's profiler can tell (the op list shows both alike)
+    from targets import tflite
+    from targets.build_export import tflite_delegation
+    from targets.litert_profiler import parse_op_profile, profile_summary_apart
+
+    artifact = tflite.export(HalfDelegated().eval(), (torch.randn(1, 3, 16, 16),), tmp_path / "m.tflite")
+    coverage = tflite_delegation(tmp_path / "m.tflite", artifact.summary)
+    assert coverage["delegated_ops"]["CONV_2D"] == 1 and coverage["builtin_ops"]["CONV_2D"] == 1
+    assert coverage["undelegated_compute_ops"] == ["CONV_2D"] and coverage["delegate_calls"] >= 1
+    profile = parse_op_profile(profile_summary_apart(tmp_path / "m.tflite", runs=3), runs=3)
+    where = {row["op"]: row["where"] for row in profile["ops"]}
+    assert where["CONV_2D"] == "builtin" and any(op.startswith("Convolution") for op in where)
+    assert profile["undelegated_compute_ops"] == ["CONV_2D"] and profile["execute_ms"] > 0

@@ -186,6 +186,10 @@ def test_host_bench_records_load_time_memory_and_the_speedup_interval_and_profil
     profile = json.loads((build / "op-profile.json").read_text())["artifacts"]
     assert {"android/tinynet-teacher-fp32.pte", "android/tinynet-student-fp32.pte"} <= set(profile)
     assert all(p["execute_ms"] > 0 and p["ops"] for p in profile.values())
+    listed = json.loads((build / "artifacts.json").read_text())["artifacts"]
+    for entry in (a for a in listed if a["path"].endswith(".tflite")):  # coverage from one profiled run at export
+        assert entry["delegation"]["delegate_calls"] >= 1 and entry["delegation"]["undelegated_compute_ops"] == []
+        assert entry["delegation"]["delegated_ops"].get("CONV_2D", 0) >= 1
     # the .tflite files through LiteRT's own profiler: XNNPACK's operators inside the delegate, by name
     tflite = profile["android/tinynet-student-fp32.tflite"]
     assert tflite["runtime"] == "litert" and tflite["delegate_calls_per_run"] >= 1

@@ -4,8 +4,11 @@ The Python interpreter of ``ai-edge-litert`` has no profiler, and TFLite's ``ben
 from the package registries. The wheel's ``libLiteRt.so`` can profile: a compiled model created with the runtime
 option ``enable_profiling = true`` owns a profiler, and ``LiteRtGetProfileSummary`` prints TFLite's op-profiling
 summary, the same ``ProfileSummarizer`` text that ``benchmark_model --enable_op_profiling=true`` prints. This module
-drives that C API with ctypes (torch-free, so the device runner can use it too) and :func:`parse_op_profile` reads
-the text, from here or from ``benchmark_model`` on a phone.
+drives that C API with ctypes (torch-free, so the device runner can use it too), and :func:`parse_op_profile` reads
+the text, from here or from ``benchmark_model`` on a phone. The C API does not verify a model as it loads it (a cut
+file crashes the process): :func:`profile_summary_apart` runs it in a process of its own.
+
+    python -m targets.litert_profiler MODEL.tflite --runs 20 --out SUMMARY.txt
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from device_bench.parsers import RunnerOutputError
+from targets._common import TargetError
 
 _CPU = 1  # kLiteRtHwAcceleratorCpu
 _WRITE = 1  # kLiteRtTensorBufferLockModeWrite
@@ -36,12 +39,12 @@ def _library() -> ctypes.CDLL:
 
     spec = importlib.util.find_spec("ai_edge_litert")
     if spec is None or not spec.submodule_search_locations:
-        raise RunnerOutputError("ai-edge-litert is not installed: no LiteRT profiler.", "pip install ai-edge-litert")
+        raise TargetError("ai-edge-litert is not installed: no LiteRT profiler.", "pip install ai-edge-litert")
     path = Path(next(iter(spec.submodule_search_locations))) / "libLiteRt.so"
     try:
         return ctypes.CDLL(str(path))
     except OSError as exc:
-        raise RunnerOutputError(f"LiteRT's C library does not load ({exc}).", "Reinstall ai-edge-litert.") from None
+        raise TargetError(f"LiteRT's C library does not load ({exc}).", "Reinstall ai-edge-litert.") from None
 
 
 class _Api:
@@ -57,11 +60,12 @@ class _Api:
     def __call__(self, name: str, *args: Any) -> None:
         status = getattr(self.lib, name)(*args)
         if status != 0:
-            raise RunnerOutputError(f"LiteRT's {name} failed (status {status}).", "Check the .tflite file.")
+            raise TargetError(f"LiteRT's {name} failed (status {status}).", "Check the .tflite file.")
 
 
-def profile_tflite(path: Path, *, runs: int = 20, threads: int = 1) -> str:
-    """Run ``path`` ``runs`` times on LiteRT's CPU path with profiling on; the profiler's summary text."""
+def profile_summary(path: Path, *, runs: int = 20) -> str:
+    """Run ``path`` ``runs`` times on LiteRT's CPU path (XNNPACK, LiteRT's default threads: 2.3's C API takes the
+    CPU thread count only through an options struct it does not publish) with profiling on; the summary text."""
     api = _Api()
     lib = api.lib
     handle = ctypes.c_void_p
@@ -89,7 +93,7 @@ def profile_tflite(path: Path, *, runs: int = 20, threads: int = 1) -> str:
     profiler = handle()
     api("LiteRtCompiledModelGetProfiler", compiled, ctypes.byref(profiler))
     if not profiler.value:
-        raise RunnerOutputError("This LiteRT build made no profiler for the model.", "Use ai-edge-litert 2.3.")
+        raise TargetError("This LiteRT build made no profiler for the model.", "Use ai-edge-litert 2.3.")
     run()  # the first run (allocation, XNNPACK packing) is not what the profile is about
     api("LiteRtResetProfiler", profiler)
     api("LiteRtStartProfiler", profiler)
@@ -156,7 +160,7 @@ def parse_op_profile(text: str, *, runs: int | None = None) -> dict[str, Any]:
     ``builtin`` for TFLite kernels that ran outside the delegate."""
     rows = _table(text, "Run Order")
     if not rows:
-        raise RunnerOutputError(
+        raise TargetError(
             "The op profile holds no 'Run Order' table: profiling was off or the run failed.",
             "Run benchmark_model with --enable_op_profiling=true (or check the .tflite file).",
         )
@@ -231,9 +235,62 @@ def _table(text: str, section: str) -> list[dict[str, str]]:
     return rows
 
 
-def litert_profile(path: Path, *, runs: int = 20, threads: int = 1) -> dict[str, Any]:
-    """Profile ``path`` here and return the parsed record (with the summary text kept for the curious)."""
-    text = profile_tflite(path, runs=runs, threads=threads)
-    record = parse_op_profile(text, runs=runs)
-    record["threads"] = threads
-    return record
+def profile_summary_apart(path: Path, *, runs: int = 20, timeout: float = 1800) -> str:
+    """:func:`profile_summary` in a Python process of its own: a crash there fails this profile only."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "summary.txt"
+        argv = [sys.executable, "-m", "targets.litert_profiler", str(path), "--runs", str(runs), "--out", str(out)]
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise TargetError(
+                f"LiteRT's profiler took over {timeout:.0f} s on {path.name}.", "Use fewer runs."
+            ) from None
+        if proc.returncode != 0 or not out.is_file():
+            cause = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
+            errors = [line for line in proc.stderr.splitlines() if "ERROR" in line or "error:" in line]
+            tail = (errors or proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
+            raise TargetError(
+                f"LiteRT's profiler failed on {path.name} ({cause}): {tail}",
+                "Re-export the file (`mobilelwt export`), then run `bench --profile` again.",
+            )
+        return out.read_text()
+
+
+def delegation(profile: dict[str, Any], model_ops: dict[str, int]) -> dict[str, Any]:
+    """What XNNPACK took of a .tflite, from one profiled run: partitions, the TFLite ops left to builtin kernels
+    (by type), how many of the model's ops that leaves delegated, and which builtins carry compute."""
+    builtin: dict[str, int] = {}
+    for node in profile["nodes"]:
+        if node["where"] == "builtin":
+            builtin[node["type"]] = builtin.get(node["type"], 0) + 1
+    delegated = {op: count - builtin.get(op, 0) for op, count in model_ops.items() if count - builtin.get(op, 0) > 0}
+    return {
+        "delegate_calls": profile["delegate_calls_per_run"],
+        "delegated_ops": delegated,
+        "builtin_ops": builtin,
+        "undelegated_compute_ops": sorted(op for op in builtin if op.upper() in _COMPUTE),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Profile a .tflite with LiteRT's profiler; write its summary.")
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    text = profile_summary(args.model, runs=args.runs)
+    partial = args.out.with_name(args.out.name + ".partial")
+    partial.write_text(text)
+    partial.replace(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
