@@ -46,7 +46,7 @@ class DeviceOptions:
     timeout_s: float = 600.0
     accuracy_images: int = 0  # > 0: also run that many validation images on the device (Python runner)
     coreml_compute_units: str = "ALL"  # macOS hosts: ALL, CPU_ONLY, CPU_AND_GPU, CPU_AND_NE
-    profile_runs: int = 0  # > 0: also write an ETDump of that many runs of each ExecuTorch file on the device
+    profile_runs: int = 0  # > 0: also profile each ExecuTorch/LiteRT file per operator over that many runs
 
 
 def device_facts(device: AdbTransport, timeout: float = 30) -> dict[str, Any]:
@@ -178,17 +178,21 @@ class DeviceRun:
             self._runners[runtime] = remote
         return self._runners[runtime]
 
-    def _command(self, argv: list[str]) -> str:
-        """``argv`` in the runner's directory (the Python runner imports from there; an executor_runner built with
-        the event tracer writes ``model.etdump`` into its working directory on every run)."""
+    def _runner_line(self, argv: list[str]) -> str:
         command = shlex.join(argv)
         if self.options.core_mask:
             command = f"taskset {shlex.quote(self.options.core_mask)} {command}"
-        return f"cd {shlex.quote(DEVICE_DIR)} && {command}"
+        return command
+
+    def _command(self, argv: list[str]) -> str:
+        """``argv`` in the runner's directory (the Python runner imports from there; an executor_runner built with
+        the event tracer writes ``model.etdump`` into its working directory on every run)."""
+        return f"cd {shlex.quote(DEVICE_DIR)} && {self._runner_line(argv)}"
 
     def _native(self, argv: list[str], what: str) -> tuple[str, dict[str, Any]]:
         """A native runner under the memory watch; its output and the peak memory the watch saw."""
-        result = self.device.shell_script(watched(self._command(argv)), timeout=self.options.timeout_s)
+        script = f"cd {shlex.quote(DEVICE_DIR)} || exit 1; {watched(self._runner_line(argv))}"
+        result = self.device.shell_script(script, timeout=self.options.timeout_s)
         if not self.device.reachable():
             raise DeviceError(f"Device {self.device.serial} went away during {what}.", "Reconnect it.")
         return result.stdout + result.stderr, parse_memory(result.stdout)
@@ -327,12 +331,10 @@ _WATCH = (
 
 
 def watched(command: str) -> str:
-    """``command`` (``cd DIR && runner ...``, already quoted) run in the background under the memory watch; the
-    exit status is the runner's. The ``cd`` is done apart first: ``cd X && runner &`` would background a subshell,
-    and ``$!`` must be the runner itself (``taskset`` execs it, keeping the pid)."""
-    prefix, _, runner = command.rpartition(" && ")
-    body = _WATCH.format(command=runner, marker=MEMORY_MARKER)
-    return f"{prefix} || exit 1; {body}" if prefix else body
+    """``command`` (one simple command, already quoted) run in the background under the memory watch; the exit
+    status is the runner's. It must be a simple command so that ``$!`` is the runner itself, not a subshell
+    (``taskset`` execs the runner, keeping the pid): the caller changes directory before, not in it."""
+    return _WATCH.format(command=command, marker=MEMORY_MARKER)
 
 
 def parse_memory(output: str) -> dict[str, Any]:

@@ -405,10 +405,10 @@ def test_memory_watch_reads_a_real_process_and_stays_silent_for_a_short_one() ->
     from device_bench.android import parse_memory, watched
 
     grow = f"{shlex.quote(sys.executable)} -c 'import time; b = bytearray(64 << 20); time.sleep(0.5)'"
-    out = subprocess.run(["/bin/sh", "-c", watched(f"cd /tmp && {grow}")], capture_output=True, text=True)
+    out = subprocess.run(["/bin/sh", "-c", watched(grow)], capture_output=True, text=True)
     memory = parse_memory(out.stdout)
     assert out.returncode == 0 and 64 < memory["peak_rss_mb"] < 400 and 0 < memory["pss_mb"] <= memory["peak_rss_mb"]
-    failed = subprocess.run(["/bin/sh", "-c", watched("cd /tmp && sh -c 'exit 3'")], capture_output=True, text=True)
+    failed = subprocess.run(["/bin/sh", "-c", watched("sh -c 'exit 3'")], capture_output=True, text=True)
     assert failed.returncode == 3 and parse_memory(failed.stdout) == {}  # gone before a second poll: nothing
 
 
