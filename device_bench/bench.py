@@ -21,6 +21,7 @@ from typing import Any
 from device_bench.android import DeviceOptions, DeviceRun, device_facts, push_cached, wait_until_cool
 from device_bench.host import bench_pairs, host_runnable, pair_groups, pair_speedup
 from device_bench.parsers import RunnerOutputError
+from device_bench.profile import profiled
 from device_bench.stats import summarize
 from device_bench.transport import LOCAL, AdbServer, AdbTransport, DeviceError, resolve_devices
 from mobilelwt.builddir import ARTIFACTS, BENCH, BuildDir
@@ -167,33 +168,25 @@ def bench_device(
         append_records(out, records)
 
 
-def profiled(artifact: dict[str, Any]) -> bool:
-    """The files an operator profile exists for: ExecuTorch programs lowered to XNNPACK, and LiteRT files."""
-    return artifact["runtime"] == "litert" or (
-        artifact["runtime"] == "executorch" and artifact.get("backend") == "xnnpack"
-    )
-
-
 class DeviceProfiling:
     """ETDump profiles on devices, read back here with the ETRecord of each program (made once for all phones)."""
 
     def __init__(self, build_dir: Path, artifacts: list[dict[str, Any]], runs: int, workdir: Path) -> None:
-        from device_bench.profile import _BuildModels, _etrecord_for
+        from device_bench.profile import BuildModels, etrecord_for
 
         directory = BuildDir(build_dir)
         self.runs, self.workdir = runs, workdir
         self.layers = tuple(directory.plan().layers) if directory.is_compressed() else ()
-        models = _BuildModels(build_dir)
+        models = BuildModels(build_dir)
         self.etrecords: dict[str, Path | None] = {}
         for artifact in artifacts:
             if profiled(artifact) and artifact["runtime"] == "executorch" and artifact["sha256"] not in self.etrecords:
                 path = workdir / f"{len(self.etrecords)}.etrecord"
-                self.etrecords[artifact["sha256"]] = _etrecord_for(models, artifact, path)
+                self.etrecords[artifact["sha256"]] = etrecord_for(models, artifact, path)
 
     def on_device(self, runner: DeviceRun, remote: str, artifact: dict[str, Any], *, threads: int) -> dict[str, Any]:
         from device_bench.profile import summarize_etdump
-        from targets._common import TargetError
-        from targets.litert_profiler import parse_op_profile
+        from targets.litert_profiler import ProfilerError, parse_op_profile
 
         local = self.workdir / f"{threading.get_ident()}-{Path(remote).name}.profile"
         try:
@@ -204,7 +197,7 @@ class DeviceProfiling:
                 runner.etdump(remote, local, runs=self.runs, threads=threads, input_size=artifact["input_size"])
                 profile = summarize_etdump(local, runs=self.runs, etrecord=self.etrecords.get(artifact["sha256"]),
                                            layers=self.layers)  # fmt: skip
-        except (DeviceError, RunnerOutputError, TargetError) as exc:
+        except (DeviceError, RunnerOutputError, ProfilerError) as exc:
             return {"sha256": artifact["sha256"], "role": artifact["role"], "error": str(exc)}
         finally:
             local.unlink(missing_ok=True)

@@ -19,6 +19,13 @@ from targets._common import is_compute_op
 _FRAMEWORK = {"Method::init", "Program::load_method", "Method::execute", "DELEGATE_CALL", "OPERATOR_CALL"}
 
 
+def profiled(artifact: dict[str, Any]) -> bool:
+    """The files an operator profile exists for: ExecuTorch programs lowered to XNNPACK, and LiteRT files."""
+    return artifact["runtime"] == "litert" or (
+        artifact["runtime"] == "executorch" and artifact.get("backend") == "xnnpack"
+    )
+
+
 def etdump_profile(
     path: Path,
     *,
@@ -201,10 +208,10 @@ def profile_build(build_dir: Path, *, threads: int = 2, runs: int = 20) -> dict[
     planned = tuple(directory.plan().layers) if directory.is_compressed() else ()
     profiles = {}
     etrecords: dict[str, Path | None] = {}  # by program bytes: the ios and android fp32 files are often the same
-    models = _BuildModels(build_dir)
+    models = BuildModels(build_dir)
     with tempfile.TemporaryDirectory() as tmp:
         for artifact in listing["artifacts"]:
-            if artifact.get("status") != "ok":
+            if artifact.get("status") != "ok" or not profiled(artifact):
                 continue
             sha = artifact["sha256"]
             if artifact["runtime"] == "litert":
@@ -212,10 +219,8 @@ def profile_build(build_dir: Path, *, threads: int = 2, runs: int = 20) -> dict[
                 profiles[artifact["path"]] = {"sha256": sha, "role": artifact["role"], "runtime": "litert",
                                               "threads": "LiteRT default", **profile}  # fmt: skip
                 continue
-            if artifact["runtime"] != "executorch" or artifact.get("backend") != "xnnpack":
-                continue
             if sha not in etrecords:
-                etrecords[sha] = _etrecord_for(models, artifact, Path(tmp) / f"{len(etrecords)}.etrecord")
+                etrecords[sha] = etrecord_for(models, artifact, Path(tmp) / f"{len(etrecords)}.etrecord")
             profile = etdump_profile(directory / artifact["path"], input_size=artifact["input_size"],
                                      threads=threads, runs=runs, etrecord=etrecords[sha], layers=planned)  # fmt: skip
             profiles[artifact["path"]] = {"sha256": sha, "role": artifact["role"], "runtime": "executorch",
@@ -227,16 +232,15 @@ def profile_build(build_dir: Path, *, threads: int = 2, runs: int = 20) -> dict[
 
 def _litert(path: Path, runs: int) -> dict[str, Any]:
     """LiteRT's profile of one file, or why there is none (its profiler runs in a process of its own)."""
-    from targets._common import TargetError
-    from targets.litert_profiler import parse_op_profile, profile_summary_apart
+    from targets.litert_profiler import ProfilerError, parse_op_profile, profile_summary_apart
 
     try:
         return parse_op_profile(profile_summary_apart(path, runs=runs), runs=runs)
-    except TargetError as exc:
+    except ProfilerError as exc:
         return {"error": str(exc)}
 
 
-class _BuildModels:
+class BuildModels:
     """A build's teacher and student, loaded on first use and once (None when the build cannot be loaded)."""
 
     def __init__(self, build_dir: Path) -> None:
@@ -257,7 +261,7 @@ class _BuildModels:
         return self._build.teacher.model if role == "teacher" else self._build.student
 
 
-def _etrecord_for(models: _BuildModels, artifact: dict[str, Any], path: Path) -> Path | None:
+def etrecord_for(models: BuildModels, artifact: dict[str, Any], path: Path) -> Path | None:
     """The ETRecord of an fp32 artifact, made by lowering its model again: used only when that gives the very bytes
     of the artifact (then the debug handles are the artifact's); None otherwise (int8, another backend, a build
     whose models cannot be loaded)."""

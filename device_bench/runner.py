@@ -60,6 +60,7 @@ def run(
         t0 = time.perf_counter()
         model(example)
         samples.append((time.perf_counter() - t0) * 1000.0)
+    pss = pss_kb()  # with the model loaded, after the timed runs
     record: dict[str, Any] = {
         "artifact": path.name,
         "runtime": runtime,
@@ -70,7 +71,7 @@ def run(
         "first_run_ms": first_run_ms,
         "peak_rss_mb": peak_rss_kb() / 1024.0,
         "baseline_rss_mb": baseline_kb / 1024.0,  # the runner (Python, torch, runtime) before the model
-        "pss_mb": pss_kb() / 1024.0 if pss_kb() else None,  # with the model loaded, after the timed runs
+        "pss_mb": pss / 1024.0 if pss else None,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "machine": platform.machine(),

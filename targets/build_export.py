@@ -297,11 +297,11 @@ def delegation_coverage(summary: dict[str, Any]) -> dict[str, Any]:
 def tflite_delegation(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
     """What XNNPACK took of a .tflite: one run under LiteRT's profiler shows which nodes ran inside the delegate
     (the interpreter's op list cannot tell); a profiler failure is recorded, not fatal to the artifact."""
-    from targets.litert_profiler import delegation, parse_op_profile, profile_summary_apart
+    from targets.litert_profiler import ProfilerError, delegation, parse_op_profile, profile_summary_apart
 
     try:
         profile = parse_op_profile(profile_summary_apart(path, runs=1), runs=1)
-    except TargetError as exc:
+    except ProfilerError as exc:
         return {"error": str(exc)}
     return delegation(profile, dict(summary.get("ops") or {}))
 

@@ -8,7 +8,10 @@ drives that C API with ctypes (torch-free, so the device runner can use it too),
 the text, from here or from ``benchmark_model`` on a phone. The C API does not verify a model as it loads it (a cut
 file crashes the process): :func:`profile_summary_apart` runs it in a process of its own.
 
-    python -m targets.litert_profiler MODEL.tflite --runs 20 --out SUMMARY.txt
+    python targets/litert_profiler.py MODEL.tflite --runs 20 --out SUMMARY.txt
+
+This module imports neither torch nor the rest of ``targets`` (whose adapters do): run as a script, as above, its
+process starts in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -18,7 +21,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from targets._common import TargetError
+from mobilelwt.errors import MobileLWTError
+
+
+class ProfilerError(MobileLWTError):
+    """LiteRT's profiler failed, or the text holds no profile."""
+
 
 _CPU = 1  # kLiteRtHwAcceleratorCpu
 _WRITE = 1  # kLiteRtTensorBufferLockModeWrite
@@ -39,12 +47,12 @@ def _library() -> ctypes.CDLL:
 
     spec = importlib.util.find_spec("ai_edge_litert")
     if spec is None or not spec.submodule_search_locations:
-        raise TargetError("ai-edge-litert is not installed: no LiteRT profiler.", "pip install ai-edge-litert")
+        raise ProfilerError("ai-edge-litert is not installed: no LiteRT profiler.", "pip install ai-edge-litert")
     path = Path(next(iter(spec.submodule_search_locations))) / "libLiteRt.so"
     try:
         return ctypes.CDLL(str(path))
     except OSError as exc:
-        raise TargetError(f"LiteRT's C library does not load ({exc}).", "Reinstall ai-edge-litert.") from None
+        raise ProfilerError(f"LiteRT's C library does not load ({exc}).", "Reinstall ai-edge-litert.") from None
 
 
 class _Api:
@@ -60,7 +68,7 @@ class _Api:
     def __call__(self, name: str, *args: Any) -> None:
         status = getattr(self.lib, name)(*args)
         if status != 0:
-            raise TargetError(f"LiteRT's {name} failed (status {status}).", "Check the .tflite file.")
+            raise ProfilerError(f"LiteRT's {name} failed (status {status}).", "Check the .tflite file.")
 
 
 def profile_summary(path: Path, *, runs: int = 20) -> str:
@@ -93,7 +101,7 @@ def profile_summary(path: Path, *, runs: int = 20) -> str:
     profiler = handle()
     api("LiteRtCompiledModelGetProfiler", compiled, ctypes.byref(profiler))
     if not profiler.value:
-        raise TargetError("This LiteRT build made no profiler for the model.", "Use ai-edge-litert 2.3.")
+        raise ProfilerError("This LiteRT build made no profiler for the model.", "Use ai-edge-litert 2.3.")
     run()  # the first run (allocation, XNNPACK packing) is not what the profile is about
     api("LiteRtResetProfiler", profiler)
     api("LiteRtStartProfiler", profiler)
@@ -160,7 +168,7 @@ def parse_op_profile(text: str, *, runs: int | None = None) -> dict[str, Any]:
     ``builtin`` for TFLite kernels that ran outside the delegate."""
     rows = _table(text, "Run Order")
     if not rows:
-        raise TargetError(
+        raise ProfilerError(
             "The op profile holds no 'Run Order' table: profiling was off or the run failed.",
             "Run benchmark_model with --enable_op_profiling=true (or check the .tflite file).",
         )
@@ -243,18 +251,19 @@ def profile_summary_apart(path: Path, *, runs: int = 20, timeout: float = 1800) 
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "summary.txt"
-        argv = [sys.executable, "-m", "targets.litert_profiler", str(path), "--runs", str(runs), "--out", str(out)]
+        # run as a file, not with -m: importing the targets package would import torch (seconds per profile)
+        argv = [sys.executable, str(Path(__file__).resolve()), str(path), "--runs", str(runs), "--out", str(out)]
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise TargetError(
+            raise ProfilerError(
                 f"LiteRT's profiler took over {timeout:.0f} s on {path.name}.", "Use fewer runs."
             ) from None
         if proc.returncode != 0 or not out.is_file():
             cause = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
             errors = [line for line in proc.stderr.splitlines() if "ERROR" in line or "error:" in line]
             tail = (errors or proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
-            raise TargetError(
+            raise ProfilerError(
                 f"LiteRT's profiler failed on {path.name} ({cause}): {tail}",
                 "Re-export the file (`mobilelwt export`), then run `bench --profile` again.",
             )

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from device_bench.parsers import RunnerOutputError, parse_benchmark_model, parse_executor_runner
-from targets._common import TargetError
+from targets.litert_profiler import ProfilerError
 
 SAMPLES = Path(__file__).parent / "samples"
 
@@ -141,5 +141,5 @@ def test_benchmark_model_op_profile_without_a_start_column_and_a_builtin_conv() 
         "CONV_2D": "builtin",
         "TfLiteXNNPackDelegate": "delegate",
     }
-    with pytest.raises(TargetError, match="no 'Run Order' table"):
+    with pytest.raises(ProfilerError, match="no 'Run Order' table"):
         parse_op_profile("INFO: Inference timings in us: Init: 1, First inference: 2\n")

@@ -97,12 +97,11 @@ def test_operators_are_mapped_to_the_layers_of_the_network_in_graph_order() -> N
 
 def test_a_damaged_tflite_fails_its_profile_in_a_process_of_its_own(tmp_path) -> None:
     # LiteRT's C API does not verify a model while loading it (a cut file crashes it): the bench must survive
-    from targets._common import TargetError
-    from targets.litert_profiler import profile_summary_apart
+    from targets.litert_profiler import ProfilerError, profile_summary_apart
 
     damaged = tmp_path / "cut.tflite"
     damaged.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(range(256)) * 20)
-    with pytest.raises(TargetError, match="LiteRT's profiler failed on cut.tflite") as failure:
+    with pytest.raises(ProfilerError, match="LiteRT's profiler failed on cut.tflite") as failure:
         profile_summary_apart(damaged, runs=2)
     assert "Re-export" in failure.value.fix
 
