@@ -139,12 +139,9 @@ def run_interleaved(
 
 def peak_rss_kb() -> float:
     """This process's peak resident memory: VmHWM from /proc (Linux, Android), else getrusage."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return float(line.split()[1])
-    except OSError:
-        pass
+    peak = _proc_kb("/proc/self/status", "VmHWM:")
+    if peak is not None:
+        return peak
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -154,9 +151,14 @@ def peak_rss_kb() -> float:
 def pss_kb() -> float | None:
     """This process's proportional set size now (``Pss`` of /proc/self/smaps_rollup, what Android's ``dumpsys
     meminfo`` reports); None where the kernel has no smaps_rollup (Linux < 4.14, macOS)."""
+    return _proc_kb("/proc/self/smaps_rollup", "Pss:")
+
+
+def _proc_kb(path: str, key: str) -> float | None:
+    """The kB value of ``key`` in a /proc file, or None where the file or the line is missing."""
     try:
-        for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
                 return float(line.split()[1])
     except OSError:
         pass
