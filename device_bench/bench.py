@@ -93,7 +93,7 @@ def bench_device(
     profiling: DeviceProfiling | None = None,
 ) -> None:
     """Measure ``artifacts`` on one adb device (of ``server``); records are appended group by group. With
-    ``profiling``, every ExecuTorch (XNNPACK) file also runs once more with ETDump on, after its timing: the
+    ``profiling``, every ExecuTorch (XNNPACK) and LiteRT file also runs once more profiled, after its timing: the
     operator profile is kept in its record (``op_profile``), or why there is none."""
     device = AdbTransport(serial, adb=adb, server=server)
     name = device.name  # the serial, or HOST:PORT/serial for a phone on another machine's adb server
@@ -169,20 +169,14 @@ def bench_device(
 
 
 class DeviceProfiling:
-    """ETDump profiles on devices, read back here with the ETRecord of each program (made once for all phones)."""
+    """Operator profiles on devices (ExecuTorch: ETDump, read back here with the ETRecord of each program; LiteRT:
+    its profiler's summary), shared by the threads of all phones."""
 
-    def __init__(self, build_dir: Path, artifacts: list[dict[str, Any]], runs: int, workdir: Path) -> None:
-        from device_bench.profile import BuildModels, etrecord_for
+    def __init__(self, build_dir: Path, runs: int, workdir: Path) -> None:
+        from device_bench.profile import LayerMaps
 
-        directory = BuildDir(build_dir)
         self.runs, self.workdir = runs, workdir
-        self.layers = tuple(directory.plan().layers) if directory.is_compressed() else ()
-        models = BuildModels(build_dir)
-        self.etrecords: dict[str, Path | None] = {}
-        for artifact in artifacts:
-            if profiled(artifact) and artifact["runtime"] == "executorch" and artifact["sha256"] not in self.etrecords:
-                path = workdir / f"{len(self.etrecords)}.etrecord"
-                self.etrecords[artifact["sha256"]] = etrecord_for(models, artifact, path)
+        self.maps = LayerMaps(build_dir, workdir)
 
     def on_device(self, runner: DeviceRun, remote: str, artifact: dict[str, Any], *, threads: int) -> dict[str, Any]:
         from device_bench.profile import summarize_etdump
@@ -195,8 +189,8 @@ class DeviceProfiling:
                 profile = parse_op_profile(text, runs=self.runs)
             else:
                 runner.etdump(remote, local, runs=self.runs, threads=threads, input_size=artifact["input_size"])
-                profile = summarize_etdump(local, runs=self.runs, etrecord=self.etrecords.get(artifact["sha256"]),
-                                           layers=self.layers)  # fmt: skip
+                profile = summarize_etdump(local, runs=self.runs, etrecord=self.maps.etrecord(artifact),
+                                           layers=self.maps.layers)  # fmt: skip
         except (DeviceError, RunnerOutputError, ProfilerError) as exc:
             return {"sha256": artifact["sha256"], "role": artifact["role"], "error": str(exc)}
         finally:
@@ -389,7 +383,7 @@ def bench_build(
             profiling = None
             if options.profile_runs:
                 workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-                profiling = DeviceProfiling(build_dir, artifacts, options.profile_runs, workdir)
+                profiling = DeviceProfiling(build_dir, options.profile_runs, workdir)
             pool = stack.enter_context(ThreadPoolExecutor(max_workers=len(phones)))
             jobs = [
                 pool.submit(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import statistics
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -205,11 +206,9 @@ def profile_build(build_dir: Path, *, threads: int = 2, runs: int = 20) -> dict[
 
     directory = BuildDir(build_dir)
     listing = directory.artifacts()
-    planned = tuple(directory.plan().layers) if directory.is_compressed() else ()
     profiles = {}
-    etrecords: dict[str, Path | None] = {}  # by program bytes: the ios and android fp32 files are often the same
-    models = BuildModels(build_dir)
     with tempfile.TemporaryDirectory() as tmp:
+        maps = LayerMaps(build_dir, Path(tmp))
         for artifact in listing["artifacts"]:
             if artifact.get("status") != "ok" or not profiled(artifact):
                 continue
@@ -219,10 +218,8 @@ def profile_build(build_dir: Path, *, threads: int = 2, runs: int = 20) -> dict[
                 profiles[artifact["path"]] = {"sha256": sha, "role": artifact["role"], "runtime": "litert",
                                               "threads": "LiteRT default", **profile}  # fmt: skip
                 continue
-            if sha not in etrecords:
-                etrecords[sha] = etrecord_for(models, artifact, Path(tmp) / f"{len(etrecords)}.etrecord")
-            profile = etdump_profile(directory / artifact["path"], input_size=artifact["input_size"],
-                                     threads=threads, runs=runs, etrecord=etrecords[sha], layers=planned)  # fmt: skip
+            profile = etdump_profile(directory / artifact["path"], input_size=artifact["input_size"], threads=threads,
+                                     runs=runs, etrecord=maps.etrecord(artifact), layers=maps.layers)  # fmt: skip
             profiles[artifact["path"]] = {"sha256": sha, "role": artifact["role"], "runtime": "executorch",
                                           "threads": threads, **profile}  # fmt: skip
     record = {"compress_key": listing.get("compress_key"), "device": "host", "artifacts": profiles}
@@ -240,7 +237,30 @@ def _litert(path: Path, runs: int) -> dict[str, Any]:
         return {"error": str(exc)}
 
 
-class BuildModels:
+class LayerMaps:
+    """What maps a build's ExecuTorch operators back to its layers: the plan's layer names, and the ETRecord of
+    each program (by its bytes: the ios and android fp32 files are often the same), made once in ``workdir`` and
+    shared by the threads that bench several phones."""
+
+    def __init__(self, build_dir: Path, workdir: Path) -> None:
+        from mobilelwt.builddir import BuildDir
+
+        directory = BuildDir(build_dir)
+        self.layers = tuple(directory.plan().layers) if directory.is_compressed() else ()
+        self._models, self._workdir = _BuildModels(build_dir), workdir
+        self._etrecords: dict[str, Path | None] = {}
+        self._lock = threading.Lock()
+
+    def etrecord(self, artifact: dict[str, Any]) -> Path | None:
+        with self._lock:
+            sha = artifact["sha256"]
+            if sha not in self._etrecords:
+                path = self._workdir / f"{len(self._etrecords)}.etrecord"
+                self._etrecords[sha] = _etrecord_for(self._models, artifact, path)
+            return self._etrecords[sha]
+
+
+class _BuildModels:
     """A build's teacher and student, loaded on first use and once (None when the build cannot be loaded)."""
 
     def __init__(self, build_dir: Path) -> None:
@@ -261,7 +281,7 @@ class BuildModels:
         return self._build.teacher.model if role == "teacher" else self._build.student
 
 
-def etrecord_for(models: BuildModels, artifact: dict[str, Any], path: Path) -> Path | None:
+def _etrecord_for(models: _BuildModels, artifact: dict[str, Any], path: Path) -> Path | None:
     """The ETRecord of an fp32 artifact, made by lowering its model again: used only when that gives the very bytes
     of the artifact (then the debug handles are the artifact's); None otherwise (int8, another backend, a build
     whose models cannot be loaded)."""

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from mobilelwt.cli._common import console, handle_user_errors
 
-PROFILE_RUNS = 20  # executions under ETDump per profiled file
+PROFILE_RUNS = 20  # profiled executions per file (ETDump or LiteRT's profiler)
 
 
 @handle_user_errors
@@ -46,8 +46,9 @@ def bench_command(
     profile: Annotated[
         bool,
         typer.Option(
-            help="Also profile every ExecuTorch artifact per operator (ETDump): on the host, and on each device "
-            "(the Python runner, or --et-runner built with the event tracer).",
+            help="Also profile every ExecuTorch (ETDump) and LiteRT (its profiler) artifact per operator: on the "
+            "host, and on each device (the Python runner, or --et-runner built with the event tracer and "
+            "--tflite-runner).",
         ),
     ] = False,
 ) -> None:
