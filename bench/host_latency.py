@@ -15,8 +15,8 @@ import shutil
 from pathlib import Path
 
 from device_bench.bench import bench_build
+from mobilelwt.hashing import tree_sha256
 from mobilelwt.manifest import environment
-from targets._common import tree_sha256
 from targets.formats import FORMATS
 
 

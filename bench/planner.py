@@ -149,7 +149,7 @@ def compare(args) -> dict:
 
 
 def _val_images(result):
-    from mobilelwt.builddir import load_build, load_build_data
+    from mobilelwt.loading import load_build, load_build_data
 
     data = load_build_data(load_build(result.out))
     index = torch.arange(len(data.val))

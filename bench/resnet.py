@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from device_bench.host import interleaved_latency
 from device_bench.stats import speedup_ci, summarize
+from device_bench.timing import interleaved_latency
 from mobilelwt.manifest import environment
 from mobilelwt.plan import Plan, apply_plan, default_candidates
 from mobilelwt.planners import PlanningContext, plan_uniform

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from device_bench.host import interleaved_latency
 from device_bench.stats import summarize
+from device_bench.timing import interleaved_latency
 from mobilelwt.manifest import environment
 from mobilelwt.plan import apply_plan, default_candidates
 from mobilelwt.planners import PlanningContext
@@ -54,7 +54,7 @@ def bench_model(name: str, target: float, args) -> dict:
 
 def bench_build(build_dir: Path, target: float, args) -> dict:
     """Time the trained teacher and student of a ``mobilelwt compress`` build at the build's input size."""
-    from mobilelwt.builddir import load_build
+    from mobilelwt.loading import load_build
 
     build = load_build(build_dir)
     args.input_size = build.plan.input_size

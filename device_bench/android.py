@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from device_bench.parsers import RunnerOutputError, parse_benchmark_model, parse_executor_runner
-from device_bench.runner import MARKER, parse_result
+from device_bench.parsers import MARKER, RunnerOutputError, parse_benchmark_model, parse_executor_runner, parse_result
 from device_bench.transport import AdbTransport, DeviceError
-from mobilelwt.io import sha256_file
+from mobilelwt.hashing import sha256_file
 
 DEVICE_DIR = "/data/local/tmp/mobilelwt"
 FACT_PROPS = {

@@ -210,7 +210,7 @@ def _accuracy_inputs(build_dir: Path, count: int) -> tuple[Path, Any]:
     import numpy as np
     import torch
 
-    from mobilelwt.builddir import load_build, load_build_data
+    from mobilelwt.loading import load_build, load_build_data
 
     build = load_build(build_dir)
     data = load_build_data(build)
@@ -265,7 +265,7 @@ def _coreml_on_host(
         return {**base, "status": "unavailable", "reason": "Core ML runs only on macOS or an Apple device"}
     import torch
 
-    from device_bench.host import interleaved_latency
+    from device_bench.timing import interleaved_latency
 
     size = artifact["input_size"]
     model = HostModel(Path(build_dir) / artifact["path"], compute_units=options.coreml_compute_units)

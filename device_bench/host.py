@@ -3,37 +3,18 @@
 from __future__ import annotations
 
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from device_bench.stats import summarize
+from device_bench.parsers import parse_result
+from device_bench.stats import speedup_ci, summarize
+from device_bench.timing import interleaved_latency
 from targets import RUNTIMES, by_runtime, load_artifact
-
-
-def interleaved_latency(
-    runners: dict[str, Callable[[torch.Tensor], Any]],
-    example: torch.Tensor,
-    *,
-    warmup: int = 5,
-    rounds: int = 10,
-    per_round: int = 5,
-) -> dict[str, list[float]]:
-    """Milliseconds per call for each runner: warm-up, then ``rounds`` rounds that run every runner in turn."""
-    for run in runners.values():
-        for _ in range(warmup):
-            run(example)
-    samples: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            for _ in range(per_round):
-                started = time.perf_counter()
-                run(example)
-                samples[name].append((time.perf_counter() - started) * 1000.0)
-    return samples
 
 
 def pair_groups(artifacts: list[dict[str, Any]]) -> list[dict[str, dict[str, Any]]]:
@@ -47,11 +28,6 @@ def pair_groups(artifacts: list[dict[str, Any]]) -> list[dict[str, dict[str, Any
 
 def runner_memory(path: Path, runtime: str, *, threads: int, input_size: int) -> dict[str, Any]:
     """Peak resident memory of the Python runner running ``path`` alone (a fresh process: nothing else loaded)."""
-    import subprocess
-    import sys
-
-    from device_bench.runner import parse_result
-
     argv = [sys.executable, "-m", "device_bench.runner", str(path), "--runtime", runtime, "--runs", "3",
             "--warmup", "1", "--threads", str(threads), "--input-size", str(input_size)]  # fmt: skip
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
@@ -71,8 +47,6 @@ def pair_speedup(samples: dict[str, list[float]]) -> dict[str, Any]:
     """The student's speedup over the teacher measured in the same interleaved rounds, with its bootstrap CI."""
     if not samples.get("teacher") or not samples.get("student"):
         return {}
-    from device_bench.stats import speedup_ci
-
     low, high = speedup_ci(samples["teacher"], samples["student"])
     ratio = statistics.median(samples["teacher"]) / statistics.median(samples["student"])
     return {"speedup": ratio, "speedup_ci95": [low, high]}

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from device_bench.host import interleaved_latency
 from device_bench.stats import summarize
+from device_bench.timing import interleaved_latency
 from mobilelwt.io import write_json
 
 
@@ -41,7 +41,8 @@ def layer_latency(
     build_dir: Path, *, runtime: str = "executorch", threads: int = 2, warmup: int = 3, runs: int = 20
 ) -> list[dict[str, Any]]:
     """Teacher layer vs replacement, timed interleaved on ``runtime``; written to ``DIR/layer-latency.json``."""
-    from mobilelwt.builddir import LAYER_LATENCY, load_build
+    from mobilelwt.builddir import LAYER_LATENCY
+    from mobilelwt.loading import load_build
     from targets import host_runner
 
     build = load_build(Path(build_dir))

@@ -6,6 +6,7 @@ so a parse that does not find the completion line raises :class:`RunnerOutputErr
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -14,6 +15,23 @@ from mobilelwt.errors import MobileLWTError
 
 class RunnerOutputError(MobileLWTError):
     """The runner's output does not show a completed run."""
+
+
+MARKER = "MOBILELWT_RESULT "  # the Python runner's one result line (device_bench.runner prints it last)
+
+
+def parse_result(output: str) -> dict[str, Any]:
+    """The record a runner printed; a missing or broken marker line means the run did not complete."""
+    lines = [line for line in output.splitlines() if line.startswith(MARKER)]
+    if not lines:
+        raise RunnerOutputError(
+            "The Python runner printed no result line: the run did not complete.",
+            "Run `python -m device_bench.runner` by hand on the device to see why.",
+        )
+    try:
+        return json.loads(lines[-1][len(MARKER) :])
+    except json.JSONDecodeError:
+        raise RunnerOutputError("The Python runner's result line is cut short.", "Re-run the benchmark.") from None
 
 
 _ET_TOTAL = re.compile(r"Model executed successfully\s+(\d+)\s+time\(s\)\s+in\s+([\d.]+)\s*ms")

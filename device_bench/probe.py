@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from device_bench.host import interleaved_latency
 from device_bench.stats import interleaved_ratios
+from device_bench.timing import interleaved_latency
 
 # the facts that say which hardware a table was measured on (the serial is not one: a phone of the same model is
 # the same hardware)

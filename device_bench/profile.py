@@ -267,8 +267,8 @@ class _BuildModels:
         self.build_dir, self._build, self._loaded = build_dir, None, False
 
     def get(self, role: str) -> Any:
-        from mobilelwt.builddir import load_build
         from mobilelwt.errors import MobileLWTError
+        from mobilelwt.loading import load_build
 
         if not self._loaded:
             self._loaded = True

@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-MARKER = "MOBILELWT_RESULT "
+from device_bench.parsers import MARKER
+from device_bench.timing import interleaved_latency
 
 
 def run(
@@ -117,7 +118,6 @@ def run_interleaved(
     """Milliseconds per call of every file, measured in ``rounds`` rounds that run each file ``per_round`` times."""
     import torch
 
-    from device_bench.host import interleaved_latency
     from targets import load_artifact
     from targets.formats import by_runtime
 
@@ -214,22 +214,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(MARKER + json.dumps(record), flush=True)
     return 0
-
-
-def parse_result(output: str) -> dict[str, Any]:
-    """The record a runner printed; a missing or broken marker line means the run did not complete."""
-    from device_bench.parsers import RunnerOutputError
-
-    lines = [line for line in output.splitlines() if line.startswith(MARKER)]
-    if not lines:
-        raise RunnerOutputError(
-            "The Python runner printed no result line: the run did not complete.",
-            "Run `python -m device_bench.runner` by hand on the device to see why.",
-        )
-    try:
-        return json.loads(lines[-1][len(MARKER) :])
-    except json.JSONDecodeError:
-        raise RunnerOutputError("The Python runner's result line is cut short.", "Re-run the benchmark.") from None
 
 
 if __name__ == "__main__":

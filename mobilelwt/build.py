@@ -11,13 +11,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mobilelwt.builddir import SUMMARY, TEACHER_DIR, BuildDir, digest, jsonable, read_json
+from mobilelwt.builddir import SUMMARY, TEACHER_DIR, BuildDir, read_json
 from mobilelwt.checks import check_writable_dir, finite, whole
 from mobilelwt.compress import CompressConfig, LatencyProbeFactory, compress
 from mobilelwt.devices import resolve_device
 from mobilelwt.distributed import init_distributed, on_main, world
 from mobilelwt.errors import ConfigError
-from mobilelwt.io import sha256_file, write_json
+from mobilelwt.hashing import digest, sha256_file
+from mobilelwt.io import jsonable, write_json
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
 from mobilelwt.ranks import is_main_process
 from mobilelwt.train import TrainConfig, train_teacher

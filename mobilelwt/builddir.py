@@ -4,28 +4,21 @@ Stages run in order ``teacher -> compress -> export -> bench -> report``. Each s
 content hashes of what it was made from (``inputs``, digested into a ``key``). A stage whose recorded key
 matches what it would be made from now is reused; otherwise its outputs and everything downstream are removed
 before it runs again, so a re-run with any changed input equals a fresh run and nothing stale is ever shown.
-Every other package reads builds through this module.
+Every other package reads builds through this module; loading a build's models and data is
+:mod:`mobilelwt.loading`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import torch
-from torch import nn
+from typing import Any
 
 from mobilelwt.errors import ConfigError
-from mobilelwt.io import jsonable
-
-if TYPE_CHECKING:
-    from mobilelwt.data import DataBundle
-    from mobilelwt.plan import Plan
-    from mobilelwt.teachers import Teacher
+from mobilelwt.hashing import sha256_file, tree_sha256
+from mobilelwt.plan import Plan
 
 PLAN = "plan.json"
 STUDENT = "student.pt"
@@ -50,32 +43,6 @@ ARTIFACTS_FORMAT = "mobilelwt.artifacts/2"
 
 class BuildFileError(ConfigError):
     """A build file that is missing, corrupt, or written by something else."""
-
-
-def digest(value: Any) -> str:
-    """sha256 of ``value``'s canonical JSON: equal settings give equal digests, whatever their key order."""
-    blob = json.dumps(jsonable(value), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def tensor_sha256(tensor: torch.Tensor, into: Any | None = None) -> str:
-    """Content hash of a tensor: dtype, shape and every byte."""
-    h = into or hashlib.sha256()
-    # flattened: a 0-dim buffer (batch norm's num_batches_tracked) cannot be viewed as bytes
-    t = tensor.detach().cpu().contiguous().reshape(-1)
-    h.update(f"{t.dtype}{tuple(tensor.shape)}".encode())
-    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def state_dict_sha256(model: nn.Module) -> str:
-    """Content hash of a model's weights (names, dtypes, shapes, bytes): the same for the same weights, whatever
-    file or seed they came from."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode() + b"\0")
-        tensor_sha256(tensor, h)
-    return h.hexdigest()
 
 
 def read_json(path: Path, *, what: str, fix: str, required: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -192,8 +159,6 @@ class BuildDir:
         )
 
     def plan(self) -> Plan:
-        from mobilelwt.plan import Plan
-
         return Plan.load(self.path / PLAN)
 
     def compress_key(self) -> str:
@@ -202,8 +167,6 @@ class BuildDir:
 
     def check_student(self, manifest: dict[str, Any]) -> None:
         """The student file must be the one the manifest recorded: a replaced or damaged file is not this build."""
-        from mobilelwt.io import sha256_file
-
         recorded = manifest["files"].get(STUDENT, {}).get("sha256")
         if recorded != sha256_file(self.path / STUDENT):
             raise BuildFileError(
@@ -237,8 +200,6 @@ class BuildDir:
 
     def current_artifact(self, record: dict[str, Any]) -> bool:
         """An exported file is current when it exists with the bytes its record names."""
-        from targets._common import tree_sha256
-
         path = self.path / record["path"]
         return record.get("status") in ("ok", "mismatch") and path.exists() and tree_sha256(path) == record["sha256"]
 
@@ -291,107 +252,3 @@ class BuildDir:
         if self.is_compressed() and data.get("compress_key") != self.compress_key():
             return None
         return data
-
-
-def data_fingerprint(bundle: DataBundle) -> str:
-    """What the data stage hands on: the split's description and every file's name, size and modification time."""
-    return digest({"describe": bundle.describe(), "train": bundle.train.fingerprint(), "val": bundle.val.fingerprint()})
-
-
-def teacher_fingerprint(teacher: Teacher) -> str:
-    """The teacher's weights; for a user model, its code too (a changed forward makes another teacher)."""
-    weights = state_dict_sha256(teacher.model)
-    return weights if teacher.code is None else digest({"weights": weights, "code": teacher.code["sha256"]})
-
-
-def trust_recorded_code(teacher_info: dict[str, Any], build_dir: Path) -> None:
-    """A build made from user code (with the user's consent) may load that exact file again in later stages;
-    a file that changed since is another teacher, and the build's student and numbers are stale."""
-    from mobilelwt.teachers.user import resolve_source, trust_code_hash
-
-    code = teacher_info.get("code")
-    if not code:
-        return
-    if resolve_source(teacher_info["model"]).sha256 != code["sha256"]:
-        raise BuildFileError(
-            f"The model code {code['file']} has changed since {build_dir} was compressed, so its student and "
-            "numbers are stale.",
-            "Re-run `mobilelwt build --trust-code` (or `compress --trust-code`) into this directory.",
-        )
-    trust_code_hash(code["sha256"])
-
-
-def load_student_model(build_dir: Path, plan: Plan | None = None) -> nn.Module:
-    """The student of a build directory (architecture from plan.json, weights from student.pt)."""
-    from mobilelwt.plan import apply_plan
-    from mobilelwt.teachers import build_teacher
-    from mobilelwt.weights import load_checkpoint, load_into
-
-    build_dir = BuildDir(build_dir)
-    plan = plan or build_dir.plan()
-    skeleton = build_teacher(plan.model, num_classes=plan.num_classes, input_size=plan.input_size).model
-    student = apply_plan(skeleton, plan, init=False, inplace=True)
-    load_into(student, load_checkpoint(build_dir / STUDENT)["state_dict"], str(build_dir / STUDENT))
-    return student.eval()
-
-
-@dataclass
-class Build:
-    """A finished compress stage, loaded in one call: teacher, student, plan, preprocessing."""
-
-    dir: Path
-    plan: Plan
-    teacher: Teacher
-    student: nn.Module
-    manifest: dict[str, Any]
-
-    @property
-    def classes(self) -> list[str]:
-        return self.manifest["teacher"]["classes"]
-
-    @property
-    def key(self) -> str:
-        """The compress stage's key: exports and measurements of this student record it."""
-        return self.manifest["inputs"]["key"]
-
-
-def load_build(build_dir: Path) -> Build:
-    """Teacher, student and plan of a finished build, checked against what its manifest recorded."""
-    from mobilelwt.teachers import build_teacher
-
-    directory = BuildDir(build_dir)
-    manifest = directory.manifest()
-    directory.check_student(manifest)
-    plan = directory.plan()
-    info = manifest["teacher"]
-    trust_recorded_code(info, directory.path)
-    teacher = build_teacher(
-        info["model"],
-        num_classes=info["num_classes"],
-        input_size=info["input_size"],
-        weights=info["weights"],
-        seed=info.get("seed", 0),
-    )
-    if teacher_fingerprint(teacher) != info.get("sha256"):
-        raise BuildFileError(
-            f"The teacher weights {info['weights']} have changed since {directory.path} was compressed (their content "
-            "hash differs), so its student and numbers are stale.",
-            "Re-run `mobilelwt compress` (or `mobilelwt build`) into this directory.",
-        )
-    teacher.classes = info["classes"]
-    return Build(directory.path, plan, teacher, load_student_model(directory.path, plan), manifest)
-
-
-def load_build_data(build: Build) -> DataBundle:
-    """The build's data with its train/val split as recorded (for calibration and validation of exports)."""
-    from mobilelwt.data import load_data
-
-    recorded = build.manifest["settings"]["data"]
-    return load_data(
-        recorded["source"],
-        build.manifest["teacher"]["input_size"],
-        val_fraction=recorded.get("val_fraction", 0.1),
-        seed=recorded.get("split_seed", 0),
-        val_data=recorded.get("val_source"),
-        expected_classes=build.classes,
-    )

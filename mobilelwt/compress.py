@@ -23,15 +23,7 @@ from mobilelwt.builddir import (
     METRICS,
     PLAN,
     STUDENT,
-    Build,
     BuildDir,
-    data_fingerprint,
-    digest,
-    jsonable,
-    load_build,
-    load_build_data,
-    load_student_model,
-    teacher_fingerprint,
 )
 from mobilelwt.checks import check_writable_dir
 from mobilelwt.data import DataBundle, iterate_normalized, load_labelled
@@ -40,8 +32,17 @@ from mobilelwt.distill import DistillConfig, distill
 from mobilelwt.distributed import broadcast_module, init_distributed, on_main, rank_batch_size
 from mobilelwt.errors import ConfigError
 from mobilelwt.evaluation import evaluate, evaluate_set
-from mobilelwt.io import atomic_path, read_json, write_json
+from mobilelwt.hashing import digest
+from mobilelwt.io import atomic_path, jsonable, read_json, write_json
 from mobilelwt.layerwise import LayerwiseConfig, train_layerwise
+from mobilelwt.loading import (
+    Build,
+    data_fingerprint,
+    load_build,
+    load_build_data,
+    load_student_model,
+    teacher_fingerprint,
+)
 from mobilelwt.manifest import build_manifest
 from mobilelwt.plan import Plan, apply_plan, default_candidates
 from mobilelwt.planners import PLANNERS, PlanningContext, plan_sensitivity, plan_uniform

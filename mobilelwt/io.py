@@ -1,9 +1,8 @@
-"""File writing that never leaves half-written artifacts, and content hashes for manifests."""
+"""File writing that never leaves half-written artifacts, and the one conversion to plain JSON data."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import tempfile
@@ -57,11 +56,3 @@ def _json_default(obj: Any) -> Any:
 def jsonable(value: Any) -> Any:
     """``value`` as plain JSON data (paths, tuples, numpy/torch scalars converted): the one place that does it."""
     return json.loads(json.dumps(value, default=_json_default))
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()

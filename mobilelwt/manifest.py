@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mobilelwt.io import sha256_file
+from mobilelwt.hashing import sha256_file
 
 _PACKAGES = (
     "mobilelwt",

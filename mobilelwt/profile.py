@@ -50,30 +50,6 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def summarize_teachers(
-    names: list[str], *, input_size: int = 224, num_classes: int | None = None
-) -> list[dict[str, object]]:
-    """Params and MACs of each named teacher at ``input_size`` (shape-only, no weights are loaded)."""
-    from mobilelwt.teachers import build_teacher, get_teacher_spec
-
-    rows = []
-    for name in names:
-        teacher = build_teacher(name, num_classes=num_classes, input_size=input_size, device="meta")
-        layers = profile_layers(teacher.model, input_size)
-        rows.append(
-            {
-                "model": teacher.name,
-                "family": get_teacher_spec(name).family,
-                "input_size": input_size,
-                "num_classes": teacher.num_classes,
-                "params": count_params(teacher.model),
-                "macs": sum(r.macs for r in layers),
-                "layers": [r.to_dict() for r in layers],
-            }
-        )
-    return rows
-
-
 def profile_module(module: nn.Module, input_shape: tuple[int, ...]) -> list[LayerStats]:
     """Rows for the leaf modules of ``module`` run on one sample of ``input_shape`` (C, H, W) or (features,).
 

@@ -28,7 +28,8 @@ from mobilelwt.distributed import (
 )
 from mobilelwt.errors import ConfigError
 from mobilelwt.evaluation import evaluate_set
-from mobilelwt.io import atomic_path, sha256_file, write_json
+from mobilelwt.hashing import sha256_file
+from mobilelwt.io import atomic_path, write_json
 from mobilelwt.manifest import build_manifest
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
 from mobilelwt.teachers import Teacher, build_teacher

@@ -7,15 +7,12 @@ import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from mobilelwt.errors import CheckpointError
-
-if TYPE_CHECKING:
-    from mobilelwt.teachers import TeacherSpec
 
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 
@@ -121,20 +118,3 @@ def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: 
 def _some(items: list[str], limit: int = 3) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f", ... {len(items) - limit} more" if len(items) > limit else "")
-
-
-def imagenet_weights_path(spec: TeacherSpec) -> tuple[Path, str]:
-    """Where torchvision keeps ``spec``'s DEFAULT ImageNet weights in the torch hub cache, and their URL."""
-    url = spec.weights_enum.DEFAULT.url
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name, url
-
-
-def load_imagenet_state_dict(spec: TeacherSpec) -> dict[str, torch.Tensor]:
-    """torchvision's DEFAULT weights for ``spec``, read from the local hub cache only (never downloaded)."""
-    path, url = imagenet_weights_path(spec)
-    if not path.is_file():
-        raise CheckpointError(
-            f"ImageNet weights for {spec.name} are not in the local torch hub cache ({path} is missing).",
-            f"Download {url} and copy it to {path} (or set TORCH_HOME), or pass --weights PATH.",
-        )
-    return load_checkpoint(path)["state_dict"]

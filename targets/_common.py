@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -17,7 +16,8 @@ import torch
 from torch import nn
 
 from mobilelwt.errors import MobileLWTError
-from mobilelwt.io import atomic_path, sha256_file
+from mobilelwt.hashing import sha256_file, tree_sha256
+from mobilelwt.io import atomic_path
 
 REWRITE_LAYER = (
     "Rewrite that layer with exportable torch ops (no numpy, no Python branches on tensor values), or export to "
@@ -73,18 +73,6 @@ def tree_bytes(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-def tree_sha256(path: Path) -> str:
-    """sha256 of a file, or of a directory's files (relative names and contents, in sorted order)."""
-    path = Path(path)
-    if path.is_file():
-        return sha256_file(path)
-    digest = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(f.relative_to(path).as_posix().encode() + b"\0")
-        digest.update(sha256_file(f).encode())
-    return digest.hexdigest()
 
 
 def replace_dir(tmp: Path, final: Path) -> None:

@@ -16,7 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from mobilelwt.builddir import ARTIFACTS, ARTIFACTS_FORMAT, BuildDir, digest, load_build, load_build_data
+from mobilelwt.builddir import ARTIFACTS, ARTIFACTS_FORMAT, BuildDir
+from mobilelwt.hashing import digest
+from mobilelwt.loading import load_build, load_build_data
 from mobilelwt.errors import MobileLWTError
 from mobilelwt.io import write_json
 from mobilelwt.manifest import environment

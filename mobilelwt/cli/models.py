@@ -27,8 +27,8 @@ def models_command(
     trust_code: TrustCodeOption = False,
 ) -> None:
     """List the teachers with parameters and MACs (multiply-accumulates) at the chosen input size."""
-    from mobilelwt.profile import summarize_teachers
     from mobilelwt.teachers import check_model, list_teachers
+    from mobilelwt.teachers.summary import summarize_teachers
 
     allow_model_code(trust_code, *(model or []))
     names = [check_model(name) for name in model or list_teachers()]  # unknown names fail before any work

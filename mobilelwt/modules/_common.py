@@ -9,6 +9,8 @@ import torch
 from torch import nn
 
 from mobilelwt.errors import ConfigError
+from mobilelwt.hashing import tensor_sha256
+from mobilelwt.profile import profile_module
 
 WIDTH_MULTIPLE = 8
 
@@ -79,8 +81,6 @@ _SVD_CACHE: OrderedDict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = 
 
 def _fingerprint(matrix: torch.Tensor) -> str:
     """Every byte of the matrix: sums or samples collide for permuted or locally edited weights."""
-    from mobilelwt.builddir import tensor_sha256
-
     return tensor_sha256(matrix)
 
 
@@ -133,6 +133,4 @@ class Replacement(nn.Module):
 
     def macs(self, input_shape: tuple[int, ...]) -> int:
         """MACs for one sample of ``input_shape`` ((C, H, W) or (features,)), counted shape-only."""
-        from mobilelwt.profile import profile_module
-
         return sum(row.macs for row in profile_module(self, input_shape))

@@ -14,7 +14,9 @@ from typing import Any, Protocol
 
 from torch import nn
 
+from mobilelwt.builddir import read_json
 from mobilelwt.errors import ConfigError
+from mobilelwt.hashing import digest
 from mobilelwt.io import write_json
 
 TABLE_FORMAT = "mobilelwt.latency-table/1"
@@ -63,8 +65,6 @@ def layer_signature(layer: nn.Module, input_shape: tuple[int, ...]) -> dict[str,
 
 def entry_key(signature: dict[str, Any], module: str, params: dict[str, Any] | None = None) -> str:
     """The table key of ``module`` (``teacher`` for the layer itself) with ``params`` replacing that layer."""
-    from mobilelwt.builddir import digest
-
     return digest({"layer": signature, "module": module, "params": params or {}})[:24]
 
 
@@ -98,8 +98,6 @@ class LatencyTable:
 
     @classmethod
     def load(cls, path: Path) -> LatencyTable:
-        from mobilelwt.builddir import read_json
-
         fix = "Remove it to measure a new table, or pass a table written by mobilelwt."
         data = read_json(Path(path), what="latency table", fix=fix, required=("format", "identity", "context"))
         if data["format"] != TABLE_FORMAT:

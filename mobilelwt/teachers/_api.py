@@ -14,8 +14,11 @@ import torch
 from torch import nn
 
 from mobilelwt.errors import CheckpointError, ConfigError
+from mobilelwt.plan import trace
+from mobilelwt.profile import shape_forward
 from mobilelwt.registry import Registry
 from mobilelwt.teachers.user import UserModelSource, build_user_model, is_user_model, resolve_source
+from mobilelwt.weights import load_checkpoint, load_into
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -103,8 +106,6 @@ def _user_spec(source: UserModelSource) -> TeacherSpec:
 
 def find_head(model: nn.Module, input_size: int) -> str:
     """The classifier head: the last Conv2d/Linear that runs (its outputs are the classes)."""
-    from mobilelwt.plan import trace
-
     layers = trace(model, input_size)
     if not layers:
         raise ConfigError(
@@ -199,8 +200,6 @@ def build_teacher(
     source = str(weights)
     checkpoint: dict[str, Any] | None = None
     if source not in ("none", "imagenet"):
-        from mobilelwt.weights import load_checkpoint
-
         checkpoint = load_checkpoint(Path(source))
     meta = (checkpoint or {}).get("metadata", {})
     if source == "imagenet" and spec.source is not None:
@@ -229,15 +228,11 @@ def build_teacher(
             torch.manual_seed(seed)
             num_classes = _fit_user_head(model, spec, num_classes, input_size)
     if source == "imagenet":
-        from mobilelwt.weights import load_imagenet_state_dict
-
         model.load_state_dict(load_imagenet_state_dict(spec))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             _replace_head(model, spec.head, num_classes)  # a fresh (seeded) head, fine-tuned on the user's classes
     elif checkpoint is not None:
-        from mobilelwt.weights import load_into
-
         load_into(model, checkpoint["state_dict"], source)
     model.eval()
     return Teacher(
@@ -271,8 +266,6 @@ def _fit_user_head(model: nn.Module, spec: TeacherSpec, num_classes: int | None,
 
 def _output_shape(model: nn.Module, input_size: int, name: str) -> tuple[int, ...]:
     """Shape-only forward on the meta device; code that needs real values gets one real forward on zeros."""
-    from mobilelwt.profile import shape_forward
-
     try:
         out = shape_forward(model, (3, input_size, input_size))
     except Exception as exc:
@@ -294,3 +287,20 @@ def _agree(key: str, requested: int | None, recorded: int | None, source: str) -
             f"Drop {flag} or pass {flag} {recorded}.",
         )
     return requested if requested is not None else recorded
+
+
+def imagenet_weights_path(spec: TeacherSpec) -> tuple[Path, str]:
+    """Where torchvision keeps ``spec``'s DEFAULT ImageNet weights in the torch hub cache, and their URL."""
+    url = spec.weights_enum.DEFAULT.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name, url
+
+
+def load_imagenet_state_dict(spec: TeacherSpec) -> dict[str, torch.Tensor]:
+    """torchvision's DEFAULT weights for ``spec``, read from the local hub cache only (never downloaded)."""
+    path, url = imagenet_weights_path(spec)
+    if not path.is_file():
+        raise CheckpointError(
+            f"ImageNet weights for {spec.name} are not in the local torch hub cache ({path} is missing).",
+            f"Download {url} and copy it to {path} (or set TORCH_HOME), or pass --weights PATH.",
+        )
+    return load_checkpoint(path)["state_dict"]

@@ -4,8 +4,7 @@ import sys
 import pytest
 import torch
 
-from device_bench.parsers import RunnerOutputError
-from device_bench.runner import parse_result
+from device_bench.parsers import RunnerOutputError, parse_result
 from targets.executorch import export as export_pte
 from tests.conftest import TinyNet
 

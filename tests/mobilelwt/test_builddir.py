@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from mobilelwt.builddir import BuildDir, BuildFileError, digest, load_build, state_dict_sha256
+from mobilelwt.builddir import BuildDir, BuildFileError
 from mobilelwt.compress import CompressConfig, compress
 from mobilelwt.distill import DistillConfig
 from mobilelwt.errors import ConfigError
+from mobilelwt.hashing import digest, state_dict_sha256
 from mobilelwt.layerwise import LayerwiseConfig
+from mobilelwt.loading import load_build
 from mobilelwt.teachers import build_teacher
 from tests.conftest import write_image_folder
 

@@ -3,11 +3,12 @@ import json
 import pytest
 import torch
 
-from mobilelwt.compress import CompressConfig, compress, evaluate_build, load_build, load_student_model
+from mobilelwt.compress import CompressConfig, compress, evaluate_build
 from mobilelwt.data import load_data
 from mobilelwt.distill import DistillConfig
 from mobilelwt.errors import ConfigError, DataError
 from mobilelwt.layerwise import LayerwiseConfig, layer_io, train_layerwise
+from mobilelwt.loading import load_build, load_student_model
 from mobilelwt.plan import Plan, apply_plan
 from mobilelwt.teachers import build_teacher
 from tests.conftest import write_image_folder

@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from mobilelwt import distributed
-from mobilelwt.builddir import load_build
 from mobilelwt.data import DataBundle, ImageSet
 from mobilelwt.distributed import World
 from mobilelwt.errors import ConfigError
+from mobilelwt.loading import load_build
 
 TINY = """
 from torch import nn

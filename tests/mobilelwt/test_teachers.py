@@ -3,7 +3,7 @@ import torch
 
 from mobilelwt.errors import CheckpointError, ConfigError
 from mobilelwt.teachers import build_teacher, get_teacher_spec, min_input_size
-from mobilelwt.weights import imagenet_weights_path
+from mobilelwt.teachers._api import imagenet_weights_path
 
 
 def test_num_classes_and_input_size() -> None:

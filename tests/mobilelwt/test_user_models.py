@@ -276,7 +276,7 @@ def test_mac_target_out_of_reach_names_the_layers_kept() -> None:
 
 def test_edited_model_code_is_another_teacher_for_every_stage_key(user_file: Path, trusted) -> None:
     """Same weights (same seed), edited forward: the teacher fingerprint, hence the compress key, must change."""
-    from mobilelwt.builddir import teacher_fingerprint
+    from mobilelwt.loading import teacher_fingerprint
 
     before = build_teacher(f"{user_file}:residual", num_classes=3, input_size=32, seed=0)
     user_file.write_text(user_file.read_text().replace("torch.relu(skip +", "torch.relu(0.5 * skip +"))

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from targets._common import tree_sha256
+from mobilelwt.hashing import tree_sha256
 from tests.mobilelwt.cli.test_cli import assert_user_error, invoke
 
 # the default target: a speedup measured on the host's ExecuTorch (a small one: tinynet's layers are tiny)
