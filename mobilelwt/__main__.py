@@ -1,3 +1,3 @@
-from mobilelwt.cli import main
+from mobilelwt.app.cli import main
 
 main()

@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from mobilelwt.builddir import ARTIFACTS, ARTIFACTS_FORMAT, BuildDir
-from mobilelwt.hashing import digest
-from mobilelwt.loading import load_build, load_build_data
 from mobilelwt.errors import MobileLWTError
+from mobilelwt.hashing import digest
 from mobilelwt.io import write_json
+from mobilelwt.loading import load_build, load_build_data
 from mobilelwt.manifest import environment
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
 from mobilelwt.teachers import model_slug

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from targets._common import REWRITE_LAYER, Artifact, TargetError, UnsupportedOpError, describe_failing_op, first_line
+from targets.quantize import quantize_pt2e
 
 PRECISIONS = ("fp32", "int8")
 BACKENDS = ("xnnpack", "coreml")
@@ -34,28 +35,6 @@ class ExecuTorchConfig:
             raise TargetError(f"Unknown ExecuTorch backend {self.backend!r}.", f"Use one of: {', '.join(BACKENDS)}.")
         if self.backend == "coreml" and self.precision != "fp32":
             raise TargetError("The Core ML delegate takes an fp32 program.", "Use --precision fp32 for it.")
-
-
-def quantize_pt2e(
-    model: nn.Module,
-    example_inputs: tuple[torch.Tensor, ...],
-    calibration: torch.Tensor | None,
-    quantizer: Any,
-    *,
-    fold_quantize: bool = True,
-) -> nn.Module:
-    """Prepare ``model`` with ``quantizer``, run ``calibration`` through it (one image at a time), convert."""
-    from torchao.quantization.pt2e import move_exported_model_to_eval
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    if calibration is None or len(calibration) == 0:
-        raise TargetError("int8 export needs calibration images.", "Export from a build whose data is available.")
-    graph = torch.export.export(model.eval(), example_inputs).module()
-    prepared = move_exported_model_to_eval(prepare_pt2e(graph, quantizer))  # dropout off while calibrating
-    with torch.no_grad():
-        for image in calibration:
-            prepared(image.unsqueeze(0))
-    return move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=fold_quantize))
 
 
 def _partitioner(backend: str) -> Any:

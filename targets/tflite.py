@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from targets._common import REWRITE_LAYER, Artifact, TargetError, UnsupportedOpError, describe_failing_op, first_line
+from targets.quantize import quantize_pt2e
 
 PRECISIONS = ("fp32", "int8")
 QUANTIZATIONS = ("static", "dynamic")
@@ -58,8 +59,6 @@ def convert(
         if config.precision == "int8":
             from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
             from litert_torch.quantize.quant_config import QuantConfig
-
-            from targets.executorch import quantize_pt2e
 
             quantizer = PT2EQuantizer().set_global(
                 get_symmetric_quantization_config(is_per_channel=True, is_dynamic=config.quantization == "dynamic")

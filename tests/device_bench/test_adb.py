@@ -219,7 +219,7 @@ def test_truncated_cached_artifact_on_the_device_is_replaced_not_trusted(phone, 
 
 
 def test_wrong_python_is_named_and_bench_exits_non_zero(phone, exported, tmp_path) -> None:
-    from tests.mobilelwt.cli.test_cli import invoke
+    from tests.mobilelwt.app.cli.test_cli import invoke
 
     build = _fresh_copy(exported, tmp_path)
     result = invoke("bench", build, "--device", phone.serial, "--python", "/opt/no-such/python3", "--runs", "2",
@@ -415,8 +415,8 @@ def test_memory_watch_reads_a_real_process_and_stays_silent_for_a_short_one() ->
 def test_a_runner_without_the_event_tracer_keeps_its_latency_and_says_why_there_is_no_profile(
     phone, exported, tmp_path, native_runner
 ) -> None:
+    from mobilelwt.app.reports import make_report
     from mobilelwt.builddir import BuildDir
-    from mobilelwt.report import make_report
 
     build = _fresh_copy(exported, tmp_path)
     untraced = tmp_path / "executor_runner"  # an executor_runner built without the event tracer: no such flag

@@ -12,9 +12,9 @@ from PIL import Image
 
 from device_bench.report import Budget, load_report_table
 from device_bench.report.render import pareto_front, read_json_report
+from mobilelwt.app.reports import make_report
 from mobilelwt.errors import ConfigError
-from mobilelwt.report import make_report
-from tests.mobilelwt.cli.test_cli import assert_user_error, invoke
+from tests.mobilelwt.app.cli.test_cli import assert_user_error, invoke
 
 
 def _artifact(role, fmt, runtime, precision, path, *, top1=None, status="ok", kind="numeric", reason=None):

@@ -238,7 +238,7 @@ def test_eval_shards_cover_every_image_once(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_nproc_inside_torchrun_and_outside_a_command_line_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mobilelwt.cli._launch import relaunch, strip_nproc
+    from mobilelwt.app.cli._launch import relaunch, strip_nproc
 
     assert strip_nproc(["compress", "--nproc", "2", "--out", "x", "--nproc=3"]) == ["compress", "--out", "x"]
     relaunch(None)
@@ -254,7 +254,7 @@ def test_nproc_inside_torchrun_and_outside_a_command_line_are_refused(monkeypatc
 
 
 def test_bad_parallel_options_are_one_clear_error(tmp_path: Path) -> None:
-    from tests.mobilelwt.cli.test_cli import assert_user_error, invoke
+    from tests.mobilelwt.app.cli.test_cli import assert_user_error, invoke
 
     assert_user_error(invoke("compress", "--model", "alexnet", "--out", tmp_path / "b", "--workers", "-1"), "--workers")
     assert_user_error(invoke("compress", "--model", "alexnet", "--out", tmp_path / "b", "--nproc", "0"), "--nproc")

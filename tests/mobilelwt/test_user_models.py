@@ -14,7 +14,7 @@ from torch import nn
 from mobilelwt.errors import ConfigError
 from mobilelwt.teachers import build_teacher, canonical_model_name, check_model, find_head, model_slug
 from mobilelwt.teachers.user import trust_user_code
-from tests.mobilelwt.cli.test_cli import assert_user_error, invoke
+from tests.mobilelwt.app.cli.test_cli import assert_user_error, invoke
 
 RESIDUAL = """
 import torch

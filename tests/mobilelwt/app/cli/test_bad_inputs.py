@@ -11,7 +11,7 @@ from mobilelwt.compress import CompressConfig, compress
 from mobilelwt.distill import DistillConfig
 from mobilelwt.layerwise import LayerwiseConfig
 from tests.conftest import write_image_folder
-from tests.mobilelwt.cli.test_cli import assert_user_error, invoke
+from tests.mobilelwt.app.cli.test_cli import assert_user_error, invoke
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from mobilelwt.cli._common import (
+from mobilelwt.app.cli._common import (
     console,
     data_line,
     err_console,
@@ -17,7 +17,7 @@ from mobilelwt.cli._common import (
     main_progress,
     progress_bars,
 )
-from mobilelwt.cli._options import (
+from mobilelwt.app.cli._options import (
     CompressOptions,
     ModelOption,
     ParallelOptions,
@@ -134,7 +134,7 @@ def build_command(
     parallel: ParallelOptions = ParallelOptions(),  # noqa: B008
 ) -> None:
     """Compress, export, validate and benchmark in one command; offline on the built-in digits by default."""
-    from mobilelwt.build import BuildConfig, build
+    from mobilelwt.app.pipeline import BuildConfig, build
     from mobilelwt.teachers import model_slug
     from mobilelwt.train import TrainConfig
 

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from mobilelwt.cli._common import console, data_line, handle_user_errors, is_main_process, main_progress
-from mobilelwt.cli._options import ModelOption, ParallelOptions, TrustCodeOption, allow_model_code, with_groups
+from mobilelwt.app.cli._common import console, data_line, handle_user_errors, is_main_process, main_progress
+from mobilelwt.app.cli._options import ModelOption, ParallelOptions, TrustCodeOption, allow_model_code, with_groups
 
 
 @handle_user_errors

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from mobilelwt.cli._common import console, handle_user_errors
+from mobilelwt.app.cli._common import console, handle_user_errors
 
 
 @handle_user_errors

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mobilelwt.cli._common import console, handle_user_errors
+from mobilelwt.app.cli._common import console, handle_user_errors
 
 
 @handle_user_errors
@@ -19,7 +19,7 @@ def report_command(
     max_drop: Annotated[float | None, typer.Option(help="… and whose top-1 drop is at most this (points).")] = None,
 ) -> None:
     """Write the speedup/accuracy report (self-contained HTML, Markdown, CSV, JSON) and print where it is."""
-    from mobilelwt.report import make_report
+    from mobilelwt.app.reports import make_report
 
     formats = tuple(f.strip() for f in format.split(",") if f.strip())
     result = make_report(build_dirs, out=out, formats=formats, budget_ms=budget_ms, max_drop=max_drop)

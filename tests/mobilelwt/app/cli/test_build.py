@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from mobilelwt.hashing import tree_sha256
-from tests.mobilelwt.cli.test_cli import assert_user_error, invoke
+from tests.mobilelwt.app.cli.test_cli import assert_user_error, invoke
 
 # the default target: a speedup measured on the host's ExecuTorch (a small one: tinynet's layers are tiny)
 QUICK = ["--model", "tinynet", "--speedup", "1.3", "--rank-grid", "2", "--calib-images", "16",

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mobilelwt.cli._common import console, handle_user_errors, human
-from mobilelwt.cli._options import TrustCodeOption, allow_model_code
+from mobilelwt.app.cli._common import console, handle_user_errors, human
+from mobilelwt.app.cli._options import TrustCodeOption, allow_model_code
 
 
 @handle_user_errors

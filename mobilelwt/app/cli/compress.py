@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mobilelwt.cli._common import console, data_line, handle_user_errors, human, is_main_process, main_progress
-from mobilelwt.cli._options import (
+from mobilelwt.app.cli._common import console, data_line, handle_user_errors, human, is_main_process, main_progress
+from mobilelwt.app.cli._options import (
     CompressOptions,
     ModelOption,
     ParallelOptions,

@@ -9,8 +9,8 @@ import sys
 
 import typer
 
+from mobilelwt.app.cli._common import err_console
 from mobilelwt.checks import whole
-from mobilelwt.cli._common import err_console
 from mobilelwt.errors import ConfigError
 from mobilelwt.ranks import RESUME_FIX, launched_ranks
 

@@ -249,7 +249,7 @@ def build(
     # also without --bench: the current host records of these files (an earlier run's, if their bytes are unchanged)
     bench_records = [r for r in BuildDir(out).bench_records() if r["artifact"] in paths and r["device"] == "host"]
     on_progress(ProgressEvent("build", 4, 4, {"stage": "report"}))
-    from mobilelwt.report import make_report
+    from mobilelwt.app.reports import make_report
 
     report = make_report([out], budget_ms=config.budget_ms, max_drop=config.max_drop)
     seconds["total"] = time.perf_counter() - started

@@ -7,13 +7,13 @@ from typing import Annotated
 import typer
 
 from mobilelwt import __version__
-from mobilelwt.cli.bench import bench_command
-from mobilelwt.cli.build import build_command, export_command
-from mobilelwt.cli.compress import compress_command, evaluate_command
-from mobilelwt.cli.datasets import datasets_command
-from mobilelwt.cli.models import models_command
-from mobilelwt.cli.report import report_command
-from mobilelwt.cli.train_teacher import train_teacher_command
+from mobilelwt.app.cli.bench import bench_command
+from mobilelwt.app.cli.build import build_command, export_command
+from mobilelwt.app.cli.compress import compress_command, evaluate_command
+from mobilelwt.app.cli.datasets import datasets_command
+from mobilelwt.app.cli.models import models_command
+from mobilelwt.app.cli.report import report_command
+from mobilelwt.app.cli.train_teacher import train_teacher_command
 
 app = typer.Typer(
     name="mobilelwt",

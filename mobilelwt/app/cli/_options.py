@@ -35,7 +35,7 @@ TrustCodeOption = Annotated[
 
 def allow_model_code(trust: bool, *models: str) -> None:
     """Record the user's consent to run model code, and say whose code will run."""
-    from mobilelwt.cli._common import err_console
+    from mobilelwt.app.cli._common import err_console
     from mobilelwt.teachers.user import is_user_model, trust_user_code
 
     if not trust:
@@ -229,6 +229,6 @@ class ParallelOptions:
 
     def relaunch(self) -> None:
         """With ``--nproc N`` (N > 1) outside torchrun: run this same command as N ranks, then exit with their code."""
-        from mobilelwt.cli._launch import relaunch
+        from mobilelwt.app.cli._launch import relaunch
 
         relaunch(self.nproc)

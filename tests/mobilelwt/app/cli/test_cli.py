@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from mobilelwt import __version__
-from mobilelwt.cli import app
+from mobilelwt.app.cli import app
 from tests.conftest import write_image_folder
 
 runner = CliRunner()

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mobilelwt.cli._common import console, handle_user_errors
+from mobilelwt.app.cli._common import console, handle_user_errors
 
 PROFILE_RUNS = 20  # profiled executions per file (ETDump or LiteRT's profiler)
 
