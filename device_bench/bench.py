@@ -21,12 +21,18 @@ from typing import Any
 from device_bench.android import DeviceOptions, DeviceRun, device_facts, push_cached, wait_until_cool
 from device_bench.host import bench_pairs, host_runnable, pair_groups, pair_speedup
 from device_bench.parsers import RunnerOutputError
-from device_bench.profile import profiled
+from device_bench.profile import LayerMaps, profiled, summarize_etdump
 from device_bench.stats import summarize
+from device_bench.timing import interleaved_latency
 from device_bench.transport import LOCAL, AdbServer, AdbTransport, DeviceError, resolve_devices
 from mobilelwt.builddir import ARTIFACTS, BENCH, BuildDir
+from mobilelwt.checks import whole
 from mobilelwt.errors import ConfigError, MobileLWTError
+from mobilelwt.evaluation import topk_correct
 from mobilelwt.io import atomic_path
+from mobilelwt.loading import load_build, load_build_data
+from targets.coreml import HostModel, can_predict
+from targets.litert_profiler import ProfilerError, parse_op_profile
 
 _WRITE_LOCK = threading.Lock()
 
@@ -173,15 +179,10 @@ class DeviceProfiling:
     its profiler's summary), shared by the threads of all phones."""
 
     def __init__(self, build_dir: Path, runs: int, workdir: Path) -> None:
-        from device_bench.profile import LayerMaps
-
         self.runs, self.workdir = runs, workdir
         self.maps = LayerMaps(build_dir, workdir)
 
     def on_device(self, runner: DeviceRun, remote: str, artifact: dict[str, Any], *, threads: int) -> dict[str, Any]:
-        from device_bench.profile import summarize_etdump
-        from targets.litert_profiler import ProfilerError, parse_op_profile
-
         local = self.workdir / f"{threading.get_ident()}-{Path(remote).name}.profile"
         try:
             if artifact["runtime"] == "litert":
@@ -210,8 +211,6 @@ def _accuracy_inputs(build_dir: Path, count: int) -> tuple[Path, Any]:
     import numpy as np
     import torch
 
-    from mobilelwt.loading import load_build, load_build_data
-
     build = load_build(build_dir)
     data = load_build_data(build)
     index = torch.arange(min(count, len(data.val)))
@@ -235,8 +234,6 @@ def _device_accuracy(
     import numpy as np
     import torch
 
-    from mobilelwt.evaluation import topk_correct
-
     inputs, labels = accuracy_set
     remote_inputs = push_cached(device, inputs, options.timeout_s)
     with tempfile.TemporaryDirectory() as tmp:
@@ -257,15 +254,12 @@ def _coreml_on_host(
     build_dir: Path, artifact: dict[str, Any], runs: int, warmup: int, options: DeviceOptions
 ) -> dict[str, Any]:
     """Core ML runs through coremltools on a Mac; elsewhere the record says so instead of holding a number."""
-    from targets.coreml import HostModel, can_predict
 
     base = {"artifact": artifact["path"], "artifact_sha256": artifact["sha256"], "role": artifact["role"],
             "runtime": "coreml", "precision": artifact["precision"], "device": "host"}  # fmt: skip
     if not can_predict():
         return {**base, "status": "unavailable", "reason": "Core ML runs only on macOS or an Apple device"}
     import torch
-
-    from device_bench.timing import interleaved_latency
 
     size = artifact["input_size"]
     model = HostModel(Path(build_dir) / artifact["path"], compute_units=options.coreml_compute_units)
@@ -293,8 +287,6 @@ def _failed(
 
 
 def check_bench_options(devices: tuple[str, ...], runs: int, warmup: int, threads: int, rounds: int) -> None:
-    from mobilelwt.checks import whole
-
     whole(runs, "--runs", low=1)
     whole(warmup, "--warmup", low=0)
     whole(threads, "--threads", low=1)

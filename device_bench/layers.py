@@ -14,7 +14,10 @@ from torch import nn
 
 from device_bench.stats import summarize
 from device_bench.timing import interleaved_latency
+from mobilelwt.builddir import LAYER_LATENCY
 from mobilelwt.io import write_json
+from mobilelwt.loading import load_build
+from targets import host_runner
 
 
 def layer_inputs(model: nn.Module, names: list[str], input_size: int) -> dict[str, tuple[int, ...]]:
@@ -41,9 +44,6 @@ def layer_latency(
     build_dir: Path, *, runtime: str = "executorch", threads: int = 2, warmup: int = 3, runs: int = 20
 ) -> list[dict[str, Any]]:
     """Teacher layer vs replacement, timed interleaved on ``runtime``; written to ``DIR/layer-latency.json``."""
-    from mobilelwt.builddir import LAYER_LATENCY
-    from mobilelwt.loading import load_build
-    from targets import host_runner
 
     build = load_build(Path(build_dir))
     names = list(build.plan.layers)

@@ -23,8 +23,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from device_bench.android import DeviceOptions, DeviceRun, device_facts, push_cached
+from device_bench.bench import host_facts
 from device_bench.stats import interleaved_ratios
 from device_bench.timing import interleaved_latency
+from device_bench.transport import AdbServer, AdbTransport, resolve_devices
+from targets import RUNTIMES, export_file, host_runner
+from targets._common import TargetError
+from targets.formats import by_runtime
 
 # the facts that say which hardware a table was measured on (the serial is not one: a phone of the same model is
 # the same hardware)
@@ -61,10 +67,6 @@ class _Probe:
         max_batches: int = 10,
         min_round_ms: float = 20.0,
     ) -> None:
-        from targets import RUNTIMES
-        from targets._common import TargetError
-        from targets.formats import by_runtime
-
         if runtime not in RUNTIMES:
             raise TargetError(f"Unknown runtime {runtime!r}.", f"Use one of: {', '.join(RUNTIMES)}.")
         if precision not in by_runtime(runtime).precisions:
@@ -134,8 +136,6 @@ class HostProbe(_Probe):
     """Models lowered in memory for a host runtime (ExecuTorch-XNNPACK, LiteRT) and timed in this process."""
 
     def facts(self) -> dict[str, Any]:
-        from device_bench.bench import host_facts
-
         facts = host_facts(self.threads)
         return {k: facts[k] for k in ("device", "cpu", "cpu_count", "machine", "platform")}
 
@@ -145,8 +145,6 @@ class HostProbe(_Probe):
 
     @contextlib.contextmanager
     def _batches(self, modules: dict[str, nn.Module], input_shape: tuple[int, ...]):
-        from targets import host_runner
-
         example = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
         calibration = _calibration(input_shape) if self.precision == "int8" else None
         runners = {
@@ -188,9 +186,6 @@ class AdbProbe(_Probe):
         rounds_per_call: int = 2,
         **kwargs: Any,
     ) -> None:
-        from device_bench.android import DeviceOptions, DeviceRun
-        from device_bench.transport import AdbServer, AdbTransport, resolve_devices
-
         super().__init__(runtime, **kwargs)
         servers = (AdbServer.parse(server),)
         [(found_server, found_serial)], _ = resolve_devices([serial], adb, servers)
@@ -202,8 +197,6 @@ class AdbProbe(_Probe):
         self._facts: dict[str, Any] | None = None
 
     def facts(self) -> dict[str, Any]:
-        from device_bench.android import device_facts
-
         if self._facts is None:
             self._facts = {"device": "android", **device_facts(self.device)}
         return self._facts
@@ -216,9 +209,6 @@ class AdbProbe(_Probe):
 
     @contextlib.contextmanager
     def _batches(self, modules: dict[str, nn.Module], input_shape: tuple[int, ...]):
-        from device_bench.android import push_cached
-        from targets import export_file
-
         example = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
         calibration = _calibration(input_shape) if self.precision == "int8" else None
         with tempfile.TemporaryDirectory(prefix="mobilelwt-probe-") as tmp:

@@ -14,7 +14,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from device_bench.parsers import RunnerOutputError
+from device_bench.runner import write_etdump
+from mobilelwt.builddir import OP_PROFILE, BuildDir
+from mobilelwt.errors import MobileLWTError
+from mobilelwt.io import write_json
+from mobilelwt.loading import load_build
 from targets._common import is_compute_op
+from targets.executorch import ExecuTorchConfig, lower
+from targets.litert_profiler import ProfilerError, parse_op_profile, profile_summary_apart
 
 # Inspector's framework events: not operators
 _FRAMEWORK = {"Method::init", "Program::load_method", "Method::execute", "DELEGATE_CALL", "OPERATOR_CALL"}
@@ -40,7 +48,6 @@ def etdump_profile(
     one row per operator (where it ran, calls, median and mean ms, share of the execute time). With the program's
     ``etrecord`` also the time of each layer in the network (:func:`layer_times`; ``layers``: the names to
     report, e.g. a plan's, each covering its sub-modules)."""
-    from device_bench.runner import write_etdump
 
     with tempfile.TemporaryDirectory() as tmp:
         etdump = Path(tmp) / "profile.etdp"
@@ -54,8 +61,6 @@ def summarize_etdump(
     """The profile record of an ETDump file, wherever it was written: by this host's runtime, or by
     ``executor_runner`` (or the Python runner) on a phone and pulled back."""
     from executorch.devtools import Inspector
-
-    from device_bench.parsers import RunnerOutputError
 
     try:
         inspector = Inspector(etdump_path=str(etdump), etrecord=str(etrecord) if etrecord else None,
@@ -201,8 +206,6 @@ def _count(events: list[dict[str, Any]], name: str) -> int:
 def profile_build(build_dir: Path, *, threads: int = 2, runs: int = 20) -> dict[str, Any]:
     """Per-operator profiles of every validated ExecuTorch (XNNPACK, ETDump) and LiteRT (its profiler) artifact
     of a build on this host: ``DIR/op-profile.json``."""
-    from mobilelwt.builddir import OP_PROFILE, BuildDir
-    from mobilelwt.io import write_json
 
     directory = BuildDir(build_dir)
     listing = directory.artifacts()
@@ -229,7 +232,6 @@ def profile_build(build_dir: Path, *, threads: int = 2, runs: int = 20) -> dict[
 
 def _litert(path: Path, runs: int) -> dict[str, Any]:
     """LiteRT's profile of one file, or why there is none (its profiler runs in a process of its own)."""
-    from targets.litert_profiler import ProfilerError, parse_op_profile, profile_summary_apart
 
     try:
         return parse_op_profile(profile_summary_apart(path, runs=runs), runs=runs)
@@ -243,8 +245,6 @@ class LayerMaps:
     shared by the threads that bench several phones."""
 
     def __init__(self, build_dir: Path, workdir: Path) -> None:
-        from mobilelwt.builddir import BuildDir
-
         directory = BuildDir(build_dir)
         self.layers = tuple(directory.plan().layers) if directory.is_compressed() else ()
         self._models, self._workdir = _BuildModels(build_dir), workdir
@@ -267,9 +267,6 @@ class _BuildModels:
         self.build_dir, self._build, self._loaded = build_dir, None, False
 
     def get(self, role: str) -> Any:
-        from mobilelwt.errors import MobileLWTError
-        from mobilelwt.loading import load_build
-
         if not self._loaded:
             self._loaded = True
             try:
@@ -288,8 +285,6 @@ def _etrecord_for(models: _BuildModels, artifact: dict[str, Any], path: Path) ->
     import hashlib
 
     import torch
-
-    from targets.executorch import ExecuTorchConfig, lower
 
     if artifact.get("precision") != "fp32" or artifact.get("role") not in ("teacher", "student"):
         return None

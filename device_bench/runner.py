@@ -41,6 +41,7 @@ def run(
     import numpy as np
     import torch
 
+    # lazy: torch and the runtime; `import device_bench.runner` is the device's quick availability check
     from targets import load_artifact
     from targets.formats import by_runtime
 
@@ -91,6 +92,7 @@ def write_etdump(path: Path, etdump: Path, *, runs: int, threads: int, input_siz
     import torch
     from executorch.runtime import Runtime
 
+    # lazy: torch and the runtime; `import device_bench.runner` is the device's quick availability check
     from targets.executorch import set_threads
 
     set_threads(threads)
@@ -118,6 +120,7 @@ def run_interleaved(
     """Milliseconds per call of every file, measured in ``rounds`` rounds that run each file ``per_round`` times."""
     import torch
 
+    # lazy: torch and the runtime; `import device_bench.runner` is the device's quick availability check
     from targets import load_artifact
     from targets.formats import by_runtime
 
@@ -188,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         print(MARKER + json.dumps(record), flush=True)
         return 0
     if args.op_profile is not None:
+        # lazy: torch and the runtime; `import device_bench.runner` is the device's quick availability check
         from targets.litert_profiler import profile_summary
 
         args.op_profile.write_text(profile_summary(args.artifact[0], runs=args.runs))

@@ -25,7 +25,7 @@ from mobilelwt.builddir import (
     STUDENT,
     BuildDir,
 )
-from mobilelwt.checks import check_writable_dir
+from mobilelwt.checks import check_writable_dir, finite, whole
 from mobilelwt.data import DataBundle, iterate_normalized, load_labelled
 from mobilelwt.devices import resolve_device
 from mobilelwt.distill import DistillConfig, distill
@@ -44,8 +44,10 @@ from mobilelwt.loading import (
     teacher_fingerprint,
 )
 from mobilelwt.manifest import build_manifest
-from mobilelwt.plan import Plan, apply_plan, default_candidates
+from mobilelwt.plan import CONV_KINDS, LINEAR_KINDS, Plan, apply_plan, default_candidates
 from mobilelwt.planners import PLANNERS, PlanningContext, plan_sensitivity, plan_uniform
+from mobilelwt.planners.latency import plan_latency_uniform
+from mobilelwt.planners.measured import plan_measured
 from mobilelwt.planners.table import LatencyProbe
 from mobilelwt.profile import count_macs, count_params
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
@@ -75,9 +77,6 @@ class LatencyTarget:
     grid_points: int = 8
 
     def __post_init__(self) -> None:
-        from mobilelwt.checks import whole
-        from mobilelwt.plan import CONV_KINDS
-
         self.modules = tuple(self.modules)
         unknown = [m for m in self.modules if m not in CONV_KINDS]
         if unknown:
@@ -116,9 +115,6 @@ class CompressConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from mobilelwt.checks import finite, whole
-        from mobilelwt.plan import CONV_KINDS, LINEAR_KINDS
-
         if self.speedup is not None and self.mac_speedup is not None:
             raise ConfigError(
                 "--speedup (measured on the target) and --mac-speedup (MACs) were both given.", "Pass one of them."
@@ -209,10 +205,7 @@ def make_plan(
         )
     probe = latency_probe(config.latency)
     if config.planner == "latency-uniform":
-        from mobilelwt.planners.latency import plan_latency_uniform
-
         return plan_latency_uniform(ctx, config.target, probe=probe, on_progress=on_progress)
-    from mobilelwt.planners.measured import plan_measured
 
     return plan_measured(
         ctx,

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mobilelwt.checks import finite, whole
 from mobilelwt.data import DataBundle
 from mobilelwt.devices import mixed_precision, model_device
 from mobilelwt.distributed import all_sum, data_parallel, lost_ranks_reported
@@ -26,8 +27,6 @@ class DistillConfig(TrainConfig):
     label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
-        from mobilelwt.checks import finite, whole
-
         whole(self.epochs, "--finetune-epochs", low=0)
         whole(self.batch_size, "--finetune-batch-size", low=1)
         finite(self.lr, "--finetune-lr", low=0, strict=True)

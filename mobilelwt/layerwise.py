@@ -19,19 +19,23 @@ from typing import Any
 import torch
 from torch import nn
 
+from mobilelwt.checks import finite, whole
 from mobilelwt.data import DataBundle
 from mobilelwt.devices import model_device
 from mobilelwt.distributed import (
+    all_sum,
     broadcast_module,
     data_parallel,
     gather_objects,
     lost_ranks_reported,
     on_main,
+    shard_range,
     world,
 )
 from mobilelwt.errors import ConfigError, MobileLWTError
 from mobilelwt.io import atomic_path, read_json, write_json
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
+from mobilelwt.weights import load_checkpoint, load_into
 
 LAYER_INPUTS = ("student", "teacher")
 
@@ -52,7 +56,6 @@ class LayerwiseConfig:
     def __post_init__(self) -> None:
         if self.layer_input not in LAYER_INPUTS:
             raise ConfigError(f"Unknown --layer-input {self.layer_input!r}.", f"Use one of: {', '.join(LAYER_INPUTS)}.")
-        from mobilelwt.checks import finite, whole
 
         finite(self.epochs, "--layer-epochs", low=0)
         whole(self.batch_size, "--layer-batch-size", low=1)
@@ -122,7 +125,6 @@ def layer_error(
 
     ``across_ranks``: each rank takes its share of ``images`` and the sums are added up, so that every rank gets
     the same number (and so takes the same early-stopping decision)."""
-    from mobilelwt.distributed import all_sum, shard_range
 
     if across_ranks:
         images = images[shard_range(len(images))]
@@ -329,7 +331,6 @@ def _resume(student: nn.Module, layers: list[str], key: str, state_dir: Path) ->
         return {}  # damaged progress: start over
     if progress.get("key") != key or not set(progress.get("layers", {})) <= set(layers):
         return {}  # made from other inputs: start over rather than mix two runs
-    from mobilelwt.weights import load_checkpoint, load_into
 
     try:
         load_into(student, load_checkpoint(weights_path)["state_dict"], str(weights_path))

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mobilelwt.checks import check_writable_file
+from mobilelwt.checks import check_writable_file, finite, whole
 from mobilelwt.data import DataBundle, default_input_size, load_data
 from mobilelwt.data.images import LoaderSettings, default_workers
 from mobilelwt.devices import mixed_precision, model_device, resolve_device
@@ -32,7 +32,7 @@ from mobilelwt.hashing import sha256_file
 from mobilelwt.io import atomic_path, write_json
 from mobilelwt.manifest import build_manifest
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
-from mobilelwt.teachers import Teacher, build_teacher
+from mobilelwt.teachers import Teacher, build_teacher, check_input_size, check_model
 from mobilelwt.weights import checkpoint_metadata
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -56,7 +56,6 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"Unknown optimizer {self.optimizer!r}.", f"Use one of: {', '.join(OPTIMIZERS)}.")
-        from mobilelwt.checks import finite, whole
 
         whole(self.epochs, "--epochs", low=0)
         whole(self.batch_size, "--batch-size", low=1)
@@ -125,8 +124,6 @@ def load_data_for_weights(
 def check_model_options(model: str, input_size: int | None, threads: int | None) -> str:
     """What can be refused about a model before its data is loaded: its name (user code: consent and import),
     the input size, the threads. Returns the model's canonical name."""
-    from mobilelwt.checks import whole
-    from mobilelwt.teachers import check_input_size, check_model
 
     model = check_model(model)
     if input_size is not None:
@@ -387,8 +384,6 @@ def _training_key(model: str, weights: str, bundle: DataBundle, config: TrainCon
 
 
 def check_workers(workers: int | None) -> None:
-    from mobilelwt.checks import whole
-
     whole(workers, "--workers", low=0, optional=True)
 
 

@@ -17,15 +17,20 @@ import torch
 from torch import nn
 
 from mobilelwt.builddir import ARTIFACTS, ARTIFACTS_FORMAT, BuildDir
+from mobilelwt.checks import whole
+from mobilelwt.data import iterate_normalized, normalize
 from mobilelwt.errors import MobileLWTError
 from mobilelwt.hashing import digest
-from mobilelwt.io import write_json
+from mobilelwt.io import atomic_path, write_json
 from mobilelwt.loading import load_build, load_build_data
 from mobilelwt.manifest import environment
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
 from mobilelwt.teachers import model_slug
-from targets._common import Artifact, TargetError, first_line, is_compute_op
+from targets._common import Artifact, TargetError, first_line, is_compute_op, replace_dir
+from targets.coreml import can_predict, structural_check
+from targets.executorch import ExecuTorchConfig, bundle, verify_bundle
 from targets.formats import FORMATS, PRECISIONS, TARGET_FORMATS
+from targets.litert_profiler import ProfilerError, delegation, parse_op_profile, profile_summary_apart
 from targets.validation import ValidationError, ValidationResult, validate
 
 TARGETS = (*TARGET_FORMATS, "all")
@@ -45,8 +50,6 @@ class ExportOptions:
     et_bundled: int = 0  # > 0: also a BundledProgram (.bpte) with that many validation images (golden checks)
 
     def __post_init__(self) -> None:
-        from mobilelwt.checks import whole
-
         whole(self.validation_images, "--validation-images", low=1)
         whole(self.calibration_images, "--calibration-images", low=1)
         whole(self.threads, "--threads", low=1)
@@ -116,8 +119,6 @@ def _validate(
 ) -> dict[str, Any]:
     """Numeric validation on the host runtime where there is one; Core ML off macOS is checked structurally."""
     if fmt == "coreml":
-        from targets.coreml import can_predict, structural_check
-
         result = structural_check(
             path, input_shape=input_shape, num_classes=len(classes), precision=precision, class_labels=classes
         )
@@ -150,7 +151,6 @@ def export_build(
     An artifact whose recorded inputs (the compress stage's key, role, format, precision, options) match and
     whose file still has the recorded bytes is reused; any other is exported again, its old file removed first.
     """
-    from mobilelwt.data import iterate_normalized
 
     options = options or ExportOptions()
     targets = expand_target(target)
@@ -299,7 +299,6 @@ def delegation_coverage(summary: dict[str, Any]) -> dict[str, Any]:
 def tflite_delegation(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
     """What XNNPACK took of a .tflite: one run under LiteRT's profiler shows which nodes ran inside the delegate
     (the interpreter's op list cannot tell); a profiler failure is recorded, not fatal to the artifact."""
-    from targets.litert_profiler import ProfilerError, delegation, parse_op_profile, profile_summary_apart
 
     try:
         profile = parse_op_profile(profile_summary_apart(path, runs=1), runs=1)
@@ -319,9 +318,6 @@ def _remove_artifact(path: Path) -> None:
 
 def _bundle(model, example, path, precision, subset, info, options, calibration) -> dict[str, Any]:
     """Write ``<file>.bpte`` beside the .pte (program + validation images + expected outputs) and verify it."""
-    from mobilelwt.data import normalize
-    from mobilelwt.io import atomic_path
-    from targets.executorch import ExecuTorchConfig, bundle, verify_bundle
 
     images = normalize(subset.load(torch.arange(min(options.et_bundled, len(subset)))), info["mean"], info["std"])
     data = bundle(model, example, ExecuTorchConfig(precision), images, calibration=calibration)
@@ -337,12 +333,9 @@ def _copy(src: Path, dst: Path) -> None:
         tmp = dst.with_name(f".{dst.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(src, tmp)
-        from targets._common import replace_dir
 
         replace_dir(tmp, dst)
     else:
-        from mobilelwt.io import atomic_path
-
         with atomic_path(dst) as tmp:
             shutil.copyfile(src, tmp)
 

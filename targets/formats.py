@@ -36,6 +36,7 @@ class Format:
 
     def thresholds(self, precision: str) -> Any:
         """The parity limits of the precision the artifact really computes in."""
+        # lazy: the adapters import torch and the runtimes; the registry is read without them
         from targets.validation import THRESHOLDS
 
         return THRESHOLDS["fp16" if self.computes_fp16 and precision != "fp32" else precision]
@@ -82,6 +83,7 @@ def _find(attribute: str, value: str, what: str) -> Format:
     for name in FORMATS:
         if getattr(FORMATS.get(name), attribute) == value:
             return FORMATS.get(name)
+    # lazy: the adapters import torch and the runtimes; the registry is read without them
     from targets._common import TargetError
 
     known = ", ".join(getattr(FORMATS.get(n), attribute) for n in FORMATS)

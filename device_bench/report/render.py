@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from device_bench.report.table import headline_rows
 from mobilelwt.errors import ConfigError
 from mobilelwt.io import atomic_path
 
@@ -100,7 +101,6 @@ def to_markdown(table: pd.DataFrame, meta: dict[str, Any]) -> str:
 
 def headline_lines(table: pd.DataFrame) -> list[str]:
     """One sentence per (device, runtime, precision) for the headline box."""
-    from device_bench.report.table import headline_rows
 
     lines = []
     for r in headline_rows(table):

@@ -11,9 +11,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from device_bench.bench import bench_build
+from mobilelwt.app.reports import make_report
 from mobilelwt.builddir import SUMMARY, TEACHER_DIR, BuildDir, read_json
 from mobilelwt.checks import check_writable_dir, finite, whole
 from mobilelwt.compress import CompressConfig, LatencyProbeFactory, compress
+from mobilelwt.data import source_fingerprint
 from mobilelwt.devices import resolve_device
 from mobilelwt.distributed import init_distributed, on_main, world
 from mobilelwt.errors import ConfigError
@@ -21,7 +24,9 @@ from mobilelwt.hashing import digest, sha256_file
 from mobilelwt.io import jsonable, write_json
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
 from mobilelwt.ranks import is_main_process
-from mobilelwt.train import TrainConfig, train_teacher
+from mobilelwt.teachers import get_teacher_spec, model_slug
+from mobilelwt.train import TrainConfig, check_model_options, train_teacher
+from targets.build_export import ExportOptions, check_precisions, expand_target, export_build
 
 
 @dataclass
@@ -58,8 +63,6 @@ def teacher_for_build(
     The key covers the data's content fingerprint and the whole split (fraction, separate val set, seed), so a
     cached teacher is never evaluated on images it trained on; a changed key removes it and everything after it.
     """
-    from mobilelwt.data import source_fingerprint
-    from mobilelwt.teachers import get_teacher_spec, model_slug
 
     path = out / TEACHER_DIR / f"{model_slug(model)}.pt"
     source = get_teacher_spec(model).source
@@ -129,9 +132,6 @@ def check_build_options(
 ) -> str:
     """Everything that can be refused before hours of training is refused here, before any file is written.
     Returns the model's canonical name."""
-    from mobilelwt.data import source_fingerprint
-    from mobilelwt.train import check_model_options
-    from targets.build_export import check_precisions, expand_target
 
     model = check_model_options(model, input_size, threads)
     finite(val_fraction, "--val-fraction", low=0, high=0.99)
@@ -172,8 +172,6 @@ def build(
 
     Under torchrun the teacher and the student are trained data-parallel; export, bench and report run on rank 0
     alone, and the other ranks return None once the student is saved."""
-    from device_bench.bench import bench_build
-    from targets.build_export import ExportOptions, expand_target, export_build
 
     config = config or BuildConfig()
     out = Path(out)
@@ -249,7 +247,6 @@ def build(
     # also without --bench: the current host records of these files (an earlier run's, if their bytes are unchanged)
     bench_records = [r for r in BuildDir(out).bench_records() if r["artifact"] in paths and r["device"] == "host"]
     on_progress(ProgressEvent("build", 4, 4, {"stage": "report"}))
-    from mobilelwt.app.reports import make_report
 
     report = make_report([out], budget_ms=config.budget_ms, max_drop=config.max_drop)
     seconds["total"] = time.perf_counter() - started

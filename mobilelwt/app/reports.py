@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from device_bench.report import FORMATS, Budget, load_report_table, write_reports
+from device_bench.report.table import layer_breakdown, machines, op_profiles, plan_lines
 from mobilelwt.errors import ConfigError
 
 
@@ -17,8 +19,6 @@ def make_report(
     max_drop: float | None = None,
 ) -> dict[str, Any]:
     """Write the report files; returns the table, the files and human headline lines."""
-    from device_bench.report import FORMATS, Budget, load_report_table, write_reports
-    from device_bench.report.table import layer_breakdown, machines, op_profiles, plan_lines
 
     if not build_dirs:
         raise ConfigError("No build directory given.", "Pass one or more directories written by `mobilelwt build`.")

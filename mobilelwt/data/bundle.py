@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from mobilelwt.data.builtin import BUILTIN_DATASETS
 from mobilelwt.data.imagefolder import scan_image_folder
 from mobilelwt.data.images import ImageSet, LoaderSettings
+from mobilelwt.distributed import World, rank_batch_size, shard_order, world
 from mobilelwt.errors import DataError
 from mobilelwt.teachers import IMAGENET_MEAN, IMAGENET_STD
 
@@ -68,7 +69,6 @@ class DataBundle:
         ``batch_size`` and ``limit`` count images over all ranks: under torchrun this rank gets its share of each
         global batch (``DistributedSampler``), and the ranks' shares together are the one-process batch;
         ``shard=False`` gives this rank the whole batches (a rank that trains a layer alone)."""
-        from mobilelwt.distributed import World, rank_batch_size, shard_order, world
 
         w = world() if shard else World()
         generator = torch.Generator().manual_seed(seed * 1009 + w.rank if w.active else seed)

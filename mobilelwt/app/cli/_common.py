@@ -79,6 +79,7 @@ def _reported_here(exc: MobileLWTError) -> bool:
     rank 0's mirrored ones nor the option errors every rank finds alike before the ranks have met."""
     if is_main_process() or getattr(exc, "rank_local", False):
         return True
+    # lazy: imports torch (seconds); `--help` and option errors answer at once
     from mobilelwt.distributed import world
 
     return not getattr(exc, "quiet", False) and world().active

@@ -16,6 +16,9 @@ from typing import Annotated, Any
 
 import typer
 
+from mobilelwt.app.cli._common import err_console
+from mobilelwt.app.cli._launch import relaunch
+
 ModelOption = Annotated[
     str,
     typer.Option(
@@ -35,7 +38,7 @@ TrustCodeOption = Annotated[
 
 def allow_model_code(trust: bool, *models: str) -> None:
     """Record the user's consent to run model code, and say whose code will run."""
-    from mobilelwt.app.cli._common import err_console
+    # lazy: imports torch (seconds); `--help` and option errors answer at once
     from mobilelwt.teachers.user import is_user_model, trust_user_code
 
     if not trust:
@@ -151,6 +154,7 @@ class CompressOptions:
 
     def config(self):
         """The :class:`CompressConfig` these options describe (validated on construction)."""
+        # lazy: imports torch (seconds); `--help` and option errors answer at once
         from mobilelwt.compress import CompressConfig, LatencyTarget
         from mobilelwt.distill import DistillConfig
         from mobilelwt.layerwise import LayerwiseConfig
@@ -200,6 +204,7 @@ class CompressOptions:
         python, server = self.latency_python, self.latency_adb_server
 
         def factory(target):
+            # lazy: imports torch (seconds); `--help` and option errors answer at once
             from device_bench.probe import make_probe
 
             return make_probe(target.runtime, device=target.device, precision=target.precision,
@@ -229,6 +234,4 @@ class ParallelOptions:
 
     def relaunch(self) -> None:
         """With ``--nproc N`` (N > 1) outside torchrun: run this same command as N ranks, then exit with their code."""
-        from mobilelwt.app.cli._launch import relaunch
-
         relaunch(self.nproc)

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from mobilelwt.app.cli._common import console, handle_user_errors
+from mobilelwt.errors import ConfigError
 
 PROFILE_RUNS = 20  # profiled executions per file (ETDump or LiteRT's profiler)
 
@@ -53,12 +54,11 @@ def bench_command(
     ] = False,
 ) -> None:
     """Time every artifact (teacher and student interleaved); records resume, a summary table is printed."""
+    # lazy: imports torch (seconds); `--help` and option errors answer at once
     from device_bench.android import DeviceOptions
     from device_bench.bench import BenchFailedError, bench_build, failed_records
 
     if runner not in ("python", "native"):
-        from mobilelwt.errors import ConfigError
-
         raise ConfigError(f"Unknown runner {runner!r}.", "Use --runner python or --runner native.")
     options = DeviceOptions(runner=runner, python=python, et_runner=et_runner, tflite_runner=tflite_runner,
                             core_mask=core_mask, cool_limit_s=cool_limit, accuracy_images=accuracy,
@@ -84,6 +84,7 @@ def bench_command(
     console.print(table)
     console.print(f"records: {Path(build_dir) / 'bench.jsonl'}")
     if layers:
+        # lazy: imports torch (seconds); `--help` and option errors answer at once
         from device_bench.layers import layer_latency
 
         rows = layer_latency(build_dir, threads=threads)
@@ -96,6 +97,7 @@ def bench_command(
         console.print(per_layer)
         console.print(f"per layer: {Path(build_dir) / 'layer-latency.json'}")
     if profile:
+        # lazy: imports torch (seconds); `--help` and option errors answer at once
         from device_bench.profile import profile_build
         from mobilelwt.builddir import BuildDir
 

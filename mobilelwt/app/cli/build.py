@@ -55,6 +55,7 @@ def export_command(
     threads: Annotated[int, typer.Option(help="Threads of the host runtimes that validate.")] = 2,
 ) -> None:
     """Export a build's teacher and student for a target, validate each file against PyTorch, list them."""
+    # lazy: imports torch (seconds); `--help` and option errors answer at once
     from targets.build_export import ExportOptions, check_listing, export_build
 
     options = ExportOptions(
@@ -134,6 +135,7 @@ def build_command(
     parallel: ParallelOptions = ParallelOptions(),  # noqa: B008
 ) -> None:
     """Compress, export, validate and benchmark in one command; offline on the built-in digits by default."""
+    # lazy: imports torch (seconds); `--help` and option errors answer at once
     from mobilelwt.app.pipeline import BuildConfig, build
     from mobilelwt.teachers import model_slug
     from mobilelwt.train import TrainConfig

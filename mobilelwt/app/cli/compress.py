@@ -39,6 +39,7 @@ def compress_command(
     trust_code: TrustCodeOption = False,
 ) -> None:
     """Compress a teacher into a student: plan, closed-form init, layer-wise training, distillation."""
+    # lazy: imports torch (seconds); `--help` and option errors answer at once
     from mobilelwt.compress import compress as run_compress
     from mobilelwt.plan import Plan
 
@@ -106,6 +107,7 @@ def evaluate_command(
     data: Annotated[str, typer.Option(help="Labelled ImageFolder (or built-in name) with the teacher's classes.")],
 ) -> None:
     """Re-evaluate a build's teacher and student on any labelled set, with the build's preprocessing."""
+    # lazy: imports torch (seconds); `--help` and option errors answer at once
     from mobilelwt.compress import evaluate_build
 
     result = evaluate_build(build_dir, data)

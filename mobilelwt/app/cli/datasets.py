@@ -10,6 +10,7 @@ from mobilelwt.app.cli._common import console, handle_user_errors
 @handle_user_errors
 def datasets_command() -> None:
     """List the built-in datasets (offline, no download); any ImageFolder directory works as --data too."""
+    # lazy: imports torch (seconds); `--help` and option errors answer at once
     from mobilelwt.data import list_builtin_datasets
 
     table = Table(title="Built-in datasets")

@@ -27,6 +27,7 @@ def models_command(
     trust_code: TrustCodeOption = False,
 ) -> None:
     """List the teachers with parameters and MACs (multiply-accumulates) at the chosen input size."""
+    # lazy: imports torch (seconds); `--help` and option errors answer at once
     from mobilelwt.teachers import check_model, list_teachers
     from mobilelwt.teachers.summary import summarize_teachers
 

@@ -19,6 +19,7 @@ def report_command(
     max_drop: Annotated[float | None, typer.Option(help="… and whose top-1 drop is at most this (points).")] = None,
 ) -> None:
     """Write the speedup/accuracy report (self-contained HTML, Markdown, CSV, JSON) and print where it is."""
+    # lazy: imports torch (seconds); `--help` and option errors answer at once
     from mobilelwt.app.reports import make_report
 
     formats = tuple(f.strip() for f in format.split(",") if f.strip())

@@ -36,6 +36,7 @@ def train_teacher_command(
     trust_code: TrustCodeOption = False,
 ) -> None:
     """Train or fine-tune a teacher; report top-1/top-5 on the val split and save a checkpoint for --weights."""
+    # lazy: imports torch (seconds); `--help` and option errors answer at once
     from mobilelwt.train import TrainConfig, train_teacher
 
     allow_model_code(trust_code, model)
