@@ -31,7 +31,7 @@ from mobilelwt.errors import ConfigError, MobileLWTError
 from mobilelwt.evaluation import topk_correct
 from mobilelwt.io import atomic_path
 from mobilelwt.loading import load_build, load_build_data
-from targets.coreml import HostModel, can_predict
+from targets.formats import by_runtime
 from targets.litert_profiler import ProfilerError, parse_op_profile
 
 _WRITE_LOCK = threading.Lock()
@@ -257,12 +257,13 @@ def _coreml_on_host(
 
     base = {"artifact": artifact["path"], "artifact_sha256": artifact["sha256"], "role": artifact["role"],
             "runtime": "coreml", "precision": artifact["precision"], "device": "host"}  # fmt: skip
-    if not can_predict():
+    adapter = by_runtime("coreml").module
+    if not adapter.can_predict():
         return {**base, "status": "unavailable", "reason": "Core ML runs only on macOS or an Apple device"}
     import torch
 
     size = artifact["input_size"]
-    model = HostModel(Path(build_dir) / artifact["path"], compute_units=options.coreml_compute_units)
+    model = adapter.load(Path(build_dir) / artifact["path"], compute_units=options.coreml_compute_units)
     samples = interleaved_latency({"m": model}, torch.randn(1, 3, size, size), warmup=warmup, rounds=1,
                                   per_round=runs)["m"]  # fmt: skip
     return {**base, "status": "ok", "compute_units": options.coreml_compute_units, **summarize(samples)}

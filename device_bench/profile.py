@@ -14,14 +14,16 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from device_bench.parsers import RunnerOutputError
-from device_bench.runner import write_etdump
+from device_bench.runner import write_op_profile
 from mobilelwt.builddir import OP_PROFILE, BuildDir
 from mobilelwt.errors import MobileLWTError
 from mobilelwt.io import write_json
 from mobilelwt.loading import load_build
 from targets._common import is_compute_op
-from targets.executorch import ExecuTorchConfig, lower
+from targets.formats import by_runtime
 from targets.litert_profiler import ProfilerError, parse_op_profile, profile_summary_apart
 
 # Inspector's framework events: not operators
@@ -51,7 +53,7 @@ def etdump_profile(
 
     with tempfile.TemporaryDirectory() as tmp:
         etdump = Path(tmp) / "profile.etdp"
-        write_etdump(Path(path), etdump, runs=runs, threads=threads, input_size=input_size)
+        write_op_profile(Path(path), "executorch", etdump, runs=runs, threads=threads, input_size=input_size)
         return summarize_etdump(etdump, runs=runs, etrecord=etrecord, layers=layers)
 
 
@@ -282,19 +284,12 @@ def _etrecord_for(models: _BuildModels, artifact: dict[str, Any], path: Path) ->
     """The ETRecord of an fp32 artifact, made by lowering its model again: used only when that gives the very bytes
     of the artifact (then the debug handles are the artifact's); None otherwise (int8, another backend, a build
     whose models cannot be loaded)."""
-    import hashlib
-
-    import torch
-
     if artifact.get("precision") != "fp32" or artifact.get("role") not in ("teacher", "student"):
         return None
     model = models.get(artifact["role"])
     if model is None:
         return None
     size = artifact["input_size"]
-    records: list = []
-    buffer, _ = lower(model, (torch.zeros(1, 3, size, size),), ExecuTorchConfig("fp32", "xnnpack"), etrecord=records)
-    if hashlib.sha256(buffer).hexdigest() != artifact.get("sha256"):
-        return None
-    records[0].save(str(path))
-    return path
+    return by_runtime(artifact["runtime"]).module.layer_record(
+        model, (torch.zeros(1, 3, size, size),), path, expected_sha256=artifact.get("sha256", "")
+    )

@@ -87,24 +87,17 @@ def run(
     return record
 
 
-def write_etdump(path: Path, etdump: Path, *, runs: int, threads: int, input_size: int) -> dict[str, Any]:
-    """Run an ExecuTorch file ``runs`` times with the event tracer on and write its ETDump to ``etdump``."""
-    import torch
-    from executorch.runtime import Runtime
-
+def write_op_profile(
+    path: Path, runtime: str, out: Path, *, runs: int, threads: int, input_size: int
+) -> dict[str, Any]:
+    """Run one file ``runs`` times under its runtime's own profiler and write what it records to ``out``
+    (ExecuTorch: an ETDump; LiteRT: its profiler's summary)."""
     # lazy: torch and the runtime; `import device_bench.runner` is the device's quick availability check
-    from targets.executorch import set_threads
+    from targets.formats import by_runtime
 
-    set_threads(threads)
-    program = Runtime.get().load_program(Path(path), enable_etdump=True, debug_buffer_size=0)
-    method = program.load_method("forward")
-    example = torch.randn(1, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
-    for _ in range(runs):
-        method.execute([example])
-    etdump = Path(etdump)
-    program.write_etdump_result_to_file(str(etdump), str(etdump.with_name(etdump.name + ".debug")))
-    return {"artifact": path.name, "etdump": str(etdump), "runs": runs, "threads": threads,
-            "platform": platform.platform(), "machine": platform.machine()}  # fmt: skip
+    return by_runtime(runtime).module.write_op_profile(
+        Path(path), Path(out), runs=runs, threads=threads, input_size=input_size
+    )
 
 
 def run_interleaved(
@@ -185,18 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--etdump", type=Path, help="ExecuTorch: run --runs times with ETDump on, write it here")
     parser.add_argument("--op-profile", type=Path, help="LiteRT: run --runs times profiled, write the summary here")
     args = parser.parse_args(argv)
-    if args.etdump is not None:
-        record = write_etdump(args.artifact[0], args.etdump, runs=args.runs, threads=args.threads,
-                              input_size=args.input_size)  # fmt: skip
+    if args.etdump is not None or args.op_profile is not None:
+        runtime, out = ("executorch", args.etdump) if args.etdump is not None else (args.runtime, args.op_profile)
+        record = write_op_profile(args.artifact[0], runtime, out, runs=args.runs, threads=args.threads,
+                                  input_size=args.input_size)  # fmt: skip
         print(MARKER + json.dumps(record), flush=True)
-        return 0
-    if args.op_profile is not None:
-        # lazy: torch and the runtime; `import device_bench.runner` is the device's quick availability check
-        from targets.litert_profiler import profile_summary
-
-        args.op_profile.write_text(profile_summary(args.artifact[0], runs=args.runs))
-        print(MARKER + json.dumps({"artifact": args.artifact[0].name, "op_profile": str(args.op_profile),
-                                   "runs": args.runs}), flush=True)  # fmt: skip
         return 0
     if len(args.artifact) > 1 or args.input_shape:
         shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else (

@@ -26,11 +26,8 @@ from mobilelwt.loading import load_build, load_build_data
 from mobilelwt.manifest import environment
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
 from mobilelwt.teachers import model_slug
-from targets._common import Artifact, TargetError, first_line, is_compute_op, replace_dir
-from targets.coreml import can_predict, structural_check
-from targets.executorch import ExecuTorchConfig, bundle, verify_bundle
+from targets._common import Artifact, TargetError, first_line, replace_dir
 from targets.formats import FORMATS, PRECISIONS, TARGET_FORMATS
-from targets.litert_profiler import ProfilerError, delegation, parse_op_profile, profile_summary_apart
 from targets.validation import ValidationError, ValidationResult, validate
 
 TARGETS = (*TARGET_FORMATS, "all")
@@ -98,11 +95,12 @@ def _export(
     classes: list[str],
     preprocessing: dict[str, Any],
     backend: str = "xnnpack",
-) -> Artifact:
+) -> tuple[Artifact, Any]:
+    """The artifact, and the runtime's config it was exported with."""
     adapter = FORMATS.get(fmt).module
     config = adapter.config_from_options(precision, options, classes=classes, preprocessing=preprocessing,
                                          backend=backend)  # fmt: skip
-    return adapter.export(model, example, path, config, calibration=calibration)
+    return adapter.export(model, example, path, config, calibration=calibration), config
 
 
 def _validate(
@@ -117,21 +115,13 @@ def _validate(
     input_shape: tuple[int, ...],
     backend: str,
 ) -> dict[str, Any]:
-    """Numeric validation on the host runtime where there is one; Core ML off macOS is checked structurally."""
-    if fmt == "coreml":
-        result = structural_check(
-            path, input_shape=input_shape, num_classes=len(classes), precision=precision, class_labels=classes
-        )
-        if not result["passed"] or not can_predict():
-            return result
-    if fmt == "executorch" and backend == "coreml":
-        return {
-            "artifact": path.name,
-            "kind": "none",
-            "numeric": "needs an Apple device: the Core ML delegate does not load in the host runtime",
-            "passed": True,
-            "failures": [],
-        }
+    """Numeric validation on the host runtime where there is one; what cannot run here is checked offline
+    (Core ML off macOS: structurally) or says why not."""
+    adapter = FORMATS.get(fmt).module
+    offline = adapter.offline_check(path, backend=backend, input_shape=input_shape, num_classes=len(classes),
+                                    precision=precision, class_labels=classes)  # fmt: skip
+    if offline is not None and (not offline["passed"] or not adapter.can_predict(backend)):
+        return offline
     spec = FORMATS.get(fmt)
     runner = spec.load(path, threads=threads, class_labels=classes)
     limits = spec.thresholds(precision)  # Core ML "fp32"/"int8" weights still run fp16 math
@@ -231,13 +221,16 @@ def export_build(
                 artifact.export_seconds = 0.0
             else:
                 pre = {**preprocessing, "description": preprocessing["description"].replace("{role}", role)}
-                artifact = _export(
+                artifact, config = _export(
                     fmt, precision, model, example, path, calibration, options, build.classes, pre, backend
                 )
                 done[key] = path
-                if fmt == "executorch" and backend == "xnnpack" and options.et_bundled > 0:
-                    bundled = _bundle(model, example, path, precision, subset, info, options, calibration)
-                    artifact.summary.update(bundled)
+                if options.et_bundled > 0:
+                    images = normalize(subset.load(torch.arange(min(options.et_bundled, len(subset)))), info["mean"],
+                                       info["std"])  # fmt: skip
+                    companion = spec.module.write_companion(model, example, path, config, images,
+                                                            calibration=calibration)  # fmt: skip
+                    artifact.summary.update(companion or {})
             validation = _validate(
                 fmt,
                 path,
@@ -249,13 +242,9 @@ def export_build(
                 input_shape=tuple(example[0].shape),
                 backend=backend,
             )
-            coverage = None
-            if fmt == "executorch" and backend == "xnnpack":
-                coverage = delegation_coverage(artifact.summary)
-            elif fmt == "tflite":
-                coverage = tflite_delegation(path, artifact.summary)
+            coverage = spec.module.delegation(path, {"backend": backend, **artifact.summary})
             if coverage and coverage.get("undelegated_compute_ops"):
-                kernels = "portable kernels" if fmt == "executorch" else "TFLite builtin kernels"
+                kernels = coverage["outside_kernels"]
                 validation["warnings"] = [
                     f"compute ops outside the XNNPACK delegate ({kernels}, often several times slower): "
                     + ", ".join(coverage["undelegated_compute_ops"])
@@ -285,28 +274,6 @@ def export_build(
     return listing
 
 
-def delegation_coverage(summary: dict[str, Any]) -> dict[str, Any]:
-    """What a delegate took of an ExecuTorch program: delegate calls, ops left to the portable kernels, and
-    which of those carry compute (convolutions, matrix products)."""
-    portable = dict(summary.get("portable_ops") or {})
-    return {
-        "delegate_calls": summary.get("delegate_calls", 0),
-        "portable_ops": portable,
-        "undelegated_compute_ops": sorted(op for op in portable if is_compute_op(op)),
-    }
-
-
-def tflite_delegation(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
-    """What XNNPACK took of a .tflite: one run under LiteRT's profiler shows which nodes ran inside the delegate
-    (the interpreter's op list cannot tell); a profiler failure is recorded, not fatal to the artifact."""
-
-    try:
-        profile = parse_op_profile(profile_summary_apart(path, runs=1), runs=1)
-    except ProfilerError as exc:
-        return {"error": str(exc)}
-    return delegation(profile, dict(summary.get("ops") or {}))
-
-
 def _remove_artifact(path: Path) -> None:
     """An artifact file or package and what lies beside it (validation record, bundled program)."""
     for stale in (path, path.with_name(path.name + ".validation.json"), path.with_suffix(".bpte")):
@@ -314,18 +281,6 @@ def _remove_artifact(path: Path) -> None:
             shutil.rmtree(stale)
         elif stale.exists():
             stale.unlink()
-
-
-def _bundle(model, example, path, precision, subset, info, options, calibration) -> dict[str, Any]:
-    """Write ``<file>.bpte`` beside the .pte (program + validation images + expected outputs) and verify it."""
-
-    images = normalize(subset.load(torch.arange(min(options.et_bundled, len(subset)))), info["mean"], info["std"])
-    data = bundle(model, example, ExecuTorchConfig(precision), images, calibration=calibration)
-    bundled_path = path.with_suffix(".bpte")
-    with atomic_path(bundled_path) as tmp:
-        tmp.write_bytes(data)
-    check = verify_bundle(data, rtol=1e-3, atol=1e-4)
-    return {"bundled": bundled_path.name, "bundled_cases": check["cases"], "bundled_verified": check["passed"]}
 
 
 def _copy(src: Path, dst: Path) -> None:

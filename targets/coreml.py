@@ -290,7 +290,8 @@ def _class_labels(spec: Any) -> list[str]:
     return []
 
 
-def can_predict() -> bool:
+def can_predict(backend: str = "xnnpack") -> bool:
+    """Core ML predicts only on macOS."""
     return sys.platform == "darwin"
 
 
@@ -312,9 +313,11 @@ class HostModel:
         return torch.from_numpy(next(iter(out.values()))).float()
 
 
-def load(path: Path, *, threads: int = 1, class_labels: list[str] | None = None) -> HostModel:
+def load(
+    path: Path, *, threads: int = 1, class_labels: list[str] | None = None, compute_units: str = "ALL", **_: Any
+) -> HostModel:
     """A saved .mlpackage through coremltools (macOS only; the format registry's loader)."""
-    return HostModel(path, class_labels=class_labels)
+    return HostModel(path, class_labels=class_labels, compute_units=compute_units)
 
 
 def lower_to_host(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], *, threads: int, **_: Any) -> HostModel:
@@ -326,3 +329,37 @@ def lower_to_host(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], *,
 def prepare() -> None:
     """Import coremltools, so that load-time and memory measurements leave it out."""
     import_coremltools()
+
+
+# -- the adapter contract's capabilities (targets._api.RuntimeAdapter) --------------------------------------------
+def offline_check(
+    path: Path,
+    *,
+    backend: str = "xnnpack",
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    precision: str,
+    class_labels: list[str] | None,
+) -> dict[str, Any] | None:
+    """The structural check: what can be verified without macOS."""
+    return structural_check(
+        path, input_shape=input_shape, num_classes=num_classes, precision=precision, class_labels=class_labels
+    )
+
+
+def delegation(path: Path, summary: dict[str, Any]) -> dict[str, Any] | None:
+    """Core ML places work on CPU, GPU or Neural Engine at load time on the device: nothing to say here."""
+    return None
+
+
+def write_companion(*_: Any, **__: Any) -> dict[str, Any] | None:
+    """Core ML has no bundled-program format."""
+    return None
+
+
+def write_op_profile(path: Path, out: Path, *, runs: int, threads: int, input_size: int) -> dict[str, Any]:
+    raise TargetError("Core ML operator profiles come from Xcode's Core ML instrument.", "Profile it on a Mac.")
+
+
+def layer_record(*_: Any, **__: Any) -> Path | None:
+    return None

@@ -7,6 +7,8 @@ loads on Apple runtimes.
 
 from __future__ import annotations
 
+import hashlib
+import platform
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -16,7 +18,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from targets._common import REWRITE_LAYER, Artifact, TargetError, UnsupportedOpError, describe_failing_op, first_line
+from mobilelwt.io import atomic_path
+from targets._common import (
+    REWRITE_LAYER,
+    Artifact,
+    TargetError,
+    UnsupportedOpError,
+    describe_failing_op,
+    first_line,
+    is_compute_op,
+)
 from targets.quantize import quantize_pt2e
 
 PRECISIONS = ("fp32", "int8")
@@ -222,7 +233,7 @@ class HostProgram:
         return self._method.execute(list(inputs))[0]
 
 
-def load(path: Path, *, threads: int = 1, class_labels: list[str] | None = None) -> HostProgram:
+def load(path: Path, *, threads: int = 1, class_labels: list[str] | None = None, **_: Any) -> HostProgram:
     """A saved .pte in the host runtime (the format registry's loader)."""
     return HostProgram(path, threads=threads)
 
@@ -245,3 +256,93 @@ def prepare() -> None:
     from executorch.runtime import Runtime
 
     Runtime.get()
+
+
+# -- the adapter contract's capabilities (targets._api.RuntimeAdapter) --------------------------------------------
+def can_predict(backend: str = "xnnpack") -> bool:
+    """The host runtime runs XNNPACK programs; a program delegated to Core ML loads only on Apple runtimes."""
+    return backend != "coreml"
+
+
+def offline_check(
+    path: Path,
+    *,
+    backend: str = "xnnpack",
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    precision: str,
+    class_labels: list[str] | None,
+) -> dict[str, Any] | None:
+    """Nothing to check without running an XNNPACK program; a Core ML–delegated one cannot run here at all."""
+    if can_predict(backend):
+        return None
+    return {
+        "artifact": Path(path).name,
+        "kind": "none",
+        "numeric": "needs an Apple device: the Core ML delegate does not load in the host runtime",
+        "passed": True,
+        "failures": [],
+    }
+
+
+def delegation(path: Path, summary: dict[str, Any]) -> dict[str, Any] | None:
+    """What XNNPACK took of a program: delegate calls, ops left to the portable kernels, and which of those carry
+    compute (convolutions, matrix products). None for a program delegated elsewhere."""
+    if summary.get("backend", "xnnpack") != "xnnpack":
+        return None
+    portable = dict(summary.get("portable_ops") or {})
+    return {
+        "delegate_calls": summary.get("delegate_calls", 0),
+        "portable_ops": portable,
+        "undelegated_compute_ops": sorted(op for op in portable if is_compute_op(op)),
+        "outside_kernels": "portable kernels",
+    }
+
+
+def write_companion(
+    model: nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    path: Path,
+    config: ExecuTorchConfig,
+    images: torch.Tensor,
+    *,
+    calibration: torch.Tensor | None = None,
+) -> dict[str, Any] | None:
+    """``<file>.bpte`` beside the .pte (program + validation images + expected outputs), verified here."""
+    if config.backend != "xnnpack":
+        return None
+    data = bundle(model, example_inputs, ExecuTorchConfig(config.precision), images, calibration=calibration)
+    bundled_path = Path(path).with_suffix(".bpte")
+    with atomic_path(bundled_path) as tmp:
+        tmp.write_bytes(data)
+    check = verify_bundle(data, rtol=1e-3, atol=1e-4)
+    return {"bundled": bundled_path.name, "bundled_cases": check["cases"], "bundled_verified": check["passed"]}
+
+
+def write_op_profile(path: Path, out: Path, *, runs: int, threads: int, input_size: int) -> dict[str, Any]:
+    """Run a .pte ``runs`` times with the event tracer on and write its ETDump to ``out``."""
+    from executorch.runtime import Runtime
+
+    set_threads(threads)
+    program = Runtime.get().load_program(Path(path), enable_etdump=True, debug_buffer_size=0)
+    method = program.load_method("forward")
+    example = torch.randn(1, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    for _ in range(runs):
+        method.execute([example])
+    out = Path(out)
+    program.write_etdump_result_to_file(str(out), str(out.with_name(out.name + ".debug")))
+    return {"artifact": Path(path).name, "etdump": str(out), "runs": runs, "threads": threads,
+            "platform": platform.platform(), "machine": platform.machine()}  # fmt: skip
+
+
+def layer_record(
+    model: nn.Module, example_inputs: tuple[torch.Tensor, ...], out: Path, *, expected_sha256: str
+) -> Path | None:
+    """The ETRecord of ``model`` lowered again (fp32, XNNPACK), written to ``out`` only when that gives the very
+    bytes of the artifact (then its debug handles are the artifact's)."""
+    records: list = []
+    buffer, _ = lower(model, example_inputs, ExecuTorchConfig("fp32", "xnnpack"), etrecord=records)
+    if hashlib.sha256(buffer).hexdigest() != expected_sha256:
+        return None
+    records[0].save(str(out))
+    return Path(out)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mobilelwt.registry import Registry
+from targets._api import RuntimeAdapter
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,9 @@ class Format:
     computes_fp16: bool = False  # Core ML ML Programs compute in fp16 unless asked for fp32
 
     @property
-    def module(self) -> Any:
-        return importlib.import_module(f"targets.{self.name}")
+    def module(self) -> RuntimeAdapter:
+        """The runtime's adapter: its module, which implements :class:`targets._api.RuntimeAdapter`."""
+        return importlib.import_module(f"targets.{self.name}")  # type: ignore[return-value]
 
     def artifact_path(self, directory: Path, model: str, role: str, precision: str, suffix: str = "") -> Path:
         return Path(directory) / f"{model}-{role}-{precision}{suffix}.{self.ext}"

@@ -19,6 +19,8 @@ import torch
 from torch import nn
 
 from targets._common import REWRITE_LAYER, Artifact, TargetError, UnsupportedOpError, describe_failing_op, first_line
+from targets.litert_profiler import ProfilerError, parse_op_profile, profile_summary, profile_summary_apart
+from targets.litert_profiler import delegation as litert_delegation
 from targets.quantize import quantize_pt2e
 
 PRECISIONS = ("fp32", "int8")
@@ -152,7 +154,7 @@ class HostInterpreter:
         return torch.from_numpy(np.array(out, dtype=np.float32))
 
 
-def load(path: Path, *, threads: int = 1, class_labels: list[str] | None = None) -> HostInterpreter:
+def load(path: Path, *, threads: int = 1, class_labels: list[str] | None = None, **_: Any) -> HostInterpreter:
     """A saved .tflite in the host interpreter (the format registry's loader)."""
     return HostInterpreter(path, threads=threads)
 
@@ -173,3 +175,40 @@ def lower_to_host(
 def prepare() -> None:
     """Import the host interpreter, so that load-time and memory measurements leave it out."""
     from ai_edge_litert.interpreter import Interpreter  # noqa: F401
+
+
+# -- the adapter contract's capabilities (targets._api.RuntimeAdapter) --------------------------------------------
+def can_predict(backend: str = "xnnpack") -> bool:
+    """The LiteRT interpreter runs on every host."""
+    return True
+
+
+def offline_check(path: Path, **_: Any) -> dict[str, Any] | None:
+    """Nothing to check without running: the interpreter validates numerically."""
+    return None
+
+
+def delegation(path: Path, summary: dict[str, Any]) -> dict[str, Any] | None:
+    """What XNNPACK took of a .tflite: one run under LiteRT's profiler shows which nodes ran inside the delegate
+    (the interpreter's op list cannot tell); a profiler failure is recorded, not fatal to the artifact."""
+    try:
+        profile = parse_op_profile(profile_summary_apart(path, runs=1), runs=1)
+    except ProfilerError as exc:
+        return {"error": str(exc)}
+    return {**litert_delegation(profile, dict(summary.get("ops") or {})), "outside_kernels": "TFLite builtin kernels"}
+
+
+def write_companion(*_: Any, **__: Any) -> dict[str, Any] | None:
+    """LiteRT has no bundled-program format."""
+    return None
+
+
+def write_op_profile(path: Path, out: Path, *, runs: int, threads: int, input_size: int) -> dict[str, Any]:
+    """Run a .tflite ``runs`` times under LiteRT's profiler (its default threads) and write the summary to ``out``."""
+    Path(out).write_text(profile_summary(Path(path), runs=runs))
+    return {"artifact": Path(path).name, "op_profile": str(out), "runs": runs, "threads": "LiteRT default"}
+
+
+def layer_record(*_: Any, **__: Any) -> Path | None:
+    """LiteRT node names carry no layer: no record maps them."""
+    return None

@@ -6,8 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from device_bench.profile import etdump_profile, summarize_events
-from targets.build_export import delegation_coverage
-from targets.executorch import ExecuTorchConfig, export
+from targets.executorch import ExecuTorchConfig, delegation, export
 
 
 class HalfDelegated(nn.Module):
@@ -24,8 +23,9 @@ class HalfDelegated(nn.Module):
 
 def test_an_undelegated_convolution_is_flagged_at_export_and_in_the_profile(tmp_path) -> None:
     artifact = export(HalfDelegated().eval(), (torch.randn(1, 3, 16, 16),), tmp_path / "m.pte", ExecuTorchConfig())
-    coverage = delegation_coverage(artifact.summary)
+    coverage = delegation(tmp_path / "m.pte", artifact.summary)
     assert coverage["delegate_calls"] >= 1 and coverage["undelegated_compute_ops"] == ["aten.convolution.default"]
+    assert coverage["outside_kernels"] == "portable kernels"
 
     profile = etdump_profile(tmp_path / "m.pte", input_size=16, threads=1, runs=5)
     assert profile["runs"] == 5 and profile["execute_ms"] > 0 and profile["program_load_ms"] > 0
@@ -110,11 +110,10 @@ def test_an_undelegated_convolution_in_a_tflite_is_flagged_from_litert_profiler(
     # the same model through litert-torch: XNNPACK takes the first conv, the one with computed weights runs on
     # TFLite's builtin CONV_2D kernel, which only LiteRT's profiler can tell (the op list shows both alike)
     from targets import tflite
-    from targets.build_export import tflite_delegation
     from targets.litert_profiler import parse_op_profile, profile_summary_apart
 
     artifact = tflite.export(HalfDelegated().eval(), (torch.randn(1, 3, 16, 16),), tmp_path / "m.tflite")
-    coverage = tflite_delegation(tmp_path / "m.tflite", artifact.summary)
+    coverage = tflite.delegation(tmp_path / "m.tflite", artifact.summary)
     assert coverage["delegated_ops"]["CONV_2D"] == 1 and coverage["builtin_ops"]["CONV_2D"] == 1
     assert coverage["undelegated_compute_ops"] == ["CONV_2D"] and coverage["delegate_calls"] >= 1
     profile = parse_op_profile(profile_summary_apart(tmp_path / "m.tflite", runs=3), runs=3)
