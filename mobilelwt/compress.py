@@ -45,9 +45,7 @@ from mobilelwt.loading import (
 )
 from mobilelwt.manifest import build_manifest
 from mobilelwt.plan import CONV_KINDS, LINEAR_KINDS, Plan, apply_plan, default_candidates
-from mobilelwt.planners import PLANNERS, PlanningContext, plan_sensitivity, plan_uniform
-from mobilelwt.planners.latency import plan_latency_uniform
-from mobilelwt.planners.measured import plan_measured
+from mobilelwt.planners import PLANNERS, PlanningContext, PlanRequest
 from mobilelwt.planners.table import LatencyProbe
 from mobilelwt.profile import count_macs, count_params
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
@@ -56,9 +54,6 @@ from mobilelwt.train import check_model_options, check_workers, load_data_for_we
 
 LatencyProbeFactory = Callable[["LatencyTarget"], LatencyProbe]
 __all__ = ["Build", "CompressConfig", "CompressResult", "compress", "evaluate_build", "load_build", "load_build_data"]
-
-MAC_PLANNERS = ("uniform", "sensitivity")
-MEASURED_PLANNERS = ("latency", "latency-uniform")
 
 
 @dataclass
@@ -121,20 +116,19 @@ class CompressConfig:
             )
         if self.planner is None:
             self.planner = "uniform" if self.mac_speedup is not None else "latency"
-        if self.planner not in PLANNERS:
-            raise ConfigError(f"Unknown planner {self.planner!r}.", f"Use one of: {', '.join(PLANNERS)}.")
-        if self.planner in MEASURED_PLANNERS and self.mac_speedup is not None:
+        planner = PLANNERS.get(self.planner)  # an unknown name is one error listing the known ones
+        if planner.measured and self.mac_speedup is not None:
             raise ConfigError(
                 f"The {self.planner} planner meets a measured speedup; --mac-speedup asks for MACs.",
                 f"Pass --speedup {self.mac_speedup:g} for a measured target, or --planner uniform/sensitivity.",
             )
-        if self.planner in MAC_PLANNERS and self.speedup is not None:
+        if not planner.measured and self.speedup is not None:
             raise ConfigError(
                 f"The {self.planner} planner plans MACs, and --speedup means a measured speedup on the target.",
                 f"Pass --mac-speedup {self.speedup:g} for a MAC target, or drop --planner (the latency planner "
                 "meets --speedup as measured).",
             )
-        if self.planner in MEASURED_PLANNERS:
+        if planner.measured:
             self.speedup = 4.0 if self.speedup is None else self.speedup
             finite(self.speedup, "--speedup", low=1, strict=True, high=1000)
         else:
@@ -148,7 +142,8 @@ class CompressConfig:
 
     @property
     def measured(self) -> bool:
-        return self.planner in MEASURED_PLANNERS
+        """Whether the plan meets a speedup measured on the target (else a MAC reduction)."""
+        return PLANNERS.get(self.planner).measured
 
     @property
     def target(self) -> float:
@@ -194,24 +189,12 @@ def make_plan(
         conv_module=config.conv_module,
         linear_module=config.linear_module,
     )
-    if config.planner == "uniform":
-        return plan_uniform(ctx, config.target)
-    calibration = data.calibration(config.calib_images, seed=config.seed)
-    if config.planner == "sensitivity":
-        return plan_sensitivity(ctx, config.target, calibration, on_progress=on_progress)
-    if latency_probe is None:
-        raise ConfigError(
-            "The latency planner needs a target to time candidates on.", "Run it from the CLI or pass latency_probe."
-        )
-    probe = latency_probe(config.latency)
-    if config.planner == "latency-uniform":
-        return plan_latency_uniform(ctx, config.target, probe=probe, on_progress=on_progress)
-
-    return plan_measured(
+    request = PlanRequest(
         ctx,
-        config.target,
-        calibration,
-        probe=probe,
+        speedup=config.speedup,
+        mac_speedup=config.mac_speedup,
+        calibration=lambda: data.calibration(config.calib_images, seed=config.seed),
+        probe=(lambda: latency_probe(config.latency)) if latency_probe is not None else None,
         table_path=table_path,
         shared_table=Path(config.latency.table) if config.latency.table else None,
         allow_foreign_table=config.latency.allow_foreign_table,
@@ -219,6 +202,7 @@ def make_plan(
         grid_points=config.latency.grid_points,
         on_progress=on_progress,
     )
+    return PLANNERS.get(config.planner).run(request)
 
 
 def _settings(model: str, weights: str, data: DataBundle, config: CompressConfig) -> dict[str, Any]:

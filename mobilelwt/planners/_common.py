@@ -69,10 +69,11 @@ class PlanningContext:
             )
         return self._macs[key]
 
-    def target_macs(self, speedup: float) -> int:
-        if speedup <= 1.0:
-            raise ConfigError(f"--speedup must be above 1, got {speedup}.", "Pass e.g. --speedup 4.")
-        return int(self.teacher_macs / speedup)
+    def target_macs(self, mac_speedup: float) -> int:
+        """The student's MAC budget for a MAC reduction of ``mac_speedup``."""
+        if mac_speedup <= 1.0:
+            raise ConfigError(f"--mac-speedup must be above 1, got {mac_speedup}.", "Pass e.g. --mac-speedup 4.")
+        return int(self.teacher_macs / mac_speedup)
 
     def choice(self, candidate: Candidate, kind: str, rank: int, **notes: Any) -> LayerChoice:
         return LayerChoice(
@@ -83,14 +84,15 @@ class PlanningContext:
             notes=notes,
         )
 
-    def plan(self, planner: str, speedup: float, layers: dict[str, LayerChoice], **details: Any) -> Plan:
+    def plan(self, planner: str, target: float, layers: dict[str, LayerChoice], **details: Any) -> Plan:
+        """The plan of ``layers``; ``target`` is what the planner was asked to meet (its kind in ``details``)."""
         student = self.fixed_macs + sum(c.macs for c in self.candidates if c.name not in layers)
         student += sum(choice.student_macs for choice in layers.values())
         return Plan(
             model=self.model_name,
             input_size=self.input_size,
             num_classes=self.num_classes,
-            target_speedup=speedup,
+            target_speedup=target,
             planner=planner,
             layers=layers,
             teacher_macs=self.teacher_macs,
@@ -138,11 +140,11 @@ class PlanningContext:
         )
         return shown + (f" and {len(kept) - limit} more" if len(kept) > limit else "")
 
-    def infeasible(self, speedup: float, best: int) -> ConfigError:
+    def infeasible(self, mac_speedup: float, best: int) -> ConfigError:
         kept_macs = sum(x.macs for x in self.all_layers() if self.why_kept(x))
         return ConfigError(
-            f"A {speedup}× MAC reduction is out of reach for {self.model_name}: even the smallest modules leave "
+            f"A {mac_speedup}× MAC reduction is out of reach for {self.model_name}: even the smallest modules leave "
             f"{best / 1e6:.1f} M of {self.teacher_macs / 1e6:.1f} M MACs ({self.teacher_macs / best:.2f}×); the "
             f"layers that are never replaced cost {kept_macs / 1e6:.1f} M, most of all {self.kept_layers()}.",
-            f"Ask for at most --speedup {self.teacher_macs / best:.2f}.",
+            f"Ask for at most --mac-speedup {self.teacher_macs / best:.2f}.",
         )

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from mobilelwt.errors import ConfigError
 from mobilelwt.plan import Plan, apply_plan
 from mobilelwt.planners._common import PlanningContext
+from mobilelwt.planners._registry import PlanRequest, register_planner
 from mobilelwt.planners.reach import measure_confirmed, nothing_to_gain
 from mobilelwt.planners.table import LatencyProbe
 from mobilelwt.planners.uniform import plan_uniform
@@ -66,3 +67,12 @@ def plan_latency_uniform(
                             verified=True)  # fmt: skip
         return plan
     raise nothing_to_gain(ctx, speedup, probe, rounds)
+
+
+@register_planner(
+    "latency-uniform", measured=True, summary="uniform MAC shares, searched until the measured speedup meets the target"
+)
+def _latency_uniform(request: PlanRequest) -> Plan:
+    return plan_latency_uniform(
+        request.ctx, request.speedup, probe=request.latency_probe(), on_progress=request.on_progress
+    )

@@ -27,6 +27,7 @@ from mobilelwt.layerwise import normalized_mse
 from mobilelwt.modules import build_replacement
 from mobilelwt.plan import Candidate, LayerChoice, Plan, allowed_kinds, apply_plan
 from mobilelwt.planners._common import PlanningContext
+from mobilelwt.planners._registry import PlanRequest, register_planner
 from mobilelwt.planners.allocate import Option, allocate
 from mobilelwt.planners.reach import measure_confirmed, nothing_to_gain
 from mobilelwt.planners.sensitivity import capture_io, rank_grid
@@ -424,3 +425,21 @@ def _foreign_plan(ctx, speedup, plan_for, kept_ms, details, table) -> Plan:
         "summed, activations and overheads not counted); not timed on that device from here",
     )
     return plan  # fmt: skip
+
+
+@register_planner(
+    "latency", measured=True, summary="per-layer latency tables, an accuracy-aware allocation, whole-student checks"
+)
+def _latency(request: PlanRequest) -> Plan:
+    return plan_measured(
+        request.ctx,
+        request.speedup,
+        request.calibration(),
+        probe=request.latency_probe(),
+        table_path=request.table_path,
+        shared_table=request.shared_table,
+        allow_foreign_table=request.allow_foreign_table,
+        kinds=request.kinds,
+        grid_points=request.grid_points,
+        on_progress=request.on_progress,
+    )

@@ -17,6 +17,7 @@ from mobilelwt.layerwise import normalized_mse
 from mobilelwt.modules import build_replacement
 from mobilelwt.plan import Plan
 from mobilelwt.planners._common import PlanningContext
+from mobilelwt.planners._registry import PlanRequest, register_planner
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
 
 
@@ -61,13 +62,13 @@ def rank_grid(ranks: list[int], points: int, *, geometric: bool = False) -> list
 
 def plan_sensitivity(
     ctx: PlanningContext,
-    speedup: float,
+    mac_speedup: float,
     calibration: torch.Tensor,
     *,
     grid_points: int = 12,
     on_progress: ProgressCallback = ignore_progress,
 ) -> Plan:
-    target = ctx.target_macs(speedup)
+    target = ctx.target_macs(mac_speedup)
     candidates = [c for c in ctx.candidates if ctx.kind_for(c)]
     io = capture_io(ctx.model, [c.name for c in candidates], calibration)
     # options[name]: (macs, error, rank) sorted from costly to cheap; rank None = keep the teacher layer
@@ -98,7 +99,7 @@ def plan_sensitivity(
             if saved > 0 and score < best_score:
                 best, best_score = name, score
         if best is None:
-            raise ctx.infeasible(speedup, total)
+            raise ctx.infeasible(mac_speedup, total)
         total -= options[best][position[best]][0] - options[best][position[best] + 1][0]
         position[best] += 1
 
@@ -110,5 +111,10 @@ def plan_sensitivity(
         if rank is not None:
             layers[c.name] = ctx.choice(c, ctx.kind_for(c), rank, closed_form_error=error)
     if not layers:
-        raise ConfigError("The sensitivity planner replaced no layer.", "Raise --speedup.")
-    return ctx.plan("sensitivity", speedup, layers, calibration_images=len(calibration), closed_form_errors=errors)
+        raise ConfigError("The sensitivity planner replaced no layer.", "Raise --mac-speedup.")
+    return ctx.plan("sensitivity", mac_speedup, layers, calibration_images=len(calibration), closed_form_errors=errors)
+
+
+@register_planner("sensitivity", measured=False, summary="MACs allocated by each layer's closed-form error")
+def _sensitivity(request: PlanRequest) -> Plan:
+    return plan_sensitivity(request.ctx, request.mac_speedup, request.calibration(), on_progress=request.on_progress)

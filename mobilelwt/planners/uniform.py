@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mobilelwt.plan import LayerChoice, Plan
 from mobilelwt.planners._common import PlanningContext
+from mobilelwt.planners._registry import PlanRequest, register_planner
 
 
 def _rank_within(ctx: PlanningContext, candidate, kind: str, budget: float) -> int:
@@ -18,8 +19,9 @@ def _rank_within(ctx: PlanningContext, candidate, kind: str, budget: float) -> i
     return ranks[lo]
 
 
-def plan_uniform(ctx: PlanningContext, speedup: float) -> Plan:
-    target = ctx.target_macs(speedup)
+def plan_uniform(ctx: PlanningContext, mac_speedup: float) -> Plan:
+    """Every replaceable layer keeps the same fraction of its MACs, the largest that meets ``mac_speedup``."""
+    target = ctx.target_macs(mac_speedup)
     kinds = {c.name: ctx.kind_for(c) for c in ctx.candidates}
     replaceable = [c for c in ctx.candidates if kinds[c.name]]
 
@@ -32,11 +34,11 @@ def plan_uniform(ctx: PlanningContext, speedup: float) -> Plan:
         }
 
     def total(layers: dict[str, LayerChoice]) -> int:
-        return ctx.plan("uniform", speedup, layers).student_macs
+        return ctx.plan("uniform", mac_speedup, layers).student_macs
 
     smallest = layers_for(0.0)
     if total(smallest) > target:
-        raise ctx.infeasible(speedup, total(smallest))
+        raise ctx.infeasible(mac_speedup, total(smallest))
     lo, hi = 0.0, 1.0
     for _ in range(40):
         mid = (lo + hi) / 2
@@ -44,4 +46,9 @@ def plan_uniform(ctx: PlanningContext, speedup: float) -> Plan:
             lo = mid
         else:
             hi = mid
-    return ctx.plan("uniform", speedup, layers_for(lo), fraction=lo)
+    return ctx.plan("uniform", mac_speedup, layers_for(lo), fraction=lo)
+
+
+@register_planner("uniform", measured=False, summary="every layer keeps the same share of its MACs")
+def _uniform(request: PlanRequest) -> Plan:
+    return plan_uniform(request.ctx, request.mac_speedup)

@@ -97,3 +97,21 @@ def test_uniform_latency_planner_accepts_only_on_the_lower_bound() -> None:
     plan = plan_latency_uniform(ctx, 1.8, probe=probe)
     assert plan.planner == "latency-uniform" and plan.details["measured_ci95"][0] >= 1.8
     assert plan.mac_speedup > 1.8  # the fixed cost and per-layer overheads: more MACs must go than the target says
+
+
+def test_planners_are_registered_with_what_their_number_means() -> None:
+    from mobilelwt.planners import PLANNERS
+
+    assert {name: PLANNERS.get(name).measured for name in PLANNERS} == {
+        "latency": True, "latency-uniform": True, "sensitivity": False, "uniform": False,
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="already registered"):
+        PLANNERS.add("uniform", PLANNERS.get("uniform"))
+
+
+def test_a_mac_planner_names_its_own_option_in_its_errors() -> None:
+    from mobilelwt.planners import plan_uniform
+
+    with pytest.raises(ConfigError) as info:
+        plan_uniform(_context(), 1000.0)
+    assert "--mac-speedup" in info.value.fix and "--speedup " not in info.value.fix
