@@ -24,6 +24,7 @@ from mobilelwt.distill import DistillConfig
 from mobilelwt.layerwise import LayerwiseConfig
 from mobilelwt.manifest import environment
 from mobilelwt.plan import Plan, apply_plan
+from mobilelwt.settings import RunSettings
 from mobilelwt.teachers import build_teacher
 from mobilelwt.train import TrainConfig, fit_classifier
 
@@ -81,9 +82,8 @@ def main() -> None:
         args.model,
         out=Path(args.build_dir),
         weights=args.weights,
-        data=args.data,
+        run=RunSettings(data=args.data, device=args.device),
         config=config,
-        device=args.device,
         plan=Plan.load(Path(args.plan)) if args.plan else None,
         latency_probe=probe,
         on_progress=log,

@@ -27,6 +27,7 @@ from mobilelwt.plan import apply_plan, default_candidates
 from mobilelwt.planners import PlanningContext
 from mobilelwt.planners.measured import plan_measured
 from mobilelwt.profile import count_macs
+from mobilelwt.settings import RunSettings
 from mobilelwt.teachers import build_teacher, get_teacher_spec
 
 TARGETS = {"alexnet": 4.0, "vgg16": 6.0}
@@ -116,10 +117,15 @@ def compare(args) -> dict:
         )
         stages: dict[str, float] = {}
         started = time.perf_counter()
-        result = compress(args.model, out=Path(args.build_dir) / planner, weights=args.weights, data=args.data,
-                          config=config, threads=args.threads,
-                          latency_probe=lambda t: HostProbe(t.runtime, threads=t.threads),
-                          on_progress=timed_log(stages))  # fmt: skip
+        result = compress(
+            args.model,
+            out=Path(args.build_dir) / planner,
+            weights=args.weights,
+            run=RunSettings(data=args.data, threads=args.threads),
+            config=config,
+            latency_probe=lambda t: HostProbe(t.runtime, threads=t.threads),
+            on_progress=timed_log(stages),
+        )
         m = result.metrics
         teacher = result.teacher.model.eval()
         # closed-form error of every replaced layer on held-out images (teacher inputs), both plans alike

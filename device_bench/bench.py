@@ -254,7 +254,6 @@ def _coreml_on_host(
     build_dir: Path, artifact: dict[str, Any], runs: int, warmup: int, options: DeviceOptions
 ) -> dict[str, Any]:
     """Core ML runs through coremltools on a Mac; elsewhere the record says so instead of holding a number."""
-
     base = {"artifact": artifact["path"], "artifact_sha256": artifact["sha256"], "role": artifact["role"],
             "runtime": "coreml", "precision": artifact["precision"], "device": "host"}  # fmt: skip
     adapter = by_runtime("coreml").module

@@ -44,7 +44,6 @@ def layer_latency(
     build_dir: Path, *, runtime: str = "executorch", threads: int = 2, warmup: int = 3, runs: int = 20
 ) -> list[dict[str, Any]]:
     """Teacher layer vs replacement, timed interleaved on ``runtime``; written to ``DIR/layer-latency.json``."""
-
     build = load_build(Path(build_dir))
     names = list(build.plan.layers)
     shapes = layer_inputs(build.teacher.model, names, build.plan.input_size)

@@ -50,7 +50,6 @@ def etdump_profile(
     one row per operator (where it ran, calls, median and mean ms, share of the execute time). With the program's
     ``etrecord`` also the time of each layer in the network (:func:`layer_times`; ``layers``: the names to
     report, e.g. a plan's, each covering its sub-modules)."""
-
     with tempfile.TemporaryDirectory() as tmp:
         etdump = Path(tmp) / "profile.etdp"
         write_op_profile(Path(path), "executorch", etdump, runs=runs, threads=threads, input_size=input_size)
@@ -208,7 +207,6 @@ def _count(events: list[dict[str, Any]], name: str) -> int:
 def profile_build(build_dir: Path, *, threads: int = 2, runs: int = 20) -> dict[str, Any]:
     """Per-operator profiles of every validated ExecuTorch (XNNPACK, ETDump) and LiteRT (its profiler) artifact
     of a build on this host: ``DIR/op-profile.json``."""
-
     directory = BuildDir(build_dir)
     listing = directory.artifacts()
     profiles = {}
@@ -234,7 +232,6 @@ def profile_build(build_dir: Path, *, threads: int = 2, runs: int = 20) -> dict[
 
 def _litert(path: Path, runs: int) -> dict[str, Any]:
     """LiteRT's profile of one file, or why there is none (its profiler runs in a process of its own)."""
-
     try:
         return parse_op_profile(profile_summary_apart(path, runs=runs), runs=runs)
     except ProfilerError as exc:

@@ -29,7 +29,7 @@ from mobilelwt.checks import check_writable_dir, finite, whole
 from mobilelwt.data import DataBundle, iterate_normalized, load_labelled
 from mobilelwt.devices import resolve_device
 from mobilelwt.distill import DistillConfig, distill
-from mobilelwt.distributed import broadcast_module, init_distributed, on_main, rank_batch_size
+from mobilelwt.distributed import broadcast_module, init_distributed, on_main, rank_batch_size, world
 from mobilelwt.errors import ConfigError
 from mobilelwt.evaluation import evaluate, evaluate_set
 from mobilelwt.hashing import digest
@@ -44,13 +44,14 @@ from mobilelwt.loading import (
     teacher_fingerprint,
 )
 from mobilelwt.manifest import build_manifest
-from mobilelwt.plan import CONV_KINDS, LINEAR_KINDS, Plan, apply_plan, default_candidates
+from mobilelwt.plan import CONV_KINDS, LINEAR_KINDS, LayerChoice, Plan, apply_plan, default_candidates
 from mobilelwt.planners import PLANNERS, PlanningContext, PlanRequest
 from mobilelwt.planners.table import LatencyProbe
 from mobilelwt.profile import count_macs, count_params
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
+from mobilelwt.settings import RunSettings
 from mobilelwt.teachers import Teacher, build_teacher, find_head, get_teacher_spec
-from mobilelwt.train import check_model_options, check_workers, load_data_for_weights, loader_settings, throughput
+from mobilelwt.train import check_model_options, load_data_for_weights, loader_settings, throughput
 
 LatencyProbeFactory = Callable[["LatencyTarget"], LatencyProbe]
 __all__ = ["Build", "CompressConfig", "CompressResult", "compress", "evaluate_build", "load_build", "load_build_data"]
@@ -116,7 +117,9 @@ class CompressConfig:
             )
         if self.planner is None:
             self.planner = "uniform" if self.mac_speedup is not None else "latency"
-        planner = PLANNERS.get(self.planner)  # an unknown name is one error listing the known ones
+        if self.planner not in PLANNERS:
+            raise ConfigError(f"Unknown planner {self.planner!r}.", f"Use one of: {', '.join(PLANNERS)}.")
+        planner = PLANNERS.get(self.planner)
         if planner.measured and self.mac_speedup is not None:
             raise ConfigError(
                 f"The {self.planner} planner meets a measured speedup; --mac-speedup asks for MACs.",
@@ -229,178 +232,226 @@ def compress_inputs(
             "key": digest({**base, "settings": settings})}  # fmt: skip
 
 
+@dataclass
+class _Session:
+    """One compress call, opened: its inputs checked and loaded, what every stage reads."""
+
+    model: str
+    out: Path
+    weights: str
+    config: CompressConfig
+    bundle: DataBundle
+    teacher: Teacher
+    inputs: dict[str, Any]
+    settings: dict[str, Any]
+    device: torch.device
+    started: float
+
+
+@dataclass
+class _Trained:
+    """What the training stages produced: the student and its accuracy after each stage."""
+
+    student: nn.Module
+    accuracy: dict[str, dict[str, float]]  # teacher, closed_form, layerwise, final
+    layers: dict[str, dict[str, Any]]  # layer-wise records by layer name
+    history: list[dict[str, Any]]  # the fine-tune's epochs
+    seconds: dict[str, float]
+
+
 def compress(
     model: str,
     *,
     out: Path,
     weights: str = "none",
-    data: str | Path = "digits",
-    val_data: Path | None = None,
-    val_fraction: float = 0.1,
-    input_size: int | None = None,
+    run: RunSettings | None = None,
     config: CompressConfig | None = None,
-    threads: int | None = None,
-    device: str = "cpu",
     plan: Plan | None = None,
     latency_probe: LatencyProbeFactory | None = None,
-    workers: int | None = None,
     on_progress: ProgressCallback = ignore_progress,
 ) -> CompressResult:
     """Compress ``model`` into a student in ``out``; see the module docstring for the stages.
 
-    ``latency_probe(config.latency) -> probe`` supplies the target the latency planners time on
-    (``device_bench.probe.make_probe``); the core itself knows no runtime. ``plan`` replays a plan made elsewhere (say,
-    timed on the target runtime on a laptop, trained on a GPU machine) instead of planning. Training runs on
-    ``device``; planning, closed-form init and the saved files stay on the CPU.
+    ``run``: the data, its split and the machine (:class:`mobilelwt.settings.RunSettings`). ``latency_probe(
+    config.latency) -> probe`` supplies the target the latency planners time on (``device_bench.probe.make_probe``);
+    the core itself knows no runtime. ``plan`` replays a plan made elsewhere (say, timed on the target runtime on a
+    laptop, trained on a GPU machine) instead of planning. Training runs on ``run.device``; planning, closed-form
+    init and the saved files stay on the CPU.
 
     Freshness: a finished build whose recorded inputs (teacher weights, data, settings, replayed plan) equal
     this call's is returned as it is; otherwise its files and everything exported or measured from them are
     removed first, keeping only a plan or layer-wise progress whose own inputs still match.
 
     Under torchrun (``mobilelwt.distributed``) the ranks evaluate, train layer-wise and fine-tune data-parallel;
-    rank 0 alone checks and writes the directory and plans; ``workers`` DataLoader processes per rank decode a
+    rank 0 alone checks and writes the directory and plans; ``run.workers`` DataLoader processes per rank decode a
     set that is not held in memory. ``student`` is None on the other ranks of a build that was already finished.
     """
-    config = config or CompressConfig()
-    out = check_writable_dir(Path(out))
-    model = check_model_options(model, input_size, threads)
-    check_workers(workers)
-    w, torch_device = init_distributed(resolve_device(device))
-    rank_batch_size(config.layerwise.batch_size, "--layer-batch-size")
-    rank_batch_size(config.finetune.batch_size, "--finetune-batch-size")
-    if threads is not None:
-        torch.set_num_threads(threads)
-    started = time.perf_counter()
-    bundle = load_data_for_weights(
-        weights, data, input_size, val_fraction=val_fraction, seed=config.seed, val_data=val_data
-    )
-    bundle.use_loader(loader_settings(workers, torch_device))
-    input_size = bundle.input_size
-    teacher = build_teacher(
-        model, num_classes=bundle.num_classes, weights=weights, input_size=input_size, seed=config.seed
-    )
-    if plan is not None:
-        _check_replayable(plan, model, bundle.num_classes, input_size)
-    settings = _settings(model, str(weights), bundle, config)
-    inputs = compress_inputs(model, teacher, bundle, config, plan)
-    build_dir = BuildDir(out)
-
-    state = on_main(lambda: _prepare(build_dir, inputs, replaying=plan is not None), "checking the build directory")
+    session = _open(model, Path(out), weights, run or RunSettings(), config or CompressConfig(), plan)
+    build_dir = BuildDir(session.out)
+    state = on_main(lambda: _prepare(build_dir, session.inputs, replaying=plan is not None),
+                    "checking the build directory")  # fmt: skip
     if "reused" in state:
         reused_plan = Plan.from_dict(state["plan"])
-        student = load_student_model(out, reused_plan) if w.is_main else None
-        return CompressResult(out, reused_plan, state["reused"], student, teacher)
-    keep = state["keep"]
-
-    timings: dict[str, float] = {}
+        student = load_student_model(session.out, reused_plan) if world().is_main else None
+        return CompressResult(session.out, reused_plan, state["reused"], student, session.teacher)
     on_progress(ProgressEvent("stages", 0, 5, {"stage": "evaluate teacher"}))
-    teacher_acc = _accuracy(teacher.model.to(torch_device), bundle)
-    teacher.model.cpu()
-
+    teacher_accuracy = _accuracy(session.teacher.model.to(session.device), session.bundle)
+    session.teacher.model.cpu()
     on_progress(ProgressEvent("stages", 1, 5, {"stage": "plan"}))
     t0 = time.perf_counter()
-    plan_path = out / PLAN
+    plan = _plan_stage(session, plan, state["keep"], latency_probe, on_progress)
+    plan_seconds = time.perf_counter() - t0
+    trained = _train_stages(session, plan, on_progress)
+    trained.accuracy["teacher"] = teacher_accuracy
+    trained.seconds = {"plan": plan_seconds, **trained.seconds}
+    on_progress(ProgressEvent("stages", 4, 5, {"stage": "save"}))
+    metrics = _metrics(session, plan, trained)
+    on_main(lambda: _save(session, trained.student, metrics, plan), "saving the student")
+    on_progress(ProgressEvent("stages", 5, 5, {"stage": "done"}))
+    return CompressResult(session.out, plan, metrics, trained.student, session.teacher)
+
+
+def _open(model: str, out: Path, weights: str, run: RunSettings, config: CompressConfig, plan: Plan | None) -> _Session:
+    """Check every option that can be checked before work, join the ranks, load the data and build the teacher."""
+    out = check_writable_dir(out)
+    model = check_model_options(model, run)
+    _, device = init_distributed(resolve_device(run.device))
+    rank_batch_size(config.layerwise.batch_size, "--layer-batch-size")
+    rank_batch_size(config.finetune.batch_size, "--finetune-batch-size")
+    if run.threads is not None:
+        torch.set_num_threads(run.threads)
+    started = time.perf_counter()
+    bundle = load_data_for_weights(weights, run, seed=config.seed)
+    bundle.use_loader(loader_settings(run.workers, device))
+    teacher = build_teacher(
+        model, num_classes=bundle.num_classes, weights=weights, input_size=bundle.input_size, seed=config.seed
+    )
+    if plan is not None:
+        _check_replayable(plan, model, bundle.num_classes, bundle.input_size)
+    return _Session(
+        model=model,
+        out=out,
+        weights=weights,
+        config=config,
+        bundle=bundle,
+        teacher=teacher,
+        inputs=compress_inputs(model, teacher, bundle, config, plan),
+        settings=_settings(model, str(weights), bundle, config),
+        device=device,
+        started=started,
+    )
+
+
+def _plan_stage(
+    session: _Session,
+    replayed: Plan | None,
+    keep: list[str],
+    latency_probe: LatencyProbeFactory | None,
+    on_progress: ProgressCallback,
+) -> Plan:
+    """The replayed plan, a kept one whose inputs still match, or a new one (rank 0 plans; every rank gets it)."""
+    plan_path = session.out / PLAN
 
     def planned() -> dict[str, Any]:  # rank 0: the planner may time candidates on a device, and writes plan.json
-        chosen = plan
+        chosen = replayed
         if chosen is None and PLAN in keep:
             chosen = Plan.load(plan_path)
         if chosen is None:
-            chosen = make_plan(
-                teacher, bundle, config, on_progress, latency_probe=latency_probe, table_path=out / LATENCY_TABLE
-            )
-        chosen.details["inputs_key"] = inputs["plan_key"]
+            chosen = make_plan(session.teacher, session.bundle, session.config, on_progress,
+                               latency_probe=latency_probe, table_path=session.out / LATENCY_TABLE)  # fmt: skip
+        chosen.details["inputs_key"] = session.inputs["plan_key"]
         chosen.save(plan_path)
         return chosen.to_dict()
 
-    plan = Plan.from_dict(on_main(planned, "planning"))
-    timings["plan"] = time.perf_counter() - t0
+    return Plan.from_dict(on_main(planned, "planning"))
 
+
+def _train_stages(session: _Session, plan: Plan, on_progress: ProgressCallback) -> _Trained:
+    """Closed-form init, layer-wise training, distillation fine-tune; the student's accuracy after each."""
+    config, bundle, device = session.config, session.bundle, session.device
+    teacher = session.teacher.model
     # the closed-form init (SVDs) on rank 0 alone, handed to the others: N ranks of a node would run N at once
-    student = apply_plan(teacher.model, plan, init=w.is_main).to(torch_device)
+    student = apply_plan(teacher, plan, init=world().is_main).to(device)
     broadcast_module(student, "the closed-form init")
-    teacher.model.to(torch_device)
-    closed_form_acc = _accuracy(student, bundle)
+    teacher.to(device)
+    accuracy = {"closed_form": _accuracy(student, bundle)}
 
     on_progress(ProgressEvent("stages", 2, 5, {"stage": "layer-wise training"}))
     t0 = time.perf_counter()
-    layer_records = train_layerwise(
-        teacher.model,
-        student,
-        list(plan.layers),
-        bundle,
-        config.layerwise,
-        state_dir=out / LAYERWISE,
-        state_key=inputs["layerwise_key"],
-        on_progress=on_progress,
-    )
-    timings["layerwise"] = time.perf_counter() - t0
-    layerwise_acc = _accuracy(student, bundle) if config.layerwise.epochs > 0 else closed_form_acc
+    layers = train_layerwise(teacher, student, list(plan.layers), bundle, config.layerwise,
+                             state_dir=session.out / LAYERWISE, state_key=session.inputs["layerwise_key"],
+                             on_progress=on_progress)  # fmt: skip
+    seconds = {"layerwise": time.perf_counter() - t0}
+    trained = config.layerwise.epochs > 0
+    accuracy["layerwise"] = _accuracy(student, bundle) if trained else accuracy["closed_form"]
 
     on_progress(ProgressEvent("stages", 3, 5, {"stage": "distillation fine-tune"}))
     t0 = time.perf_counter()
-    history = distill(student, teacher.model, bundle, config.finetune, on_progress=on_progress)
-    timings["finetune"] = time.perf_counter() - t0
-    final_acc = _accuracy(student, bundle) if history else layerwise_acc
-
-    on_progress(ProgressEvent("stages", 4, 5, {"stage": "save"}))
+    history = distill(student, teacher, bundle, config.finetune, on_progress=on_progress)
+    seconds["finetune"] = time.perf_counter() - t0
+    accuracy["final"] = _accuracy(student, bundle) if history else accuracy["layerwise"]
     student.cpu()
-    teacher.model.cpu()
-    student_macs = count_macs(student, input_size)
-    teacher_macs = count_macs(teacher.model, input_size)
-    metrics = {
-        "model": model,
-        "input_size": input_size,
+    teacher.cpu()
+    return _Trained(student, accuracy, layers, history, seconds)
+
+
+def _metrics(session: _Session, plan: Plan, trained: _Trained) -> dict[str, Any]:
+    """``metrics.json``: accuracy after every stage, MACs, the plan's target, per-layer records, facts of the run."""
+    bundle, config, accuracy = session.bundle, session.config, trained.accuracy
+    student_macs = count_macs(trained.student, bundle.input_size)
+    teacher_macs = count_macs(session.teacher.model, bundle.input_size)
+    return {
+        "model": session.model,
+        "input_size": bundle.input_size,
         "num_classes": bundle.num_classes,
         "classes": bundle.classes,
         "teacher": {
-            **teacher_acc,
+            **accuracy["teacher"],
             "macs": teacher_macs,
-            "params": count_params(teacher.model),
-            "weights": str(weights),
-        },
+            "params": count_params(session.teacher.model),
+            "weights": str(session.weights),
+        },  # fmt: skip
         "student": {
-            **final_acc,
+            **accuracy["final"],
             "macs": student_macs,
-            "params": count_params(student),
-            "closed_form": closed_form_acc,
-            "layerwise": layerwise_acc,
-            "finetune_history": history,
+            "params": count_params(trained.student),
+            "closed_form": accuracy["closed_form"],
+            "layerwise": accuracy["layerwise"],
+            "finetune_history": trained.history,
         },
         "mac_speedup": teacher_macs / student_macs,
         "plan_target": plan_target(plan),
-        "top1_drop": teacher_acc["top1"] - final_acc["top1"],
-        "layers": {
-            name: {
-                **layer_records.get(name, {}),
-                "module": choice.module,
-                **choice.params,
-                "teacher_macs": choice.teacher_macs,
-                "student_macs": choice.student_macs,
-                # the latency planner's table: the teacher layer's and this module's time alone on the target
-                **(
-                    {"predicted_teacher_ms": choice.notes["teacher_ms"], "predicted_ms": choice.notes["predicted_ms"]}
-                    if "predicted_ms" in choice.notes
-                    else {}
-                ),
-            }
-            for name, choice in plan.layers.items()
-        },
-        "seconds": {**timings, "total": time.perf_counter() - started},
+        "top1_drop": accuracy["teacher"]["top1"] - accuracy["final"]["top1"],
+        "layers": {name: _layer_metrics(choice, trained.layers.get(name, {})) for name, choice in plan.layers.items()},
+        "seconds": {**trained.seconds, "total": time.perf_counter() - session.started},
         "threads": torch.get_num_threads(),
-        "device": str(torch_device),
+        "device": str(session.device),
         "distributed": {
-            **w.describe(),
+            **world().describe(),
             "global_batch": {"layerwise": config.layerwise.batch_size, "finetune": config.finetune.batch_size},
         },
-        "data_loader": {**bundle.loader_facts(), **_throughput(layer_records, history)},
-        "settings": jsonable(settings),
-        "inputs": inputs,
+        "data_loader": {**bundle.loader_facts(), **_throughput(trained.layers, trained.history)},
+        "settings": jsonable(session.settings),
+        "inputs": session.inputs,
     }
-    on_main(lambda: _save(out, student, metrics, settings, config, model, weights, bundle, inputs, teacher, plan),
-            "saving the student")  # fmt: skip
-    on_progress(ProgressEvent("stages", 5, 5, {"stage": "done"}))
-    return CompressResult(out, plan, metrics, student, teacher)
+
+
+def _layer_metrics(choice: LayerChoice, record: dict[str, Any]) -> dict[str, Any]:
+    """One replaced layer: its layer-wise record, module and MACs, and the latency planner's table times (the
+    teacher layer's and this module's time alone on the target)."""
+    timed = "predicted_ms" in choice.notes
+    return {
+        **record,
+        "module": choice.module,
+        **choice.params,
+        "teacher_macs": choice.teacher_macs,
+        "student_macs": choice.student_macs,
+        **(
+            {"predicted_teacher_ms": choice.notes["teacher_ms"], "predicted_ms": choice.notes["predicted_ms"]}
+            if timed
+            else {}
+        ),  # fmt: skip
+    }
 
 
 def _prepare(build_dir: BuildDir, inputs: dict[str, Any], *, replaying: bool) -> dict[str, Any]:
@@ -427,20 +478,9 @@ def _throughput(layer_records: dict[str, dict[str, Any]], history: list[dict[str
     return {"layerwise_images_per_s": layerwise, "finetune": throughput(history)}
 
 
-def _save(
-    out: Path,
-    student: nn.Module,
-    metrics: dict[str, Any],
-    settings: dict[str, Any],
-    config: CompressConfig,
-    model: str,
-    weights: str,
-    bundle: DataBundle,
-    inputs: dict[str, Any],
-    teacher: Teacher,
-    plan: Plan,
-) -> None:
+def _save(session: _Session, student: nn.Module, metrics: dict[str, Any], plan: Plan) -> None:
     """Rank 0: the student, its metrics, and last the manifest (whose presence marks the stage finished)."""
+    out, config, bundle, weights = session.out, session.config, session.bundle, session.weights
     with atomic_path(out / STUDENT) as tmp:
         torch.save(student.state_dict(), tmp)
     write_json(out / METRICS, metrics)
@@ -448,7 +488,7 @@ def _save(
         out / MANIFEST,
         build_manifest(
             "compress",
-            settings=jsonable(settings),
+            settings=jsonable(session.settings),
             seeds={
                 "seed": config.seed,
                 "split_seed": config.seed,
@@ -457,7 +497,7 @@ def _save(
             },
             files=[out / name for name in (PLAN, STUDENT, METRICS)],
             teacher={
-                "model": model,
+                "model": session.model,
                 # absolute, so the build loads from any working directory
                 "weights": str(Path(weights).resolve()) if Path(str(weights)).is_file() else str(weights),
                 "num_classes": bundle.num_classes,
@@ -466,10 +506,10 @@ def _save(
                 "mean": list(bundle.mean),
                 "std": list(bundle.std),
                 "seed": config.seed,  # a random teacher (--weights none) is rebuilt from it
-                "sha256": inputs["teacher_sha256"],
-                "code": teacher.code,  # a user model's file and hash: later stages load exactly that code
+                "sha256": session.inputs["teacher_sha256"],
+                "code": session.teacher.code,  # a user model's file and hash: later stages load exactly that code
             },
-            inputs=inputs,
+            inputs=session.inputs,
             plan=plan.to_dict(),
         ),
     )

@@ -37,7 +37,6 @@ def evaluate(
 def evaluate_set(model: nn.Module, data: DataBundle, images: ImageSet, batch_size: int = 256) -> dict[str, float]:
     """:func:`evaluate` on ``images`` with ``data``'s preprocessing; under torchrun every rank evaluates its share
     and the counts are summed, so each rank gets the numbers of the whole set."""
-
     idx = shard_range(len(images))
     batches = ((data.normalize(x), y) for x, y in images.chunks(idx, batch_size))
     return _summary(*all_sum(_counts(model, batches, None), "evaluation"))

@@ -125,7 +125,6 @@ def layer_error(
 
     ``across_ranks``: each rank takes its share of ``images`` and the sums are added up, so that every rank gets
     the same number (and so takes the same early-stopping decision)."""
-
     if across_ranks:
         images = images[shard_range(len(images))]
     num = den = 0.0

@@ -32,6 +32,7 @@ from mobilelwt.hashing import sha256_file
 from mobilelwt.io import atomic_path, write_json
 from mobilelwt.manifest import build_manifest
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
+from mobilelwt.settings import RunSettings
 from mobilelwt.teachers import Teacher, build_teacher, check_input_size, check_model
 from mobilelwt.weights import checkpoint_metadata
 
@@ -98,37 +99,29 @@ def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int, warmu
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def load_data_for_weights(
-    weights: str | Path,
-    data: str | Path,
-    input_size: int | None,
-    *,
-    val_fraction: float,
-    seed: int,
-    val_data: Path | None,
-) -> DataBundle:
-    """Load ``data`` the way a teacher checkpoint expects it: its input size (unless overridden) and classes."""
+def load_data_for_weights(weights: str | Path, run: RunSettings, *, seed: int) -> DataBundle:
+    """Load ``run.data`` the way a teacher checkpoint expects it: its input size (unless overridden) and classes."""
     recorded = checkpoint_metadata(Path(weights)) if str(weights) not in ("none", "imagenet") else {}
+    input_size = run.input_size
     if input_size is None:
-        input_size = recorded.get("input_size") or default_input_size(str(data))
+        input_size = recorded.get("input_size") or default_input_size(str(run.data))
     return load_data(
-        data,
+        run.data,
         input_size,
-        val_fraction=val_fraction,
+        val_fraction=run.val_fraction,
         seed=seed,
-        val_data=val_data,
+        val_data=run.val_data,
         expected_classes=recorded.get("classes"),
     )
 
 
-def check_model_options(model: str, input_size: int | None, threads: int | None) -> str:
-    """What can be refused about a model before its data is loaded: its name (user code: consent and import),
-    the input size, the threads. Returns the model's canonical name."""
-
+def check_model_options(model: str, run: RunSettings) -> str:
+    """What can be refused about a model and its run before its data is loaded: its name (user code: consent and
+    import), the input size it takes, the run settings. Returns the model's canonical name."""
+    run.check()
     model = check_model(model)
-    if input_size is not None:
-        check_input_size(model, input_size)
-    whole(threads, "--threads", low=1, optional=True)
+    if run.input_size is not None:
+        check_input_size(model, run.input_size)
     return model
 
 
@@ -271,37 +264,28 @@ def save_teacher_checkpoint(teacher: Teacher, data: DataBundle, path: Path, extr
 def train_teacher(
     model_name: str,
     *,
-    data: str | Path = "digits",
     out: Path,
     weights: str = "none",
-    input_size: int | None = None,
-    val_fraction: float = 0.1,
-    val_data: Path | None = None,
+    run: RunSettings | None = None,
     config: TrainConfig | None = None,
-    threads: int | None = None,
-    device: str = "cpu",
-    workers: int | None = None,
     progress: Path | None = None,
     on_progress: ProgressCallback = ignore_progress,
 ) -> TeacherTrainingResult:
-    """Train (``weights=none``) or fine-tune a teacher on ``data``; save a checkpoint and a manifest beside it.
+    """Train (``weights=none``) or fine-tune a teacher on ``run.data``; save a checkpoint and a manifest beside it.
 
     Under torchrun the ranks train data-parallel and rank 0 alone writes the files. Every finished epoch is kept in
     ``progress`` (default ``OUT.progress.pt``) until the checkpoint is saved: a re-run of an interrupted training
     with the same inputs resumes after the last finished epoch."""
-    config = config or TrainConfig()
+    config, run = config or TrainConfig(), run or RunSettings()
     out = check_writable_file(Path(out))  # before training, not after
-    model_name = check_model_options(model_name, input_size, threads)
-    check_workers(workers)
-    w, torch_device = init_distributed(resolve_device(device))
+    model_name = check_model_options(model_name, run)
+    w, torch_device = init_distributed(resolve_device(run.device))
     rank_batch_size(config.batch_size, "--batch-size")
-    if threads is not None:
-        torch.set_num_threads(threads)
+    if run.threads is not None:
+        torch.set_num_threads(run.threads)
     started = time.perf_counter()
-    bundle = load_data_for_weights(
-        weights, data, input_size, val_fraction=val_fraction, seed=config.seed, val_data=val_data
-    )
-    bundle.use_loader(loader_settings(workers, torch_device))
+    bundle = load_data_for_weights(weights, run, seed=config.seed)
+    bundle.use_loader(loader_settings(run.workers, torch_device))
     input_size = bundle.input_size
     teacher = build_teacher(
         model_name, num_classes=bundle.num_classes, weights=weights, input_size=input_size, seed=config.seed
@@ -381,10 +365,6 @@ def _training_key(model: str, weights: str, bundle: DataBundle, config: TrainCon
     if Path(str(weights)).is_file():
         facts["weights_sha256"] = sha256_file(Path(weights))
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def check_workers(workers: int | None) -> None:
-    whole(workers, "--workers", low=0, optional=True)
 
 
 def loader_settings(workers: int | None, device: torch.device) -> LoaderSettings:

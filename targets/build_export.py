@@ -141,7 +141,6 @@ def export_build(
     An artifact whose recorded inputs (the compress stage's key, role, format, precision, options) match and
     whose file still has the recorded bytes is reused; any other is exported again, its old file removed first.
     """
-
     options = options or ExportOptions()
     targets = expand_target(target)
     check_precisions(options.precisions)

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from mobilelwt.settings import RunSettings
 from mobilelwt.teachers import TEACHERS, TeacherSpec, register_teacher
 
 
@@ -38,7 +39,12 @@ def digits_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mobilelwt.train import TrainConfig, train_teacher
 
     out = tmp_path_factory.mktemp("teacher") / "alexnet-digits.pt"
-    train_teacher("alexnet", data="digits", out=out, input_size=64, config=TrainConfig(epochs=1, max_steps_per_epoch=3))
+    train_teacher(
+        "alexnet",
+        run=RunSettings(data="digits", input_size=64),
+        out=out,
+        config=TrainConfig(epochs=1, max_steps_per_epoch=3),
+    )
     return out
 
 
@@ -85,5 +91,7 @@ def tiny_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mobilelwt.train import TrainConfig, train_teacher
 
     out = tmp_path_factory.mktemp("tiny") / "tinynet-digits.pt"
-    train_teacher("tinynet", data="digits", out=out, input_size=32, config=TrainConfig(epochs=8, lr=2e-3))
+    train_teacher(
+        "tinynet", run=RunSettings(data="digits", input_size=32), out=out, config=TrainConfig(epochs=8, lr=2e-3)
+    )
     return out

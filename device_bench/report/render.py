@@ -101,7 +101,6 @@ def to_markdown(table: pd.DataFrame, meta: dict[str, Any]) -> str:
 
 def headline_lines(table: pd.DataFrame) -> list[str]:
     """One sentence per (device, runtime, precision) for the headline box."""
-
     lines = []
     for r in headline_rows(table):
         ci = "" if _missing(r["speedup_ci_low"]) else f" (95% CI {r['speedup_ci_low']:.2f}–{r['speedup_ci_high']:.2f}×)"

@@ -24,6 +24,7 @@ from mobilelwt.hashing import digest, sha256_file
 from mobilelwt.io import jsonable, write_json
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
 from mobilelwt.ranks import is_main_process
+from mobilelwt.settings import RunSettings
 from mobilelwt.teachers import get_teacher_spec, model_slug
 from mobilelwt.train import TrainConfig, check_model_options, train_teacher
 from targets.build_export import ExportOptions, check_precisions, expand_target, export_build
@@ -45,34 +46,22 @@ class BuildConfig:
 
 
 def teacher_for_build(
-    model: str,
-    out: Path,
-    *,
-    data: str | Path,
-    input_size: int | None,
-    val_fraction: float,
-    val_data: Path | None,
-    config: TrainConfig,
-    threads: int | None,
-    device: str,
-    on_progress: ProgressCallback,
-    workers: int | None = None,
+    model: str, out: Path, run: RunSettings, config: TrainConfig, on_progress: ProgressCallback
 ) -> tuple[Path, dict[str, Any]]:
-    """A teacher checkpoint trained on ``data``, cached in ``out/teacher/`` while its inputs hold.
+    """A teacher checkpoint trained on ``run.data``, cached in ``out/teacher/`` while its inputs hold.
 
     The key covers the data's content fingerprint and the whole split (fraction, separate val set, seed), so a
     cached teacher is never evaluated on images it trained on; a changed key removes it and everything after it.
     """
-
     path = out / TEACHER_DIR / f"{model_slug(model)}.pt"
     source = get_teacher_spec(model).source
     inputs = {
         "model": model,
         "code": source.sha256 if source else None,  # a user model's code: changed code, another teacher
-        "data": source_fingerprint(data, input_size),
-        "val_data": source_fingerprint(val_data, input_size) if val_data is not None else None,
-        "val_fraction": val_fraction,
-        "input_size": input_size,
+        "data": source_fingerprint(run.data, run.input_size),
+        "val_data": source_fingerprint(run.val_data, run.input_size) if run.val_data is not None else None,
+        "val_fraction": run.val_fraction,
+        "input_size": run.input_size,
         "train": jsonable(asdict(config)),
     }
     key = digest(inputs)
@@ -97,15 +86,9 @@ def teacher_for_build(
         return path, found
     result = train_teacher(
         model,
-        data=data,
         out=path,
-        input_size=input_size,
-        val_fraction=val_fraction,
-        val_data=val_data,
+        run=run,
         config=config,
-        threads=threads,
-        device=device,
-        workers=workers,
         # outside the teacher folder, which a changed teacher key empties: the epochs' own key guards them
         progress=out / "teacher.progress.pt",
         on_progress=on_progress,
@@ -119,25 +102,13 @@ def teacher_for_build(
     return path, {"cached": False, **result.metrics}
 
 
-def check_build_options(
-    model: str,
-    out: Path,
-    config: BuildConfig,
-    *,
-    data: str | Path = "digits",
-    val_data: Path | None = None,
-    val_fraction: float = 0.1,
-    input_size: int | None = None,
-    threads: int | None = None,
-) -> str:
+def check_build_options(model: str, out: Path, config: BuildConfig, run: RunSettings) -> str:
     """Everything that can be refused before hours of training is refused here, before any file is written.
     Returns the model's canonical name."""
-
-    model = check_model_options(model, input_size, threads)
-    finite(val_fraction, "--val-fraction", low=0, high=0.99)
-    source_fingerprint(data, input_size)  # the data exists and is an ImageFolder tree (or a built-in name)
-    if val_data is not None:
-        source_fingerprint(val_data, input_size)
+    model = check_model_options(model, run)
+    source_fingerprint(run.data, run.input_size)  # the data exists and is an ImageFolder tree (or a built-in name)
+    if run.val_data is not None:
+        source_fingerprint(run.val_data, run.input_size)
     expand_target(config.target)
     check_precisions(config.precisions)
     whole(config.validation_images, "--validation-images", low=1)
@@ -157,33 +128,25 @@ def build(
     *,
     out: Path,
     weights: str | None = None,
-    data: str | Path = "digits",
-    val_data: Path | None = None,
-    val_fraction: float = 0.1,
-    input_size: int | None = None,
+    run: RunSettings | None = None,
     config: BuildConfig | None = None,
-    threads: int | None = None,
-    device: str = "cpu",
     latency_probe: LatencyProbeFactory | None = None,
-    workers: int | None = None,
     on_progress: ProgressCallback = ignore_progress,
 ) -> dict[str, Any] | None:
     """Run every stage into ``out``; returns (and writes as ``build.json``) the summary.
 
     Under torchrun the teacher and the student are trained data-parallel; export, bench and report run on rank 0
     alone, and the other ranks return None once the student is saved."""
-
-    config = config or BuildConfig()
+    config, run = config or BuildConfig(), run or RunSettings()
     out = Path(out)
-    model = check_build_options(model, out, config, data=data, val_data=val_data, val_fraction=val_fraction,
-                        input_size=input_size, threads=threads)  # fmt: skip
+    model = check_build_options(model, out, config, run)
     options = ExportOptions(
         precisions=config.precisions,
         validation_images=config.validation_images,
         calibration_images=config.calibration_images,
         threads=config.bench_threads,
     )
-    init_distributed(resolve_device(device))  # before the first rank-0-only step
+    init_distributed(resolve_device(run.device))  # before the first rank-0-only step
     if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
@@ -192,40 +155,15 @@ def build(
     teacher_info: dict[str, Any] = {"weights": weights}
     if weights is None:
         on_progress(ProgressEvent("build", 0, 4, {"stage": "teacher"}))
-        path, metrics = teacher_for_build(
-            model,
-            out,
-            data=data,
-            input_size=input_size,
-            val_fraction=val_fraction,
-            val_data=val_data,
-            config=config.teacher,
-            threads=threads,
-            device=device,
-            workers=workers,
-            on_progress=on_progress,
-        )
+        path, metrics = teacher_for_build(model, out, run, config.teacher, on_progress)
         weights = str(path)
         teacher_info = {"weights": weights, "trained": not metrics["cached"], "val_top1": metrics.get("val_top1")}
     seconds["teacher"] = time.perf_counter() - started
 
     on_progress(ProgressEvent("build", 1, 4, {"stage": "compress"}))
     t0 = time.perf_counter()
-    result = compress(
-        model,
-        out=out,
-        weights=weights,
-        data=data,
-        val_data=val_data,
-        val_fraction=val_fraction,
-        input_size=input_size,
-        config=config.compress,
-        threads=threads,
-        device=device,
-        latency_probe=latency_probe,
-        workers=workers,
-        on_progress=on_progress,
-    )
+    result = compress(model, out=out, weights=weights, run=run, config=config.compress,
+                      latency_probe=latency_probe, on_progress=on_progress)  # fmt: skip
     seconds["compress"] = time.perf_counter() - t0
     if not world().is_main:
         return None  # the student is saved: exporting, timing and reporting are rank 0's

@@ -19,7 +19,6 @@ def make_report(
     max_drop: float | None = None,
 ) -> dict[str, Any]:
     """Write the report files; returns the table, the files and human headline lines."""
-
     if not build_dirs:
         raise ConfigError("No build directory given.", "Pass one or more directories written by `mobilelwt build`.")
     unknown = [f for f in formats if f not in FORMATS]

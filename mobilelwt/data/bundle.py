@@ -69,7 +69,6 @@ class DataBundle:
         ``batch_size`` and ``limit`` count images over all ranks: under torchrun this rank gets its share of each
         global batch (``DistributedSampler``), and the ranks' shares together are the one-process batch;
         ``shard=False`` gives this rank the whole batches (a rank that trains a layer alone)."""
-
         w = world() if shard else World()
         generator = torch.Generator().manual_seed(seed * 1009 + w.rank if w.active else seed)
         if w.active:

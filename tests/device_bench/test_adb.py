@@ -15,6 +15,7 @@ import pytest
 from device_bench.android import DeviceOptions, device_facts, push_cached, thermal_state, wait_until_cool
 from device_bench.bench import bench_build, read_records
 from device_bench.transport import AdbTransport, DeviceError, list_devices, resolve_serials
+from mobilelwt.settings import RunSettings
 from tests.device_bench.loopback_adbd import LoopbackDevice
 
 REPO = Path(__file__).resolve().parents[2]
@@ -109,7 +110,7 @@ def exported(tmp_path_factory, tiny_teacher):
 
     out = tmp_path_factory.mktemp("adb-build")
     config = CompressConfig(mac_speedup=2.0, layerwise=LayerwiseConfig(max_steps=3), finetune=DistillConfig(epochs=0))
-    compress("tinynet", out=out, weights=str(tiny_teacher), data="digits", config=config)
+    compress("tinynet", out=out, weights=str(tiny_teacher), run=RunSettings(data="digits"), config=config)
     export_build(out, target="android", options=ExportOptions(validation_images=8, threads=1))
     return out
 

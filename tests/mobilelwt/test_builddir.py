@@ -15,6 +15,7 @@ from mobilelwt.errors import ConfigError
 from mobilelwt.hashing import digest, state_dict_sha256
 from mobilelwt.layerwise import LayerwiseConfig
 from mobilelwt.loading import load_build
+from mobilelwt.settings import RunSettings
 from mobilelwt.teachers import build_teacher
 from tests.conftest import write_image_folder
 
@@ -55,7 +56,7 @@ def _same_build(a: Path, b: Path) -> None:
 @pytest.fixture(scope="module")
 def base(tmp_path_factory, tiny_teacher):
     out = tmp_path_factory.mktemp("base") / "b"
-    compress("tinynet", out=out, weights=str(tiny_teacher), config=_config(), threads=1)
+    compress("tinynet", out=out, weights=str(tiny_teacher), config=_config(), run=RunSettings(threads=1))
     return out
 
 
@@ -107,15 +108,19 @@ def test_a_rerun_after_one_changed_input_equals_a_fresh_run(change, base, tmp_pa
 
 def test_unchanged_inputs_reuse_the_build_without_work(base, tiny_teacher) -> None:
     before = (base / "student.pt").stat().st_mtime_ns
-    result = compress("tinynet", out=base, weights=str(tiny_teacher), config=_config(), threads=1)
+    result = compress("tinynet", out=base, weights=str(tiny_teacher), config=_config(), run=RunSettings(threads=1))
     assert (base / "student.pt").stat().st_mtime_ns == before
     assert result.metrics["inputs"]["key"] == BuildDir(base).compress_key()
 
 
 def test_speedup_3_5_then_2_in_one_directory(tmp_path, tiny_teacher) -> None:
     out = tmp_path / "b"
-    first = compress("tinynet", out=out, weights=str(tiny_teacher), config=_config(mac_speedup=3.5), threads=1)
-    two = compress("tinynet", out=out, weights=str(tiny_teacher), config=_config(mac_speedup=2.0), threads=1)
+    first = compress(
+        "tinynet", out=out, weights=str(tiny_teacher), config=_config(mac_speedup=3.5), run=RunSettings(threads=1)
+    )
+    two = compress(
+        "tinynet", out=out, weights=str(tiny_teacher), config=_config(mac_speedup=2.0), run=RunSettings(threads=1)
+    )
     assert first.metrics["mac_speedup"] > 3.2 and 1.8 < two.metrics["mac_speedup"] < 2.5
     assert load_build(out).plan.target_speedup == 2.0  # the directory loads, and is the new build
 
@@ -123,12 +128,14 @@ def test_speedup_3_5_then_2_in_one_directory(tmp_path, tiny_teacher) -> None:
 def test_layerwise_progress_of_another_teacher_is_never_resumed(tmp_path, tiny_teacher, other_teacher) -> None:
     out = tmp_path / "b"
     config = _config(finetune=DistillConfig(epochs=0))
-    compress("tinynet", out=out, weights=str(tiny_teacher), config=config, threads=1)
+    compress("tinynet", out=out, weights=str(tiny_teacher), config=config, run=RunSettings(threads=1))
     (out / "manifest.json").unlink()  # as if interrupted after layer-wise training: progress stays
-    result = compress("tinynet", out=out, weights=str(other_teacher), config=config, threads=1)
+    result = compress("tinynet", out=out, weights=str(other_teacher), config=config, run=RunSettings(threads=1))
     progress = json.loads((out / "layerwise" / "progress.json").read_text())
     assert progress["key"] == result.metrics["inputs"]["layerwise_key"]
-    fresh = compress("tinynet", out=tmp_path / "fresh", weights=str(other_teacher), config=config, threads=1)
+    fresh = compress(
+        "tinynet", out=tmp_path / "fresh", weights=str(other_teacher), config=config, run=RunSettings(threads=1)
+    )
     assert fresh.metrics["student"]["top1"] == result.metrics["student"]["top1"]
 
 
@@ -136,7 +143,13 @@ def test_a_changed_teacher_file_makes_the_build_unloadable_not_silently_stale(tm
     teacher = tmp_path / "t.pt"
     shutil.copy(tiny_teacher, teacher)
     out = tmp_path / "b"
-    compress("tinynet", out=out, weights=str(teacher), config=_config(finetune=DistillConfig(epochs=0)), threads=1)
+    compress(
+        "tinynet",
+        out=out,
+        weights=str(teacher),
+        config=_config(finetune=DistillConfig(epochs=0)),
+        run=RunSettings(threads=1),
+    )
     checkpoint = torch.load(teacher, weights_only=True)
     checkpoint["state_dict"]["features.0.bias"] += 1.0
     torch.save(checkpoint, teacher)
@@ -154,7 +167,7 @@ def test_random_teachers_are_seeded_and_reproducible() -> None:
 def test_a_random_teacher_build_reloads_the_same_teacher(tmp_path) -> None:
     config = _config(layerwise=LayerwiseConfig(epochs=0), finetune=DistillConfig(epochs=0), seed=2)
     out = tmp_path / "b"
-    result = compress("tinynet", out=out, weights="none", input_size=32, config=config, threads=1)
+    result = compress("tinynet", out=out, weights="none", run=RunSettings(input_size=32, threads=1), config=config)
     assert state_dict_sha256(load_build(out).teacher.model) == state_dict_sha256(result.teacher.model)
 
 

@@ -10,6 +10,7 @@ from mobilelwt.errors import ConfigError, DataError
 from mobilelwt.layerwise import LayerwiseConfig, layer_io, train_layerwise
 from mobilelwt.loading import load_build, load_student_model
 from mobilelwt.plan import Plan, apply_plan
+from mobilelwt.settings import RunSettings
 from mobilelwt.teachers import build_teacher
 from tests.conftest import write_image_folder
 
@@ -27,7 +28,7 @@ def _config(**overrides) -> CompressConfig:
 @pytest.fixture(scope="module")
 def build(tmp_path_factory, tiny_teacher):
     out = tmp_path_factory.mktemp("build")
-    return compress("tinynet", out=out, weights=str(tiny_teacher), data="digits", config=_config())
+    return compress("tinynet", out=out, weights=str(tiny_teacher), run=RunSettings(data="digits"), config=_config())
 
 
 def test_compress_writes_the_build_directory(build) -> None:
@@ -60,7 +61,9 @@ def test_student_reloads_from_the_build_directory(build) -> None:
 
 def test_rerun_with_same_settings_returns_the_finished_build(build, tiny_teacher) -> None:
     before = (build.out / "student.pt").stat().st_mtime_ns
-    again = compress("tinynet", out=build.out, weights=str(tiny_teacher), data="digits", config=_config())
+    again = compress(
+        "tinynet", out=build.out, weights=str(tiny_teacher), run=RunSettings(data="digits"), config=_config()
+    )
     assert (build.out / "student.pt").stat().st_mtime_ns == before
     assert again.metrics["student"]["top1"] == build.metrics["student"]["top1"]
 
@@ -137,7 +140,12 @@ def test_replayed_plan_rebuilds_the_same_student(build, tmp_path, tiny_teacher) 
     plan = Plan.load(build.out / "plan.json")
     config = _config(layerwise=LayerwiseConfig(epochs=0), finetune=DistillConfig(epochs=0), planner="sensitivity")
     replayed = compress(
-        "tinynet", out=tmp_path / "replay", weights=str(tiny_teacher), data="digits", config=config, plan=plan
+        "tinynet",
+        out=tmp_path / "replay",
+        weights=str(tiny_teacher),
+        run=RunSettings(data="digits"),
+        config=config,
+        plan=plan,
     )
     assert replayed.plan.layers == build.plan.layers  # the sensitivity planner was not consulted
     assert replayed.metrics["device"] == "cpu" and replayed.metrics["inputs"]["replayed_plan"]
@@ -148,10 +156,14 @@ def test_replaying_a_plan_for_another_model_or_size_is_refused(build, tmp_path, 
     plan = Plan.load(build.out / "plan.json")
     other_size = Plan.from_dict({**plan.to_dict(), "input_size": 48})
     with pytest.raises(ConfigError, match="made at 48² input"):
-        compress("tinynet", out=tmp_path / "b", weights=str(tiny_teacher), data="digits", plan=other_size)
+        compress(
+            "tinynet", out=tmp_path / "b", weights=str(tiny_teacher), run=RunSettings(data="digits"), plan=other_size
+        )
     other_model = Plan.from_dict({**plan.to_dict(), "model": "alexnet"})
     with pytest.raises(ConfigError, match="for alexnet, not tinynet"):
-        compress("tinynet", out=tmp_path / "c", weights=str(tiny_teacher), data="digits", plan=other_model)
+        compress(
+            "tinynet", out=tmp_path / "c", weights=str(tiny_teacher), run=RunSettings(data="digits"), plan=other_model
+        )
 
 
 def test_build_records_absolute_paths_so_it_loads_from_anywhere(tmp_path, tiny_teacher, monkeypatch) -> None:
@@ -163,7 +175,7 @@ def test_build_records_absolute_paths_so_it_loads_from_anywhere(tmp_path, tiny_t
     write_image_folder(work / "data" / "imgs", {str(i): 3 for i in range(10)}, size=32)
     monkeypatch.chdir(work)
     config = _config(layerwise=LayerwiseConfig(epochs=0), finetune=DistillConfig(epochs=0), mac_speedup=2.0)
-    compress("tinynet", out=tmp_path / "b", weights="t.pt", data="data/imgs", config=config)
+    compress("tinynet", out=tmp_path / "b", weights="t.pt", run=RunSettings(data="data/imgs"), config=config)
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["teacher"]["weights"] == str(work / "t.pt")
     assert manifest["settings"]["data"]["source"] == str(work / "data" / "imgs")

@@ -4,6 +4,7 @@ import torch
 
 from mobilelwt.data import load_data
 from mobilelwt.evaluation import evaluate, topk_correct
+from mobilelwt.settings import RunSettings
 from mobilelwt.teachers import build_teacher
 from mobilelwt.train import TrainConfig, train_teacher
 
@@ -16,7 +17,9 @@ def test_topk_counts() -> None:
 
 def test_teacher_training_on_digits_learns_far_above_chance(tmp_path) -> None:
     out = tmp_path / "alexnet.pt"
-    result = train_teacher("alexnet", data="digits", out=out, input_size=64, config=TrainConfig(epochs=3, seed=0))
+    result = train_teacher(
+        "alexnet", run=RunSettings(data="digits", input_size=64), out=out, config=TrainConfig(epochs=3, seed=0)
+    )
     history = result.metrics["history"]
     assert len(history) == 3
     assert history[-1]["train_loss"] < history[0]["train_loss"]
@@ -53,11 +56,15 @@ def test_an_interrupted_teacher_training_resumes_after_its_last_finished_epoch(t
                 raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_teacher("tinynet", data="digits", out=out, input_size=32, config=config, on_progress=stop_after_two)
+        train_teacher(
+            "tinynet", run=RunSettings(data="digits", input_size=32), out=out, config=config, on_progress=stop_after_two
+        )
     assert not out.exists() and progress.is_file()  # no checkpoint yet, the two epochs kept
 
     events: list = []
-    result = train_teacher("tinynet", data="digits", out=out, input_size=32, config=config, on_progress=events.append)
+    result = train_teacher(
+        "tinynet", run=RunSettings(data="digits", input_size=32), out=out, config=config, on_progress=events.append
+    )
     resumed = [e for e in events if e.stage == "epoch" and e.info.get("resumed")]
     assert [e.done for e in resumed] == [1, 2]
     assert [e.info["val_top1"] for e in resumed] == [r["val_top1"] for r in first]
@@ -67,9 +74,13 @@ def test_an_interrupted_teacher_training_resumes_after_its_last_finished_epoch(t
 
     # saved epochs of other settings are never mixed in
     with pytest.raises(KeyboardInterrupt):
-        train_teacher("tinynet", data="digits", out=out, input_size=32, config=config, on_progress=stop_after_two)
+        train_teacher(
+            "tinynet", run=RunSettings(data="digits", input_size=32), out=out, config=config, on_progress=stop_after_two
+        )
     other: list = []
     changed = TrainConfig(epochs=3, max_steps_per_epoch=3, lr=1e-3)
-    train_teacher("tinynet", data="digits", out=out, input_size=32, config=changed, on_progress=other.append)
+    train_teacher(
+        "tinynet", run=RunSettings(data="digits", input_size=32), out=out, config=changed, on_progress=other.append
+    )
     assert not [e for e in other if e.info.get("resumed")]
     assert sum(e.stage == "train" for e in other) == 9

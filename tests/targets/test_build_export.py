@@ -5,6 +5,7 @@ import pytest
 from mobilelwt.compress import CompressConfig, compress
 from mobilelwt.distill import DistillConfig
 from mobilelwt.layerwise import LayerwiseConfig
+from mobilelwt.settings import RunSettings
 from targets import TargetError
 from targets.build_export import ExportOptions, check_listing, export_build
 from targets.validation import ValidationError
@@ -14,7 +15,7 @@ from targets.validation import ValidationError
 def build_dir(tmp_path_factory, tiny_teacher):
     out = tmp_path_factory.mktemp("exp")
     config = CompressConfig(mac_speedup=2.0, layerwise=LayerwiseConfig(max_steps=5), finetune=DistillConfig(epochs=0))
-    compress("tinynet", out=out, weights=str(tiny_teacher), data="digits", config=config)
+    compress("tinynet", out=out, weights=str(tiny_teacher), run=RunSettings(data="digits"), config=config)
     return out
 
 

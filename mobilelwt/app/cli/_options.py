@@ -18,6 +18,7 @@ import typer
 
 from mobilelwt.app.cli._common import err_console
 from mobilelwt.app.cli._launch import relaunch
+from mobilelwt.settings import RunSettings
 
 ModelOption = Annotated[
     str,
@@ -214,21 +215,42 @@ class CompressOptions:
 
 
 @dataclasses.dataclass
+class RunOptions:
+    """What `train-teacher`, `compress` and `build` share: the data, its validation split, the input size, and the
+    machine the training runs on."""
+
+    data: Annotated[str, typer.Option(help="ImageFolder directory or built-in dataset name.")] = "digits"
+    val_data: Annotated[Path | None, typer.Option(help="Separate labelled ImageFolder for validation.")] = None
+    val_fraction: Annotated[float, typer.Option(help="Share of --data held out for validation.")] = 0.1
+    input_size: Annotated[
+        int | None, typer.Option(help="Square input side (default: the teacher checkpoint's, else the dataset's).")
+    ] = None
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads for training (default: torch's).")] = None
+    device: Annotated[str, typer.Option(help="Where training runs: cpu, cuda, cuda:N or auto.")] = "cpu"
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="DataLoader worker processes per rank for sets too large for memory (0: threads; default: the "
+            "cores shared by the ranks, at most 8)."
+        ),
+    ] = None
+
+    def settings(self) -> RunSettings:
+        """The core's :class:`RunSettings` (checked by the stage that runs, before any work)."""
+        return RunSettings(data=self.data, val_data=self.val_data, val_fraction=self.val_fraction,
+                           input_size=self.input_size, threads=self.threads, device=self.device,
+                           workers=self.workers)  # fmt: skip
+
+
+@dataclasses.dataclass
 class ParallelOptions:
-    """How training scales out: ranks started through torchrun, DataLoader workers per rank."""
+    """How training scales out: ranks started through torchrun."""
 
     nproc: Annotated[
         int | None,
         typer.Option(
             help="Train data-parallel on N processes of this machine (re-launches through torchrun; one per GPU "
             "with --device cuda). Several machines: start torchrun yourself."
-        ),
-    ] = None
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            help="DataLoader worker processes per rank for sets too large for memory (0: threads; default: the "
-            "cores shared by the ranks, at most 8)."
         ),
     ] = None
 

@@ -21,6 +21,7 @@ from mobilelwt.app.cli._options import (
     CompressOptions,
     ModelOption,
     ParallelOptions,
+    RunOptions,
     TrustCodeOption,
     allow_model_code,
     with_groups,
@@ -117,21 +118,16 @@ def build_command(
     weights: Annotated[
         str | None, typer.Option(help="Teacher weights (checkpoint or imagenet); default: train one on --data.")
     ] = None,
-    data: Annotated[str, typer.Option(help="ImageFolder directory or built-in dataset name.")] = "digits",
-    val_data: Annotated[Path | None, typer.Option(help="Separate labelled ImageFolder for validation.")] = None,
-    val_fraction: Annotated[float, typer.Option(help="Share of --data held out for validation.")] = 0.1,
-    input_size: Annotated[int | None, typer.Option(help="Square input side (default: the dataset's).")] = None,
     target: TargetOption = "ios",
     precision: PrecisionOption = None,
     teacher_epochs: Annotated[int, typer.Option(help="Epochs when the teacher is trained here.")] = 10,
     validation_images: Annotated[int, typer.Option(help="Validation images run through every artifact.")] = 64,
     bench: Annotated[bool, typer.Option(help="Time teacher and student artifacts on the host runtimes.")] = True,
     bench_threads: Annotated[int, typer.Option(help="Threads of the host runtimes.")] = 2,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads for training.")] = None,
-    device: Annotated[str, typer.Option(help="Where training runs: cpu, cuda, cuda:N or auto.")] = "cpu",
     budget_ms: Annotated[float | None, typer.Option(help="Report: mark variants at most this slow (ms).")] = None,
     max_drop: Annotated[float | None, typer.Option(help="Report: … and at most this top-1 drop (points).")] = None,
     compress: CompressOptions = CompressOptions(),  # noqa: B008  (a group of options, expanded for Typer)
+    run: RunOptions = RunOptions(),  # noqa: B008
     parallel: ParallelOptions = ParallelOptions(),  # noqa: B008
 ) -> None:
     """Compress, export, validate and benchmark in one command; offline on the built-in digits by default."""
@@ -141,7 +137,7 @@ def build_command(
     from mobilelwt.train import TrainConfig
 
     allow_model_code(trust_code, model)
-    name = Path(str(data)).name or "data"
+    name = Path(str(run.data)).name or "data"
     out = out or Path("runs") / f"{model_slug(model)}-{name}-{target}"
     compress_config = compress.config()
     config = BuildConfig(
@@ -162,15 +158,9 @@ def build_command(
             model,
             out=out,
             weights=weights,
-            data=data,
-            val_data=val_data,
-            val_fraction=val_fraction,
-            input_size=input_size,
+            run=run.settings(),
             config=config,
-            threads=threads,
-            device=device,
             latency_probe=probe,
-            workers=parallel.workers,
             on_progress=on_progress,
         )
     if summary is None:

@@ -13,6 +13,7 @@ from mobilelwt.app.cli._options import (
     CompressOptions,
     ModelOption,
     ParallelOptions,
+    RunOptions,
     TrustCodeOption,
     allow_model_code,
     with_groups,
@@ -25,16 +26,11 @@ def compress_command(
     model: ModelOption,
     out: Annotated[Path, typer.Option(help="Build directory for plan.json, student.pt, metrics.json, manifest.json.")],
     weights: Annotated[str, typer.Option(help="Teacher weights: a checkpoint path, imagenet, or none.")] = "none",
-    data: Annotated[str, typer.Option(help="ImageFolder directory or built-in dataset name.")] = "digits",
-    val_data: Annotated[Path | None, typer.Option(help="Separate labelled ImageFolder for validation.")] = None,
-    val_fraction: Annotated[float, typer.Option(help="Share of --data held out for validation.")] = 0.1,
-    input_size: Annotated[int | None, typer.Option(help="Square input side (default: the checkpoint's).")] = None,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
-    device: Annotated[str, typer.Option(help="Where training runs: cpu, cuda, cuda:N or auto.")] = "cpu",
     plan: Annotated[
         Path | None, typer.Option(help="Replay this plan.json (e.g. one timed on the target runtime elsewhere).")
     ] = None,
     compress: CompressOptions = CompressOptions(),  # noqa: B008  (a group of options, expanded for Typer)
+    run: RunOptions = RunOptions(),  # noqa: B008
     parallel: ParallelOptions = ParallelOptions(),  # noqa: B008
     trust_code: TrustCodeOption = False,
 ) -> None:
@@ -52,16 +48,10 @@ def compress_command(
             model,
             out=out,
             weights=weights,
-            data=data,
-            val_data=val_data,
-            val_fraction=val_fraction,
-            input_size=input_size,
+            run=run.settings(),
             config=config,
-            threads=threads,
-            device=device,
             plan=Plan.load(plan) if plan else None,
             latency_probe=probe,
-            workers=parallel.workers,
             on_progress=on_progress,
         )
     if not is_main_process():

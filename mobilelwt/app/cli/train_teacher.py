@@ -8,7 +8,14 @@ from typing import Annotated
 import typer
 
 from mobilelwt.app.cli._common import console, data_line, handle_user_errors, is_main_process, main_progress
-from mobilelwt.app.cli._options import ModelOption, ParallelOptions, TrustCodeOption, allow_model_code, with_groups
+from mobilelwt.app.cli._options import (
+    ModelOption,
+    ParallelOptions,
+    RunOptions,
+    TrustCodeOption,
+    allow_model_code,
+    with_groups,
+)
 
 
 @handle_user_errors
@@ -16,23 +23,18 @@ from mobilelwt.app.cli._options import ModelOption, ParallelOptions, TrustCodeOp
 def train_teacher_command(
     model: ModelOption,
     out: Annotated[Path, typer.Option(help="Checkpoint to write; a manifest JSON is written beside it.")],
-    data: Annotated[str, typer.Option(help="ImageFolder directory or built-in dataset name.")] = "digits",
     weights: Annotated[str, typer.Option(help="Start from: none (random), imagenet, or a checkpoint path.")] = "none",
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
-    input_size: Annotated[int | None, typer.Option(help="Square input side (default: the dataset's).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 64,
     optimizer: Annotated[str, typer.Option(help="adamw or sgd.")] = "adamw",
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (default 5e-4 AdamW, 0.01 SGD).")] = None,
     weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 5e-4,
     label_smoothing: Annotated[float, typer.Option(help="Label smoothing.")] = 0.1,
     augment: Annotated[bool, typer.Option(help="Random crops (and flips for photos).")] = True,
-    val_fraction: Annotated[float, typer.Option(help="Share of --data held out for validation.")] = 0.1,
-    val_data: Annotated[Path | None, typer.Option(help="Separate labelled ImageFolder for validation.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for init, split, shuffling and augmentation.")] = 0,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice).")] = None,
     max_steps_per_epoch: Annotated[int | None, typer.Option(help="Cap the steps of each epoch (quick runs).")] = None,
-    device: Annotated[str, typer.Option(help="Where training runs: cpu, cuda, cuda:N or auto.")] = "cpu",
-    parallel: ParallelOptions = ParallelOptions(),  # noqa: B008  (a group of options, expanded for Typer)
+    run: RunOptions = RunOptions(),  # noqa: B008  (a group of options, expanded for Typer)
+    parallel: ParallelOptions = ParallelOptions(),  # noqa: B008
     trust_code: TrustCodeOption = False,
 ) -> None:
     """Train or fine-tune a teacher; report top-1/top-5 on the val split and save a checkpoint for --weights."""
@@ -55,23 +57,17 @@ def train_teacher_command(
     with main_progress() as on_progress:
         result = train_teacher(
             model,
-            data=data,
             out=out,
             weights=weights,
-            input_size=input_size,
-            val_fraction=val_fraction,
-            val_data=val_data,
+            run=run.settings(),
             config=config,
-            threads=threads,
-            device=device,
-            workers=parallel.workers,
             on_progress=on_progress,
         )
     if not is_main_process():
         return
     m = result.metrics
     console.print(
-        f"{model} on {data}: val top-1 {m['val_top1']:.2f}%  top-5 {m['val_top5']:.2f}%  "
+        f"{model} on {run.data}: val top-1 {m['val_top1']:.2f}%  top-5 {m['val_top5']:.2f}%  "
         f"({m['train_seconds']:.1f} s training on {m['device']}, {m['threads']} threads)"
     )
     console.print(data_line(m))

@@ -10,6 +10,7 @@ import pytest
 from mobilelwt.compress import CompressConfig, compress
 from mobilelwt.distill import DistillConfig
 from mobilelwt.layerwise import LayerwiseConfig
+from mobilelwt.settings import RunSettings
 from tests.conftest import write_image_folder
 from tests.mobilelwt.app.cli.test_cli import assert_user_error, invoke
 
@@ -19,7 +20,7 @@ def finished(tmp_path_factory, tiny_teacher):
     """A finished compress build to damage copies of."""
     out = tmp_path_factory.mktemp("finished") / "b"
     config = CompressConfig(mac_speedup=2.0, layerwise=LayerwiseConfig(epochs=0), finetune=DistillConfig(epochs=0))
-    compress("tinynet", out=out, weights=str(tiny_teacher), config=config, threads=1)
+    compress("tinynet", out=out, weights=str(tiny_teacher), config=config, run=RunSettings(threads=1))
     return out
 
 
