@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,50 @@ def proxy_costs(
     return errors, weights
 
 
+@dataclass
+class _Allocator:
+    """The per-layer options of one planning run (table time and weighted proxy error each), and what turns a
+    goal into a plan: the most accurate allocation the table predicts to run ``goal`` times faster."""
+
+    ctx: PlanningContext
+    speedup: float
+    by_name: dict[str, Candidate]
+    options: dict[str, list[Option]]
+    errors: dict[str, dict[str, float]]
+    weights: dict[str, float]
+    teacher_layer_ms: dict[str, float]
+
+    @property
+    def replaceable_ms(self) -> float:
+        return sum(self.teacher_layer_ms.values())
+
+    def plan_for(self, goal: float, rest: float, *, fastest: bool = False) -> tuple[Plan, float] | None:
+        """The allocation predicted to run ``goal`` times faster than the teacher, in table units: the replaceable
+        layers' own times plus ``rest``, the time of everything else (kept layers, activations, overheads).
+        ``fastest``: every layer at its fastest option instead. Returns the plan and its predicted speedup."""
+        if fastest:
+            chosen = {name: min(opts, key=lambda o: o.ms) for name, opts in self.options.items()}
+        else:
+            chosen = allocate(self.options, (self.replaceable_ms + rest) / goal - rest)
+        if chosen is None:
+            return None
+        layer_choices = {}
+        for name, option in chosen.items():
+            if option.choice is None:
+                continue
+            kind, params = option.choice
+            layer_choices[name] = _choice(self.ctx, self.by_name[name], kind, params, option,
+                                          self.teacher_layer_ms[name], self.errors[name][f"{kind}:{params}"],
+                                          self.weights[name])  # fmt: skip
+        student_ms = rest + sum(option.ms for option in chosen.values())
+        return self.ctx.plan("latency", self.speedup, layer_choices), (self.replaceable_ms + rest) / student_ms
+
+    def student_layers_ms(self, plan: Plan) -> float:
+        """The table's time of ``plan``'s layers (replaced and kept alike)."""
+        replaced = sum(c.notes["predicted_ms"] for c in plan.layers.values())
+        return replaced + sum(ms for name, ms in self.teacher_layer_ms.items() if name not in plan.layers)
+
+
 def plan_measured(
     ctx: PlanningContext,
     speedup: float,
@@ -193,7 +238,6 @@ def plan_measured(
     if speedup <= 1.0:
         raise ConfigError(f"--speedup must be above 1, got {speedup}.", "Pass e.g. --speedup 4.")
     candidates = [c for c in ctx.candidates if ctx.kind_for(c)]
-    by_name = {c.name: c for c in candidates}
     layers = {c.name: candidate_options(ctx, c, kinds, grid_points) for c in candidates}
     layers = {name: options for name, options in layers.items() if options}
     if not layers:  # no replacement cuts even half of any layer's MACs
@@ -208,8 +252,56 @@ def plan_measured(
 
     timed = measure_table(ctx, layers, probe, table, foreign=foreign, save=save, on_progress=on_progress)
     save()
-    errors, weights = proxy_costs(ctx, layers, calibration, on_progress=on_progress)
+    allocator = _allocator(ctx, speedup, candidates, layers, table, calibration, on_progress)
+    kept_ms, kept_timed = time_kept_layers(ctx, set(layers), probe, table, foreign=foreign, save=save)
+    details: dict[str, Any] = {
+        "target": "measured speedup",
+        "probe": probe.description,
+        "device": table.identity,
+        "context": table.context,
+        "table": {
+            "path": str(shared_table or table_path),
+            "entries": len(table.entries),
+            "timed_now": timed + kept_timed,
+            "foreign": foreign,
+        },  # fmt: skip
+        "kinds": sorted({k for opts in layers.values() for k, _ in opts}),
+        "grid_points": grid_points,
+        "calibration_images": len(calibration),
+        "layer_weights": allocator.weights,
+        "replaceable_ms": allocator.replaceable_ms,
+        "kept_layers_ms": kept_ms,
+    }
+    if foreign:  # nothing can be timed on that device from here: the plan is the table's prediction
+        return _foreign_plan(ctx, speedup, allocator.plan_for, kept_ms, details, table)
+    # The first guess of the rest: the kept layers' time, but never more than half the whole teacher (one busy
+    # moment can inflate a single small timing).
+    rest = min(kept_ms, 0.5 * probe.layer(ctx.model, (1, 3, ctx.input_size, ctx.input_size)))
+    best, rounds = _search(allocator, probe, rest, max_rounds=max_rounds, slack=slack, on_progress=on_progress)
+    if best is None:
+        raise nothing_to_gain(ctx, speedup, probe, rounds, next((r for r in rounds if r.get("fastest")), None))
+    plan, record = best
+    final = record["confirmation"]  # the independent timing: the more recent, and no better chosen than the first
+    plan.details.update(details, rounds=rounds, teacher_ms=final["teacher_ms"], student_ms=final["student_ms"],
+                        measured_speedup=final["speedup"], measured_ci95=final["speedup_ci95"],
+                        first_measurement={"speedup": record["speedup"], "ci95": record["speedup_ci95"]},
+                        predicted_speedup=record["predicted_speedup"], verified=True)  # fmt: skip
+    return plan
 
+
+def _allocator(
+    ctx: PlanningContext,
+    speedup: float,
+    candidates: list[Candidate],
+    layers: dict[str, list[tuple[str, dict[str, Any]]]],
+    table: LatencyTable,
+    calibration: torch.Tensor,
+    on_progress: ProgressCallback,
+) -> _Allocator:
+    """Each layer's options: the teacher layer itself (no error) and every candidate with its table time and its
+    closed-form error weighted by how much that layer's error moves the logits."""
+    by_name = {c.name: c for c in candidates}
+    errors, weights = proxy_costs(ctx, layers, calibration, on_progress=on_progress)
     options: dict[str, list[Option]] = {}
     teacher_layer_ms: dict[str, float] = {}
     for name, layer_options in layers.items():
@@ -219,84 +311,56 @@ def plan_measured(
             Option(weights[name] * errors[name][f"{k}:{p}"], predicted_ms(table, layer, candidate, k, p), (k, p))
             for k, p in layer_options
         ]
-    replaceable_ms = sum(teacher_layer_ms.values())
-    kept_ms, kept_timed = time_kept_layers(ctx, set(layers), probe, table, foreign=foreign, save=save)
-    timed += kept_timed
+    return _Allocator(ctx, speedup, by_name, options, errors, weights, teacher_layer_ms)
+
+
+def _measure_round(
+    allocator: _Allocator, probe: LatencyProbe, plan: Plan, predicted: float, **facts: Any
+) -> dict[str, Any]:
+    """One whole-student timing (confirmed when it meets the target), recorded with what was predicted."""
+    ctx, speedup = allocator.ctx, allocator.speedup
+    student = apply_plan(ctx.model, plan, init=False)
     shape = (1, 3, ctx.input_size, ctx.input_size)
-
-    def plan_for(goal: float, rest: float, *, fastest: bool = False) -> tuple[Plan, float] | None:
-        """The allocation predicted to run ``goal`` times faster than the teacher, in table units: the replaceable
-        layers' own times plus ``rest``, the time of everything else (kept layers, activations, overheads).
-        ``fastest``: every layer at its fastest option instead."""
-        if fastest:
-            chosen = {name: min(opts, key=lambda o: o.ms) for name, opts in options.items()}
-        else:
-            chosen = allocate(options, (replaceable_ms + rest) / goal - rest)
-        if chosen is None:
-            return None
-        layer_choices = {}
-        for name, option in chosen.items():
-            if option.choice is None:
-                continue
-            kind, params = option.choice
-            layer_choices[name] = _choice(ctx, by_name[name], kind, params, option, teacher_layer_ms[name],
-                                          errors[name][f"{kind}:{params}"], weights[name])  # fmt: skip
-        student_ms = rest + sum(option.ms for option in chosen.values())
-        return ctx.plan("latency", speedup, layer_choices), (replaceable_ms + rest) / student_ms
-
-    def measure_round(plan: Plan, predicted: float, **facts: Any) -> dict[str, Any]:
-        """One whole-student timing (confirmed when it meets the target), recorded with what was predicted."""
-        student = apply_plan(ctx.model, plan, init=False)
-        first, confirmation, low = measure_confirmed(probe, ctx.model, student, shape, speedup)
-        return {
-            **facts,
-            "feasible": True,
-            "mac_speedup": plan.mac_speedup,
-            "predicted_speedup": predicted,
-            "predicted_student_ms": (replaceable_ms + facts["rest_ms"]) / predicted,
-            **first,
-            "confirmation": confirmation,
-            "low": low,
-            "accepted": low >= speedup,
-            "correction": predicted / first["speedup"],  # prediction over measurement: 1 is a perfect table
-            "proxy_cost": sum(c.notes["weighted_error"] for c in plan.layers.values()),
-        }
-
-    details: dict[str, Any] = {
-        "target": "measured speedup",
-        "probe": probe.description,
-        "device": table.identity,
-        "context": table.context,
-        "table": {
-            "path": str(shared_table or table_path),
-            "entries": len(table.entries),
-            "timed_now": timed,
-            "foreign": foreign,
-        },  # fmt: skip
-        "kinds": sorted({k for opts in layers.values() for k, _ in opts}),
-        "grid_points": grid_points,
-        "calibration_images": len(calibration),
-        "layer_weights": weights,
-        "replaceable_ms": replaceable_ms,
-        "kept_layers_ms": kept_ms,
+    first, confirmation, low = measure_confirmed(probe, ctx.model, student, shape, speedup)
+    return {
+        **facts,
+        "feasible": True,
+        "mac_speedup": plan.mac_speedup,
+        "predicted_speedup": predicted,
+        "predicted_student_ms": (allocator.replaceable_ms + facts["rest_ms"]) / predicted,
+        **first,
+        "confirmation": confirmation,
+        "low": low,
+        "accepted": low >= speedup,
+        "correction": predicted / first["speedup"],  # prediction over measurement: 1 is a perfect table
+        "proxy_cost": sum(c.notes["weighted_error"] for c in plan.layers.values()),
     }
-    if foreign:  # nothing can be timed on that device from here: the plan is the table's prediction
-        return _foreign_plan(ctx, speedup, plan_for, kept_ms, details, table)
-    # The rest starts as the kept layers' own time; each measurement of a whole student then says what it really
-    # is: a student predicted from layer times L_t (teacher) and L_s (student) that measures M = (L_t + R) / (L_s + R)
-    # has R = (L_t - M L_s) / (M - 1). Ratios only: the scale of the table and of whole-network runs may differ.
-    # The first guess of the rest: the kept layers' time, but never more than half the whole teacher (one busy
-    # moment can inflate a single small timing).
-    teacher_ms = probe.layer(ctx.model, shape)
-    rest = min(kept_ms, 0.5 * teacher_ms)
+
+
+def _search(
+    allocator: _Allocator,
+    probe: LatencyProbe,
+    rest: float,
+    *,
+    max_rounds: int,
+    slack: float,
+    on_progress: ProgressCallback,
+) -> tuple[tuple[Plan, dict[str, Any]] | None, list[dict[str, Any]]]:
+    """Allocate, time the whole student, correct the estimate of the rest, and allocate again, until a plan's
+    interval meets the target closely enough; returns the most accurate accepted plan (or None) and the rounds.
+
+    Each measurement says what the rest really is: a student predicted from layer times L_t (teacher) and L_s
+    (student) that measures M = (L_t + R) / (L_s + R) has R = (L_t - M L_s) / (M - 1). Ratios only: the scale of
+    the table and of whole-network runs may differ."""
+    speedup, replaceable_ms = allocator.speedup, allocator.replaceable_ms
     goal, rounds, measured_any = speedup * (1.0 + slack / 2), [], False
     failed_below, met_at = 1.0, math.inf  # goals known to miss / to meet the measured target
     best: tuple[float, Plan, dict] | None = None
     for round_index in range(max_rounds):
-        found = plan_for(goal, rest)
+        found = allocator.plan_for(goal, rest)
         if found is None and not measured_any:
             # the table alone says no; a measurement of the fastest allocation says how far off that is
-            found = plan_for(1.0 + 1e-9, rest, fastest=True)
+            found = allocator.plan_for(1.0 + 1e-9, rest, fastest=True)
         elif found is None:
             rounds.append({"goal": goal, "rest_ms": rest, "feasible": False})
             failed_below = max(failed_below, goal)
@@ -306,11 +370,9 @@ def plan_measured(
             continue
         measured_any = True
         plan, predicted = found
-        record = measure_round(plan, predicted, goal=goal, rest_ms=rest)
+        record = _measure_round(allocator, probe, plan, predicted, goal=goal, rest_ms=rest)
         low, ratio = record["low"], record["speedup"]
-        student_layers = sum(c.notes["predicted_ms"] for c in plan.layers.values()) + sum(
-            teacher_layer_ms[n] for n in layers if n not in plan.layers
-        )
+        student_layers = allocator.student_layers_ms(plan)
         rounds.append(record)
         on_progress(ProgressEvent("latency plan", round_index + 1, max_rounds, {"measured": ratio, "low": low}))
         changed = False
@@ -337,24 +399,14 @@ def plan_measured(
             goal = aim
         else:
             goal = math.sqrt(met_at * failed_below)
-    fastest = None
     if best is None and measured_any:
         # the search never met it: the fastest allocation is the last word (it may still, by a little)
-        plan, predicted = plan_for(1.0 + 1e-9, rest, fastest=True)
-        record = measure_round(plan, predicted, goal=math.inf, rest_ms=rest, fastest=True)
+        plan, predicted = allocator.plan_for(1.0 + 1e-9, rest, fastest=True)
+        record = _measure_round(allocator, probe, plan, predicted, goal=math.inf, rest_ms=rest, fastest=True)
         rounds.append(record)
-        fastest = record
         if record["accepted"]:
             best = (record["proxy_cost"], plan, record)
-    if best is None:
-        raise nothing_to_gain(ctx, speedup, probe, rounds, fastest)
-    _, plan, record = best
-    final = record["confirmation"]  # the independent timing: the more recent, and no better chosen than the first
-    plan.details.update(details, rounds=rounds, teacher_ms=final["teacher_ms"], student_ms=final["student_ms"],
-                        measured_speedup=final["speedup"], measured_ci95=final["speedup_ci95"],
-                        first_measurement={"speedup": record["speedup"], "ci95": record["speedup_ci95"]},
-                        predicted_speedup=record["predicted_speedup"], verified=True)  # fmt: skip
-    return plan
+    return (best[1], best[2]) if best is not None else None, rounds
 
 
 def time_kept_layers(
