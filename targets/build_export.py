@@ -22,7 +22,7 @@ from mobilelwt.data import iterate_normalized, normalize
 from mobilelwt.errors import MobileLWTError
 from mobilelwt.hashing import digest
 from mobilelwt.io import atomic_path, write_json
-from mobilelwt.loading import load_build, load_build_data
+from mobilelwt.loading import Build, load_build, load_build_data
 from mobilelwt.manifest import environment
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
 from mobilelwt.teachers import model_slug
@@ -129,6 +129,34 @@ def _validate(
     return {**numeric.to_dict(), "kind": "numeric"}
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One artifact to export: target, format, precision, role, and the backend a .pte is delegated to."""
+
+    target: str
+    fmt: str
+    precision: str
+    role: str
+    backend: str = "xnnpack"
+
+    @property
+    def file(self) -> tuple[str, str, str, str]:
+        """What makes the file's bytes: the same for every target that lists it."""
+        return self.fmt, self.precision, self.role, self.backend
+
+
+def _jobs(targets: tuple[str, ...], options: ExportOptions) -> list[_Job]:
+    jobs = []
+    for target in targets:
+        for fmt in TARGET_FORMATS[target]:
+            spec = FORMATS.get(fmt)
+            for precision in options.precisions or (spec.default_precision,):
+                jobs.extend(_Job(target, fmt, precision, role) for role in ("teacher", "student"))
+            if target == "ios" and fmt == "executorch" and options.et_coreml_delegate:
+                jobs.extend(_Job(target, fmt, "fp32", role, "coreml") for role in ("teacher", "student"))
+    return jobs
+
+
 def export_build(
     build_dir: Path,
     *,
@@ -142,135 +170,137 @@ def export_build(
     whose file still has the recorded bytes is reused; any other is exported again, its old file removed first.
     """
     options = options or ExportOptions()
-    targets = expand_target(target)
+    jobs = _jobs(expand_target(target), options)
     check_precisions(options.precisions)
     directory = BuildDir(build_dir)
-    build = load_build(directory.path)
-    build_dir = directory.path
+    exporter = _Exporter(load_build(directory.path), directory.path, options)
     previous = {a["path"]: a for a in directory.artifacts()["artifacts"]}  # empty when from another student
-    info = build.manifest["teacher"]
-    size = info["input_size"]
-    example = (torch.zeros(1, 3, size, size),)
-    loaded: dict[str, Any] = {}
-
-    def data_parts() -> tuple[Any, torch.Tensor]:
-        if not loaded:  # decoding images is the slow part of a resumed export: only when something is redone
-            data = load_build_data(build)
-            loaded["subset"] = data.val.subset(torch.arange(min(options.validation_images, len(data.val))))
-            loaded["calibration"] = data.calibration(options.calibration_images, seed=0)
-        return loaded["subset"], loaded["calibration"]
-
-    preprocessing = {
-        "mean": info["mean"],
-        "std": info["std"],
-        "description": f"{build.plan.model} ({'{role}'}) from mobilelwt, {size}x{size} RGB input",
-    }
-
-    jobs = []
-    for tgt in targets:
-        for fmt in TARGET_FORMATS[tgt]:
-            spec = FORMATS.get(fmt)
-            for precision in options.precisions or (spec.default_precision,):
-                for role in ("teacher", "student"):
-                    jobs.append((tgt, fmt, precision, role, "xnnpack"))
-            if tgt == "ios" and fmt == "executorch" and options.et_coreml_delegate:
-                jobs.extend((tgt, fmt, "fp32", role, "coreml") for role in ("teacher", "student"))
-
     records: list[dict[str, Any]] = []
-    done: dict[tuple[str, str, str, str], Path] = {}
-    for index, (tgt, fmt, precision, role, backend) in enumerate(jobs):
-        spec = FORMATS.get(fmt)
-        model = build.teacher.model if role == "teacher" else build.student
-        suffix = "-coreml" if backend == "coreml" else ""
-        path = build_dir / tgt / f"{model_slug(build.plan.model)}-{role}-{precision}{suffix}.{spec.ext}"
-        relative = str(path.relative_to(build_dir))
-        inputs = {"compress": build.key, "role": role, "format": fmt, "precision": precision, "backend": backend,
-                  "options": options.key(fmt)}  # fmt: skip
-        record: dict[str, Any] = {
-            "target": tgt,
-            "role": role,
-            "model": build.plan.model,
-            "format": spec.ext,
-            "runtime": spec.runtime,
-            "precision": precision,
-            "backend": backend if fmt == "executorch" else None,
-            "path": relative,
-            "input_size": size,
-            "inputs_key": digest(inputs),
-        }
+    for index, job in enumerate(jobs):
+        record = exporter.describe(job)
+        relative = record["path"]
         on_progress(ProgressEvent("export", index, len(jobs), {"artifact": relative}))
-        if precision not in spec.precisions:
-            record.update(status="skipped", reason=f"{fmt} has no {precision} export")
-            records.append(record)
+        if job.precision not in FORMATS.get(job.fmt).precisions:
+            records.append({**record, "status": "skipped", "reason": f"{job.fmt} has no {job.precision} export"})
             continue
         old = previous.get(relative)
         if old is not None and old.get("inputs_key") == record["inputs_key"] and directory.current_artifact(old):
             records.append(old)
-            done[(fmt, precision, role, backend)] = path
+            exporter.done[job.file] = directory.path / relative
             on_progress(ProgressEvent("export", index + 1, len(jobs), {"artifact": relative, "status": "reused"}))
             continue
+        records.append(exporter.export(job, record))
+        on_progress(ProgressEvent("export", index + 1, len(jobs), {"artifact": relative,
+                                                                   "status": records[-1]["status"]}))  # fmt: skip
+    listing = _merge(directory, exporter.build.key, records, previous)
+    write_json(directory / ARTIFACTS, listing)
+    return listing
+
+
+class _Exporter:
+    """Exports one build's artifacts: each file once (a second target gets a copy), then validated."""
+
+    def __init__(self, build: Build, build_dir: Path, options: ExportOptions) -> None:
+        self.build, self.build_dir, self.options = build, build_dir, options
+        self.info = build.manifest["teacher"]
+        size = self.info["input_size"]
+        self.example = (torch.zeros(1, 3, size, size),)
+        self.done: dict[tuple[str, str, str, str], Path] = {}
+        self._data: tuple[Any, torch.Tensor] | None = None
+
+    def data(self) -> tuple[Any, torch.Tensor]:
+        """Validation images and calibration images; decoding them is the slow part of a resumed export, so
+        only when something is redone."""
+        if self._data is None:
+            data = load_build_data(self.build)
+            subset = data.val.subset(torch.arange(min(self.options.validation_images, len(data.val))))
+            self._data = subset, data.calibration(self.options.calibration_images, seed=0)
+        return self._data
+
+    def describe(self, job: _Job) -> dict[str, Any]:
+        """The artifact's record before export: where it goes and the digest of what it is made from."""
+        spec, plan = FORMATS.get(job.fmt), self.build.plan
+        suffix = "-coreml" if job.backend == "coreml" else ""
+        path = self.build_dir / job.target / f"{model_slug(plan.model)}-{job.role}-{job.precision}{suffix}.{spec.ext}"
+        inputs = {"compress": self.build.key, "role": job.role, "format": job.fmt, "precision": job.precision,
+                  "backend": job.backend, "options": self.options.key(job.fmt)}  # fmt: skip
+        return {
+            "target": job.target,
+            "role": job.role,
+            "model": plan.model,
+            "format": spec.ext,
+            "runtime": spec.runtime,
+            "precision": job.precision,
+            "backend": job.backend if job.fmt == "executorch" else None,
+            "path": str(path.relative_to(self.build_dir)),
+            "input_size": self.info["input_size"],
+            "inputs_key": digest(inputs),
+        }
+
+    def export(self, job: _Job, record: dict[str, Any]) -> dict[str, Any]:
+        """Export (or copy), validate and describe one artifact; its failure is recorded, never raised, unless it
+        is the user's (bad data, a damaged build)."""
+        path = self.build_dir / record["path"]
         _remove_artifact(path)  # stale or missing: never leave an old file beside a new record
         try:
-            subset, calibration = data_parts()
-            key = (fmt, precision, role, backend)
-            if key in done:  # the same file for another target: copy, don't convert twice
-                path.parent.mkdir(parents=True, exist_ok=True)
-                _copy(done[key], path)
-                artifact = Artifact.from_path(path, spec.ext, spec.runtime, precision, 0.0)
-                artifact.export_seconds = 0.0
-            else:
-                pre = {**preprocessing, "description": preprocessing["description"].replace("{role}", role)}
-                artifact, config = _export(
-                    fmt, precision, model, example, path, calibration, options, build.classes, pre, backend
-                )
-                done[key] = path
-                if options.et_bundled > 0:
-                    images = normalize(subset.load(torch.arange(min(options.et_bundled, len(subset)))), info["mean"],
-                                       info["std"])  # fmt: skip
-                    companion = spec.module.write_companion(model, example, path, config, images,
-                                                            calibration=calibration)  # fmt: skip
-                    artifact.summary.update(companion or {})
-            validation = _validate(
-                fmt,
-                path,
-                precision,
-                model,
-                lambda subset=subset: iterate_normalized(subset, tuple(info["mean"]), tuple(info["std"]), 16),
-                threads=options.threads,
-                classes=build.classes,
-                input_shape=tuple(example[0].shape),
-                backend=backend,
-            )
-            coverage = spec.module.delegation(path, {"backend": backend, **artifact.summary})
+            artifact = self._write(job, path)
+            validation = self._validate(job, path)
+            coverage = FORMATS.get(job.fmt).module.delegation(path, {"backend": job.backend, **artifact.summary})
             if coverage and coverage.get("undelegated_compute_ops"):
-                kernels = coverage["outside_kernels"]
                 validation["warnings"] = [
-                    f"compute ops outside the XNNPACK delegate ({kernels}, often several times slower): "
-                    + ", ".join(coverage["undelegated_compute_ops"])
+                    f"compute ops outside the XNNPACK delegate ({coverage['outside_kernels']}, often several times "
+                    "slower): " + ", ".join(coverage["undelegated_compute_ops"])
                 ]
             write_json(path.with_name(path.name + ".validation.json"), validation)
-            record.update(
-                artifact.to_dict(),
-                path=relative,
-                validation=validation,
-                status="ok" if validation["passed"] else "mismatch",
-            )
+            record = {**record, **artifact.to_dict(), "path": record["path"], "validation": validation,
+                      "status": "ok" if validation["passed"] else "mismatch"}  # fmt: skip
             if coverage is not None:
                 record["delegation"] = coverage
         except TargetError as exc:
             _remove_artifact(path)
-            record.update(status="failed", reason=str(exc))
+            record = {**record, "status": "failed", "reason": str(exc)}
         except MobileLWTError:
             raise  # a user error (bad data, damaged build): not the artifact's fault
         except Exception as exc:  # a runtime crashing on one artifact must not lose the others
             _remove_artifact(path)
-            record.update(status="failed", reason=f"{type(exc).__name__}: {first_line(exc)}")
-        records.append(record)
-        on_progress(ProgressEvent("export", index + 1, len(jobs), {"artifact": relative, "status": record["status"]}))
+            record = {**record, "status": "failed", "reason": f"{type(exc).__name__}: {first_line(exc)}"}
+        return record
 
-    listing = _merge(directory, build.key, records, previous)
-    write_json(directory / ARTIFACTS, listing)
-    return listing
+    def _model(self, role: str) -> nn.Module:
+        return self.build.teacher.model if role == "teacher" else self.build.student
+
+    def _write(self, job: _Job, path: Path) -> Artifact:
+        """The artifact file: exported, or copied from the same file made for another target."""
+        spec = FORMATS.get(job.fmt)
+        subset, calibration = self.data()
+        key = job.file
+        if key in self.done:  # the same file for another target: copy, don't convert twice
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _copy(self.done[key], path)
+            artifact = Artifact.from_path(path, spec.ext, spec.runtime, job.precision, 0.0)
+            artifact.export_seconds = 0.0
+            return artifact
+        info, model = self.info, self._model(job.role)
+        size = info["input_size"]
+        description = f"{self.build.plan.model} ({job.role}) from mobilelwt, {size}x{size} RGB input"
+        preprocessing = {"mean": info["mean"], "std": info["std"], "description": description}
+        artifact, config = _export(job.fmt, job.precision, model, self.example, path, calibration, self.options,
+                                   self.build.classes, preprocessing, job.backend)  # fmt: skip
+        self.done[key] = path
+        if self.options.et_bundled > 0:
+            images = normalize(subset.load(torch.arange(min(self.options.et_bundled, len(subset)))), info["mean"],
+                               info["std"])  # fmt: skip
+            companion = spec.module.write_companion(model, self.example, path, config, images, calibration=calibration)
+            artifact.summary.update(companion or {})
+        return artifact
+
+    def _validate(self, job: _Job, path: Path) -> dict[str, Any]:
+        subset, _ = self.data()
+        mean, std = tuple(self.info["mean"]), tuple(self.info["std"])
+        return _validate(job.fmt, path, job.precision, self._model(job.role),
+                         lambda: iterate_normalized(subset, mean, std, 16), threads=self.options.threads,
+                         classes=self.build.classes, input_shape=tuple(self.example[0].shape),
+                         backend=job.backend)  # fmt: skip
 
 
 def _remove_artifact(path: Path) -> None:
