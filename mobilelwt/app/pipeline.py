@@ -140,12 +140,8 @@ def build(
     config, run = config or BuildConfig(), run or RunSettings()
     out = Path(out)
     model = check_build_options(model, out, config, run)
-    options = ExportOptions(
-        precisions=config.precisions,
-        validation_images=config.validation_images,
-        calibration_images=config.calibration_images,
-        threads=config.bench_threads,
-    )
+    options = ExportOptions(precisions=config.precisions, validation_images=config.validation_images,
+                            calibration_images=config.calibration_images, threads=config.bench_threads)  # fmt: skip
     init_distributed(resolve_device(run.device))  # before the first rank-0-only step
     if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
@@ -188,34 +184,47 @@ def build(
 
     report = make_report([out], budget_ms=config.budget_ms, max_drop=config.max_drop)
     seconds["total"] = time.perf_counter() - started
-
     summary = {
         "format": "mobilelwt.build/1",
         "model": model,
         "out": str(out),
         "target": config.target,
         "teacher": teacher_info,
-        "compress_key": result.metrics["inputs"]["key"],
-        "accuracy": {
-            "teacher_top1": result.metrics["teacher"]["top1"],
-            "student_top1": result.metrics["student"]["top1"],
-            "top1_drop": result.metrics["top1_drop"],
-        },
-        "mac_speedup": result.metrics["mac_speedup"],
-        "plan": result.metrics.get("plan_target"),
-        "training": {k: result.metrics.get(k) for k in ("distributed", "data_loader", "device")},
+        **_compress_facts(result.metrics),
         "latency": _speedups([r for r in bench_records if r.get("status") == "ok"]),
-        "artifacts": {
-            status: sorted(a["path"] for a in artifacts if a["status"] == status)
-            for status in ("ok", "mismatch", "failed", "skipped")
-        },
-        "failures": {a["path"]: a.get("reason") for a in artifacts if a["status"] == "failed"},
+        **_artifact_facts(artifacts),
         "report": [str(p) for p in report["files"]],
         "headline": report["headline"],
         "seconds": seconds,
     }
     write_json(out / SUMMARY, summary)
     return summary
+
+
+def _compress_facts(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What ``build.json`` repeats of the compress stage: its key, accuracy, MACs, plan, training facts."""
+    return {
+        "compress_key": metrics["inputs"]["key"],
+        "accuracy": {
+            "teacher_top1": metrics["teacher"]["top1"],
+            "student_top1": metrics["student"]["top1"],
+            "top1_drop": metrics["top1_drop"],
+        },
+        "mac_speedup": metrics["mac_speedup"],
+        "plan": metrics.get("plan_target"),
+        "training": {k: metrics.get(k) for k in ("distributed", "data_loader", "device")},
+    }
+
+
+def _artifact_facts(artifacts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The build's artifacts by status, and why each failed one failed."""
+    return {
+        "artifacts": {
+            status: sorted(a["path"] for a in artifacts if a["status"] == status)
+            for status in ("ok", "mismatch", "failed", "skipped")
+        },
+        "failures": {a["path"]: a.get("reason") for a in artifacts if a["status"] == "failed"},
+    }
 
 
 def _speedups(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
