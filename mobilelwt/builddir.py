@@ -209,8 +209,15 @@ class BuildDir:
         path = self.path / BENCH
         if not path.is_file():
             return []
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BuildFileError(
+                f"{path} cannot be read as bench records ({exc.__class__.__name__}: not text, or unreadable).",
+                "Delete it and re-run `mobilelwt bench`.",
+            ) from None
         records = []
-        for number, line in enumerate(path.read_text().splitlines(), 1):
+        for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:

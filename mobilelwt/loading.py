@@ -82,6 +82,7 @@ def load_build(build_dir: Path) -> Build:
     directory = BuildDir(build_dir)
     manifest = directory.manifest()
     directory.check_student(manifest)
+    directory.metrics()  # the stage's other record: a damaged or foreign one is named here, not used later
     plan = directory.plan()
     info = manifest["teacher"]
     trust_recorded_code(info, directory.path)

@@ -22,3 +22,11 @@ ProgressCallback = Callable[[ProgressEvent], None]
 
 def ignore_progress(_event: ProgressEvent) -> None:
     return None
+
+
+NOTICE = "notice"  # an event that carries one line for the user (``info["message"]``), not a count
+
+
+def notice(on_progress: ProgressCallback, message: str) -> None:
+    """Tell the user one thing worth knowing (a damaged cache measured again, say) through the progress channel."""
+    on_progress(ProgressEvent(NOTICE, 0, 0, {"message": message}))

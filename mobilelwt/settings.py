@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mobilelwt.checks import finite, whole
+from mobilelwt.checks import count, host_threads, probability
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,7 @@ class RunSettings:
 
     def check(self) -> RunSettings:
         """Refuse values out of range before any work starts (the input size a model takes is checked with it)."""
-        finite(self.val_fraction, "--val-fraction", low=0, high=0.99)
-        whole(self.input_size, "--input-size", low=1, optional=True)
-        whole(self.threads, "--threads", low=1, optional=True)
-        whole(self.workers, "--workers", low=0, optional=True)
+        probability(self.val_fraction, "--val-fraction", high=0.99)
+        host_threads(self.threads, "--threads", optional=True)
+        count(self.workers, "--workers", low=0, optional=True)
         return self

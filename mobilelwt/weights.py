@@ -112,6 +112,13 @@ def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: 
             f"{source} does not fit the model: {'; '.join(parts)}.",
             "Check --model, --num-classes and that the file was saved from the same architecture.",
         )
+    broken = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:  # NaN/inf weights make every later stage fail somewhere deep (an SVD, a loss) or train garbage
+        raise CheckpointError(
+            f"{source} holds NaN or infinite values in {len(broken)} tensor(s) ({_some(broken)}): the training that "
+            "wrote it diverged, or the file is damaged.",
+            "Use an earlier checkpoint, or train the teacher again with a lower --lr.",
+        )
     model.load_state_dict(state_dict)
 
 

@@ -243,7 +243,8 @@ def plan_measured(
     if not layers:  # no replacement cuts even half of any layer's MACs
         raise nothing_to_gain(ctx, speedup, probe, [])
 
-    table, foreign = open_table(probe, table_path, shared_table, allow_foreign=allow_foreign_table)
+    table, foreign = open_table(probe, table_path, shared_table, allow_foreign=allow_foreign_table,
+                                on_progress=on_progress)  # fmt: skip
 
     def save() -> None:
         table.save(table_path)

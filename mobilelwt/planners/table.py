@@ -18,6 +18,7 @@ from mobilelwt.builddir import read_json
 from mobilelwt.errors import ConfigError
 from mobilelwt.hashing import digest
 from mobilelwt.io import write_json
+from mobilelwt.progress import ProgressCallback, ignore_progress, notice
 
 TABLE_FORMAT = "mobilelwt.latency-table/1"
 
@@ -120,7 +121,12 @@ class LatencyTable:
 
 
 def open_table(
-    probe: LatencyProbe, build_table: Path, shared: Path | None = None, *, allow_foreign: bool = False
+    probe: LatencyProbe,
+    build_table: Path,
+    shared: Path | None = None,
+    *,
+    allow_foreign: bool = False,
+    on_progress: ProgressCallback = ignore_progress,
 ) -> tuple[LatencyTable, bool]:
     """The table to plan with, and whether it comes from another device.
 
@@ -150,8 +156,9 @@ def open_table(
     if build_table.is_file():
         try:
             table = LatencyTable.load(build_table)
-        except ConfigError:
-            table = None  # a damaged cache is measured again
+        except ConfigError as exc:
+            table = None  # a damaged cache is measured again, and the user is told
+            notice(on_progress, f"{exc.problem} It is a cache: the latency table is measured again.")
         if table is not None and table.same_context(probe) and table.same_device(probe):
             return table, False
     return LatencyTable.for_probe(probe), False

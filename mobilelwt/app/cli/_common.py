@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from mobilelwt.errors import MobileLWTError
-from mobilelwt.progress import ProgressEvent, ignore_progress
+from mobilelwt.progress import NOTICE, ProgressEvent, ignore_progress
 from mobilelwt.ranks import is_main_process, launched_ranks
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -119,6 +119,9 @@ def progress_bars() -> Iterator[Callable[[ProgressEvent], None]]:
     with Progress(*columns, console=err_console, transient=False) as progress:
 
         def draw(event: ProgressEvent) -> None:
+            if event.stage == NOTICE:
+                progress.console.print(f"note: {event.info['message']}", markup=False, highlight=False)
+                return
             if event.stage not in tasks:
                 tasks[event.stage] = progress.add_task(event.stage, total=event.total, info="")
             progress.update(tasks[event.stage], completed=event.done, total=event.total, info=_info(event))
@@ -131,6 +134,9 @@ def _log_lines() -> Callable[[ProgressEvent], None]:
     last_decile: dict[str, int] = {}
 
     def log(event: ProgressEvent) -> None:
+        if event.stage == NOTICE:
+            err_console.print(f"note: {event.info['message']}", markup=False, highlight=False, soft_wrap=True)
+            return
         decile = 10 * event.done // max(event.total, 1)
         if last_decile.get(event.stage) == decile and event.done != event.total:
             return

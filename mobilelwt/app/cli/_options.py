@@ -18,6 +18,29 @@ import typer
 
 from mobilelwt.app.cli._common import err_console
 from mobilelwt.app.cli._launch import relaunch
+from mobilelwt.app.cli._params import (
+    COUNT,
+    COUNT_OPTIONAL,
+    COUNT_OR_ZERO,
+    COUNT_OR_ZERO_OPTIONAL,
+    DATA,
+    HELD_OUT_SHARE,
+    HOST_THREADS,
+    IMAGE_DIR,
+    LATENCY_THREADS,
+    NON_NEGATIVE,
+    POSITIVE,
+    PROBABILITY,
+    RATIO,
+    SEED,
+    TRAINING_DEVICE,
+    count,
+    flag_of,
+    kinds_of,
+    one_of,
+    parameter_info,
+    with_number_parser,
+)
 from mobilelwt.settings import RunSettings
 
 ModelOption = Annotated[
@@ -51,7 +74,8 @@ def allow_model_code(trust: bool, *models: str) -> None:
 
 
 def with_groups(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Expand every dataclass-typed parameter of ``command`` into its fields for Typer."""
+    """Expand every dataclass-typed parameter of ``command`` into its fields for Typer, and check every option
+    that names its kind of value (:mod:`mobilelwt.app.cli._params`) before the command runs."""
     hints = typing.get_type_hints(command, include_extras=True)
     own: list[inspect.Parameter] = []
     groups: dict[str, type] = {}
@@ -73,8 +97,16 @@ def with_groups(command: Callable[..., Any]) -> Callable[..., Any]:
         for f in dataclasses.fields(group)
     ]
 
+    checked = [(p.name, flag_of(p.name, parameter_info(p.annotation)), kind)
+               for p in [*own, *expanded] for kind in kinds_of(p.annotation)]  # fmt: skip
+    # numbers are converted by a parser whose message says the fix
+    own, expanded = ([p.replace(annotation=with_number_parser(p.annotation, flag_of(p.name, parameter_info(
+        p.annotation)), p.default)) for p in params] for params in (own, expanded))  # fmt: skip
+
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> Any:
+        for name, flag, kind in checked:  # every kind's one check, in the order of the options
+            kwargs[name] = kind(kwargs[name], flag, kwargs)
         for name, group in groups.items():
             kwargs[name] = group(**{field: kwargs.pop(field) for field in fields[name]})
         return command(**kwargs)
@@ -94,10 +126,12 @@ class CompressOptions:
     speedup: Annotated[
         float | None,
         typer.Option(help="Target speedup measured on the target (--latency-runtime/--latency-device); default 4."),
+        RATIO,
     ] = None
     mac_speedup: Annotated[
         float | None,
         typer.Option(help="Target reduction of the teacher's MACs instead (planners uniform, sensitivity)."),
+        RATIO,
     ] = None
     planner: Annotated[
         str | None,
@@ -111,16 +145,20 @@ class CompressOptions:
     )
     compress_fc: Annotated[bool, typer.Option(help="Also factorise the fully connected layers.")] = True
     calib_images: Annotated[
-        int, typer.Option(help="Calibration images of the accuracy proxy (latency, sensitivity).")
+        int, typer.Option(help="Calibration images of the accuracy proxy (latency, sensitivity)."), COUNT
     ] = 64
     latency_runtime: Annotated[
-        str, typer.Option(help="Runtime a measured --speedup is timed on: executorch or litert.")
+        str,
+        typer.Option(help="Runtime a measured --speedup is timed on: executorch or litert."),
+        one_of(("executorch", "litert")),
     ] = "executorch"
     latency_device: Annotated[
         str, typer.Option(help="Where a measured --speedup is timed: host, or an adb serial (a phone).")
     ] = "host"
-    latency_precision: Annotated[str, typer.Option(help="Precision the latency is timed in: fp32 or int8.")] = "fp32"
-    latency_threads: Annotated[int, typer.Option(help="Runtime threads when timing for the plan.")] = 2
+    latency_precision: Annotated[
+        str, typer.Option(help="Precision the latency is timed in: fp32 or int8."), one_of(("fp32", "int8"))
+    ] = "fp32"
+    latency_threads: Annotated[int, typer.Option(help="Runtime threads when timing for the plan."), LATENCY_THREADS] = 2
     latency_table: Annotated[
         str | None, typer.Option(help="A shared per-layer latency table (JSON): read, and extended when measured.")
     ] = None
@@ -131,27 +169,35 @@ class CompressOptions:
         str | None,
         typer.Option(help="Comma-separated conv kinds the latency planner chooses from (default: --conv-module)."),
     ] = None
-    rank_grid: Annotated[int, typer.Option(help="Ranks per module kind in the latency table.")] = 8
+    rank_grid: Annotated[
+        int, typer.Option(help="Ranks per module kind in the latency table."), count(low=2, high=64)
+    ] = 8
     latency_python: Annotated[
         str, typer.Option(help="Python on the --latency-device that runs mobilelwt's device runner.")
     ] = "python3"
     latency_adb_server: Annotated[str, typer.Option(help="adb server of the --latency-device: local or HOST:PORT.")] = (
         "local"
     )
-    layer_epochs: Annotated[float, typer.Option(help="Passes over the data per layer (0: closed form only).")] = 1.0
-    layer_max_steps: Annotated[int | None, typer.Option(help="Cap the steps per layer.")] = None
-    layer_input: Annotated[str, typer.Option(help="student (sequential) or teacher (independent).")] = "student"
-    layer_lr: Annotated[float, typer.Option(help="Learning rate of layer-wise training (Adam).")] = 1e-3
-    layer_batch_size: Annotated[int, typer.Option(help="Images per layer-wise step.")] = 32
-    finetune_epochs: Annotated[int, typer.Option(help="Epochs of distillation fine-tune (0: none).")] = 2
+    layer_epochs: Annotated[
+        float, typer.Option(help="Passes over the data per layer (0: closed form only)."), NON_NEGATIVE
+    ] = 1.0
+    layer_max_steps: Annotated[int | None, typer.Option(help="Cap the steps per layer."), COUNT_OPTIONAL] = None
+    layer_input: Annotated[
+        str, typer.Option(help="student (sequential) or teacher (independent)."), one_of(("student", "teacher"))
+    ] = "student"
+    layer_lr: Annotated[float, typer.Option(help="Learning rate of layer-wise training (Adam)."), POSITIVE] = 1e-3
+    layer_batch_size: Annotated[int, typer.Option(help="Images per layer-wise step."), COUNT] = 32
+    finetune_epochs: Annotated[int, typer.Option(help="Epochs of distillation fine-tune (0: none)."), COUNT_OR_ZERO] = 2
     finetune_max_steps: Annotated[
-        int | None, typer.Option(help="Cap the steps of each fine-tune epoch (quick runs).")
+        int | None, typer.Option(help="Cap the steps of each fine-tune epoch (quick runs)."), COUNT_OPTIONAL
     ] = None
-    finetune_lr: Annotated[float, typer.Option(help="Peak learning rate of the fine-tune (AdamW).")] = 1e-4
-    finetune_batch_size: Annotated[int, typer.Option(help="Images per fine-tune step.")] = 64
-    temperature: Annotated[float, typer.Option(help="Distillation temperature.")] = 4.0
-    alpha: Annotated[float, typer.Option(help="Weight of the distillation term (1 - alpha: labels).")] = 0.7
-    seed: Annotated[int, typer.Option(help="Seed for split, sampling and training.")] = 0
+    finetune_lr: Annotated[float, typer.Option(help="Peak learning rate of the fine-tune (AdamW)."), POSITIVE] = 1e-4
+    finetune_batch_size: Annotated[int, typer.Option(help="Images per fine-tune step."), COUNT] = 64
+    temperature: Annotated[float, typer.Option(help="Distillation temperature."), POSITIVE] = 4.0
+    alpha: Annotated[float, typer.Option(help="Weight of the distillation term (1 - alpha: labels)."), PROBABILITY] = (
+        0.7
+    )
+    seed: Annotated[int, typer.Option(help="Seed for split, sampling and training."), SEED] = 0
 
     def config(self):
         """The :class:`CompressConfig` these options describe (validated on construction)."""
@@ -219,20 +265,27 @@ class RunOptions:
     """What `train-teacher`, `compress` and `build` share: the data, its validation split, the input size, and the
     machine the training runs on."""
 
-    data: Annotated[str, typer.Option(help="ImageFolder directory or built-in dataset name.")] = "digits"
-    val_data: Annotated[Path | None, typer.Option(help="Separate labelled ImageFolder for validation.")] = None
-    val_fraction: Annotated[float, typer.Option(help="Share of --data held out for validation.")] = 0.1
+    data: Annotated[str, typer.Option(help="ImageFolder directory or built-in dataset name."), DATA] = "digits"
+    val_data: Annotated[str | None, typer.Option(help="Separate labelled ImageFolder for validation."), IMAGE_DIR] = (
+        None
+    )
+    val_fraction: Annotated[float, typer.Option(help="Share of --data held out for validation."), HELD_OUT_SHARE] = 0.1
     input_size: Annotated[
         int | None, typer.Option(help="Square input side (default: the teacher checkpoint's, else the dataset's).")
     ] = None
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads for training (default: torch's).")] = None
-    device: Annotated[str, typer.Option(help="Where training runs: cpu, cuda, cuda:N or auto.")] = "cpu"
+    threads: Annotated[
+        int | None, typer.Option(help="torch CPU threads for training (default: torch's)."), HOST_THREADS
+    ] = None
+    device: Annotated[str, typer.Option(help="Where training runs: cpu, cuda, cuda:N or auto."), TRAINING_DEVICE] = (
+        "cpu"
+    )
     workers: Annotated[
         int | None,
         typer.Option(
             help="DataLoader worker processes per rank for sets too large for memory (0: threads; default: the "
             "cores shared by the ranks, at most 8)."
         ),
+        COUNT_OR_ZERO_OPTIONAL,
     ] = None
 
     def settings(self) -> RunSettings:
@@ -252,6 +305,7 @@ class ParallelOptions:
             help="Train data-parallel on N processes of this machine (re-launches through torchrun; one per GPU "
             "with --device cuda). Several machines: start torchrun yourself."
         ),
+        COUNT_OPTIONAL,
     ] = None
 
     def relaunch(self) -> None:

@@ -9,31 +9,50 @@ import typer
 from rich.table import Table
 
 from mobilelwt.app.cli._common import console, handle_user_errors
+from mobilelwt.app.cli._options import with_groups
+from mobilelwt.app.cli._params import (
+    BENCH_THREADS,
+    BUILD_DIR,
+    COUNT,
+    COUNT_OR_ZERO,
+    CPU_MASK,
+    DEVICES,
+    INPUT_FILE,
+    SECONDS,
+    one_of,
+)
 from mobilelwt.errors import ConfigError
 
 PROFILE_RUNS = 20  # profiled executions per file (ETDump or LiteRT's profiler)
 
 
 @handle_user_errors
+@with_groups
 def bench_command(
-    build_dir: Annotated[Path, typer.Argument(help="A build directory with artifacts.json.")],
-    device: Annotated[str, typer.Option(help="host, adb serial(s) comma-separated, or all (every adb device).")] = (
-        "host"
-    ),
-    runs: Annotated[int, typer.Option(help="Timed runs per artifact.")] = 50,
-    warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = 5,
-    threads: Annotated[int, typer.Option(help="Runtime threads.")] = 2,
-    rounds: Annotated[int, typer.Option(help="Rounds alternating teacher and student.")] = 10,
-    runner: Annotated[str, typer.Option(help="On devices: python (device_bench.runner) or native.")] = "python",
+    build_dir: Annotated[str, typer.Argument(help="A build directory with artifacts.json."), BUILD_DIR],
+    device: Annotated[
+        str, typer.Option(help="host, adb serial(s) comma-separated, or all (every adb device)."), DEVICES
+    ] = ("host"),
+    runs: Annotated[int, typer.Option(help="Timed runs per artifact."), COUNT] = 50,
+    warmup: Annotated[int, typer.Option(help="Untimed runs first."), COUNT_OR_ZERO] = 5,
+    threads: Annotated[int, typer.Option(help="Runtime threads."), BENCH_THREADS] = 2,
+    rounds: Annotated[int, typer.Option(help="Rounds alternating teacher and student."), COUNT] = 10,
+    runner: Annotated[
+        str, typer.Option(help="On devices: python (device_bench.runner) or native."), one_of(("python", "native"))
+    ] = "python",
     python: Annotated[str, typer.Option(help="Python on the device, for --runner python.")] = "python3",
-    et_runner: Annotated[Path | None, typer.Option(help="executor_runner built for the phone.")] = None,
-    tflite_runner: Annotated[Path | None, typer.Option(help="benchmark_model built for the phone.")] = None,
-    core_mask: Annotated[str | None, typer.Option(help="taskset CPU mask on the device, e.g. f0.")] = None,
-    cool_limit: Annotated[float, typer.Option(help="Seconds to wait for a hot device to cool.")] = 300.0,
-    accuracy: Annotated[int, typer.Option(help="Also run N validation images on each device (top-1/top-5).")] = 0,
-    coreml_units: Annotated[str, typer.Option(help="Core ML compute units on a Mac: ALL, CPU_ONLY, CPU_AND_NE.")] = (
-        "ALL"
-    ),
+    et_runner: Annotated[str | None, typer.Option(help="executor_runner built for the phone."), INPUT_FILE] = None,
+    tflite_runner: Annotated[str | None, typer.Option(help="benchmark_model built for the phone."), INPUT_FILE] = None,
+    core_mask: Annotated[str | None, typer.Option(help="taskset CPU mask on the device, e.g. f0."), CPU_MASK] = None,
+    cool_limit: Annotated[float, typer.Option(help="Seconds to wait for a hot device to cool."), SECONDS] = 300.0,
+    accuracy: Annotated[
+        int, typer.Option(help="Also run N validation images on each device (top-1/top-5)."), COUNT_OR_ZERO
+    ] = 0,
+    coreml_units: Annotated[
+        str,
+        typer.Option(help="Core ML compute units on a Mac: ALL, CPU_ONLY, CPU_AND_NE."),
+        one_of(("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")),
+    ] = ("ALL"),
     adb: Annotated[str | None, typer.Option(help="adb binary (default: adb on PATH).")] = None,
     adb_server: Annotated[
         list[str] | None,

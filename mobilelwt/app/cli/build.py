@@ -26,10 +26,28 @@ from mobilelwt.app.cli._options import (
     allow_model_code,
     with_groups,
 )
+from mobilelwt.app.cli._params import (
+    BUILD_DIR,
+    CHECKPOINT,
+    COUNT,
+    COUNT_OR_ZERO,
+    HOST_THREADS,
+    OUTPUT_DIR_OPTIONAL,
+    POINTS,
+    POSITIVE_OPTIONAL,
+    names,
+    one_of,
+)
 
-TargetOption = Annotated[str, typer.Option(help="ios (Core ML + ExecuTorch), android (TFLite + ExecuTorch) or all.")]
+TargetOption = Annotated[
+    str,
+    typer.Option(help="ios (Core ML + ExecuTorch), android (TFLite + ExecuTorch) or all."),
+    one_of(("ios", "android", "all")),
+]
 PrecisionOption = Annotated[
-    str | None, typer.Option(help="Comma-separated fp32, fp16, int8 (default: fp32; Core ML fp16).")
+    str | None,
+    typer.Option(help="Comma-separated fp32, fp16, int8 (default: fp32; Core ML fp16)."),
+    names(("fp32", "fp16", "int8")),
 ]
 
 
@@ -38,22 +56,31 @@ def _precisions(value: str | None) -> tuple[str, ...] | None:
 
 
 @handle_user_errors
+@with_groups
 def export_command(
-    build_dir: Annotated[Path, typer.Argument(help="A build directory written by `mobilelwt compress`.")],
+    build_dir: Annotated[str, typer.Argument(help="A build directory written by `mobilelwt compress`."), BUILD_DIR],
     target: TargetOption = "android",
     precision: PrecisionOption = None,
-    validation_images: Annotated[int, typer.Option(help="Validation images run through every artifact.")] = 64,
-    calibration_images: Annotated[int, typer.Option(help="Training images that calibrate int8.")] = 64,
-    tflite_quantization: Annotated[str, typer.Option(help="TFLite int8: static or dynamic.")] = "static",
+    validation_images: Annotated[int, typer.Option(help="Validation images run through every artifact."), COUNT] = 64,
+    calibration_images: Annotated[int, typer.Option(help="Training images that calibrate int8."), COUNT] = 64,
+    tflite_quantization: Annotated[
+        str, typer.Option(help="TFLite int8: static or dynamic."), one_of(("static", "dynamic"))
+    ] = "static",
     coreml_weights: Annotated[
-        str | None, typer.Option(help="Core ML weight compression: none, int8, palettize4, palettize6.")
+        str | None,
+        typer.Option(help="Core ML weight compression: none, int8, palettize4, palettize6."),
+        one_of(("none", "int8", "palettize4", "palettize6"), optional=True),
     ] = None,
-    coreml_target: Annotated[str, typer.Option(help="Core ML minimum deployment target.")] = "iOS16",
+    coreml_target: Annotated[
+        str, typer.Option(help="Core ML minimum deployment target."), one_of(("iOS16", "iOS17", "iOS18"))
+    ] = "iOS16",
     et_coreml: Annotated[bool, typer.Option(help="For ios, also an ExecuTorch .pte delegated to Core ML.")] = False,
     et_bundled: Annotated[
-        int, typer.Option(help="Also a BundledProgram .bpte with N validation images (golden checks on devices).")
+        int,
+        typer.Option(help="Also a BundledProgram .bpte with N validation images (golden checks on devices)."),
+        COUNT_OR_ZERO,
     ] = 0,
-    threads: Annotated[int, typer.Option(help="Threads of the host runtimes that validate.")] = 2,
+    threads: Annotated[int, typer.Option(help="Threads of the host runtimes that validate."), HOST_THREADS] = 2,
 ) -> None:
     """Export a build's teacher and student for a target, validate each file against PyTorch, list them."""
     # lazy: imports torch (seconds); `--help` and option errors answer at once
@@ -114,18 +141,26 @@ def print_artifacts(listing: dict[str, Any]) -> None:
 def build_command(
     model: ModelOption = "alexnet",
     trust_code: TrustCodeOption = False,
-    out: Annotated[Path | None, typer.Option(help="Build directory (default: runs/<model>-<data>-<target>).")] = None,
+    out: Annotated[
+        str | None, typer.Option(help="Build directory (default: runs/<model>-<data>-<target>)."), OUTPUT_DIR_OPTIONAL
+    ] = None,
     weights: Annotated[
-        str | None, typer.Option(help="Teacher weights (checkpoint or imagenet); default: train one on --data.")
+        str | None,
+        typer.Option(help="Teacher weights (checkpoint or imagenet); default: train one on --data."),
+        CHECKPOINT,
     ] = None,
     target: TargetOption = "ios",
     precision: PrecisionOption = None,
-    teacher_epochs: Annotated[int, typer.Option(help="Epochs when the teacher is trained here.")] = 10,
-    validation_images: Annotated[int, typer.Option(help="Validation images run through every artifact.")] = 64,
+    teacher_epochs: Annotated[int, typer.Option(help="Epochs when the teacher is trained here."), COUNT_OR_ZERO] = 10,
+    validation_images: Annotated[int, typer.Option(help="Validation images run through every artifact."), COUNT] = 64,
     bench: Annotated[bool, typer.Option(help="Time teacher and student artifacts on the host runtimes.")] = True,
-    bench_threads: Annotated[int, typer.Option(help="Threads of the host runtimes.")] = 2,
-    budget_ms: Annotated[float | None, typer.Option(help="Report: mark variants at most this slow (ms).")] = None,
-    max_drop: Annotated[float | None, typer.Option(help="Report: … and at most this top-1 drop (points).")] = None,
+    bench_threads: Annotated[int, typer.Option(help="Threads of the host runtimes."), HOST_THREADS] = 2,
+    budget_ms: Annotated[
+        float | None, typer.Option(help="Report: mark variants at most this slow (ms)."), POSITIVE_OPTIONAL
+    ] = None,
+    max_drop: Annotated[
+        float | None, typer.Option(help="Report: … and at most this top-1 drop (points)."), POINTS
+    ] = None,
     compress: CompressOptions = CompressOptions(),  # noqa: B008  (a group of options, expanded for Typer)
     run: RunOptions = RunOptions(),  # noqa: B008
     parallel: ParallelOptions = ParallelOptions(),  # noqa: B008

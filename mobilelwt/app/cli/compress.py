@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -18,16 +17,23 @@ from mobilelwt.app.cli._options import (
     allow_model_code,
     with_groups,
 )
+from mobilelwt.app.cli._params import BUILD_DIR, CHECKPOINT, DATA, INPUT_FILE, OUTPUT_DIR
 
 
 @handle_user_errors
 @with_groups
 def compress_command(
     model: ModelOption,
-    out: Annotated[Path, typer.Option(help="Build directory for plan.json, student.pt, metrics.json, manifest.json.")],
-    weights: Annotated[str, typer.Option(help="Teacher weights: a checkpoint path, imagenet, or none.")] = "none",
+    out: Annotated[
+        str, typer.Option(help="Build directory for plan.json, student.pt, metrics.json, manifest.json."), OUTPUT_DIR
+    ],
+    weights: Annotated[
+        str, typer.Option(help="Teacher weights: a checkpoint path, imagenet, or none."), CHECKPOINT
+    ] = "none",
     plan: Annotated[
-        Path | None, typer.Option(help="Replay this plan.json (e.g. one timed on the target runtime elsewhere).")
+        str | None,
+        typer.Option(help="Replay this plan.json (e.g. one timed on the target runtime elsewhere)."),
+        INPUT_FILE,
     ] = None,
     compress: CompressOptions = CompressOptions(),  # noqa: B008  (a group of options, expanded for Typer)
     run: RunOptions = RunOptions(),  # noqa: B008
@@ -92,9 +98,12 @@ def print_compress_summary(metrics: dict) -> None:
 
 
 @handle_user_errors
+@with_groups
 def evaluate_command(
-    build_dir: Annotated[Path, typer.Argument(help="A build directory written by `mobilelwt compress`.")],
-    data: Annotated[str, typer.Option(help="Labelled ImageFolder (or built-in name) with the teacher's classes.")],
+    build_dir: Annotated[str, typer.Argument(help="A build directory written by `mobilelwt compress`."), BUILD_DIR],
+    data: Annotated[
+        str, typer.Option(help="Labelled ImageFolder (or built-in name) with the teacher's classes."), DATA
+    ],
 ) -> None:
     """Re-evaluate a build's teacher and student on any labelled set, with the build's preprocessing."""
     # lazy: imports torch (seconds); `--help` and option errors answer at once

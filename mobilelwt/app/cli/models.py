@@ -9,10 +9,12 @@ import typer
 from rich.table import Table
 
 from mobilelwt.app.cli._common import console, handle_user_errors, human
-from mobilelwt.app.cli._options import TrustCodeOption, allow_model_code
+from mobilelwt.app.cli._options import TrustCodeOption, allow_model_code, with_groups
+from mobilelwt.app.cli._params import count
 
 
 @handle_user_errors
+@with_groups
 def models_command(
     model: Annotated[
         list[str] | None,
@@ -20,7 +22,9 @@ def models_command(
     ] = None,
     input_size: Annotated[int, typer.Option(help="Square input side in pixels.")] = 224,
     num_classes: Annotated[
-        int | None, typer.Option(help="Classes of the classifier head (default: 1000; your model's own).")
+        int | None,
+        typer.Option(help="Classes of the classifier head (default: 1000; your model's own)."),
+        count(low=2, optional=True),
     ] = None,
     layers: Annotated[bool, typer.Option("--layers", help="Also print a per-layer table.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -16,23 +15,41 @@ from mobilelwt.app.cli._options import (
     allow_model_code,
     with_groups,
 )
+from mobilelwt.app.cli._params import (
+    CHECKPOINT,
+    COUNT,
+    COUNT_OPTIONAL,
+    COUNT_OR_ZERO,
+    HELD_OUT_SHARE,
+    NON_NEGATIVE,
+    OUTPUT_FILE,
+    POSITIVE_OPTIONAL,
+    SEED,
+    one_of,
+)
 
 
 @handle_user_errors
 @with_groups
 def train_teacher_command(
     model: ModelOption,
-    out: Annotated[Path, typer.Option(help="Checkpoint to write; a manifest JSON is written beside it.")],
-    weights: Annotated[str, typer.Option(help="Start from: none (random), imagenet, or a checkpoint path.")] = "none",
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 64,
-    optimizer: Annotated[str, typer.Option(help="adamw or sgd.")] = "adamw",
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate (default 5e-4 AdamW, 0.01 SGD).")] = None,
-    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 5e-4,
-    label_smoothing: Annotated[float, typer.Option(help="Label smoothing.")] = 0.1,
+    out: Annotated[str, typer.Option(help="Checkpoint to write; a manifest JSON is written beside it."), OUTPUT_FILE],
+    weights: Annotated[
+        str, typer.Option(help="Start from: none (random), imagenet, or a checkpoint path."), CHECKPOINT
+    ] = "none",
+    epochs: Annotated[int, typer.Option(help="Training epochs."), COUNT_OR_ZERO] = 10,
+    batch_size: Annotated[int, typer.Option(help="Images per step."), COUNT] = 64,
+    optimizer: Annotated[str, typer.Option(help="adamw or sgd."), one_of(("adamw", "sgd"))] = "adamw",
+    lr: Annotated[
+        float | None, typer.Option(help="Peak learning rate (default 5e-4 AdamW, 0.01 SGD)."), POSITIVE_OPTIONAL
+    ] = None,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay."), NON_NEGATIVE] = 5e-4,
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing."), HELD_OUT_SHARE] = 0.1,
     augment: Annotated[bool, typer.Option(help="Random crops (and flips for photos).")] = True,
-    seed: Annotated[int, typer.Option(help="Seed for init, split, shuffling and augmentation.")] = 0,
-    max_steps_per_epoch: Annotated[int | None, typer.Option(help="Cap the steps of each epoch (quick runs).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for init, split, shuffling and augmentation."), SEED] = 0,
+    max_steps_per_epoch: Annotated[
+        int | None, typer.Option(help="Cap the steps of each epoch (quick runs)."), COUNT_OPTIONAL
+    ] = None,
     run: RunOptions = RunOptions(),  # noqa: B008  (a group of options, expanded for Typer)
     parallel: ParallelOptions = ParallelOptions(),  # noqa: B008
     trust_code: TrustCodeOption = False,

@@ -115,3 +115,16 @@ def test_a_mac_planner_names_its_own_option_in_its_errors() -> None:
     with pytest.raises(ConfigError) as info:
         plan_uniform(_context(), 1000.0)
     assert "--mac-speedup" in info.value.fix and "--speedup " not in info.value.fix
+
+
+def test_a_damaged_latency_table_in_a_build_is_measured_again_with_a_line_saying_so(tmp_path) -> None:
+    from mobilelwt.planners.table import open_table
+    from mobilelwt.progress import NOTICE
+
+    cached = tmp_path / "latency-table.json"
+    cached.write_text('{"format": "mobilelwt.latency-table/1", "identity": {')  # cut short by a crash
+    events: list = []
+    table, foreign = open_table(FakeProbe(), cached, on_progress=events.append)
+    assert table.entries == {} and not foreign  # a new table, measured from scratch
+    notices = [e.info["message"] for e in events if e.stage == NOTICE]
+    assert len(notices) == 1 and str(cached) in notices[0] and "measured again" in notices[0]
