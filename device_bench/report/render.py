@@ -344,9 +344,10 @@ def _network_ms(by_artifact: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 def _network_cells(row: dict[str, Any], network: dict[str, dict[str, float]]) -> str:
     t, s = (network.get(role, {}).get(str(row["layer"])) for role in ("teacher", "student"))
-    if t is None or not s:
+    if t is None or s is None:  # a profiled 0.000 ms is a number, not a missing one
         return '<td class="na">n/a (run `mobilelwt bench DIR --profile`)</td>'
-    return f"<td>{t:.3f} → {s:.3f} ms ({t / s:.2f}×)</td>"  # numbers: no escaping
+    ratio = f" ({t / s:.2f}×)" if s > 0 else ""
+    return f"<td>{t:.3f} → {s:.3f} ms{ratio}</td>"  # numbers: no escaping
 
 
 def _layer_table(rows: list[dict[str, Any]], network: dict[str, dict[str, float]] | None = None) -> str:

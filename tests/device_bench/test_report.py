@@ -234,3 +234,12 @@ def test_html_report_renders_in_a_real_browser(tmp_path) -> None:
     broken = tmp_path / "broken.html"  # the console check itself catches a failing page
     broken.write_text("<html><body><script>console.error('boom')</script></body></html>")
     assert _console_errors(_chromium(tmp_path, broken, "--dump-dom").stderr)
+
+
+def test_a_layer_profiled_at_zero_ms_shows_its_number_not_n_a() -> None:
+    from device_bench.report.render import _network_cells
+
+    cell = _network_cells({"layer": "features.3"}, {"teacher": {"features.3": 0.41}, "student": {"features.3": 0.0}})
+    assert "0.410 → 0.000 ms" in cell and "n/a" not in cell
+    missing = _network_cells({"layer": "features.3"}, {"teacher": {"features.3": 0.41}})
+    assert "n/a" in missing
