@@ -116,30 +116,29 @@ def output_path(
     return check_writable_file(path, flag) if file else check_writable_dir(path, flag)
 
 
-def input_file(path: Path | str | None, flag: str) -> Path:
-    """A file to read that exists and is a file (not a folder)."""
+def input_path(path: Path | str | None, flag: str, *, folder: bool = False) -> Path:
+    """A file (or, with ``folder``, a directory) to read: given, existing, of that type, readable."""
+    what, other = ("directory", "file") if folder else ("file", "directory")
     if path is None or not str(path).strip():
-        raise ConfigError(f"{flag} is empty.", f"Pass {flag} with a file path.")
+        raise ConfigError(f"{flag} is empty.", f"Pass {flag} with a {what} path.")
     path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{flag} {path} is a directory, not a file.", f"Pass the file itself to {flag}.")
-    if not path.is_file():
+    if path.is_file() if folder else path.is_dir():
+        raise ConfigError(f"{flag} {path} is a {other}, not a {what}.", f"Pass a {what} to {flag}.")
+    if not path.exists():
         raise ConfigError(f"{flag} {path} does not exist.", f"Check the path passed to {flag}.")
-    if not os.access(path, os.R_OK):
+    if not os.access(path, os.R_OK | (os.X_OK if folder else 0)):
         raise ConfigError(f"{flag} {path} cannot be read (no permission).", "Fix its permissions or copy it.")
     return path
 
 
+def input_file(path: Path | str | None, flag: str) -> Path:
+    """A file to read (a checkpoint, a plan, a runner binary)."""
+    return input_path(path, flag)
+
+
 def input_dir(path: Path | str | None, flag: str) -> Path:
-    """A directory to read (a build directory, an image folder) that exists."""
-    if path is None or not str(path).strip():
-        raise ConfigError(f"{flag} is empty.", f"Pass {flag} with a directory path.")
-    path = Path(path)
-    if path.is_file():
-        raise ConfigError(f"{flag} {path} is a file, not a directory.", f"Pass a directory to {flag}.")
-    if not path.is_dir():
-        raise ConfigError(f"{flag} {path} does not exist.", f"Check the path passed to {flag}.")
-    return path
+    """A directory to read (a build directory, an image folder)."""
+    return input_path(path, flag, folder=True)
 
 
 def count(value: int | None, flag: str, *, low: int = 1, high: int = MAX_COUNT, optional: bool = False):
