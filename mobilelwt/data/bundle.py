@@ -10,10 +10,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from mobilelwt import distributed
 from mobilelwt.data.builtin import BUILTIN_DATASETS
 from mobilelwt.data.imagefolder import scan_image_folder
 from mobilelwt.data.images import ImageSet, LoaderSettings
-from mobilelwt.distributed import World, rank_batch_size, shard_order, world
+from mobilelwt.distributed import World, rank_batch_size, shard_order
 from mobilelwt.errors import DataError
 from mobilelwt.teachers import IMAGENET_MEAN, IMAGENET_STD
 
@@ -69,7 +70,7 @@ class DataBundle:
         ``batch_size`` and ``limit`` count images over all ranks: under torchrun this rank gets its share of each
         global batch (``DistributedSampler``), and the ranks' shares together are the one-process batch;
         ``shard=False`` gives this rank the whole batches (a rank that trains a layer alone)."""
-        w = world() if shard else World()
+        w = distributed.world() if shard else World()  # looked up at call time (tests stand in for ranks)
         generator = torch.Generator().manual_seed(seed * 1009 + w.rank if w.active else seed)
         if w.active:
             order = shard_order(len(self.train), seed, limit)

@@ -191,8 +191,8 @@ def test_report_command_and_errors(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert (build / "report.md").is_file() and (build / "report.json").is_file()
     assert not (build / "report.html").exists()
-    assert_user_error(invoke("report", build, "--format", "pdf"), "Unknown report format(s) pdf")
-    assert_user_error(invoke("report", tmp_path / "missing"), "is not a directory")
+    assert_user_error(invoke("report", build, "--format", "pdf"), "Unknown --format pdf")
+    assert_user_error(invoke("report", tmp_path / "missing"), "does not exist")
     assert_user_error(invoke("report", tmp_path), "has no metrics.json")
 
 

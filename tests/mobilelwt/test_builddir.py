@@ -81,14 +81,14 @@ CHANGES = {
     "layerwise": dict(config=_config(layerwise=LayerwiseConfig(epochs=1.0, max_steps=5, eval_every=4))),
     "finetune": dict(config=_config(finetune=DistillConfig(epochs=0))),
     "seed": dict(config=_config(seed=3)),
-    "val_fraction": dict(val_fraction=0.2),
+    "val_fraction": dict(run=RunSettings(threads=1, val_fraction=0.2)),
     "teacher": "other_teacher",
 }
 
 
 @pytest.mark.parametrize("change", list(CHANGES))
 def test_a_rerun_after_one_changed_input_equals_a_fresh_run(change, base, tmp_path, tiny_teacher, request) -> None:
-    kwargs = {"weights": str(tiny_teacher), "config": _config(), "threads": 1}
+    kwargs = {"weights": str(tiny_teacher), "config": _config(), "run": RunSettings(threads=1)}
     if CHANGES[change] == "other_teacher":
         kwargs["weights"] = str(request.getfixturevalue("other_teacher"))
     else:
@@ -245,7 +245,7 @@ def test_a_changed_latency_target_replans_and_equals_a_fresh_run(tmp_path, tiny_
         latency = LatencyTarget(threads=threads, grid_points=3)
         return _config(mac_speedup=None, planner="latency", speedup=1.5, calib_images=8, latency=latency)
 
-    kwargs = {"weights": str(tiny_teacher), "threads": 1, "latency_probe": target}
+    kwargs = {"weights": str(tiny_teacher), "run": RunSettings(threads=1), "latency_probe": target}
     reused, fresh = tmp_path / "reused", tmp_path / "fresh"
     compress("tinynet", out=reused, config=config(2), **kwargs)
     first_table = json.loads((reused / "latency-table.json").read_text())

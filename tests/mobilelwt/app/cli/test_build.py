@@ -79,11 +79,11 @@ def test_export_command_adds_ios_artifacts(built) -> None:
 
 def test_build_and_export_user_errors(built, tmp_path) -> None:
     out, _ = built
-    assert_user_error(invoke("export", out, "--target", "windows"), "Unknown target 'windows'")
-    assert_user_error(invoke("export", out, "--precision", "int4"), "Unknown precision(s) int4")
-    assert_user_error(invoke("export", tmp_path / "none"), "not a finished build")
+    assert_user_error(invoke("export", out, "--target", "windows"), "Unknown --target 'windows'")
+    assert_user_error(invoke("export", out, "--precision", "int4"), "Unknown --precision int4")
+    assert_user_error(invoke("export", tmp_path / "none"), "does not exist")
     assert_user_error(invoke("build", "--model", "nope", "--out", tmp_path / "x"), "Unknown model 'nope'")
-    assert_user_error(invoke("build", *QUICK, "--target", "watch", "--out", tmp_path / "y"), "Unknown target 'watch'")
+    assert_user_error(invoke("build", *QUICK, "--target", "watch", "--out", tmp_path / "y"), "Unknown --target 'watch'")
     assert not (tmp_path / "y" / "teacher").exists()  # refused before any training
 
 
@@ -115,7 +115,7 @@ def test_bench_command_writes_records_and_resumes(built) -> None:
     markdown = (out / "report.md").read_text()
     if packages:  # exported by test_export_command_adds_ios_artifacts
         assert "| tinynet | student | mlpackage | fp16 | not run |" in markdown and "macOS" in markdown
-    assert_user_error(invoke("bench", out, "--runner", "magic"), "Unknown runner 'magic'")
+    assert_user_error(invoke("bench", out, "--runner", "magic"), "Unknown --runner 'magic'")
 
 
 def test_build_with_another_speedup_into_the_same_directory_equals_a_fresh_build(built, tmp_path) -> None:
