@@ -8,8 +8,9 @@ import pytest
 from mobilelwt.hashing import tree_sha256
 from tests.mobilelwt.app.cli.test_cli import assert_user_error, invoke
 
-# the default target: a speedup measured on the host's ExecuTorch (a small one: tinynet's layers are tiny)
-QUICK = ["--model", "tinynet", "--speedup", "1.3", "--rank-grid", "2", "--calib-images", "16",
+# the default target: a speedup measured on the host's ExecuTorch; a small one: tinynet's layers are tiny, and its
+# fastest student measured only 1.16-1.3x on a 2-core host (1.3 failed whenever the machine was busy)
+QUICK = ["--model", "tinynet", "--speedup", "1.1", "--rank-grid", "2", "--calib-images", "16",
          "--teacher-epochs", "1", "--layer-max-steps", "5",
          "--finetune-epochs", "1",
          "--validation-images", "8", "--bench-threads", "1", "--threads", "2"]  # fmt: skip
@@ -41,8 +42,8 @@ def test_build_runs_every_stage_offline_on_digits(built) -> None:
     assert {r["role"] for r in bench} == {"teacher", "student"} and all(r["runs"] == 50 for r in bench)
     assert "speedup" in output and "top-1 teacher" in output and "MACs" in output
     plan = summary["plan"]  # --speedup is measured: the plan was checked on the host's ExecuTorch
-    assert plan["kind"] == "measured speedup" and plan["value"] == 1.3 and plan["measured_ci95"][0] >= 1.3
-    assert "planned for a measured 1.3× speedup on executorch fp32 host" in output
+    assert plan["kind"] == "measured speedup" and plan["value"] == 1.1 and plan["measured_ci95"][0] >= 1.1
+    assert "planned for a measured 1.1× speedup on executorch fp32 host" in output
     assert (out / "latency-table.json").is_file() and "**Plan**" in (out / "report.md").read_text()
 
 
@@ -73,7 +74,7 @@ def test_export_command_adds_ios_artifacts(built) -> None:
     assert "needs macOS" in result.output
     report = invoke("report", out, "--format", "md")
     assert report.exit_code == 0, report.output
-    plan_line = next(line for line in (out / "report.md").read_text().splitlines() if "a measured 1.3× speedup" in line)
+    plan_line = next(line for line in (out / "report.md").read_text().splitlines() if "a measured 1.1× speedup" in line)
     assert "Core ML is not timed on this host" in plan_line and "proxy" in plan_line  # says what stood in for it
 
 

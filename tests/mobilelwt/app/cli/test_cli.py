@@ -180,24 +180,24 @@ def test_speedup_is_measured_on_the_target_by_default_and_the_table_is_reused(tm
     out = tmp_path / "build"
     args = ["compress", "--model", "tinynet", "--weights", tiny_teacher, "--out", out, "--layer-epochs", "0",
             "--finetune-epochs", "0", "--threads", "1", "--rank-grid", "3", "--calib-images", "16"]  # fmt: skip
-    result = invoke(*args, "--speedup", "1.3")
+    result = invoke(*args, "--speedup", "1.1")
     assert result.exit_code == 0, result.output
     plan = json.loads((out / "plan.json").read_text())
     d = plan["details"]
     assert plan["planner"] == "latency" and d["target"] == "measured speedup" and d["verified"] is True
-    assert d["probe"] == "executorch fp32 host, 2 threads" and d["measured_ci95"][0] >= 1.3
+    assert d["probe"] == "executorch fp32 host, 2 threads" and d["measured_ci95"][0] >= 1.1
     assert all(r["runs"] >= 6 for r in d["rounds"] if r["feasible"])  # interleaved repeats, never one reading
     table = json.loads((out / "latency-table.json").read_text())
     assert table["identity"]["device"] == "host" and table["context"]["runtime"] == "executorch"
     assert d["table"]["timed_now"] == len(table["entries"]) > 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["plan_target"]["kind"] == "measured speedup" and metrics["plan_target"]["value"] == 1.3
+    assert metrics["plan_target"]["kind"] == "measured speedup" and metrics["plan_target"]["value"] == 1.1
     assert all(rec["predicted_ms"] > 0 for rec in metrics["layers"].values())
 
-    again = invoke(*args, "--speedup", "1.2")  # a new plan in the same directory: the table is not timed again
+    again = invoke(*args, "--speedup", "1.05")  # a new plan in the same directory: the table is not timed again
     assert again.exit_code == 0, again.output
     replanned = json.loads((out / "plan.json").read_text())["details"]
-    assert replanned["table"]["timed_now"] == 0 and replanned["measured_ci95"][0] >= 1.2
+    assert replanned["table"]["timed_now"] == 0 and replanned["measured_ci95"][0] >= 1.05
 
     replay = invoke("compress", "--model", "tinynet", "--weights", tiny_teacher, "--out", tmp_path / "replay",
                     "--plan", out / "plan.json", "--layer-epochs", "0", "--finetune-epochs", "0")  # fmt: skip
