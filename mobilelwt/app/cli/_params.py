@@ -71,17 +71,15 @@ def _device_list(value: Any, flag: str, values: Values) -> Any:
     return value
 
 
-def _bench_threads(value: Any, flag: str, values: Values) -> Any:
-    """Runtime threads: capped by this machine's cores when the runs happen here."""
-    if str(values.get("device", "host")) == "host":
-        return checks.host_threads(value, flag)
-    return checks.count(value, flag, high=256)
+def _runtime_threads(device_option: str) -> Callable[[Any, str, Values], Any]:
+    """Runtime threads: held to this machine's cores when ``device_option`` says the runs happen here."""
 
+    def check(value: Any, flag: str, values: Values) -> Any:
+        if str(values.get(device_option, "host")) == "host":
+            return checks.host_threads(value, flag)
+        return checks.count(value, flag, high=256)
 
-def _latency_threads(value: Any, flag: str, values: Values) -> Any:
-    if str(values.get("latency_device", "host")) == "host":
-        return checks.host_threads(value, flag)
-    return checks.count(value, flag, high=256)
+    return check
 
 
 def _training_device(value: Any, flag: str, values: Values) -> Any:
@@ -169,8 +167,8 @@ SEED = Kind("seed", lambda v, f, vs: checks.seed(v, f), ("-1", "1000000000000000
 HOST_THREADS = Kind(
     "thread count", lambda v, f, vs: checks.host_threads(v, f, optional=True), ("0", "-2", "{too_many_threads}")
 )
-BENCH_THREADS = Kind("thread count", _bench_threads, ("0", "-2", "{too_many_threads}"))
-LATENCY_THREADS = Kind("thread count", _latency_threads, ("0", "-2", "{too_many_threads}"))
+BENCH_THREADS = Kind("thread count", _runtime_threads("device"), ("0", "-2", "{too_many_threads}"))
+LATENCY_THREADS = Kind("thread count", _runtime_threads("latency_device"), ("0", "-2", "{too_many_threads}"))
 RATIO = ratio()
 DEVICES = Kind("devices", _device_list, ("", " ", "host,"))
 CPU_MASK = Kind("CPU mask", _hex_mask, ("xyz", "0xZZ", "f0 && reboot"))
