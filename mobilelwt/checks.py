@@ -167,6 +167,16 @@ def probability(value: float | None, flag: str, *, high: float = 1.0, optional: 
     return finite(value, flag, low=0, high=high)
 
 
+MAX_RATIO = 1000.0  # no speedup or MAC reduction asked of a network is larger
+
+
+def ratio(value: float | None, flag: str, *, optional: bool = False):
+    """A speedup or a MAC reduction: a finite number above 1 (and at most 1000)."""
+    if value is None and optional:
+        return value
+    return finite(value, flag, low=1, strict=True, high=MAX_RATIO)
+
+
 def seed(value: int | None, flag: str = "--seed"):
     """A seed torch, numpy and Python's random all take: 0 to 2**63 - 1."""
     return whole(value, flag, low=0, high=MAX_SEED)

@@ -25,7 +25,7 @@ from mobilelwt.builddir import (
     STUDENT,
     BuildDir,
 )
-from mobilelwt.checks import check_writable_dir, finite, whole
+from mobilelwt.checks import check_writable_dir, ratio, whole
 from mobilelwt.data import DataBundle, iterate_normalized, load_labelled
 from mobilelwt.devices import resolve_device
 from mobilelwt.distill import DistillConfig, distill
@@ -133,10 +133,10 @@ class CompressConfig:
             )
         if planner.measured:
             self.speedup = 4.0 if self.speedup is None else self.speedup
-            finite(self.speedup, "--speedup", low=1, strict=True, high=1000)
+            ratio(self.speedup, "--speedup")
         else:
             self.mac_speedup = 4.0 if self.mac_speedup is None else self.mac_speedup
-            finite(self.mac_speedup, "--mac-speedup", low=1, strict=True, high=1000)
+            ratio(self.mac_speedup, "--mac-speedup")
         if self.conv_module not in CONV_KINDS:
             raise ConfigError(f"Unknown --conv-module {self.conv_module!r}.", f"Use one of: {', '.join(CONV_KINDS)}.")
         if self.linear_module not in LINEAR_KINDS:

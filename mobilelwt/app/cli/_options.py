@@ -1,7 +1,8 @@
 """Option groups: a dataclass whose fields are Typer options, shared by every command that takes them.
 
 A command declares one parameter typed with the group (``compress: CompressOptions``); :func:`with_groups`
-shows Typer the group's fields as ordinary options and hands the command one built group object.
+shows Typer the group's fields as ordinary options, checks every option by its kind of value
+(:mod:`mobilelwt.app.cli._params`), and hands the command one built group object.
 """
 
 from __future__ import annotations
@@ -97,11 +98,14 @@ def with_groups(command: Callable[..., Any]) -> Callable[..., Any]:
         for f in dataclasses.fields(group)
     ]
 
-    checked = [(p.name, flag_of(p.name, parameter_info(p.annotation)), kind)
-               for p in [*own, *expanded] for kind in kinds_of(p.annotation)]  # fmt: skip
-    # numbers are converted by a parser whose message says the fix
-    own, expanded = ([p.replace(annotation=with_number_parser(p.annotation, flag_of(p.name, parameter_info(
-        p.annotation)), p.default)) for p in params] for params in (own, expanded))  # fmt: skip
+    flags = {p.name: flag_of(p.name, parameter_info(p.annotation)) for p in [*own, *expanded]}
+    checked = [(p.name, flags[p.name], kind) for p in [*own, *expanded] for kind in kinds_of(p.annotation)]
+
+    def parsed(p: inspect.Parameter) -> inspect.Parameter:
+        """A number option converted by a parser whose message says the fix."""
+        return p.replace(annotation=with_number_parser(p.annotation, flags[p.name], p.default))
+
+    own, expanded = [parsed(p) for p in own], [parsed(p) for p in expanded]
 
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> Any:

@@ -100,12 +100,6 @@ def count(*, low: int = 1, high: int = checks.MAX_COUNT, optional: bool = False)
                 (str(low - 1), str(low - 7), str(high + 1)))  # fmt: skip
 
 
-def ratio(*, high: float = 1000.0) -> Kind:
-    """A speedup or reduction: a finite number above 1."""
-    return Kind("ratio", lambda v, f, vs: v if v is None else checks.finite(v, f, low=1, strict=True, high=high),
-                ("1", "0.5", "-2", "nan", "inf", str(high * 10)))  # fmt: skip
-
-
 def names(known: tuple[str, ...], *, optional: bool = True) -> Kind:
     """A comma-separated list of names from ``known``."""
     return Kind("names", lambda v, f, vs: v if v is None and optional else ",".join(checks.names(v, f, known=known)),
@@ -169,7 +163,8 @@ HOST_THREADS = Kind(
 )
 BENCH_THREADS = Kind("thread count", _runtime_threads("device"), ("0", "-2", "{too_many_threads}"))
 LATENCY_THREADS = Kind("thread count", _runtime_threads("latency_device"), ("0", "-2", "{too_many_threads}"))
-RATIO = ratio()
+RATIO = Kind("ratio", lambda v, f, vs: checks.ratio(v, f, optional=True),
+             ("1", "0.5", "-2", "nan", "inf", str(checks.MAX_RATIO * 10)))  # fmt: skip
 DEVICES = Kind("devices", _device_list, ("", " ", "host,"))
 CPU_MASK = Kind("CPU mask", _hex_mask, ("xyz", "0xZZ", "f0 && reboot"))
 TRAINING_DEVICE = Kind("training device", _training_device, ("gpu", "cuda:x", ""))
