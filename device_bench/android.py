@@ -223,13 +223,16 @@ class DeviceRun:
         per_round: int,
         warmup: int,
         threads: int,
+        cache: str = "warm",
     ) -> dict[str, list[float]]:
-        """Several files timed interleaved in one Python runner process; ms samples by remote file name."""
+        """Several files timed interleaved in one Python runner process (``cache``: warm blocks, or a cache flush
+        before every call); ms samples by remote file name."""
         if self.options.runner != "python":
             raise DeviceError("Planning on a phone needs the Python runner.", "Use the Python runner on the device.")
         argv = [self.options.python, "-m", "device_bench.runner", *remotes, "--runtime", runtime,
                 "--input-shape", ",".join(str(v) for v in input_shape), "--rounds", str(rounds),
-                "--per-round", str(per_round), "--warmup", str(warmup), "--threads", str(threads)]  # fmt: skip
+                "--per-round", str(per_round), "--warmup", str(warmup), "--threads", str(threads),
+                "--cache", cache]  # fmt: skip
         record = self._python(argv, f"timing {len(remotes)} candidate file(s)")
         samples = record.get("samples_ms")
         if not isinstance(samples, dict) or set(samples) != {Path(r).name for r in remotes}:
@@ -237,18 +240,21 @@ class DeviceRun:
         return samples
 
     def samples(
-        self, remote: str, runtime: str, *, runs: int, warmup: int, threads: int, input_size: int
+        self, remote: str, runtime: str, *, runs: int, warmup: int, threads: int, input_size: int, cache: str = "warm"
     ) -> tuple[list[float], dict[str, Any]]:
+        """Timed runs of one file on the device and what the runner said of it (``cache``: the Python runner can
+        flush the caches before each run; the native runners time back-to-back runs only, said as ``cache``)."""
         if self.options.runner == "python":
             argv = [self.options.python, "-m", "device_bench.runner", remote, "--runtime", runtime,
                     "--runs", str(runs), "--warmup", str(warmup), "--threads", str(threads),
-                    "--input-size", str(input_size)]  # fmt: skip
+                    "--input-size", str(input_size), "--cache", cache]  # fmt: skip
             record = self._python(argv, f"timing {Path(remote).name}")
             keys = ("load_ms", "first_run_ms", "peak_rss_mb", "baseline_rss_mb", "pss_mb")
             facts = {k: record[k] for k in keys if record.get(k) is not None}
             if "peak_rss_mb" in facts and "baseline_rss_mb" in facts:
                 facts["model_rss_mb"] = facts["peak_rss_mb"] - facts["baseline_rss_mb"]
-            return record["samples_ms"], {"runner": "python", "runner_platform": record.get("platform"), **facts}
+            return record["samples_ms"], {"runner": "python", "runner_platform": record.get("platform"),
+                                          "cache": record.get("cache", "warm"), **facts}  # fmt: skip
         runner = self._native_runner(runtime)
         if runtime == "executorch":
             # executor_runner has no warm-up flag: the warm-up runs are executed and their times dropped
@@ -263,7 +269,7 @@ class DeviceRun:
                 )
             timed = parsed["samples_ms"][warmup:]
             info = {"runner": "executor_runner", "iterations": parsed["iterations"], "load_ms": parsed["load_ms"],
-                    **memory}  # fmt: skip
+                    "cache": "warm", **memory}  # fmt: skip
             if parsed["samples_ms"]:
                 info["first_run_ms"] = parsed["samples_ms"][0]
             if not timed:  # a build that prints only the total: one mean, warm-up included (said so)
@@ -275,7 +281,7 @@ class DeviceRun:
         parsed = parse_benchmark_model(output)
         extra = {k: v for k, v in parsed.items() if k.startswith("memory")}
         info = {"runner": "benchmark_model", "load_ms": parsed["init_ms"], "first_run_ms": parsed["first_inference_ms"],
-                **extra, **memory}  # fmt: skip
+                "cache": "warm", **extra, **memory}  # fmt: skip
         return [parsed["mean_ms"]], info
 
     def litert_profile(self, remote: str, local: Path, *, runs: int, threads: int) -> str:

@@ -15,15 +15,16 @@ import platform
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from device_bench.android import DeviceOptions, DeviceRun, device_facts, push_cached, wait_until_cool
-from device_bench.host import bench_pairs, host_runnable, pair_groups, pair_speedup
+from device_bench.host import bench_pairs, host_runnable, pair_groups, role_record
+from device_bench.load import NoLoadMeter
 from device_bench.parsers import RunnerOutputError
 from device_bench.profile import LayerMaps, profiled, summarize_etdump
-from device_bench.stats import summarize
-from device_bench.timing import interleaved_latency
+from device_bench.protocol import TimingPolicy, measure_ratios, measure_runners
 from device_bench.transport import LOCAL, AdbServer, AdbTransport, DeviceError, resolve_devices
 from mobilelwt.builddir import ARTIFACTS, BENCH, BuildDir
 from mobilelwt.checks import whole
@@ -97,10 +98,12 @@ def bench_device(
     adb: str | None = None,
     server: AdbServer = LOCAL,
     profiling: DeviceProfiling | None = None,
+    policy: TimingPolicy | None = None,
 ) -> None:
     """Measure ``artifacts`` on one adb device (of ``server``); records are appended group by group. With
     ``profiling``, every ExecuTorch (XNNPACK) and LiteRT file also runs once more profiled, after its timing: the
     operator profile is kept in its record (``op_profile``), or why there is none."""
+    policy = policy or TimingPolicy()
     device = AdbTransport(serial, adb=adb, server=server)
     name = device.name  # the serial, or HOST:PORT/serial for a phone on another machine's adb server
     where = {"adb_server": server.label, "serial": serial}
@@ -118,22 +121,32 @@ def bench_device(
             remote = {
                 role: push_cached(device, Path(build_dir) / a["path"], options.timeout_s) for role, a in group.items()
             }
-            samples: dict[str, list[float]] = {role: [] for role in group}
             thermal: list[dict[str, Any]] = []
             extra: dict[str, dict[str, Any]] = {}
-            for round_index in range(rounds):
+
+            def batch(group=group, remote=remote, thermal=thermal, extra=extra) -> dict[str, list[float]]:
+                got = {}
                 for role, artifact in group.items():
                     thermal.append(wait_until_cool(device, options))
-                    got, info = runner.samples(
+                    first = role not in extra
+                    got[role], info = runner.samples(
                         remote[role],
                         artifact["runtime"],
                         runs=per_round,
-                        warmup=warmup if round_index == 0 else max(1, warmup // 5),
+                        warmup=warmup if first else max(1, warmup // 5),
                         threads=threads,
                         input_size=artifact["input_size"],
+                        cache=policy.cache,
                     )
-                    samples[role].extend(got)
                     extra.setdefault(role, info)  # the first round's load time and memory: the coldest process
+                return got
+
+            reference = "teacher" if "teacher" in group else next(iter(group))
+            measured = measure_ratios(batch, reference=reference, meter=NoLoadMeter(),
+                                      policy=replace(policy, min_batches=rounds, warmup=warmup))  # fmt: skip
+            # native runners time back-to-back runs only: what was measured is warm, whatever was asked
+            cache = "warm" if any(info.get("cache") == "warm" for info in extra.values()) else policy.cache
+            measured["cache"] = cache
             records = [
                 {
                     "artifact": a["path"],
@@ -150,8 +163,7 @@ def bench_device(
                     "warmup": warmup,
                     "rounds": rounds,
                     "status": "ok",
-                    **summarize(samples[role]),
-                    **(pair_speedup(samples) if role == "student" else {}),
+                    **role_record({cache: measured}, role, cache),
                     **extra[role],
                     "thermal": {  # None where the device did not say: unknown is not 0
                         "max_status": _max_known(t["thermal_status"] for t in thermal),
@@ -251,7 +263,7 @@ def _device_accuracy(
 
 
 def _coreml_on_host(
-    build_dir: Path, artifact: dict[str, Any], runs: int, warmup: int, options: DeviceOptions
+    build_dir: Path, artifact: dict[str, Any], warmup: int, options: DeviceOptions, policy: TimingPolicy
 ) -> dict[str, Any]:
     """Core ML runs through coremltools on a Mac; elsewhere the record says so instead of holding a number."""
     base = {"artifact": artifact["path"], "artifact_sha256": artifact["sha256"], "role": artifact["role"],
@@ -263,9 +275,10 @@ def _coreml_on_host(
 
     size = artifact["input_size"]
     model = adapter.load(Path(build_dir) / artifact["path"], compute_units=options.coreml_compute_units)
-    samples = interleaved_latency({"m": model}, torch.randn(1, 3, size, size), warmup=warmup, rounds=1,
-                                  per_round=runs)["m"]  # fmt: skip
-    return {**base, "status": "ok", "compute_units": options.coreml_compute_units, **summarize(samples)}
+    measured = measure_runners({"m": model}, torch.randn(1, 3, size, size), reference="m",
+                               policy=replace(policy, warmup=warmup))  # fmt: skip
+    return {**base, "status": "ok", "compute_units": options.coreml_compute_units,
+            **role_record({policy.cache: measured}, "m", policy.cache)}  # fmt: skip
 
 
 def _failed(
@@ -307,16 +320,21 @@ def bench_build(
     adb: str | None = None,
     adb_servers: tuple[str, ...] = (),
     paths: set[str] | None = None,
+    policy: TimingPolicy | None = None,
 ) -> list[dict[str, Any]]:
     """Measure the build's artifacts (those in ``paths`` if given) on ``devices`` (``host``, adb serials, or
     ``all``); returns this build's current records for the devices asked. ``adb_servers`` (``HOST:PORT`` or
     ``local``) are the adb servers whose phones are reached (default: the local one); their phones' records
     are named ``HOST:PORT/serial``, and a server that cannot be reached fails only its own phones.
 
+    Every speedup is measured by the timing protocol with ``policy`` (cache state, interval width, time cap); on
+    the host both cache states are measured and the policy's is the headline.
+
     A record is reused only when it was measured on the same artifact bytes with the same settings (runs,
-    warm-up, threads, rounds, runner); records of re-exported files are dropped.
+    warm-up, threads, rounds, runner, timing policy); records of re-exported files are dropped.
     """
     check_bench_options(devices, runs, warmup, threads, rounds)
+    policy = replace(policy or TimingPolicy(), warmup=warmup)
     directory = BuildDir(build_dir)
     build_dir = directory.path
     if not (directory / ARTIFACTS).is_file():
@@ -339,7 +357,7 @@ def bench_build(
     coreml = [a for a in listed if a.get("status") == "ok" and a["runtime"] == "coreml"]
     out = directory / BENCH
     settings = {"runs": runs, "warmup": warmup, "threads": threads, "rounds": rounds, "runner": options.runner,
-                "core_mask": options.core_mask}  # fmt: skip
+                "core_mask": options.core_mask, "timing": policy.describe()}  # fmt: skip
 
     def reusable(record: dict[str, Any]) -> bool:
         """Measured the same way; and holding device accuracy and an operator profile when they are asked for now
@@ -363,11 +381,9 @@ def bench_build(
         append_records(out, [_failed(a, server.label, reason, settings, {"adb_server": server.label})
                              for a in artifacts])  # fmt: skip
     if "host" in devices:
-        per_round = max(1, -(-runs // rounds))
-        records = bench_pairs(build_dir, todo("host"), threads=threads, warmup=warmup, rounds=rounds,
-                              per_round=per_round)  # fmt: skip
+        records = bench_pairs(build_dir, todo("host"), threads=threads, policy=policy)
         facts = host_facts(threads)
-        records += [_coreml_on_host(build_dir, a, runs, warmup, options) for a in coreml
+        records += [_coreml_on_host(build_dir, a, warmup, options, policy) for a in coreml
                     if (a["path"], "coreml", "host", a["precision"]) not in done]  # fmt: skip
         append_records(out, [{**r, "settings": settings, "environment": facts} for r in records])
     if phones:
@@ -393,6 +409,7 @@ def bench_build(
                     adb=adb,
                     server=server,
                     profiling=profiling,
+                    policy=policy,
                 )  # fmt: skip
                 for server, serial in phones
                 if todo(server.device_id(serial))

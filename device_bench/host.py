@@ -12,8 +12,8 @@ from typing import Any
 import torch
 
 from device_bench.parsers import parse_result
+from device_bench.protocol import TimingPolicy, cache_order, measure_runners
 from device_bench.stats import speedup_ci, summarize
-from device_bench.timing import interleaved_latency
 from targets import RUNTIMES, by_runtime, load_artifact
 
 
@@ -65,16 +65,16 @@ def bench_pairs(
     artifacts: list[dict[str, Any]],
     *,
     threads: int = 2,
-    warmup: int = 5,
-    rounds: int = 10,
-    per_round: int = 5,
+    policy: TimingPolicy | None = None,
     memory: bool = True,
 ) -> list[dict[str, Any]]:
-    """One record per host-runnable artifact; teacher and student of the same format/precision run interleaved.
+    """One record per host-runnable artifact; teacher and student of the same format/precision are timed by the
+    protocol, warm and cold (the policy's cache state is the record's headline numbers, the other is kept beside).
 
     Each record also has the load time and first run in this process and, with ``memory``, the peak memory of
     the artifact run alone in a fresh runner process (the number a phone's runner would report).
     """
+    policy = policy or TimingPolicy()
     records = []
     for by_role in pair_groups([a for a in artifacts if host_runnable(a)]):
         any_artifact = next(iter(by_role.values()))
@@ -93,8 +93,11 @@ def bench_pairs(
             }
             if memory:
                 cold[role].update(runner_memory(Path(build_dir) / a["path"], runtime, threads=threads, input_size=size))
-        samples = interleaved_latency(runners, example, warmup=warmup, rounds=rounds, per_round=per_round)
-        speedup = pair_speedup(samples)
+        reference = "teacher" if "teacher" in runners else next(iter(runners))
+        measured = {
+            cache: measure_runners(runners, example, reference=reference, policy=policy.with_cache(cache))
+            for cache in cache_order(policy)
+        }
         for role, artifact in by_role.items():
             records.append(
                 {
@@ -106,11 +109,38 @@ def bench_pairs(
                     "device": "host",
                     "threads": threads,
                     "input": [1, 3, size, size],
-                    "warmup": warmup,
+                    "warmup": policy.warmup,
                     "status": "ok",
-                    **summarize(samples[role]),
-                    **(speedup if role == "student" else {}),
+                    **role_record(measured, role, policy.cache),
                     **cold[role],
                 }
             )
     return records
+
+
+def role_record(measured: dict[str, dict[str, Any]], role: str, headline: str) -> dict[str, Any]:
+    """One artifact's fields from protocol records by cache state: the ``headline`` state's statistics and
+    speedup at the top level (what tables and the headline read), every state's summary under ``caches``."""
+    main = measured[headline]
+    record = {
+        "cache": headline,
+        **summarize(main["models"][role]["samples_ms"]),
+        "timing": {
+            k: main[k]
+            for k in ("rel_width", "max_seconds", "batches", "quiet_batches", "seconds", "converged", "stopped", "load")
+        },  # fmt: skip
+        "caches": {},
+    }
+    for cache, got in measured.items():
+        model = got["models"][role]
+        record["caches"][cache] = {
+            "median_ms": model["median_ms"],
+            "cv": model["cv"],
+            "runs": model["runs"],
+            **({"speedup": model["speedup"], "speedup_ci95": model["speedup_ci95"]} if "speedup" in model else {}),
+            "converged": got["converged"],
+            "quiet": got["load"]["quiet"],
+        }
+    if "speedup" in main["models"][role]:
+        record.update(speedup=main["models"][role]["speedup"], speedup_ci95=main["models"][role]["speedup_ci95"])
+    return record

@@ -12,8 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from device_bench.stats import summarize
-from device_bench.timing import interleaved_latency
+from device_bench.protocol import TimingPolicy, measure_runners
 from mobilelwt.builddir import LAYER_LATENCY
 from mobilelwt.io import write_json
 from mobilelwt.loading import load_build
@@ -41,9 +40,10 @@ def layer_inputs(model: nn.Module, names: list[str], input_size: int) -> dict[st
 
 
 def layer_latency(
-    build_dir: Path, *, runtime: str = "executorch", threads: int = 2, warmup: int = 3, runs: int = 20
+    build_dir: Path, *, runtime: str = "executorch", threads: int = 2, policy: TimingPolicy | None = None
 ) -> list[dict[str, Any]]:
-    """Teacher layer vs replacement, timed interleaved on ``runtime``; written to ``DIR/layer-latency.json``."""
+    """Teacher layer vs replacement, timed by the protocol on ``runtime``; written to ``DIR/layer-latency.json``."""
+    policy = policy or TimingPolicy()
     build = load_build(Path(build_dir))
     names = list(build.plan.layers)
     shapes = layer_inputs(build.teacher.model, names, build.plan.input_size)
@@ -54,12 +54,11 @@ def layer_latency(
             "teacher": host_runner(runtime, build.teacher.model.get_submodule(name).eval(), (x,), threads),
             "student": host_runner(runtime, build.student.get_submodule(name).eval(), (x,), threads),
         }
-        rounds = 4
-        samples = interleaved_latency(runners, x, warmup=warmup, rounds=rounds, per_round=max(1, runs // rounds))
-        teacher, student = summarize(samples["teacher"]), summarize(samples["student"])
+        measured = measure_runners(runners, x, reference="teacher", policy=policy)
+        teacher, student = measured["models"]["teacher"], measured["models"]["student"]
         choice = build.plan.layers[name]
         mac_ratio = choice.teacher_macs / choice.student_macs if choice.student_macs else float("nan")
-        speedup = teacher["median_ms"] / student["median_ms"]
+        speedup = student["speedup"]
         rows.append(
             {
                 "layer": name,
@@ -71,10 +70,14 @@ def layer_latency(
                 "teacher_cv": teacher["cv"],
                 "student_cv": student["cv"],
                 "speedup": speedup,
+                "speedup_ci95": student["speedup_ci95"],
+                "converged": measured["converged"],
+                "quiet": measured["load"]["quiet"],
                 "mac_ratio": mac_ratio,
                 "realised_ratio": speedup / mac_ratio,
             }
         )
-    record = {"compress_key": build.key, "runtime": runtime, "threads": threads, "layers": rows}
+    record = {"compress_key": build.key, "runtime": runtime, "threads": threads, "cache": policy.cache,
+              "timing": policy.describe(), "layers": rows}  # fmt: skip
     write_json(Path(build_dir) / LAYER_LATENCY, record)
     return rows

@@ -7,6 +7,9 @@ A probe answers the two questions a latency planner asks, always from interleave
 - :meth:`compare`: a teacher and a student, interleaved and repeated until the interval of the speedup is narrow
   enough to decide whether it meets a target.
 
+Both go through the one timing protocol (:mod:`device_bench.protocol`) in the cache state the probe was made for,
+which is part of the table's context: a table timed warm never serves a cold plan.
+
 ``facts`` names the machine (CPU or phone model) and ``context`` the runtime, precision and threads: together they
 key the latency tables the planner keeps, so a table measured on one device is never taken for another's.
 """
@@ -14,9 +17,8 @@ key the latency tables the planner keeps, so a table measured on one device is n
 from __future__ import annotations
 
 import contextlib
-import math
 import tempfile
-import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +27,14 @@ from torch import nn
 
 from device_bench.android import DeviceOptions, DeviceRun, device_facts, push_cached
 from device_bench.bench import host_facts
-from device_bench.stats import interleaved_ratios
-from device_bench.timing import interleaved_latency
+from device_bench.load import LoadMeter, NoLoadMeter
+from device_bench.protocol import TimingPolicy, host_batches, measure_ratios
 from device_bench.transport import AdbServer, AdbTransport, resolve_devices
 from targets import RUNTIMES, export_file, host_runner
 from targets._common import TargetError
 from targets.formats import by_runtime
+
+TABLE_CAP_S = 10.0  # seconds at most per table entry (one layer and its candidates)
 
 # the facts that say which hardware a table was measured on (the serial is not one: a phone of the same model is
 # the same hardware)
@@ -52,7 +56,7 @@ def runtime_version(runtime: str) -> str | None:
 
 
 class _Probe:
-    """What host and phone probes share: the measurement policy and the keys of their tables."""
+    """What host and phone probes share: the timing policy and the keys of their tables."""
 
     def __init__(
         self,
@@ -60,12 +64,7 @@ class _Probe:
         *,
         precision: str = "fp32",
         threads: int = 2,
-        warmup: int = 3,
-        per_round: int = 3,
-        rel_width: float = 0.05,
-        min_batches: int = 2,
-        max_batches: int = 10,
-        min_round_ms: float = 20.0,
+        policy: TimingPolicy | None = None,
     ) -> None:
         if runtime not in RUNTIMES:
             raise TargetError(f"Unknown runtime {runtime!r}.", f"Use one of: {', '.join(RUNTIMES)}.")
@@ -74,8 +73,11 @@ class _Probe:
                 f"{runtime} has no {precision} timing.", f"Use one of: {', '.join(by_runtime(runtime).precisions)}."
             )
         self.runtime, self.precision, self.threads = runtime, precision, threads
-        self.warmup, self.per_round, self.rel_width = warmup, per_round, rel_width
-        self.min_batches, self.max_batches, self.min_round_ms = min_batches, max_batches, min_round_ms
+        self.policy = policy or TimingPolicy()
+
+    @property
+    def cache(self) -> str:
+        return self.policy.cache
 
     def context(self) -> dict[str, Any]:
         return {
@@ -83,6 +85,7 @@ class _Probe:
             "runtime_version": runtime_version(self.runtime),
             "precision": self.precision,
             "threads": self.threads,
+            "cache": self.policy.cache,
         }
 
     def identity(self) -> dict[str, Any]:
@@ -92,44 +95,65 @@ class _Probe:
     def facts(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def meter(self) -> LoadMeter:
+        """What says whether the machine that runs the models was busy."""
+        return LoadMeter()
+
     def _batches(self, modules: dict[str, nn.Module], input_shape: tuple[int, ...]):
         """A context manager giving ``batch() -> {name: ms samples}``, one interleaved round per call."""
         raise NotImplementedError
 
+    def measure(
+        self, modules: dict[str, nn.Module], input_shape: tuple[int, ...], *, reference: str,
+        target: float | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """The protocol's record for ``modules`` lowered as export lowers them, timed interleaved."""
+        with self._batches(modules, tuple(input_shape)) as batch:
+            return measure_ratios(batch, reference=reference, policy=self.policy, target=target, meter=self.meter())
+
     def time_modules(
         self, modules: dict[str, nn.Module], input_shape: tuple[int, ...], *, reference: str
     ) -> dict[str, dict[str, Any]]:
-        """Every module lowered alone and timed interleaved on ``input_shape``; speedups are over ``reference``."""
+        """Every module lowered alone and timed interleaved on ``input_shape``; speedups are over ``reference``.
+        Per module: median ms, CV, runs, speedup and interval, and how the measurement went."""
+        # a table entry is a prediction the whole-student timings correct: it gets a shorter cap than they do
+        policy = replace(self.policy, max_seconds=min(self.policy.max_seconds, TABLE_CAP_S))
         with self._batches(modules, tuple(input_shape)) as batch:
-            return interleaved_ratios(batch, reference=reference, rel_width=self.rel_width,
-                                      min_batches=self.min_batches, max_batches=self.max_batches)  # fmt: skip
+            record = measure_ratios(batch, reference=reference, policy=policy, meter=self.meter())
+        how = {k: record[k] for k in ("cache", "converged", "stopped", "batches")}
+        return {name: {**{k: v for k, v in model.items() if k != "samples_ms"}, **how, "quiet": record["load"]["quiet"]}
+                for name, model in record["models"].items()}  # fmt: skip
 
     def compare(
         self, teacher: nn.Module, student: nn.Module, input_shape: tuple[int, ...], *, target: float | None = None
     ) -> dict[str, Any]:
-        """Teacher vs student, interleaved until the speedup's interval decides ``target`` (or is narrow)."""
-        with self._batches({"teacher": teacher, "student": student}, tuple(input_shape)) as batch:
-            result = interleaved_ratios(batch, reference="teacher", target=target, rel_width=self.rel_width,
-                                        min_batches=self.min_batches, max_batches=self.max_batches)  # fmt: skip
-        t, s = result["teacher"], result["student"]
-        return {
-            "teacher_ms": t["median_ms"],
-            "student_ms": s["median_ms"],
-            "speedup": s["speedup"],
-            "speedup_ci95": s["speedup_ci95"],
-            "runs": s["runs"],
-            "batches": t["batches"],
-            "decided": t["decided"],
-            "cv": [t["cv"], s["cv"]],
-        }
+        """Teacher vs student, interleaved until the speedup's interval is within the policy's width (or decides
+        ``target``, or the cap is hit)."""
+        record = self.measure({"teacher": teacher, "student": student}, input_shape, reference="teacher",
+                              target=target)  # fmt: skip
+        return compare_record(record)
 
     def layer(self, module: nn.Module, input_shape: tuple[int, ...]) -> float:
         """Median ms of one module alone (to say which layers hold the time; no comparison needed)."""
         with self._batches({"m": module}, tuple(input_shape)) as batch:
             samples: list[float] = []
-            for _ in range(self.min_batches):
+            for _ in range(self.policy.min_batches):
                 samples.extend(batch()["m"])
         return float(torch.tensor(samples).median())
+
+
+def compare_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A teacher-vs-student protocol record in the shape the planners keep per round."""
+    t, s = record["models"]["teacher"], record["models"]["student"]
+    return {
+        "teacher_ms": t["median_ms"],
+        "student_ms": s["median_ms"],
+        "speedup": s["speedup"],
+        "speedup_ci95": s["speedup_ci95"],
+        "runs": s["runs"],
+        "cv": [t["cv"], s["cv"]],
+        **{k: record[k] for k in ("cache", "batches", "quiet_batches", "seconds", "converged", "stopped", "load")},
+    }
 
 
 class HostProbe(_Probe):
@@ -153,21 +177,7 @@ class HostProbe(_Probe):
             )  # fmt: skip
             for name, module in modules.items()
         }
-        warm = interleaved_latency(runners, example, warmup=self.warmup, rounds=1, per_round=self.per_round)
-        # fast models run more often per round, so that every round holds enough time to outlast a hiccup
-        reps = {name: max(self.per_round, math.ceil(self.min_round_ms / max(min(ms), 1e-3)))
-                for name, ms in warm.items()}  # fmt: skip
-
-        def batch() -> dict[str, list[float]]:
-            samples: dict[str, list[float]] = {name: [] for name in runners}
-            for name, run in runners.items():
-                for _ in range(reps[name]):
-                    started = time.perf_counter()
-                    run(example)
-                    samples[name].append((time.perf_counter() - started) * 1000.0)
-            return samples
-
-        yield batch
+        yield host_batches(runners, example, self.policy)
 
 
 class AdbProbe(_Probe):
@@ -184,6 +194,7 @@ class AdbProbe(_Probe):
         python: str = "python3",
         timeout_s: float = 600.0,
         rounds_per_call: int = 2,
+        per_round: int = 3,
         **kwargs: Any,
     ) -> None:
         super().__init__(runtime, **kwargs)
@@ -193,13 +204,16 @@ class AdbProbe(_Probe):
         self.options = DeviceOptions(python=python, timeout_s=timeout_s)
         self.run = DeviceRun(self.device, self.options)
         self.run.check()
-        self.rounds_per_call = rounds_per_call
+        self.rounds_per_call, self.per_round = rounds_per_call, per_round
         self._facts: dict[str, Any] | None = None
 
     def facts(self) -> dict[str, Any]:
         if self._facts is None:
             self._facts = {"device": "android", **device_facts(self.device)}
         return self._facts
+
+    def meter(self) -> LoadMeter:
+        return NoLoadMeter()  # this host's /proc says nothing of the phone's load
 
     @property
     def description(self) -> str:
@@ -224,7 +238,8 @@ class AdbProbe(_Probe):
             def batch() -> dict[str, list[float]]:
                 got = self.run.interleaved(list(remote.values()), self.runtime, input_shape=input_shape,
                                            rounds=self.rounds_per_call, per_round=self.per_round,
-                                           warmup=self.warmup, threads=self.threads)  # fmt: skip
+                                           warmup=self.policy.warmup, threads=self.threads,
+                                           cache=self.policy.cache)  # fmt: skip
                 return {by_file[Path(k).name]: v for k, v in got.items()}
 
             yield batch
@@ -239,8 +254,10 @@ def make_probe(
     adb: str | None = None,
     server: str = "local",
     python: str = "python3",
+    policy: TimingPolicy | None = None,
 ) -> HostProbe | AdbProbe:
     """The probe for ``device``: ``host`` or an adb serial."""
     if device == "host":
-        return HostProbe(runtime, precision=precision, threads=threads)
-    return AdbProbe(device, runtime, adb=adb, server=server, python=python, precision=precision, threads=threads)
+        return HostProbe(runtime, precision=precision, threads=threads, policy=policy)
+    return AdbProbe(device, runtime, adb=adb, server=server, python=python, precision=precision, threads=threads,
+                    policy=policy)  # fmt: skip

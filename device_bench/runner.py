@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from device_bench.parsers import MARKER
-from device_bench.timing import interleaved_latency
+from device_bench.timing import CACHE_STATES, COLD, WARM, CacheFlusher, interleaved_latency, time_block
 
 
 def run(
@@ -37,6 +37,7 @@ def run(
     min_seconds: float = 0.0,
     inputs: Path | None = None,
     outputs: Path | None = None,
+    cache: str = WARM,
 ) -> dict[str, Any]:
     import numpy as np
     import torch
@@ -57,17 +58,17 @@ def run(
     for _ in range(warmup):
         model(example)
     samples: list[float] = []
+    flush = CacheFlusher() if cache == COLD else None
     started = time.perf_counter()
     while len(samples) < runs or time.perf_counter() - started < min_seconds:
-        t0 = time.perf_counter()
-        model(example)
-        samples.append((time.perf_counter() - t0) * 1000.0)
+        samples += time_block(model, example, calls=1, cache=cache, flush=flush)
     pss = pss_kb()  # with the model loaded, after the timed runs
     record: dict[str, Any] = {
         "artifact": path.name,
         "runtime": runtime,
         "threads": threads,
         "warmup": warmup,
+        "cache": cache,
         "samples_ms": samples,
         "load_ms": load_ms,
         "first_run_ms": first_run_ms,
@@ -109,8 +110,10 @@ def run_interleaved(
     per_round: int,
     warmup: int,
     threads: int,
+    cache: str = WARM,
 ) -> dict[str, Any]:
-    """Milliseconds per call of every file, measured in ``rounds`` rounds that run each file ``per_round`` times."""
+    """Milliseconds per call of every file, measured in ``rounds`` rounds that run each file ``per_round`` times
+    (``cache``: back to back, or each call after a cache flush)."""
     import torch
 
     # lazy: torch and the runtime; `import device_bench.runner` is the device's quick availability check
@@ -120,8 +123,9 @@ def run_interleaved(
     by_runtime(runtime).prepare()
     example = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
     models = {path.name: load_artifact(runtime, path, threads=threads) for path in paths}
-    samples = interleaved_latency(models, example, warmup=warmup + 1, rounds=rounds, per_round=per_round)
+    samples = interleaved_latency(models, example, warmup=warmup + 1, rounds=rounds, per_round=per_round, cache=cache)
     return {
+        "cache": cache,
         "runtime": runtime,
         "threads": threads,
         "input_shape": list(input_shape),
@@ -175,6 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input-shape", help="comma-separated input shape (interleaved mode), e.g. 1,256,13,13")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved mode: rounds over all files")
     parser.add_argument("--per-round", type=int, default=3, help="interleaved mode: runs of each file per round")
+    parser.add_argument(
+        "--cache",
+        choices=CACHE_STATES,
+        default=WARM,
+        help="warm (back to back) or cold (caches flushed before each timed run)",
+    )
     parser.add_argument("--etdump", type=Path, help="ExecuTorch: run --runs times with ETDump on, write it here")
     parser.add_argument("--op-profile", type=Path, help="LiteRT: run --runs times profiled, write the summary here")
     args = parser.parse_args(argv)
@@ -188,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else (
             1, 3, args.input_size, args.input_size)  # fmt: skip
         record = run_interleaved(args.artifact, args.runtime, input_shape=shape, rounds=args.rounds,
-                                 per_round=args.per_round, warmup=args.warmup, threads=args.threads)  # fmt: skip
+                                 per_round=args.per_round, warmup=args.warmup, threads=args.threads,
+                                 cache=args.cache)  # fmt: skip
         print(MARKER + json.dumps(record), flush=True)
         return 0
     record = run(
@@ -201,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         min_seconds=args.min_seconds,
         inputs=args.inputs,
         outputs=args.outputs,
+        cache=args.cache,
     )
     print(MARKER + json.dumps(record), flush=True)
     return 0

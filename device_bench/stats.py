@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import random
 import statistics
-from collections.abc import Callable
 from typing import Any
 
 
@@ -104,58 +103,3 @@ def speedup_ci(
         rng=np.random.default_rng(seed),
     )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-
-def interleaved_ratios(
-    batch: Callable[[], dict[str, list[float]]],
-    *,
-    reference: str,
-    target: float | None = None,
-    rel_width: float = 0.05,
-    min_batches: int = 2,
-    max_batches: int = 8,
-) -> dict[str, dict[str, Any]]:
-    """Run ``batch`` (one interleaved round or more of every model, ms per call) until each model's speedup over
-    ``reference`` is known well enough to decide on: its 95 % interval is at most ``rel_width`` of the ratio
-    wide, or (with ``target``) lies wholly above or below ``target`` and is at most twice that wide.
-
-    Returns per model: median ms, CV, runs, and (for all but the reference) ``speedup`` with ``speedup_ci95``;
-    ``batches`` says how many were needed and ``decided`` whether the interval got narrow enough.
-    """
-    import numpy as np
-
-    samples: dict[str, list[float]] = {}
-    decided, used = False, 0
-    for used in range(1, max_batches + 1):  # noqa: B007  (``used`` is reported)
-        for name, got in batch().items():
-            samples.setdefault(name, []).extend(got)
-        if used < min_batches:
-            continue
-        decided = True
-        for name, values in samples.items():
-            if name == reference:
-                continue
-            low, high = speedup_ci(samples[reference], values)
-            ratio = float(np.median(samples[reference]) / np.median(values))
-            width = (high - low) / ratio if ratio > 0 else math.inf
-            clear = target is not None and (low >= target or high < target) and width <= 2 * rel_width
-            if not (width <= rel_width or clear):
-                decided = False
-                break
-        if decided:
-            break
-    result: dict[str, dict[str, Any]] = {}
-    for name, values in samples.items():
-        arr = np.asarray(values, dtype=float)
-        entry: dict[str, Any] = {
-            "median_ms": float(np.median(arr)),
-            "cv": float(arr.std(ddof=1) / arr.mean()) if len(arr) > 1 and arr.mean() else 0.0,
-            "runs": len(values),
-        }
-        if name != reference:
-            low, high = speedup_ci(samples[reference], values)
-            entry.update(speedup=float(np.median(samples[reference]) / np.median(arr)), speedup_ci95=[low, high])
-        result[name] = entry
-    result[reference]["batches"] = used
-    result[reference]["decided"] = decided
-    return result

@@ -167,6 +167,11 @@ def probability(value: float | None, flag: str, *, high: float = 1.0, optional: 
     return finite(value, flag, low=0, high=high)
 
 
+def interval_width(value: float | None, flag: str):
+    """The relative half-width a measured interval must reach: above 0, at most 0.5 (±50 %)."""
+    return finite(value, flag, low=0, strict=True, high=0.5)
+
+
 MAX_RATIO = 1000.0  # no speedup or MAC reduction asked of a network is larger
 
 

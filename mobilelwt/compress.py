@@ -25,7 +25,7 @@ from mobilelwt.builddir import (
     STUDENT,
     BuildDir,
 )
-from mobilelwt.checks import check_writable_dir, ratio, whole
+from mobilelwt.checks import check_writable_dir, interval_width, one_of, positive, ratio, whole
 from mobilelwt.data import DataBundle, iterate_normalized, load_labelled
 from mobilelwt.devices import resolve_device
 from mobilelwt.distill import DistillConfig, distill
@@ -71,6 +71,9 @@ class LatencyTarget:
     allow_foreign_table: bool = False
     modules: tuple[str, ...] = ()  # candidate kinds for convolutions (default: --conv-module only)
     grid_points: int = 8
+    cache: str = "cold"  # the cache state the speedup is planned for (warm: back-to-back runs)
+    timing_width: float = 0.05  # each timing runs until its speedup's 95 % interval is within ± this share ...
+    timing_cap_s: float = 60.0  # ... or this many seconds have passed
 
     def __post_init__(self) -> None:
         self.modules = tuple(self.modules)
@@ -81,6 +84,9 @@ class LatencyTarget:
             raise ConfigError(f"--latency-precision {self.precision!r} is not timed.", "Use fp32 or int8.")
         whole(self.threads, "--latency-threads", low=1)
         whole(self.grid_points, "--rank-grid", low=2)
+        one_of(self.cache, "--cache", known=("cold", "warm"))
+        interval_width(self.timing_width, "--timing-width")
+        positive(self.timing_cap_s, "--timing-cap", high=24 * 3600)
         if not str(self.device).strip():
             raise ConfigError("--latency-device names no device.", "Pass host or an adb serial.")
         if self.table is not None:
@@ -528,6 +534,10 @@ def plan_target(plan: Plan) -> dict[str, Any]:
         "measured_ci95": d.get("measured_ci95"),
         "predicted_speedup": d.get("predicted_speedup"),
         "verified": d.get("verified"),
+        "cache": d.get("cache"),  # the cache state it was timed in (warm or cold)
+        "converged": d.get("converged"),
+        "overshoot": d.get("overshoot"),  # no plan landed in the target's band: the nearest faster one was taken
+        "load": d.get("load"),
     }
 
 

@@ -69,3 +69,27 @@ def _summary(n: float, correct1: float, correct5: float, loss: float) -> dict[st
     if n == 0:
         return {"top1": float("nan"), "top5": float("nan"), "loss": float("nan"), "images": 0}
     return {"top1": 100.0 * correct1 / n, "top5": 100.0 * correct5 / n, "loss": loss / n, "images": int(n)}
+
+
+def paired_drop(
+    teacher_hits: str, student_hits: str, *, confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> dict[str, float]:
+    """Top-1 of teacher and student on the same images (per-image hits, '1' right / '0' wrong), the drop in points
+    and its bootstrap interval over images (paired: each resample draws the same images for both)."""
+    import numpy as np
+
+    if len(teacher_hits) != len(student_hits) or not teacher_hits:
+        raise ValueError("teacher and student must be scored on the same, non-empty list of images")
+    t = np.frombuffer(teacher_hits.encode(), dtype=np.uint8) - ord("0")
+    s = np.frombuffer(student_hits.encode(), dtype=np.uint8) - ord("0")
+    diff = (t.astype(np.float64) - s) * 100.0
+    rng = np.random.default_rng(seed)
+    draws = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
+    tail = (1.0 - confidence) / 2.0
+    return {
+        "images": len(diff),
+        "teacher_top1": float(t.mean() * 100.0),
+        "student_top1": float(s.mean() * 100.0),
+        "top1_drop": float(diff.mean()),
+        "top1_drop_ci95": [float(np.quantile(draws, tail)), float(np.quantile(draws, 1 - tail))],
+    }

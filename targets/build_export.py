@@ -34,10 +34,13 @@ TARGETS = (*TARGET_FORMATS, "all")
 COREML_WEIGHTS = ("none", "int8", "palettize4", "palettize6")
 
 
+WHOLE_SPLIT_CAP = 1000  # a validation split this small is validated whole; a larger one, its first 1000 images
+
+
 @dataclass
 class ExportOptions:
     precisions: tuple[str, ...] | None = None  # None: each format's default (fp32; Core ML fp16)
-    validation_images: int = 64
+    validation_images: int | None = None  # None: the whole validation split, at most WHOLE_SPLIT_CAP images
     calibration_images: int = 64
     threads: int = 2
     tflite_quantization: str = "static"
@@ -47,7 +50,8 @@ class ExportOptions:
     et_bundled: int = 0  # > 0: also a BundledProgram (.bpte) with that many validation images (golden checks)
 
     def __post_init__(self) -> None:
-        whole(self.validation_images, "--validation-images", low=1)
+        if self.validation_images is not None:
+            whole(self.validation_images, "--validation-images", low=1)
         whole(self.calibration_images, "--calibration-images", low=1)
         whole(self.threads, "--threads", low=1)
         whole(self.et_bundled, "--et-bundled", low=0)
@@ -213,7 +217,8 @@ class _Exporter:
         only when something is redone."""
         if self._data is None:
             data = load_build_data(self.build)
-            subset = data.val.subset(torch.arange(min(self.options.validation_images, len(data.val))))
+            wanted = self.options.validation_images or WHOLE_SPLIT_CAP
+            subset = data.val.subset(torch.arange(min(wanted, len(data.val))))
             self._data = subset, data.calibration(self.options.calibration_images, seed=0)
         return self._data
 

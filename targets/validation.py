@@ -44,6 +44,10 @@ class ValidationResult:
     reference_top1: float
     passed: bool
     failures: list[str] = field(default_factory=list)
+    # per image, in order: 1 where the top-1 class was right (the artifact's, and the PyTorch model's), so that
+    # teacher and student can be compared image by image (a paired interval of the drop)
+    hits: str = ""
+    reference_hits: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,7 +123,13 @@ def validate(
         reference_top1=float((reference.argmax(1) == target).float().mean()) * 100,
         passed=not failures,
         failures=failures,
+        hits=_hits(produced, target),
+        reference_hits=_hits(reference, target),
     )
+
+
+def _hits(logits: torch.Tensor, target: torch.Tensor) -> str:
+    return "".join("1" if hit else "0" for hit in (logits.argmax(1) == target).tolist())
 
 
 def check(results: list[ValidationResult]) -> list[ValidationResult]:

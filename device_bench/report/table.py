@@ -21,7 +21,8 @@ COLUMNS = [
     "build", "model", "role", "target", "format", "runtime", "precision", "device",
     "params", "macs", "bytes", "latency_median_ms", "latency_p90_ms", "latency_p99_ms", "latency_trimmed_mean_ms",
     "latency_cv", "p99_over_p50", "stable", "load_ms", "first_run_ms", "peak_rss_mb", "model_rss_mb",
-    "pss_mb", "speedup", "speedup_ci_low", "speedup_ci_high", "mac_ratio", "realised_ratio",
+    "pss_mb", "speedup", "speedup_ci_low", "speedup_ci_high", "cache", "timing_converged", "timing_quiet",
+    "target_speedup", "planned_speedup", "mac_ratio", "realised_ratio",
     "top1", "top5", "top1_delta", "top5_delta", "accuracy_source", "max_abs_diff", "sqnr_db",
     "status", "note", "meets_budget",
 ]  # fmt: skip
@@ -124,6 +125,7 @@ def _row(
         "stable": record.get("stable") if ok_record else None,
         "speedup_ci_low": record.get("speedup_ci95", [math.nan, math.nan])[0] if ok_record else math.nan,
         "speedup_ci_high": record.get("speedup_ci95", [math.nan, math.nan])[1] if ok_record else math.nan,
+        **_timing_cells(record if ok_record else None, metrics.get("plan_target") or {}),
         "top1": validation["top1"] if numeric else model_metrics["top1"],
         "top5": validation["top5"] if numeric else model_metrics["top5"],
         "accuracy_source": (
@@ -139,6 +141,19 @@ def _row(
         "sqnr_db": validation.get("sqnr_db", math.nan) if numeric else math.nan,
         "status": status,
         "note": note,
+    }
+
+
+def _timing_cells(record: dict[str, Any] | None, target: dict[str, Any]) -> dict[str, Any]:
+    """How a record was timed (cache state, converged, quiet) and what its build's plan promised."""
+    timing = (record or {}).get("timing") or {}
+    measured = target.get("kind") == "measured speedup"
+    return {
+        "cache": (record or {}).get("cache"),
+        "timing_converged": timing.get("converged"),
+        "timing_quiet": (timing.get("load") or {}).get("quiet"),
+        "target_speedup": target.get("value", math.nan) if measured else math.nan,
+        "planned_speedup": target.get("measured_speedup") or math.nan if measured else math.nan,
     }
 
 
@@ -189,9 +204,10 @@ def headline_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
     for _, group in students.groupby(["device", "runtime", "precision"], sort=True):
         best = group.loc[group["speedup"].idxmax()]
         rows.append({key: best[key] for key in ("build", "model", "device", "runtime", "precision", "speedup",
-                                                 "speedup_ci_low", "speedup_ci_high", "mac_ratio", "top1_delta",
-                                                 "bytes", "latency_median_ms", "load_ms", "peak_rss_mb",
-                                                 "model_rss_mb", "stable")})  # fmt: skip
+                                                 "speedup_ci_low", "speedup_ci_high", "cache", "timing_converged",
+                                                 "timing_quiet", "target_speedup", "planned_speedup", "mac_ratio",
+                                                 "top1_delta", "bytes", "latency_median_ms", "load_ms",
+                                                 "peak_rss_mb", "model_rss_mb", "stable")})  # fmt: skip
     return rows
 
 
@@ -206,6 +222,29 @@ def machines(build_dirs: list[Path]) -> dict[str, dict[str, Any]]:
     return found
 
 
+def plan_sentence(target: dict[str, Any]) -> str:
+    """What a plan was made to meet and what the planner measured for it, in one sentence."""
+    if target["kind"] != "measured speedup":
+        return (f"{target['value']:g}× fewer MACs ({target['planner']} planner); latency is what the bench "
+                "measured, not a target")  # fmt: skip
+    cache = f", {target['cache']}" if target.get("cache") else ""
+    line = f"a measured {target['value']:g}× speedup on {target['probe']}{cache} ({target['planner']} planner)"
+    if target.get("verified") is False:
+        return line + ", predicted from another device's table (not timed there)"
+    if target.get("measured_speedup"):
+        low, high = target["measured_ci95"]
+        line += f"; the planner measured {target['measured_speedup']:.2f}× ({low:.2f}–{high:.2f}×) before training"
+        if target.get("overshoot"):
+            line += (f", above the {target['value']:g}× target's band: no plan landed nearer, the nearest faster "
+                     "one was taken")  # fmt: skip
+        load = target.get("load") or {}
+        if load.get("quiet") is False:
+            line += ", measured under load"
+    if target.get("predicted_speedup"):
+        line += f"; its table predicted {target['predicted_speedup']:.2f}×"
+    return line
+
+
 def plan_lines(build_dirs: list[Path]) -> list[str]:
     """Per build: the target its plan was made for and what the planner measured, with the proxy it timed on when
     a target format (Core ML) cannot be timed here."""
@@ -217,22 +256,10 @@ def plan_lines(build_dirs: list[Path]) -> list[str]:
         target = directory.metrics().get("plan_target") or {}
         if not target:
             continue
-        name = Path(build_dir).name
-        if target["kind"] != "measured speedup":
-            lines.append(f"{name}: {target['value']:g}× fewer MACs ({target['planner']} planner); latency is what the "
-                         "bench measured, not a target")  # fmt: skip
-            continue
-        line = f"{name}: a measured {target['value']:g}× speedup on {target['probe']} ({target['planner']} planner)"
-        if target.get("verified") is False:
-            line += ", predicted from another device's table (not timed there)"
-        elif target.get("measured_speedup"):
-            low, high = target["measured_ci95"]
-            line += f"; the planner measured {target['measured_speedup']:.2f}× (95% CI {low:.2f}–{high:.2f}×)"
-        if target.get("predicted_speedup"):
-            line += f", its table predicted {target['predicted_speedup']:.2f}×"
+        line = f"{Path(build_dir).name}: {plan_sentence(target)}"
         runtimes = {a.get("runtime") for a in directory.artifacts()["artifacts"]} if (directory / ARTIFACTS).is_file() \
             else set()  # fmt: skip
-        if "coreml" in runtimes:
+        if target["kind"] == "measured speedup" and "coreml" in runtimes:
             line += f"; Core ML is not timed on this host, so {target['probe']} stood in for it (proxy)"
         lines.append(line)
     return lines

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from device_bench.bench import bench_build
+from device_bench.protocol import TimingPolicy
 from mobilelwt.app.reports import make_report
 from mobilelwt.builddir import SUMMARY, TEACHER_DIR, BuildDir, read_json
 from mobilelwt.checks import check_writable_dir, finite, whole
@@ -20,6 +21,7 @@ from mobilelwt.data import source_fingerprint
 from mobilelwt.devices import resolve_device
 from mobilelwt.distributed import init_distributed, on_main, world
 from mobilelwt.errors import ConfigError
+from mobilelwt.evaluation import paired_drop
 from mobilelwt.hashing import digest, sha256_file
 from mobilelwt.io import jsonable, write_json
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
@@ -36,7 +38,7 @@ class BuildConfig:
     precisions: tuple[str, ...] | None = None
     teacher: TrainConfig = field(default_factory=TrainConfig)
     compress: CompressConfig = field(default_factory=CompressConfig)
-    validation_images: int = 64
+    validation_images: int | None = None  # the whole validation split, at most 1000 images
     calibration_images: int = 64
     bench: bool = True
     bench_threads: int = 2
@@ -111,7 +113,8 @@ def check_build_options(model: str, out: Path, config: BuildConfig, run: RunSett
         source_fingerprint(run.val_data, run.input_size)
     expand_target(config.target)
     check_precisions(config.precisions)
-    whole(config.validation_images, "--validation-images", low=1)
+    if config.validation_images is not None:
+        whole(config.validation_images, "--validation-images", low=1)
     whole(config.calibration_images, "--calibration-images", low=1)
     whole(config.bench_threads, "--bench-threads", low=1)
     whole(config.bench_rounds, "--bench-rounds", low=1)
@@ -175,8 +178,10 @@ def build(
     if config.bench:
         on_progress(ProgressEvent("build", 3, 4, {"stage": "host bench"}))
         t0 = time.perf_counter()
+        latency = config.compress.latency  # the build is timed as its plan was: one protocol, one cache state
+        policy = TimingPolicy(cache=latency.cache, rel_width=latency.timing_width, max_seconds=latency.timing_cap_s)
         bench_build(out, devices=("host",), threads=config.bench_threads, rounds=config.bench_rounds,
-                    runs=5 * config.bench_rounds, paths=paths)  # fmt: skip
+                    runs=5 * config.bench_rounds, paths=paths, policy=policy)  # fmt: skip
         seconds["bench"] = time.perf_counter() - t0
     # also without --bench: the current host records of these files (an earlier run's, if their bytes are unchanged)
     bench_records = [r for r in BuildDir(out).bench_records() if r["artifact"] in paths and r["device"] == "host"]
@@ -191,10 +196,12 @@ def build(
         "target": config.target,
         "teacher": teacher_info,
         **_compress_facts(result.metrics),
+        "accuracy": accuracy_record(artifacts, result.metrics),
         "latency": _speedups([r for r in bench_records if r.get("status") == "ok"]),
         **_artifact_facts(artifacts),
         "report": [str(p) for p in report["files"]],
         "headline": report["headline"],
+        "delivered": report["delivered"],
         "seconds": seconds,
     }
     write_json(out / SUMMARY, summary)
@@ -205,15 +212,39 @@ def _compress_facts(metrics: dict[str, Any]) -> dict[str, Any]:
     """What ``build.json`` repeats of the compress stage: its key, accuracy, MACs, plan, training facts."""
     return {
         "compress_key": metrics["inputs"]["key"],
-        "accuracy": {
-            "teacher_top1": metrics["teacher"]["top1"],
-            "student_top1": metrics["student"]["top1"],
-            "top1_drop": metrics["top1_drop"],
-        },
         "mac_speedup": metrics["mac_speedup"],
         "plan": metrics.get("plan_target"),
         "training": {k: metrics.get(k) for k in ("distributed", "data_loader", "device")},
     }
+
+
+def accuracy_record(artifacts: list[dict[str, Any]], metrics: dict[str, Any]) -> dict[str, Any]:
+    """Teacher and student top-1 on the same images, for PyTorch and for each exported runtime and precision, with
+    the paired interval of the drop: one record for the one accuracy question.
+
+    The images are those every artifact was validated on (the whole validation split when it is small); PyTorch's
+    numbers are the PyTorch models' on those same images. Without a numerically validated pair (Core ML on Linux),
+    the compress stage's PyTorch evaluation stands alone, without an interval."""
+    pairs: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for artifact in artifacts:
+        validation = artifact.get("validation") or {}
+        if validation.get("kind") == "numeric" and validation.get("hits"):
+            pairs.setdefault((artifact["runtime"], artifact["precision"]), {})[artifact["role"]] = validation
+    rows: list[dict[str, Any]] = []
+    for (runtime, precision), roles in sorted(pairs.items()):
+        teacher, student = roles.get("teacher"), roles.get("student")
+        if teacher is None or student is None or len(teacher["hits"]) != len(student["hits"]):
+            continue
+        if not rows:
+            rows.append({"source": "PyTorch", **paired_drop(teacher["reference_hits"], student["reference_hits"])})
+        rows.append({"source": f"{runtime} {precision}", **paired_drop(teacher["hits"], student["hits"])})
+    if not rows:
+        rows.append({"source": "PyTorch", "images": metrics["student"].get("images"),
+                     "teacher_top1": metrics["teacher"]["top1"], "student_top1": metrics["student"]["top1"],
+                     "top1_drop": metrics["top1_drop"], "top1_drop_ci95": None})  # fmt: skip
+    first = rows[0]
+    return {**{k: first[k] for k in ("images", "teacher_top1", "student_top1", "top1_drop", "top1_drop_ci95")},
+            "rows": rows}  # fmt: skip
 
 
 def _artifact_facts(artifacts: list[dict[str, Any]]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from device_bench.report import FORMATS, Budget, load_report_table, write_reports
+from device_bench.report.render import delivered_phrase, format_cell
 from device_bench.report.table import layer_breakdown, machines, op_profiles, plan_lines
 from mobilelwt.errors import ConfigError
 
@@ -38,19 +39,24 @@ def make_report(
         machines=machines([Path(d) for d in build_dirs]),
         plans=plan_lines([Path(d) for d in build_dirs]),
     )
-    return {"table": table, "files": files, "headline": headline(table)}
+    return {"table": table, "files": files, "headline": headline(table),
+            "delivered": headline(table, accuracy=False)}  # fmt: skip
 
 
-def headline(table) -> list[str]:
-    """One line per student that was timed: speedup and accuracy change on each runtime and device."""
+def headline(table, *, accuracy: bool = True) -> list[str]:
+    """One line per student that was timed: the speedup its files deliver (interval, cache state, the target it
+    meets or misses) and, with ``accuracy``, its top-1 change on each runtime and device."""
     lines = []
     students = table[(table["role"] == "student") & table["speedup"].notna()]
-    for r in students.itertuples():
-        lines.append(
-            f"{r.build}: {r.model} student on {r.runtime} {r.precision} ({r.device}): {r.latency_median_ms:.2f} ms, "
-            f"{r.speedup:.2f}× faster than the teacher (MACs {r.mac_ratio:.2f}×), top-1 {r.top1_delta:+.2f} points"
-            + ("" if r.meets_budget is None else f", meets budget: {'yes' if r.meets_budget else 'no'}")
-        )
+    for r in students.to_dict("records"):
+        where = f"{r['model']} student on {r['runtime']} {r['precision']} ({r['device']})"
+        line = f"{r['build']}: {where}: {r['latency_median_ms']:.2f} ms, {delivered_phrase(r)}"
+        line += f"; MACs {r['mac_ratio']:.2f}× fewer"
+        if accuracy:
+            line += f", top-1 {format_cell('top1_delta', r['top1_delta'])} points"
+        if r["meets_budget"] is not None:
+            line += f", meets budget: {'yes' if r['meets_budget'] else 'no'}"
+        lines.append(line)
     if not lines:
         lines.append("no student timed yet: run `mobilelwt build` (host) or `mobilelwt bench` (devices)")
     return lines

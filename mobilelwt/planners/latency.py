@@ -3,19 +3,20 @@ speedup on the target meets the target.
 
 Every layer keeps the same share of its MACs, whatever that costs in accuracy or buys in time; the default
 ``latency`` planner (:mod:`mobilelwt.planners.measured`) allocates per layer from measured tables instead. Both
-decide only on interleaved teacher/student timings whose 95 % interval of the speedup is narrow enough to decide,
-and accept a plan only when the interval's lower bound meets the target.
+decide only on timings by the one protocol, and accept a plan only when its interval holds the target or lies above
+it, and not above the target's band (an overshoot costs accuracy the user did not ask to spend).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from mobilelwt.errors import ConfigError
 from mobilelwt.plan import Plan, apply_plan
 from mobilelwt.planners._common import PlanningContext
 from mobilelwt.planners._registry import PlanRequest, register_planner
-from mobilelwt.planners.reach import measure_confirmed, nothing_to_gain
+from mobilelwt.planners.reach import MEETS, OVERSHOOTS, measure_confirmed, nothing_to_gain, rel_width_of
 from mobilelwt.planners.table import LatencyProbe
 from mobilelwt.planners.uniform import plan_uniform
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
@@ -28,43 +29,51 @@ def plan_latency_uniform(
     probe: LatencyProbe,
     base_planner: Callable[[PlanningContext, float], Plan] = plan_uniform,
     max_rounds: int = 6,
-    slack: float = 0.04,
     on_progress: ProgressCallback = ignore_progress,
 ) -> Plan:
-    """The least-compressed uniform plan whose measured speedup has a 95 % lower bound of at least ``speedup``."""
+    """The least-compressed uniform plan whose measured speedup meets ``speedup`` (the interval holds the target
+    or lies above it, but not above the target's band: an overshoot is cut back)."""
     shape = (1, 3, ctx.input_size, ctx.input_size)
+    width = rel_width_of(probe)
     mac_target, rounds = speedup, []
-    failed_below, met_at, best = 1.0, None, None  # MAC targets known to miss / to meet the measured target
+    below, above = 1.0, math.inf  # MAC targets known to miss / to overshoot the measured target
+    best: tuple[Plan, dict] | None = None
+    nearest_over: tuple[Plan, dict] | None = None
     for round_index in range(max_rounds):
         try:
             plan = base_planner(ctx, mac_target)
         except ConfigError:
             break
         student = apply_plan(ctx.model, plan, init=False)
-        first, confirmation, low = measure_confirmed(probe, ctx.model, student, shape, speedup)
+        first, confirmation, verdict = measure_confirmed(probe, ctx.model, student, shape, speedup)
         measured = confirmation or first
-        rounds.append({"mac_target": mac_target, "mac_speedup": plan.mac_speedup, **measured})
+        rounds.append({"mac_target": mac_target, "mac_speedup": plan.mac_speedup, "verdict": verdict, **measured})
         on_progress(ProgressEvent("latency search", round_index + 1, max_rounds, {"measured": measured["speedup"]}))
-        if low >= speedup:
-            met_at = mac_target if met_at is None else min(met_at, mac_target)
+        if verdict == MEETS:
             if best is None or plan.mac_speedup < best[0].mac_speedup:
                 best = (plan, measured)
+            if measured["speedup_ci95"][0] < speedup * (1 + width / 2):
+                break  # a cheaper plan would miss: the interval already reaches down to the target
+            above = min(above, mac_target)
+        elif verdict == OVERSHOOTS:
+            above = min(above, mac_target)
+            if nearest_over is None or measured["speedup"] < nearest_over[1]["speedup"]:
+                nearest_over = (plan, measured)
         else:
-            failed_below = max(failed_below, mac_target)
-        if met_at is None:
-            # the shortfall is what the runtime does not realise of the MAC cut: ask for that much more
-            mac_target = plan.mac_speedup * (speedup / max(low, 1e-6)) * 1.02
-        elif met_at / failed_below < 1.04 or speedup <= low < speedup * (1 + slack):
-            break  # close enough: more rounds would only trade a sliver of accuracy for timing noise
-        else:
-            mac_target = (failed_below * met_at) ** 0.5  # overshot: cut less, keep more accuracy
-    if best is not None:
-        plan, measured = best
+            below = max(below, mac_target)
+        if above < math.inf and above / below < 1.02:
+            break
+        # the runtime realises part of a MAC cut: scale the MAC target by the shortfall or the excess
+        aim = plan.mac_speedup * speedup * (1 + width / 2) / max(measured["speedup"], 1e-6)
+        mac_target = aim if below < aim < above else math.sqrt(below * min(above, 4 * below))
+    chosen, overshoot = (best, False) if best is not None else (nearest_over, True)
+    if chosen is not None:
+        plan, measured = chosen
         plan.planner = "latency-uniform"
         plan.details.update(target="measured speedup", probe=probe.description, rounds=rounds,
                             teacher_ms=measured["teacher_ms"], student_ms=measured["student_ms"],
                             measured_speedup=measured["speedup"], measured_ci95=measured["speedup_ci95"],
-                            verified=True)  # fmt: skip
+                            cache=measured.get("cache"), verified=True, overshoot=overshoot)  # fmt: skip
         return plan
     raise nothing_to_gain(ctx, speedup, probe, rounds)
 

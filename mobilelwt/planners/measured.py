@@ -7,9 +7,11 @@ whole-student check on the target that corrects the prediction until the *measur
    weighted by how much an error at that layer moves the logits (noise of known energy injected there).
 3. Allocation: per layer one option (or the teacher layer) minimising the weighted error subject to the latency the
    table predicts (:func:`mobilelwt.planners.allocate.allocate`).
-4. Check: the whole student is lowered and timed interleaved with the teacher until the interval of the speedup
-   decides; the prediction is corrected by what was measured and the allocation repeated, until the interval's
-   lower bound meets the target. Every layer's predicted latency and every round's measurement are recorded.
+4. Check: the whole student is lowered as export lowers it and timed against the teacher by the one timing
+   protocol (:mod:`device_bench.protocol`, through the probe); the prediction is corrected by what was measured
+   and the allocation repeated until the interval meets the target: holds it, or lies above it but within the
+   target's band. An overshoot is cut back, since speed beyond the target costs accuracy for nothing asked.
+   Every layer's predicted latency and every round's measurement are recorded.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ import torch
 from torch import nn
 
 from mobilelwt.errors import ConfigError
+from mobilelwt.hashing import digest
 from mobilelwt.layerwise import normalized_mse
 from mobilelwt.modules import build_replacement
 from mobilelwt.plan import Candidate, LayerChoice, Plan, allowed_kinds, apply_plan
 from mobilelwt.planners._common import PlanningContext
 from mobilelwt.planners._registry import PlanRequest, register_planner
 from mobilelwt.planners.allocate import Option, allocate
-from mobilelwt.planners.reach import measure_confirmed, nothing_to_gain
+from mobilelwt.planners.reach import MEETS, MISSES, OVERSHOOTS, measure_confirmed, nothing_to_gain, rel_width_of
 from mobilelwt.planners.sensitivity import capture_io, rank_grid
 from mobilelwt.planners.table import (
     LatencyProbe,
@@ -228,13 +231,11 @@ def plan_measured(
     allow_foreign_table: bool = False,
     kinds: tuple[str, ...] = (),
     grid_points: int = 8,
-    max_rounds: int = 6,
-    slack: float = 0.04,
+    max_rounds: int = 8,
     on_progress: ProgressCallback = ignore_progress,
 ) -> Plan:
-    """The most accurate plan (by the proxy) whose measured speedup on ``probe`` has a 95 % lower bound of at
-    least ``speedup``; see the module docstring. ``slack``: an accepted plan whose lower bound exceeds the target by
-    more than this share is relaxed (less compression) while rounds remain."""
+    """The most accurate plan (by the proxy) whose measured speedup on ``probe`` meets ``speedup``: its interval
+    holds the target or lies above it, but not above the target's band; see the module docstring."""
     if speedup <= 1.0:
         raise ConfigError(f"--speedup must be above 1, got {speedup}.", "Pass e.g. --speedup 4.")
     candidates = [c for c in ctx.candidates if ctx.kind_for(c)]
@@ -278,15 +279,18 @@ def plan_measured(
     # The first guess of the rest: the kept layers' time, but never more than half the whole teacher (one busy
     # moment can inflate a single small timing).
     rest = min(kept_ms, 0.5 * probe.layer(ctx.model, (1, 3, ctx.input_size, ctx.input_size)))
-    best, rounds = _search(allocator, probe, rest, max_rounds=max_rounds, slack=slack, on_progress=on_progress)
+    best, rounds = _search(allocator, probe, rest, max_rounds=max_rounds, on_progress=on_progress)
     if best is None:
         raise nothing_to_gain(ctx, speedup, probe, rounds, next((r for r in rounds if r.get("fastest")), None))
     plan, record = best
-    final = record["confirmation"]  # the independent timing: the more recent, and no better chosen than the first
+    # the independent timing (when it was confirmed): the more recent, and no better chosen than the first
+    final = record["confirmation"] or record
     plan.details.update(details, rounds=rounds, teacher_ms=final["teacher_ms"], student_ms=final["student_ms"],
                         measured_speedup=final["speedup"], measured_ci95=final["speedup_ci95"],
+                        cache=final.get("cache"), converged=final.get("converged"), load=final.get("load"),
                         first_measurement={"speedup": record["speedup"], "ci95": record["speedup_ci95"]},
-                        predicted_speedup=record["predicted_speedup"], verified=True)  # fmt: skip
+                        predicted_speedup=record["predicted_speedup"], verified=True,
+                        overshoot=record["overshoot"])  # fmt: skip
     return plan
 
 
@@ -322,7 +326,7 @@ def _measure_round(
     ctx, speedup = allocator.ctx, allocator.speedup
     student = apply_plan(ctx.model, plan, init=False)
     shape = (1, 3, ctx.input_size, ctx.input_size)
-    first, confirmation, low = measure_confirmed(probe, ctx.model, student, shape, speedup)
+    first, confirmation, verdict = measure_confirmed(probe, ctx.model, student, shape, speedup)
     return {
         **facts,
         "feasible": True,
@@ -331,11 +335,28 @@ def _measure_round(
         "predicted_student_ms": (allocator.replaceable_ms + facts["rest_ms"]) / predicted,
         **first,
         "confirmation": confirmation,
-        "low": low,
-        "accepted": low >= speedup,
+        "verdict": verdict,
+        "accepted": verdict == MEETS,
         "correction": predicted / first["speedup"],  # prediction over measurement: 1 is a perfect table
         "proxy_cost": sum(c.notes["weighted_error"] for c in plan.layers.values()),
     }
+
+
+@dataclass
+class _Bracket:
+    """Goals (predicted speedups under one estimate of the rest) known to miss and to overshoot the target."""
+
+    below: float = 1.0
+    above: float = math.inf
+
+    def holds(self, goal: float) -> bool:
+        return self.below < goal < self.above
+
+    def middle(self) -> float:
+        return math.sqrt(self.below * min(self.above, 4 * self.below))
+
+    def closed(self) -> bool:
+        return self.above < math.inf and self.above / self.below < 1.02
 
 
 def _search(
@@ -344,70 +365,87 @@ def _search(
     rest: float,
     *,
     max_rounds: int,
-    slack: float,
     on_progress: ProgressCallback,
 ) -> tuple[tuple[Plan, dict[str, Any]] | None, list[dict[str, Any]]]:
     """Allocate, time the whole student, correct the estimate of the rest, and allocate again, until a plan's
-    interval meets the target closely enough; returns the most accurate accepted plan (or None) and the rounds.
+    interval meets the target: holds it or lies above it, but not above the target's band. An overshoot is cut
+    back (less compression, more accuracy); after a plan that meets the target with room to spare, one cheaper
+    plan is tried. Returns the most accurate plan that met it (else the nearest overshoot, marked as such) and
+    the rounds.
 
     Each measurement says what the rest really is: a student predicted from layer times L_t (teacher) and L_s
     (student) that measures M = (L_t + R) / (L_s + R) has R = (L_t - M L_s) / (M - 1). Ratios only: the scale of
     the table and of whole-network runs may differ."""
     speedup, replaceable_ms = allocator.speedup, allocator.replaceable_ms
-    goal, rounds, measured_any = speedup * (1.0 + slack / 2), [], False
-    failed_below, met_at = 1.0, math.inf  # goals known to miss / to meet the measured target
+    width = rel_width_of(probe)
+    aim = speedup * (1 + width / 2)  # the median a little above the target: its interval then holds the target
+    goal, rounds, measured_any, bracket = aim, [], False, _Bracket()
     best: tuple[float, Plan, dict] | None = None
-    for round_index in range(max_rounds):
+    nearest_over: tuple[float, Plan, dict] | None = None
+    seen: dict[str, dict[str, Any]] = {}  # a plan already timed is not timed again (the grid is discrete)
+    for _ in range(4 * max_rounds):
+        if len(seen) >= max_rounds:
+            break
         found = allocator.plan_for(goal, rest)
         if found is None and not measured_any:
             # the table alone says no; a measurement of the fastest allocation says how far off that is
             found = allocator.plan_for(1.0 + 1e-9, rest, fastest=True)
         elif found is None:
             rounds.append({"goal": goal, "rest_ms": rest, "feasible": False})
-            failed_below = max(failed_below, goal)
-            if best is not None or goal <= speedup * 1.001:
-                break
-            goal = max(speedup, (goal + speedup) / 2)  # the table says this cannot be done: try closer to the target
+            bracket.above = min(bracket.above, goal)
+            goal = bracket.middle()
             continue
         measured_any = True
         plan, predicted = found
-        record = _measure_round(allocator, probe, plan, predicted, goal=goal, rest_ms=rest)
-        low, ratio = record["low"], record["speedup"]
+        key = digest({name: [c.module, c.params] for name, c in plan.layers.items()})
+        repeated = key in seen
+        if not repeated:
+            seen[key] = _measure_round(allocator, probe, plan, predicted, goal=goal, rest_ms=rest)
+            rounds.append(seen[key])
+        record = seen[key]
+        verdict, ratio = record["verdict"], (record["confirmation"] or record)["speedup"]
+        on_progress(ProgressEvent("latency plan", len(seen), max_rounds, {"measured": ratio, "verdict": verdict}))
         student_layers = allocator.student_layers_ms(plan)
-        rounds.append(record)
-        on_progress(ProgressEvent("latency plan", round_index + 1, max_rounds, {"measured": ratio, "low": low}))
         changed = False
-        if ratio > 1.0 + 1e-6:
+        if ratio > 1.0 + 1e-6 and not repeated:
             corrected = max((replaceable_ms - ratio * student_layers) / (ratio - 1.0), -0.5 * student_layers)
             changed = abs(corrected - rest) > 0.02 * (replaceable_ms + rest)
             rest = corrected
         if changed:  # goals are predictions under one estimate of the rest: brackets from another do not apply
-            failed_below, met_at = 1.0, math.inf
-        if low >= speedup:
-            if not changed:
-                met_at = min(met_at, goal)
+            bracket = _Bracket()
+        low = (record["confirmation"] or record)["speedup_ci95"][0]
+        if verdict == MEETS:
             if best is None or record["proxy_cost"] < best[0]:
                 best = (record["proxy_cost"], plan, record)
-            if low <= speedup * (1 + slack):
-                break
-        elif not changed:
-            failed_below = max(failed_below, goal)
-        # aim the median where its interval's lower bound meets the target, with the corrected rest
-        aim = speedup * ratio / max(low, 1e-9) * 1.005
-        if met_at < math.inf and failed_below > 1.0 and met_at / failed_below < 1.02:
+            if low < aim:
+                break  # the interval reaches down to the target: a cheaper plan would miss
+        elif verdict == OVERSHOOTS and (nearest_over is None or ratio < nearest_over[2]["speedup"]):
+            nearest_over = (record["proxy_cost"], plan, record)
+        if not changed:
+            if verdict == MISSES:
+                bracket.below = max(bracket.below, goal)
+            else:
+                bracket.above = min(bracket.above, goal)
+        if bracket.closed():
             break
-        if failed_below < aim < met_at or met_at == math.inf or failed_below <= 1.0:
-            goal = aim
-        else:
-            goal = math.sqrt(met_at * failed_below)
-    if best is None and measured_any:
+        # the next goal: with a corrected rest, the table itself now predicts this plan right, so aim at the
+        # target again; otherwise scale the goal by what the measurement missed or overshot it by
+        step = aim if changed else goal * aim / ratio
+        goal = step if bracket.holds(step) else bracket.middle()
+    if best is None and nearest_over is None and measured_any:
         # the search never met it: the fastest allocation is the last word (it may still, by a little)
         plan, predicted = allocator.plan_for(1.0 + 1e-9, rest, fastest=True)
         record = _measure_round(allocator, probe, plan, predicted, goal=math.inf, rest_ms=rest, fastest=True)
         rounds.append(record)
-        if record["accepted"]:
+        if record["verdict"] == MEETS:
             best = (record["proxy_cost"], plan, record)
-    return (best[1], best[2]) if best is not None else None, rounds
+        elif record["verdict"] == OVERSHOOTS:
+            nearest_over = (record["proxy_cost"], plan, record)
+    chosen = best or nearest_over
+    if chosen is None:
+        return None, rounds
+    chosen[2]["overshoot"] = best is None  # no plan landed in the target's band: the nearest faster one, said so
+    return (chosen[1], chosen[2]), rounds
 
 
 def time_kept_layers(

@@ -12,20 +12,43 @@ from mobilelwt.plan import apply_plan
 from mobilelwt.planners._common import PlanningContext
 from mobilelwt.planners.table import LatencyProbe
 
+MEETS, MISSES, OVERSHOOTS = "meets", "misses", "overshoots"
+DEFAULT_REL_WIDTH = 0.05
+
+
+def rel_width_of(probe: LatencyProbe) -> float:
+    """The share a probe's intervals are narrowed to (its timing policy's), which is also the target's band."""
+    policy = getattr(probe, "policy", None)
+    return float(getattr(policy, "rel_width", DEFAULT_REL_WIDTH))
+
+
+def judge(interval: list[float] | tuple[float, float], target: float, rel_width: float) -> str:
+    """A measured speedup against its target: it *misses* when the whole interval lies below the target,
+    *overshoots* when the whole interval lies above the target's band (target × (1 + rel_width)), else it *meets*
+    it (the target lies in the interval, or just below it)."""
+    low, high = interval
+    if high < target:
+        return MISSES
+    if low > target * (1 + rel_width):
+        return OVERSHOOTS
+    return MEETS
+
 
 def measure_confirmed(
     probe: LatencyProbe, teacher: nn.Module, student: nn.Module, shape: tuple[int, ...], target: float
-) -> tuple[dict[str, Any], dict[str, Any] | None, float]:
-    """Teacher vs student interleaved; when the interval's lower bound meets ``target``, an independent timing
+) -> tuple[dict[str, Any], dict[str, Any] | None, str]:
+    """Teacher vs student timed by the probe's protocol; when that meets ``target``, an independent timing
     (lowered afresh, timed again) must agree, since one run's interval says nothing of what moves between runs.
-    Returns the first timing, the confirmation (None when not needed) and the lower bound that counts."""
+    Returns the first timing, the confirmation (None when not needed) and the verdict that counts (the
+    confirmation's, when there is one)."""
+    width = rel_width_of(probe)
     first = probe.compare(teacher, student, shape, target=target)
-    low = first["speedup_ci95"][0]
+    verdict = judge(first["speedup_ci95"], target, width)
     confirmation = None
-    if low >= target:
+    if verdict == MEETS:
         confirmation = probe.compare(teacher, student, shape, target=target)
-        low = min(low, confirmation["speedup_ci95"][0])
-    return first, confirmation, low
+        verdict = judge(confirmation["speedup_ci95"], target, width)
+    return first, confirmation, verdict
 
 
 def nothing_to_gain(

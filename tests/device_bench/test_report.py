@@ -115,13 +115,52 @@ def test_headline_box_and_profile_columns(tmp_path) -> None:
 
     lines = headline_lines(table)
     host_et = next(line for line in lines if "executorch fp32 (host)" in line)
-    assert "4.00× faster (95% CI 3.60–4.30×) at 4.00× fewer MACs" in host_et and "load 12.50 ms" in host_et
+    assert "4.00× faster (95% CI 3.60–4.30×), at 4.00× fewer MACs" in host_et and "load 12.50 ms" in host_et
     assert "model memory 48.00 MB" in host_et and "top-1 -1.50 points" in host_et
     assert any("(R5CT)" in line for line in lines)
     markdown = make_report([write_build(tmp_path, "md")], out=tmp_path / "r", formats=("md",))["files"][0]
     assert "**Headline**" in markdown.read_text() and "3.60–4.30×" in markdown.read_text()
     assert "host: Test CPU 9000, 2 cores, Linux; 2 thread(s); executorch 1.5.1" in markdown.read_text()
     assert "artifact, 64 val images" in markdown.read_text()  # where each top-1 comes from
+
+
+def _with_target(build, value: float, planned: float = 4.1) -> None:
+    metrics = json.loads((build / "metrics.json").read_text())
+    metrics["plan_target"] = {"kind": "measured speedup", "value": value, "planner": "latency", "cache": "cold",
+                              "probe": "executorch fp32 host, 2 threads", "measured_speedup": planned,
+                              "measured_ci95": [planned * 0.96, planned * 1.04], "verified": True}  # fmt: skip
+    (build / "metrics.json").write_text(json.dumps(metrics))
+
+
+def _timed(build, *, quiet: bool = True, converged: bool = True) -> None:
+    records = [json.loads(line) for line in (build / "bench.jsonl").read_text().splitlines()]
+    for r in records:
+        if r["status"] == "ok":
+            r.update(cache="cold", timing={"converged": converged, "load": {"quiet": quiet}})
+    (build / "bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+@pytest.mark.parametrize(("target", "verdict"), [(4.0, "target 4× met"), (4.2, "target 4.2× met"),
+                                                  (4.5, "below the 4.5× target")])  # fmt: skip
+def test_the_headline_says_whether_the_files_keep_the_plans_promise(tmp_path, target, verdict) -> None:
+    from device_bench.report.render import headline_lines
+
+    build = write_build(tmp_path)
+    _with_target(build, target)
+    _timed(build)
+    host_et = next(line for line in headline_lines(load_report_table([build])) if "executorch fp32 (host)" in line)
+    # delivered 4.00x (3.60-4.30) by the files, cold; the plan's promise and the planner's number beside it
+    assert f"4.00× faster (95% CI 3.60–4.30×, cold); {verdict} (planned 4.10×)" in host_et
+
+
+def test_a_speedup_timed_under_load_or_not_converged_is_never_shown_as_quiet(tmp_path) -> None:
+    from device_bench.report.render import headline_lines
+
+    build = write_build(tmp_path)
+    _timed(build, quiet=False, converged=False)
+    host_et = next(line for line in headline_lines(load_report_table([build])) if "executorch fp32 (host)" in line)
+    assert "measured under load: re-measure on a quiet machine" in host_et
+    assert "interval not within the width asked by the time cap" in host_et
 
 
 def test_missing_and_failed_parts_are_shown_as_such_never_zero(tmp_path) -> None:

@@ -28,12 +28,14 @@ from mobilelwt.app.cli._params import (
     HELD_OUT_SHARE,
     HOST_THREADS,
     IMAGE_DIR,
+    INTERVAL_WIDTH,
     LATENCY_THREADS,
     NON_NEGATIVE,
     POSITIVE,
     PROBABILITY,
     RATIO,
     SEED,
+    TIME_CAP,
     TRAINING_DEVICE,
     count,
     flag_of,
@@ -203,8 +205,10 @@ class CompressOptions:
     )
     seed: Annotated[int, typer.Option(help="Seed for split, sampling and training."), SEED] = 0
 
-    def config(self):
-        """The :class:`CompressConfig` these options describe (validated on construction)."""
+    def config(self, timing: TimingOptions | None = None):
+        """The :class:`CompressConfig` these options describe (validated on construction); ``timing`` says how the
+        latency planner measures."""
+        timing = timing or TimingOptions()
         # lazy: imports torch (seconds); `--help` and option errors answer at once
         from mobilelwt.compress import CompressConfig, LatencyTarget
         from mobilelwt.distill import DistillConfig
@@ -224,6 +228,9 @@ class CompressOptions:
                 allow_foreign_table=self.allow_foreign_table,
                 modules=modules,
                 grid_points=self.rank_grid,
+                cache=timing.cache,
+                timing_width=timing.timing_width,
+                timing_cap_s=timing.timing_cap,
             ),
             conv_module=self.conv_module,
             compress_fc=self.compress_fc,
@@ -257,11 +264,36 @@ class CompressOptions:
         def factory(target):
             # lazy: imports torch (seconds); `--help` and option errors answer at once
             from device_bench.probe import make_probe
+            from device_bench.protocol import TimingPolicy
 
+            policy = TimingPolicy(cache=target.cache, rel_width=target.timing_width, max_seconds=target.timing_cap_s)
             return make_probe(target.runtime, device=target.device, precision=target.precision,
-                              threads=target.threads, python=python, server=server)  # fmt: skip
+                              threads=target.threads, python=python, server=server, policy=policy)  # fmt: skip
 
         return factory
+
+
+@dataclasses.dataclass
+class TimingOptions:
+    """How every speedup is measured (the planner's, the build's bench, `bench`): the cache state it is planned for
+    and headlined in, and when a measurement stops."""
+
+    cache: Annotated[
+        str,
+        typer.Option(
+            help="Cache state a speedup is planned for and headlined in: cold (caches flushed before each run, as an "
+            "app's occasional inference sees it) or warm (back-to-back runs, as benchmark_model). Both are recorded."
+        ),
+        one_of(("cold", "warm")),
+    ] = "cold"
+    timing_width: Annotated[
+        float,
+        typer.Option(help="Time until the speedup's 95% interval is within ± this share of it."),
+        INTERVAL_WIDTH,
+    ] = 0.05
+    timing_cap: Annotated[
+        float, typer.Option(help="... or until this many seconds have passed (per measurement)."), TIME_CAP
+    ] = 60.0
 
 
 @dataclasses.dataclass

@@ -165,6 +165,8 @@ BENCH_THREADS = Kind("thread count", _runtime_threads("device"), ("0", "-2", "{t
 LATENCY_THREADS = Kind("thread count", _runtime_threads("latency_device"), ("0", "-2", "{too_many_threads}"))
 RATIO = Kind("ratio", lambda v, f, vs: checks.ratio(v, f, optional=True),
              ("1", "0.5", "-2", "nan", "inf", str(checks.MAX_RATIO * 10)))  # fmt: skip
+INTERVAL_WIDTH = Kind("interval width", lambda v, f, vs: checks.interval_width(v, f), ("0", "-0.05", "0.9", "nan"))
+TIME_CAP = Kind("time cap", lambda v, f, vs: checks.positive(v, f, high=24 * 3600), ("0", "-1", "nan", "inf", "1e9"))
 DEVICES = Kind("devices", _device_list, ("", " ", "host,"))
 CPU_MASK = Kind("CPU mask", _hex_mask, ("xyz", "0xZZ", "f0 && reboot"))
 TRAINING_DEVICE = Kind("training device", _training_device, ("gpu", "cuda:x", ""))

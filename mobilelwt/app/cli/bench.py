@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from mobilelwt.app.cli._common import console, handle_user_errors
-from mobilelwt.app.cli._options import with_groups
+from mobilelwt.app.cli._options import TimingOptions, with_groups
 from mobilelwt.app.cli._params import (
     BENCH_THREADS,
     BUILD_DIR,
@@ -71,11 +71,14 @@ def bench_command(
             "--tflite-runner).",
         ),
     ] = False,
+    timing: TimingOptions = TimingOptions(),  # noqa: B008  (a group of options, expanded for Typer)
 ) -> None:
-    """Time every artifact (teacher and student interleaved); records resume, a summary table is printed."""
+    """Time every artifact (teacher and student interleaved, by the timing protocol); records resume, a summary
+    table is printed."""
     # lazy: imports torch (seconds); `--help` and option errors answer at once
     from device_bench.android import DeviceOptions
     from device_bench.bench import BenchFailedError, bench_build, failed_records
+    from device_bench.protocol import TimingPolicy
 
     if runner not in ("python", "native"):
         raise ConfigError(f"Unknown runner {runner!r}.", "Use --runner python or --runner native.")
@@ -83,8 +86,9 @@ def bench_command(
                             core_mask=core_mask, cool_limit_s=cool_limit, accuracy_images=accuracy,
                             coreml_compute_units=coreml_units, profile_runs=PROFILE_RUNS if profile else 0)  # fmt: skip
     devices = tuple(d.strip() for d in device.split(","))
+    policy = TimingPolicy(cache=timing.cache, rel_width=timing.timing_width, max_seconds=timing.timing_cap)
     records = bench_build(build_dir, devices=devices, runs=runs, warmup=warmup, threads=threads, rounds=rounds,
-                          options=options, adb=adb, adb_servers=tuple(adb_server or ()))  # fmt: skip
+                          options=options, adb=adb, adb_servers=tuple(adb_server or ()), policy=policy)  # fmt: skip
     table = Table(title=f"{build_dir}: latency (ms)")
     for column in ("artifact", "device", "median", "p10", "p90", "CV", "runs", "status"):
         table.add_column(column, justify="left" if column in ("artifact", "device", "status") else "right")
@@ -106,7 +110,7 @@ def bench_command(
         # lazy: imports torch (seconds); `--help` and option errors answer at once
         from device_bench.layers import layer_latency
 
-        rows = layer_latency(build_dir, threads=threads)
+        rows = layer_latency(build_dir, threads=threads, policy=policy)
         per_layer = Table(title="per layer, ExecuTorch on the host (median ms)")
         for column in ("layer", "module", "teacher", "student", "speedup", "MAC ratio", "realised"):
             per_layer.add_column(column, justify="left" if column in ("layer", "module") else "right")

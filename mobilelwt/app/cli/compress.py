@@ -13,6 +13,7 @@ from mobilelwt.app.cli._options import (
     ModelOption,
     ParallelOptions,
     RunOptions,
+    TimingOptions,
     TrustCodeOption,
     allow_model_code,
     with_groups,
@@ -36,6 +37,7 @@ def compress_command(
         INPUT_FILE,
     ] = None,
     compress: CompressOptions = CompressOptions(),  # noqa: B008  (a group of options, expanded for Typer)
+    timing: TimingOptions = TimingOptions(),  # noqa: B008
     run: RunOptions = RunOptions(),  # noqa: B008
     parallel: ParallelOptions = ParallelOptions(),  # noqa: B008
     trust_code: TrustCodeOption = False,
@@ -46,7 +48,7 @@ def compress_command(
     from mobilelwt.plan import Plan
 
     allow_model_code(trust_code, model)
-    config = compress.config()
+    config = compress.config(timing)
     parallel.relaunch()
     probe = compress.latency_probe(config)
     with main_progress() as on_progress:
@@ -91,9 +93,16 @@ def print_compress_summary(metrics: dict) -> None:
             f"{rec.get('error_final', float('nan')):.4f}",
         )
     console.print(layers)
+    # lazy: pandas (the report package); `--help` and option errors answer at once
+    from device_bench.report.table import plan_sentence
+
+    target = metrics.get("plan_target") or {}
+    planned = f"planned for {plan_sentence(target)}; " if target else ""
     console.print(
-        f"MAC speedup {metrics['mac_speedup']:.2f}×, top-1 change {-metrics['top1_drop']:+.2f} points "
-        f"(MACs only: measure latency with the benchmarks)"
+        f"{planned}MACs {metrics['mac_speedup']:.2f}× fewer; top-1 change {-metrics['top1_drop']:+.2f} points "
+        f"(PyTorch, {metrics['student'].get('images', '?')} validation images). The exported files' speedup: "
+        "`mobilelwt export` then `mobilelwt bench` (or `mobilelwt build`).",
+        highlight=False,
     )
 
 

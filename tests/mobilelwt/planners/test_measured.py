@@ -10,6 +10,7 @@ from mobilelwt.plan import apply_plan, default_candidates
 from mobilelwt.planners import PlanningContext
 from mobilelwt.planners.latency import plan_latency_uniform
 from mobilelwt.planners.measured import plan_measured
+from mobilelwt.planners.reach import MEETS, MISSES, OVERSHOOTS, judge
 from mobilelwt.profile import count_macs
 from mobilelwt.teachers import build_teacher, get_teacher_spec
 from tests.mobilelwt.fake_probe import FakeProbe
@@ -26,12 +27,12 @@ CALIBRATION = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed
 
 def test_the_plan_meets_the_measured_target_and_records_predicted_and_measured_latency(tmp_path) -> None:
     ctx, probe = _context(), FakeProbe()
-    plan = plan_measured(ctx, 2.0, CALIBRATION, probe=probe, table_path=tmp_path / "table.json", grid_points=4)
+    plan = plan_measured(ctx, 1.5, CALIBRATION, probe=probe, table_path=tmp_path / "table.json", grid_points=4)
     d = plan.details
     assert plan.planner == "latency" and d["target"] == "measured speedup" and d["verified"] is True
-    assert d["measured_ci95"][0] >= 2.0  # accepted on the interval's lower bound, not on one reading
+    assert judge(d["measured_ci95"], 1.5, 0.05) == MEETS  # on the interval, not on one reading
     student = apply_plan(ctx.model, plan, init=False)
-    assert probe.compare(ctx.model, student, (1, 3, 32, 32))["speedup_ci95"][0] >= 2.0  # an independent check
+    assert judge(probe.compare(ctx.model, student, (1, 3, 32, 32))["speedup_ci95"], 1.5, 0.05) == MEETS
     # the fake network runs faster than its layers alone, so the first prediction was off and was corrected
     assert d["rounds"][0]["correction"] != pytest.approx(1.0, abs=1e-3)
     for name, choice in plan.layers.items():
@@ -92,10 +93,48 @@ def test_out_of_reach_names_the_best_measured_lower_bound(tmp_path) -> None:
     assert "Ask for at most --speedup" in info.value.fix or "Keep the teacher" in info.value.fix
 
 
-def test_uniform_latency_planner_accepts_only_on_the_lower_bound() -> None:
+def test_a_speedup_meets_misses_or_overshoots_its_target_by_its_interval() -> None:
+    assert judge([3.8, 4.2], 4.0, 0.05) == MEETS  # the target lies in the interval
+    assert judge([4.1, 4.3], 4.0, 0.05) == MEETS  # above it, within the target's band (4.2)
+    assert judge([3.5, 3.9], 4.0, 0.05) == MISSES
+    assert judge([4.3, 4.6], 4.0, 0.05) == OVERSHOOTS  # wholly above the band: speed nobody asked for
+
+
+@pytest.mark.parametrize("target", [1.5, 3.0])
+def test_an_overshooting_plan_is_cut_back_to_the_cheapest_that_meets_the_target(tmp_path, target) -> None:
+    ctx = _context()
+    plan = plan_measured(ctx, target, CALIBRATION, probe=FakeProbe(), table_path=tmp_path / "t.json")
+    rounds = plan.details["rounds"]
+    assert rounds[0]["verdict"] == OVERSHOOTS  # the first allocation runs faster than asked ...
+    assert judge(plan.details["measured_ci95"], target, 0.05) == MEETS and plan.details["overshoot"] is False
+    # ... and the accepted plan compresses less: more accuracy kept (smaller proxy error, fewer MACs cut)
+    accepted = sum(c.notes["weighted_error"] for c in plan.layers.values())
+    assert accepted < rounds[0]["proxy_cost"] and plan.mac_speedup < rounds[0]["mac_speedup"]
+    assert all(r["proxy_cost"] >= accepted for r in rounds if r.get("verdict") == MEETS)
+
+
+def test_a_missing_plan_is_planned_again_from_what_was_measured(tmp_path) -> None:
+    # the whole network runs slower than its layers alone: a plan made from the table can miss
+    probe = FakeProbe(fixed_ms=0.0, in_network=1.5)
+    plan = plan_measured(_context(), 3.0, CALIBRATION, probe=probe, table_path=tmp_path / "t.json")
+    verdicts = [r["verdict"] for r in plan.details["rounds"]]
+    assert MISSES in verdicts and verdicts[-1] == MEETS
+    assert judge(plan.details["measured_ci95"], 3.0, 0.05) == MEETS
+
+
+def test_when_no_plan_lands_in_the_targets_band_the_nearest_faster_one_is_taken_and_said(tmp_path) -> None:
+    # four ranks per layer: the plans jump from 1.81x to 2.17x, and 2.0x lies between them
+    plan = plan_measured(_context(), 2.0, CALIBRATION, probe=FakeProbe(), table_path=tmp_path / "t.json",
+                         grid_points=4)  # fmt: skip
+    assert plan.details["overshoot"] is True and plan.details["measured_ci95"][0] > 2.0
+    faster = [r["speedup"] for r in plan.details["rounds"] if r.get("verdict") == OVERSHOOTS]
+    assert plan.details["measured_speedup"] == min(faster)
+
+
+def test_uniform_latency_planner_accepts_a_plan_whose_interval_meets_the_target() -> None:
     ctx, probe = _context(), FakeProbe(ci=0.05)
     plan = plan_latency_uniform(ctx, 1.8, probe=probe)
-    assert plan.planner == "latency-uniform" and plan.details["measured_ci95"][0] >= 1.8
+    assert plan.planner == "latency-uniform" and judge(plan.details["measured_ci95"], 1.8, 0.05) == MEETS
     assert plan.mac_speedup > 1.8  # the fixed cost and per-layer overheads: more MACs must go than the target says
 
 

@@ -1,0 +1,97 @@
+"""Was the machine busy while we timed? Other processes' CPU time during a measurement, from ``/proc``.
+
+The whole machine's busy time (``/proc/stat``) minus this process's own (``/proc/self/stat``, all its threads and
+its waited-for children) over the same wall time is the CPU that *other* processes took, in cores. A timing taken
+while another process used a core of a two-core machine is not a quiet number; the protocol excludes such batches,
+runs longer, and says so. Pure Python; ``None`` where ``/proc`` is missing (macOS), never a made-up zero.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+BUSY_CORES = 0.25  # other processes using a quarter of a core on average: the timing is not quiet
+
+
+def _ticks_per_second() -> int:
+    try:
+        return int(os.sysconf("SC_CLK_TCK"))
+    except (ValueError, OSError, AttributeError):
+        return 100
+
+
+def machine_busy_ticks(stat: Path = Path("/proc/stat")) -> int | None:
+    """Busy clock ticks of all CPUs since boot (everything but idle and iowait), or None."""
+    try:
+        first = stat.read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if not first or first[0] != "cpu":
+        return None
+    values = [int(v) for v in first[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    # guest time is already counted in user (fields 9-10): leave it out so it is not counted twice
+    return sum(values[:8]) - idle
+
+
+def own_ticks(stat: Path = Path("/proc/self/stat")) -> int | None:
+    """This process's CPU ticks (user + system, its threads and waited-for children), or None."""
+    try:
+        text = stat.read_text()
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2 :].split()  # the command name may hold spaces: split after it
+    try:
+        return sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    except (ValueError, IndexError):
+        return None
+
+
+@dataclass
+class LoadSample:
+    """Other processes' CPU over one interval, in cores (1.0: one core fully used by someone else)."""
+
+    seconds: float
+    other_cores: float | None
+
+    def busy(self, threshold: float = BUSY_CORES) -> bool:
+        return self.other_cores is not None and self.other_cores > threshold
+
+
+class LoadMeter:
+    """``with meter.interval() as sample:`` measures other processes' CPU while the block runs."""
+
+    def __init__(
+        self, stat: Path = Path("/proc/stat"), self_stat: Path = Path("/proc/self/stat"), clock=time.monotonic
+    ) -> None:
+        self.stat, self.self_stat, self.clock = Path(stat), Path(self_stat), clock
+        self.hz = _ticks_per_second()
+
+    @property
+    def available(self) -> bool:
+        return machine_busy_ticks(self.stat) is not None and own_ticks(self.self_stat) is not None
+
+    def start(self) -> tuple[float, int | None, int | None]:
+        return self.clock(), machine_busy_ticks(self.stat), own_ticks(self.self_stat)
+
+    def stop(self, started: tuple[float, int | None, int | None]) -> LoadSample:
+        t0, machine0, own0 = started
+        t1, machine1, own1 = self.clock(), machine_busy_ticks(self.stat), own_ticks(self.self_stat)
+        seconds = t1 - t0
+        if None in (machine0, machine1, own0, own1) or seconds <= 0:
+            return LoadSample(seconds, None)
+        other = (machine1 - machine0) - (own1 - own0)  # type: ignore[operator]
+        return LoadSample(seconds, max(0.0, other / self.hz / seconds))
+
+
+class NoLoadMeter(LoadMeter):
+    """For timings that run elsewhere (a phone's own facts say its state) or in tests: load unknown."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def start(self) -> tuple[float, int | None, int | None]:
+        return self.clock(), None, None

@@ -1,0 +1,236 @@
+"""The one timing protocol: every latency or speedup that is decided on or printed is measured here.
+
+Models run interleaved (every batch runs each model in turn, so drift hits all alike) in a stated cache state
+(:data:`~device_bench.timing.WARM` or :data:`~device_bench.timing.COLD`), after warm-up, batch after batch, until
+the bootstrap 95 % interval of every model's speedup over the reference is within ``±rel_width`` of the ratio, or
+the time cap is hit. Batches during which other processes used the CPU (:mod:`device_bench.load`) do not count
+and the run is extended; a measurement that could not get enough quiet batches says so (``load.quiet`` false).
+
+The record keeps what a reader needs to trust the number: the cache state, the batches, how long it ran, whether
+it converged (and why it stopped), the interval, and the load.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from device_bench.load import BUSY_CORES, LoadMeter
+from device_bench.stats import speedup_ci
+from device_bench.timing import CACHE_STATES, COLD, WARM, CacheFlusher, calls_per_block, interleaved_round
+
+Batch = Callable[[], dict[str, list[float]]]
+
+CONVERGED, DECIDED, CAPPED = "converged", "decided", "time cap"
+
+
+@dataclass(frozen=True)
+class TimingPolicy:
+    """How a speedup is measured. ``rel_width``: the 95 % interval of the ratio must lie within ±this share of it;
+    ``max_seconds``: the cap on one measurement; ``min_batches``: quiet batches before any decision."""
+
+    cache: str = COLD
+    rel_width: float = 0.05
+    max_seconds: float = 60.0
+    min_batches: int = 3
+    warmup: int = 3
+    min_block_ms: float = 20.0
+    busy_cores: float = BUSY_CORES
+
+    def __post_init__(self) -> None:
+        if self.cache not in CACHE_STATES:
+            raise ValueError(f"cache must be one of {CACHE_STATES}, got {self.cache!r}")
+
+    def with_cache(self, cache: str) -> TimingPolicy:
+        return TimingPolicy(**{**asdict(self), "cache": cache})
+
+    def describe(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _ratio(reference: list[float], values: list[float]) -> float:
+    return statistics.median(reference) / statistics.median(values)
+
+
+def _within(ratio: float, interval: tuple[float, float], rel_width: float) -> bool:
+    low, high = interval
+    return ratio > 0 and low >= ratio * (1 - rel_width) and high <= ratio * (1 + rel_width)
+
+
+def _clear_of(target: float, interval: tuple[float, float], rel_width: float) -> bool:
+    """The interval lies wholly below the target or wholly above its tolerance band: the verdict cannot change."""
+    low, high = interval
+    return high < target or low > target * (1 + rel_width)
+
+
+def measure_ratios(
+    batch: Batch,
+    *,
+    reference: str,
+    policy: TimingPolicy,
+    target: float | None = None,
+    meter: LoadMeter | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """Run ``batch`` (one interleaved round of every model, ms per call) until every speedup over ``reference``
+    is known within ``±policy.rel_width``, or (with ``target``) its interval clears the target's band while at
+    most twice that wide, or ``policy.max_seconds`` have passed. Returns the measurement record."""
+    meter = meter or LoadMeter()
+    started = clock()
+    quiet: list[dict[str, list[float]]] = []
+    loaded: list[dict[str, list[float]]] = []
+    load_seen: list[float] = []
+    stopped = CAPPED
+    while True:
+        mark = meter.start()
+        got = batch()
+        load = meter.stop(mark)
+        if load.other_cores is not None:
+            load_seen.append(load.other_cores)
+        (loaded if load.busy(policy.busy_cores) else quiet).append(got)
+        if len(quiet) >= policy.min_batches:
+            verdict = _verdict(_merged(quiet), reference, policy, target)
+            if verdict is not None:
+                stopped = verdict
+                break
+        if clock() - started >= policy.max_seconds:
+            break
+    # too few quiet batches by the cap: every batch counts, and the record says the number was taken under load
+    under_load = len(quiet) < min(policy.min_batches, 2)
+    samples = _merged(quiet + loaded if under_load else quiet)
+    result: dict[str, Any] = {
+        "cache": policy.cache,
+        "rel_width": policy.rel_width,
+        "max_seconds": policy.max_seconds,
+        "batches": len(quiet) + len(loaded),
+        "quiet_batches": len(quiet),
+        "seconds": clock() - started,
+        "converged": stopped == CONVERGED,
+        "stopped": stopped,
+        "load": {
+            "known": bool(load_seen),
+            "other_cores_mean": statistics.fmean(load_seen) if load_seen else None,
+            "other_cores_max": max(load_seen) if load_seen else None,
+            "busy_batches": len(loaded),
+            "quiet": not under_load and (bool(load_seen) or None),  # None: unknown (no /proc)
+        },
+        "models": {},
+    }
+    for name, values in samples.items():
+        entry: dict[str, Any] = {"median_ms": statistics.median(values), "cv": _cv(values), "runs": len(values),
+                                 "samples_ms": values}  # fmt: skip
+        if name != reference:
+            entry["speedup"] = _ratio(samples[reference], values)
+            entry["speedup_ci95"] = list(speedup_ci(samples[reference], values))
+        result["models"][name] = entry
+    return result
+
+
+def _cv(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    mean = statistics.fmean(values)
+    return statistics.stdev(values) / mean if mean else math.nan
+
+
+def _merged(batches: list[dict[str, list[float]]]) -> dict[str, list[float]]:
+    samples: dict[str, list[float]] = {}
+    for got in batches:
+        for name, values in got.items():
+            samples.setdefault(name, []).extend(values)
+    return samples
+
+
+def _verdict(samples: dict[str, list[float]], reference: str, policy: TimingPolicy, target: float | None) -> str | None:
+    """``converged`` when every ratio is within ±rel_width; ``decided`` when each is either that or clear of the
+    target's band while within ±2 rel_width; else None (keep measuring)."""
+    verdict = CONVERGED
+    for name, values in samples.items():
+        if name == reference:
+            continue
+        interval = speedup_ci(samples[reference], values)
+        ratio = _ratio(samples[reference], values)
+        if _within(ratio, interval, policy.rel_width):
+            continue
+        if (
+            target is not None
+            and _clear_of(target, interval, policy.rel_width)
+            and _within(ratio, interval, 2 * policy.rel_width)
+        ):
+            verdict = DECIDED
+            continue
+        return None
+    return verdict
+
+
+def host_batches(
+    runners: dict[str, Callable[[Any], Any]],
+    example: Any,
+    policy: TimingPolicy,
+    *,
+    flush: Callable[[], None] | None = None,
+) -> Batch:
+    """Warm every runner up, size its blocks, and return ``batch()``: one interleaved round in ``policy.cache``."""
+    if policy.cache == COLD and flush is None:
+        flush = CacheFlusher()
+    first: dict[str, float] = {}
+    for name, run in runners.items():
+        for _ in range(max(1, policy.warmup)):
+            started = time.perf_counter()
+            run(example)
+            first[name] = (time.perf_counter() - started) * 1000.0
+    # cold calls each pay a flush: fewer of them per block
+    calls = calls_per_block(first, least=1 if policy.cache == COLD else 3, min_block_ms=policy.min_block_ms,
+                            most=10 if policy.cache == COLD else 200)  # fmt: skip
+
+    def batch() -> dict[str, list[float]]:
+        return interleaved_round(runners, example, calls=calls, cache=policy.cache, flush=flush)
+
+    return batch
+
+
+def measure_runners(
+    runners: dict[str, Callable[[Any], Any]],
+    example: Any,
+    *,
+    reference: str,
+    policy: TimingPolicy,
+    target: float | None = None,
+    meter: LoadMeter | None = None,
+) -> dict[str, Any]:
+    """The protocol over in-process runners (loaded artifacts or lowered modules) on one example input."""
+    batch = host_batches(runners, example, policy)
+    return measure_ratios(batch, reference=reference, policy=policy, target=target, meter=meter)
+
+
+def cache_order(policy: TimingPolicy) -> list[str]:
+    """Both cache states, the policy's own (the headline's) first."""
+    return [policy.cache] + [c for c in (WARM, COLD) if c != policy.cache]
+
+
+def both_caches(measure: Callable[[TimingPolicy], dict[str, Any]], policy: TimingPolicy) -> dict[str, dict[str, Any]]:
+    """The same measurement warm and cold (the policy's own state first): ``{"warm": record, "cold": record}``."""
+    return {cache: measure(policy.with_cache(cache)) for cache in cache_order(policy)}
+
+
+def summary_line(record: dict[str, Any], name: str = "student") -> str:
+    """'4.12× (3.95–4.30), cold, converged' — or what kept it from converging, and the load."""
+    model = record["models"][name]
+    low, high = model["speedup_ci95"]
+    text = f"{model['speedup']:.2f}× ({low:.2f}–{high:.2f}), {record['cache']}"
+    if not record["converged"] and record["stopped"] == CAPPED:
+        text += f", not within ±{100 * record['rel_width']:.0f}% by the {record['max_seconds']:g} s cap"
+    return text + load_note(record)
+
+
+def load_note(record: dict[str, Any]) -> str:
+    load = record.get("load") or {}
+    if load.get("quiet") is False:
+        return f"; measured under load (other processes used up to {load['other_cores_max']:.1f} cores)"
+    if load.get("busy_batches"):
+        return f"; {load['busy_batches']} busy batch(es) excluded"
+    return ""

@@ -1,0 +1,159 @@
+"""The one timing protocol on synthetic timers: when it stops, what it records, warm and cold, and load."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from device_bench.load import LoadMeter, LoadSample, NoLoadMeter
+from device_bench.protocol import CAPPED, CONVERGED, DECIDED, TimingPolicy, both_caches, measure_ratios, summary_line
+from device_bench.timing import COLD, WARM, calls_per_block, interleaved_round
+
+
+class FakeClock:
+    """Time that advances only when a batch runs: the cap is reached after a known number of batches."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ScriptedMeter(LoadMeter):
+    """Other processes' CPU per batch, from a script (None: unknown)."""
+
+    def __init__(self, loads: list[float | None]) -> None:
+        super().__init__()
+        self.loads = iter(loads)
+
+    def start(self):
+        return (0.0, None, None)
+
+    def stop(self, _started) -> LoadSample:
+        return LoadSample(0.1, next(self.loads, 0.0))
+
+
+def _steady(clock: FakeClock, calls: list[int], spread: float = 0.002):
+    """A student exactly 4x faster than its teacher, each batch 1 s of (fake) time."""
+
+    def batch():
+        calls.append(1)
+        clock.now += 1.0
+        k = len(calls)
+        return {"t": [4.0 * (1 + spread * (k % 3)), 4.0, 4.0 * (1 - spread)],
+                "s": [1.0, 1.0 * (1 + spread * (k % 2)), 1.0]}  # fmt: skip
+
+    return batch
+
+
+def test_the_protocol_stops_as_soon_as_the_interval_is_narrow() -> None:
+    clock, calls = FakeClock(), []
+    policy = TimingPolicy(rel_width=0.05, max_seconds=100, min_batches=3)
+    record = measure_ratios(_steady(clock, calls), reference="t", policy=policy, meter=ScriptedMeter([]), clock=clock)
+    assert len(calls) == 3 and record["converged"] is True and record["stopped"] == CONVERGED
+    low, high = record["models"]["s"]["speedup_ci95"]
+    assert low <= record["models"]["s"]["speedup"] <= high and low >= 4.0 * 0.95 and high <= 4.0 * 1.05
+    assert record["batches"] == 3 and record["seconds"] == 3.0 and record["cache"] == "cold"
+    assert record["models"]["t"]["runs"] == 9 and "speedup" not in record["models"]["t"]
+
+
+def test_the_protocol_stops_at_the_time_cap_and_says_it_did_not_converge() -> None:
+    clock = FakeClock()
+    ticks = iter(range(10_000))
+
+    def wild():  # ratios all over the place: the interval never narrows
+        clock.now += 1.0
+        i = next(ticks)
+        return {"t": [1.0 + (i % 7), 8.0 - (i % 5)], "s": [1.0 + (i % 3), 2.0 + (i % 4)]}
+
+    policy = TimingPolicy(rel_width=0.05, max_seconds=6, min_batches=2)
+    record = measure_ratios(wild, reference="t", policy=policy, meter=ScriptedMeter([]), clock=clock)
+    assert record["batches"] == 6 and record["converged"] is False and record["stopped"] == CAPPED
+    assert "not within ±5% by the 6 s cap" in summary_line(record, "s")
+
+
+def test_with_a_target_a_clear_verdict_stops_early_but_is_not_called_converged() -> None:
+    clock, calls = FakeClock(), []
+    policy = TimingPolicy(rel_width=0.01, max_seconds=100, min_batches=2)
+    record = measure_ratios(_steady(clock, calls, spread=0.03), reference="t", policy=policy, target=2.0,
+                            meter=ScriptedMeter([]), clock=clock)  # fmt: skip
+    assert record["stopped"] == DECIDED and record["converged"] is False and len(calls) < 10
+
+
+def test_busy_batches_do_not_count_and_extend_the_run() -> None:
+    clock, calls = FakeClock(), []
+    policy = TimingPolicy(rel_width=0.05, max_seconds=100, min_batches=3)
+    meter = ScriptedMeter([0.0, 1.2, 0.9, 0.0, 0.0])  # two batches while another process held a core
+    record = measure_ratios(_steady(clock, calls), reference="t", policy=policy, meter=meter, clock=clock)
+    assert len(calls) == 5 and record["quiet_batches"] == 3 and record["load"]["busy_batches"] == 2
+    assert record["load"]["quiet"] is True and record["load"]["other_cores_max"] == pytest.approx(1.2)
+    assert record["models"]["t"]["runs"] == 9  # only the quiet batches' samples
+    assert "2 busy batch(es) excluded" in summary_line(record, "s")
+
+
+def test_a_number_that_could_only_be_taken_under_load_says_so() -> None:
+    clock, calls = FakeClock(), []
+    policy = TimingPolicy(rel_width=0.05, max_seconds=4, min_batches=3)
+    record = measure_ratios(_steady(clock, calls), reference="t", policy=policy, meter=ScriptedMeter([1.5] * 10),
+                            clock=clock)  # fmt: skip
+    assert record["load"]["quiet"] is False and record["quiet_batches"] == 0 and record["stopped"] == CAPPED
+    assert record["models"]["s"]["speedup"] == pytest.approx(4.0, rel=0.01)  # still a number, marked as loaded
+    assert "measured under load" in summary_line(record, "s")
+
+
+def test_unknown_load_is_not_reported_as_quiet() -> None:
+    clock, calls = FakeClock(), []
+    record = measure_ratios(_steady(clock, calls), reference="t", policy=TimingPolicy(max_seconds=100),
+                            meter=NoLoadMeter(), clock=clock)  # fmt: skip
+    assert record["load"]["known"] is False and record["load"]["quiet"] is None
+
+
+def test_warm_and_cold_are_both_measured_and_the_policys_state_comes_first() -> None:
+    asked = []
+
+    def measure(policy: TimingPolicy):
+        asked.append(policy.cache)
+        return {"cache": policy.cache}
+
+    both = both_caches(measure, TimingPolicy(cache=COLD))
+    assert asked == [COLD, WARM] and both[COLD]["cache"] == COLD and both[WARM]["cache"] == WARM
+    asked.clear()
+    both_caches(measure, TimingPolicy(cache=WARM))
+    assert asked == [WARM, COLD]
+    with pytest.raises(ValueError, match="cache"):
+        TimingPolicy(cache="lukewarm")
+
+
+def test_cold_rounds_flush_before_every_timed_call_and_warm_rounds_never() -> None:
+    events: list[str] = []
+    runners = {"a": lambda _x: events.append("a"), "b": lambda _x: events.append("b")}
+    interleaved_round(runners, None, calls={"a": 2, "b": 1}, cache=COLD, flush=lambda: events.append("flush"))
+    assert events == ["flush", "a", "flush", "a", "flush", "b"]
+    events.clear()
+    interleaved_round(runners, None, calls={"a": 2, "b": 1}, cache=WARM, flush=lambda: events.append("flush"))
+    assert events == ["a", "a", "b"]  # back to back: the blocks benchmark_model times
+
+
+def test_fast_models_run_more_calls_per_block() -> None:
+    calls = calls_per_block({"teacher": 10.0, "student": 0.5}, least=3, min_block_ms=20.0)
+    assert calls == {"teacher": 3, "student": 40}
+
+
+def test_the_load_detector_flags_a_busy_sibling_process() -> None:
+    meter = LoadMeter()
+    if not meter.available:
+        pytest.skip("no /proc on this system")
+    quiet = meter.stop(meter.start())
+    assert quiet.other_cores is not None
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # let it start spinning
+        mark = meter.start()
+        time.sleep(1.0)  # we sleep: any CPU the machine spends is someone else's
+        busy = meter.stop(mark)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert busy.other_cores is not None and busy.other_cores > 0.5 and busy.busy()
