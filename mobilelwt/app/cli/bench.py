@@ -33,10 +33,20 @@ def bench_command(
     device: Annotated[
         str, typer.Option(help="host, adb serial(s) comma-separated, or all (every adb device)."), DEVICES
     ] = ("host"),
-    runs: Annotated[int, typer.Option(help="Timed runs per artifact."), COUNT] = 50,
+    runs: Annotated[
+        int,
+        typer.Option(
+            help="On devices: timed runs per artifact per --rounds (the host runs until the interval is narrow)."
+        ),
+        COUNT,
+    ] = 50,
     warmup: Annotated[int, typer.Option(help="Untimed runs first."), COUNT_OR_ZERO] = 5,
     threads: Annotated[int, typer.Option(help="Runtime threads."), BENCH_THREADS] = 2,
-    rounds: Annotated[int, typer.Option(help="Rounds alternating teacher and student."), COUNT] = 10,
+    rounds: Annotated[
+        int,
+        typer.Option(help="On devices: rounds alternating teacher and student before the interval is judged."),
+        COUNT,
+    ] = 10,
     runner: Annotated[
         str, typer.Option(help="On devices: python (device_bench.runner) or native."), one_of(("python", "native"))
     ] = "python",

@@ -240,14 +240,14 @@ def print_build_summary(summary: dict[str, Any]) -> None:
     accuracy line, and where everything is."""
     if summary["latency"]:
         for line in summary.get("delivered") or []:
-            console.print(line, highlight=False)
+            console.print(line, highlight=False, soft_wrap=True)
     elif summary.get("plan"):  # nothing timed from the files (--no-bench): what the plan was made to meet
         # lazy: pandas (the report package); `--help` and option errors answer at once
         from device_bench.report.table import plan_sentence
 
         console.print(f"planned for {plan_sentence(summary['plan'])}; the files are not timed (--no-bench)",
-                      highlight=False)  # fmt: skip
-    console.print(accuracy_line(summary["accuracy"]), highlight=False)
+                      highlight=False, soft_wrap=True)  # fmt: skip
+    console.print(accuracy_line(summary["accuracy"]), highlight=False, soft_wrap=True)
     training = summary.get("training") or {}
     if training.get("data_loader"):
         console.print(data_line(training))

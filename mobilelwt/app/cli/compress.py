@@ -103,6 +103,7 @@ def print_compress_summary(metrics: dict) -> None:
         f"(PyTorch, {metrics['student'].get('images', '?')} validation images). The exported files' speedup: "
         "`mobilelwt export` then `mobilelwt bench` (or `mobilelwt build`).",
         highlight=False,
+        soft_wrap=True,
     )
 
 
