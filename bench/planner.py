@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from device_bench.probe import HostProbe
+from device_bench.protocol import TimingPolicy
 from mobilelwt.manifest import environment
 from mobilelwt.plan import apply_plan, default_candidates
 from mobilelwt.planners import PlanningContext
@@ -65,7 +66,7 @@ def prediction(args) -> list[dict]:
                                  table_path=table, on_progress=timed_log(stages))  # fmt: skip
             seconds = time.perf_counter() - started
             student = apply_plan(teacher, plan, init=False)
-            check = HostProbe(runtime, threads=args.threads, max_batches=12, rel_width=0.03)
+            check = HostProbe(runtime, threads=args.threads, policy=TimingPolicy(rel_width=0.03))
             independent = check.compare(teacher, student, (1, 3, args.input_size, args.input_size))
             d = plan.details
             first = next(r for r in d["rounds"] if r.get("feasible"))

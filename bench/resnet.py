@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from device_bench.stats import speedup_ci, summarize
-from device_bench.timing import interleaved_latency
+from device_bench.protocol import TimingPolicy, measure_runners
+from device_bench.stats import summarize
 from mobilelwt.manifest import environment
 from mobilelwt.plan import Plan, apply_plan, default_candidates
 from mobilelwt.planners import PlanningContext, plan_uniform
@@ -102,17 +102,18 @@ def bench_model(name: str, args) -> dict:
         runners = {k: host_runner(runtime, m, (example,), args.threads) for k, m in variants.items()}
         lowering = time.perf_counter() - t0
         parity = {k: float((runners[k](example) - references[k]).abs().max()) for k in variants}
-        samples = interleaved_latency(runners, example, warmup=args.warmup, rounds=args.rounds,
-                                      per_round=args.per_round)  # fmt: skip
+        measured = measure_runners(runners, example, reference="teacher",
+                                   policy=TimingPolicy(cache=args.cache, warmup=args.warmup))  # fmt: skip
         rows = {}
         for k in variants:
-            stats = summarize(samples[k])
-            low, high = speedup_ci(samples["teacher"], samples[k])
-            speedup = summarize(samples["teacher"])["median_ms"] / stats["median_ms"]
+            model = measured["models"][k]
+            speedup = model.get("speedup", 1.0)
             rows[k] = {
-                **stats,
+                **summarize(model["samples_ms"]),
+                "cache": args.cache,
+                "converged": measured["converged"],
                 "speedup": speedup,
-                "speedup_ci95": [low, high],
+                "speedup_ci95": model.get("speedup_ci95", [1.0, 1.0]),
                 "realised_over_mac": speedup / facts[k]["mac_speedup"],
                 "max_abs_diff_vs_pytorch": parity[k],
             }
@@ -128,8 +129,7 @@ def main() -> None:
     parser.add_argument("--runtimes", nargs="+", default=["executorch", "litert"])
     parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--per-round", type=int, default=3)
+    parser.add_argument("--cache", choices=("cold", "warm"), default="cold", help="the timing protocol's cache state")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--bn-fold", action="store_true", help="also time the first student with batch norm folded")
     parser.add_argument("--no-pruning", action="store_true", help="skip the Torch-Pruning peer")

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
+from device_bench.protocol import TimingPolicy, measure_runners
 from device_bench.stats import summarize
-from device_bench.timing import interleaved_latency
 from mobilelwt.manifest import environment
 from mobilelwt.plan import apply_plan, default_candidates
 from mobilelwt.planners import PlanningContext
@@ -87,15 +87,18 @@ def measure_pair(name: str, target: float, teacher_model, student, plan, args, p
         with torch.no_grad():
             reference = student(*example)
         parity = float((runners["student"](*example) - reference).abs().max())
-        samples = interleaved_latency(
-            runners, example[0], rounds=args.rounds, per_round=args.per_round, warmup=args.warmup
-        )
-        t_stats, s_stats = summarize(samples["teacher"]), summarize(samples["student"])
-        speedup = t_stats["median_ms"] / s_stats["median_ms"]
+        measured = measure_runners(runners, example[0], reference="teacher",
+                                   policy=TimingPolicy(cache=args.cache, warmup=args.warmup))  # fmt: skip
+        t_stats = summarize(measured["models"]["teacher"]["samples_ms"])
+        s_stats = summarize(measured["models"]["student"]["samples_ms"])
+        speedup = measured["models"]["student"]["speedup"]
         result["runtimes"][runtime] = {
             "teacher": t_stats,
             "student": s_stats,
+            "cache": args.cache,
+            "converged": measured["converged"],
             "speedup": speedup,
+            "speedup_ci95": measured["models"]["student"]["speedup_ci95"],
             "realised_over_mac": speedup / plan.mac_speedup,
             "student_max_abs_diff_vs_pytorch": parity,
             "lowering_seconds": lower_seconds,
@@ -110,8 +113,7 @@ def main() -> None:
     parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--num-classes", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--per-round", type=int, default=5)
+    parser.add_argument("--cache", choices=("cold", "warm"), default="cold", help="the timing protocol's cache state")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--table", default="runs/latency-table-host.json", help="the latency planner's table (cache)")
     parser.add_argument("--planner", default="latency", help="latency or latency-uniform")

@@ -97,8 +97,8 @@ def measure_ratios(
             if verdict is not None:
                 stopped = verdict
                 break
-        if clock() - started >= policy.max_seconds:
-            break
+        if clock() - started >= policy.max_seconds and len(quiet) + len(loaded) >= policy.min_batches:
+            break  # the cap counts once the minimum number of batches has run
     # too few quiet batches by the cap: every batch counts, and the record says the number was taken under load
     under_load = len(quiet) < min(policy.min_batches, 2)
     samples = _merged(quiet + loaded if under_load else quiet)

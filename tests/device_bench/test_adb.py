@@ -14,6 +14,7 @@ import pytest
 
 from device_bench.android import DeviceOptions, device_facts, push_cached, thermal_state, wait_until_cool
 from device_bench.bench import bench_build, read_records
+from device_bench.protocol import TimingPolicy
 from device_bench.transport import AdbTransport, DeviceError, list_devices, resolve_serials
 from mobilelwt.settings import RunSettings
 from tests.device_bench.loopback_adbd import LoopbackDevice
@@ -101,6 +102,10 @@ def test_user_errors(adb_server, phone) -> None:
         AdbTransport("x", adb="/nonexistent/adb")
 
 
+# each batch on a phone starts a runner per file: tests time exactly --rounds batches
+ROUNDS_ONLY = TimingPolicy(max_seconds=0.01)
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, tiny_teacher):
     from mobilelwt.compress import CompressConfig, compress
@@ -124,7 +129,9 @@ def _fresh_copy(exported, tmp_path) -> Path:
 def test_bench_on_the_loopback_phone_end_to_end(phone, exported, tmp_path) -> None:
     build = _fresh_copy(exported, tmp_path)
     options = DeviceOptions(accuracy_images=16)
-    records = bench_build(build, devices=(phone.serial,), runs=4, rounds=2, warmup=1, threads=1, options=options)
+    records = bench_build(
+        build, devices=(phone.serial,), runs=4, rounds=2, warmup=1, threads=1, options=options, policy=ROUNDS_ONLY
+    )
     ok = [r for r in records if r["device"] == phone.serial]
     assert len(ok) == 4 and all(r["status"] == "ok" for r in ok), [r.get("reason") for r in ok]
     for r in ok:
@@ -145,7 +152,7 @@ def test_bench_on_the_loopback_phone_end_to_end(phone, exported, tmp_path) -> No
     assert roles[:4] == ["teacher", "student", "teacher", "student"]  # interleaved rounds
 
     calls = len(phone.commands)
-    again = bench_build(build, devices=(phone.serial,), runs=4, rounds=2, warmup=1, threads=1)
+    again = bench_build(build, devices=(phone.serial,), runs=4, rounds=2, warmup=1, threads=1, policy=ROUNDS_ONLY)
     assert len(again) == 4 and len(phone.commands) == calls  # resumed: nothing sent to the device again
 
 
@@ -157,7 +164,10 @@ def test_device_killed_mid_run_gives_failed_records_and_keeps_the_others(phone, 
             phone.kill()
 
     phone.on_command = unplug_during_executorch
-    records = {r["artifact"]: r for r in bench_build(build, devices=(phone.serial,), runs=2, rounds=1, threads=1)}
+    records = {
+        r["artifact"]: r
+        for r in bench_build(build, devices=(phone.serial,), runs=2, rounds=1, threads=1, policy=ROUNDS_ONLY)
+    }
     assert records["android/tinynet-student-fp32.tflite"]["status"] == "ok"
     failed = records["android/tinynet-student-fp32.pte"]
     assert failed["status"] == "failed" and "median_ms" not in failed and failed["reason"]
@@ -166,7 +176,9 @@ def test_device_killed_mid_run_gives_failed_records_and_keeps_the_others(phone, 
 
 def test_native_runner_missing_is_a_failed_record_naming_the_flag(phone, exported, tmp_path) -> None:
     build = _fresh_copy(exported, tmp_path)
-    records = bench_build(build, devices=(phone.serial,), runs=2, rounds=1, options=DeviceOptions(runner="native"))
+    records = bench_build(
+        build, devices=(phone.serial,), runs=2, rounds=1, options=DeviceOptions(runner="native"), policy=ROUNDS_ONLY
+    )
     assert {r["status"] for r in records} == {"failed"}
     reasons = " ".join(r["reason"] for r in records)
     assert "--et-runner" in reasons and "--tflite-runner" in reasons
@@ -185,7 +197,7 @@ def test_two_phones_in_parallel_never_mix_and_core_mask_is_applied(adb_server, e
         build = _fresh_copy(exported, tmp_path)
         options = DeviceOptions(core_mask="1")
         records = bench_build(build, devices=tuple(p.serial for p in phones), runs=2, rounds=1, threads=1,
-                              options=options)  # fmt: skip
+                              options=options, policy=ROUNDS_ONLY)  # fmt: skip
         assert len(records) == 8 and all(r["status"] == "ok" for r in records), [r.get("reason") for r in records]
         for phone, name in zip(phones, "AB", strict=True):
             mine = [r for r in records if r["device"] == phone.serial]
@@ -201,7 +213,7 @@ def test_two_phones_in_parallel_never_mix_and_core_mask_is_applied(adb_server, e
 def test_device_gone_mid_run_is_named_as_such(phone, exported, tmp_path) -> None:
     build = _fresh_copy(exported, tmp_path)
     phone.on_command = lambda command: phone.kill() if "device_bench.runner" in command and ".pte" in command else None
-    records = bench_build(build, devices=(phone.serial,), runs=2, rounds=1, threads=1)
+    records = bench_build(build, devices=(phone.serial,), runs=2, rounds=1, threads=1, policy=ROUNDS_ONLY)
     failed = [r for r in records if r["status"] == "failed"]
     assert failed and all("went away" in r["reason"] or "not reachable" in r["reason"] for r in failed), failed
     assert not any("no result line" in r["reason"] for r in failed)
@@ -209,12 +221,14 @@ def test_device_gone_mid_run_is_named_as_such(phone, exported, tmp_path) -> None
 
 def test_truncated_cached_artifact_on_the_device_is_replaced_not_trusted(phone, exported, tmp_path) -> None:
     build = _fresh_copy(exported, tmp_path)
-    first = bench_build(build, devices=(phone.serial,), runs=2, rounds=1, threads=1)
+    first = bench_build(build, devices=(phone.serial,), runs=2, rounds=1, threads=1, policy=ROUNDS_ONLY)
     assert all(r["status"] == "ok" for r in first)
     cached = next(p for p in phone.device_path("/data/local/tmp/mobilelwt").iterdir() if p.name.endswith(".pte"))
     size = cached.stat().st_size
     cached.write_bytes(cached.read_bytes()[: size // 2])  # a copy cut short (full storage, pulled cable)
-    again = bench_build(build, devices=(phone.serial,), runs=3, rounds=1, threads=1)  # other settings: re-measure
+    again = bench_build(
+        build, devices=(phone.serial,), runs=3, rounds=1, threads=1, policy=ROUNDS_ONLY
+    )  # other settings: re-measure
     assert all(r["status"] == "ok" for r in again), [r.get("reason") for r in again]
     assert cached.stat().st_size == size
 
@@ -244,7 +258,7 @@ def test_runner_crash_carries_its_stderr(phone, exported, tmp_path) -> None:
     )
     fake.chmod(0o755)
     records = bench_build(build, devices=(phone.serial,), runs=2, rounds=1, threads=1,
-                         options=DeviceOptions(python=str(fake)))  # fmt: skip
+                         options=DeviceOptions(python=str(fake)), policy=ROUNDS_ONLY)  # fmt: skip
     assert {r["status"] for r in records} == {"failed"}
     assert all("crashed" in r["reason"] and "exit 139" in r["reason"] and "SIGSEGV" in r["reason"] for r in records)
 
@@ -252,7 +266,7 @@ def test_runner_crash_carries_its_stderr(phone, exported, tmp_path) -> None:
 def test_unknown_thermal_state_is_null_not_zero(phone, exported, tmp_path) -> None:
     build = _fresh_copy(exported, tmp_path)
     phone.thermal_status = None  # the device's dumpsys prints no number
-    records = bench_build(build, devices=(phone.serial,), runs=2, rounds=1, threads=1)
+    records = bench_build(build, devices=(phone.serial,), runs=2, rounds=1, threads=1, policy=ROUNDS_ONLY)
     assert all(r["status"] == "ok" and r["thermal"]["max_status"] is None for r in records)
     assert all(r["thermal"]["max_battery_c"] == 30.0 for r in records)
 
@@ -273,7 +287,9 @@ def test_phones_on_two_adb_servers_are_benched_apart_and_a_lost_server_fails_onl
             subprocess.run([ADB, *server_args, "-s", phone.serial, "wait-for-device"], timeout=60, check=True)
             phones[name] = phone
         build = _fresh_copy(exported, tmp_path)
-        records = bench_build(build, devices=("all",), adb_servers=("local", remote), runs=2, rounds=1, threads=1)
+        records = bench_build(
+            build, devices=("all",), adb_servers=("local", remote), runs=2, rounds=1, threads=1, policy=ROUNDS_ONLY
+        )
         remote_id = f"{remote}/{phones['remote'].serial}"
         by_device = {d: [r for r in records if r["device"] == d] for d in (phones["local"].serial, remote_id)}
         assert all(len(rs) == 4 and all(r["status"] == "ok" for r in rs) for rs in by_device.values()), records
@@ -284,14 +300,18 @@ def test_phones_on_two_adb_servers_are_benched_apart_and_a_lost_server_fails_onl
 
         # the remote server goes away: its phone's work fails, the local phone's records stand
         subprocess.run([ADB, "-P", str(port), "kill-server"], capture_output=True, timeout=60)
-        again = bench_build(build, devices=("all",), adb_servers=("local", remote), runs=2, rounds=1, threads=1)
+        again = bench_build(
+            build, devices=("all",), adb_servers=("local", remote), runs=2, rounds=1, threads=1, policy=ROUNDS_ONLY
+        )
         lost = [r for r in again if r["device"] == remote]
         assert len(lost) == 4 and all(r["status"] == "failed" and "not reachable" in r["reason"] for r in lost)
         assert all(r["status"] == "ok" for r in again if r["device"] == phones["local"].serial)
         stored = read_records(build / "bench.jsonl")
         assert sum(r["device"] == remote_id and r["status"] == "ok" for r in stored) == 4  # measured before: kept
         with pytest.raises(DeviceError, match="is not HOST:PORT"):
-            bench_build(build, devices=("all",), adb_servers=("nonsense",), runs=2, rounds=1, threads=1)
+            bench_build(
+                build, devices=("all",), adb_servers=("nonsense",), runs=2, rounds=1, threads=1, policy=ROUNDS_ONLY
+            )
     finally:
         subprocess.run([ADB, "-P", str(port), "kill-server"], capture_output=True, timeout=60)
         for phone in phones.values():
@@ -350,7 +370,9 @@ def test_operator_profile_on_the_phone_python_runner(phone, exported, tmp_path) 
 
     build = _fresh_copy(exported, tmp_path)
     options = DeviceOptions(profile_runs=5)
-    records = bench_build(build, devices=(phone.serial,), runs=2, rounds=1, warmup=1, threads=1, options=options)
+    records = bench_build(
+        build, devices=(phone.serial,), runs=2, rounds=1, warmup=1, threads=1, options=options, policy=ROUNDS_ONLY
+    )
     by_artifact = {r["artifact"]: r for r in records}
     assert all(r["status"] == "ok" for r in records), [r.get("reason") for r in records]
     litert = by_artifact["android/tinynet-student-fp32.tflite"]["op_profile"]  # LiteRT's profiler on the phone
@@ -368,7 +390,7 @@ def test_operator_profile_on_the_phone_python_runner(phone, exported, tmp_path) 
 
     calls = len(phone.commands)
     assert len(bench_build(build, devices=(phone.serial,), runs=2, rounds=1, warmup=1, threads=1,
-                           options=options)) == 4  # fmt: skip
+                           options=options, policy=ROUNDS_ONLY)) == 4  # fmt: skip
     assert len(phone.commands) == calls  # profiled records are reused when a profile is asked again
 
 
@@ -390,7 +412,7 @@ def test_native_executorch_runner_on_the_phone_times_profiles_and_watches_memory
     ptes = {a["path"] for a in BuildDir(build).artifacts()["artifacts"] if a["path"].endswith(".pte")}
     options = DeviceOptions(runner="native", et_runner=native_runner, profile_runs=5)
     records = bench_build(build, devices=(phone.serial,), runs=6, rounds=2, warmup=2, threads=1, options=options,
-                          paths=ptes)  # fmt: skip
+                          paths=ptes, policy=ROUNDS_ONLY)  # fmt: skip
     assert len(records) == 2 and all(r["status"] == "ok" for r in records), [r.get("reason") for r in records]
     for r in records:
         assert r["runner"] == "executor_runner" and r["runs"] == 6  # 3 per round, the warm-up runs dropped
@@ -430,7 +452,9 @@ def test_a_runner_without_the_event_tracer_keeps_its_latency_and_says_why_there_
     untraced.chmod(0o755)
     ptes = {a["path"] for a in BuildDir(build).artifacts()["artifacts"] if a["path"].endswith(".pte")}
     options = DeviceOptions(runner="native", et_runner=untraced, profile_runs=3)
-    records = bench_build(build, devices=(phone.serial,), runs=2, rounds=1, threads=1, options=options, paths=ptes)
+    records = bench_build(
+        build, devices=(phone.serial,), runs=2, rounds=1, threads=1, options=options, paths=ptes, policy=ROUNDS_ONLY
+    )
     assert all(r["status"] == "ok" and r["median_ms"] > 0 for r in records)
     for r in records:
         assert "unknown command line flag" in r["op_profile"]["error"] and "event tracer" in r["op_profile"]["error"]

@@ -100,7 +100,7 @@ def bench_command(
     records = bench_build(build_dir, devices=devices, runs=runs, warmup=warmup, threads=threads, rounds=rounds,
                           options=options, adb=adb, adb_servers=tuple(adb_server or ()), policy=policy)  # fmt: skip
     table = Table(title=f"{build_dir}: latency (ms)")
-    for column in ("artifact", "device", "median", "p10", "p90", "CV", "runs", "status"):
+    for column in ("artifact", "device", "median", "p10", "p90", "CV", "runs", "speedup (95% CI)", "status"):
         table.add_column(column, justify="left" if column in ("artifact", "device", "status") else "right")
     for r in records:
         ok = r.get("status") == "ok"
@@ -112,6 +112,7 @@ def bench_command(
             f"{r['p90_ms']:.2f}" if ok else "n/a",
             f"{r['cv']:.3f}" if ok else "n/a",
             str(r.get("runs", "")),
+            _speedup_cell(r) if ok else "",
             r.get("status", "") if ok else f"{r.get('status')}: {r.get('reason', '')}",
         )
     console.print(table)
@@ -140,6 +141,18 @@ def bench_command(
     failed = failed_records(records)
     if failed:
         raise BenchFailedError(failed, len(records))
+
+
+def _speedup_cell(record: dict) -> str:
+    """'1.20× (1.16–1.25) cold' for a student, with a mark when the timing was loaded or capped."""
+    if "speedup" not in record:
+        return ""
+    low, high = record["speedup_ci95"]
+    timing = record.get("timing") or {}
+    marks = ("" if timing.get("converged", True) else " capped") + (
+        " under load" if (timing.get("load") or {}).get("quiet") is False else ""
+    )
+    return f"{record['speedup']:.2f}× ({low:.2f}–{high:.2f}) {record.get('cache', '')}{marks}"
 
 
 def _print_profiles(profiles: dict) -> None:
