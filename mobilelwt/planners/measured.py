@@ -342,23 +342,6 @@ def _measure_round(
     }
 
 
-@dataclass
-class _Bracket:
-    """Goals (predicted speedups under one estimate of the rest) known to miss and to overshoot the target."""
-
-    below: float = 1.0
-    above: float = math.inf
-
-    def holds(self, goal: float) -> bool:
-        return self.below < goal < self.above
-
-    def middle(self) -> float:
-        return math.sqrt(self.below * min(self.above, 4 * self.below))
-
-    def closed(self) -> bool:
-        return self.above < math.inf and self.above / self.below < 1.02
-
-
 def _search(
     allocator: _Allocator,
     probe: LatencyProbe,
@@ -369,73 +352,96 @@ def _search(
 ) -> tuple[tuple[Plan, dict[str, Any]] | None, list[dict[str, Any]]]:
     """Allocate, time the whole student, correct the estimate of the rest, and allocate again, until a plan's
     interval meets the target: holds it or lies above it, but not above the target's band. An overshoot is cut
-    back (less compression, more accuracy); after a plan that meets the target with room to spare, one cheaper
-    plan is tried. Returns the most accurate plan that met it (else the nearest overshoot, marked as such) and
-    the rounds.
+    back (less compression, more accuracy); after a plan that meets the target with room to spare, cheaper plans
+    are tried. Returns the most accurate plan that met it (else the nearest overshoot, marked as such) and the
+    rounds.
 
     Each measurement says what the rest really is: a student predicted from layer times L_t (teacher) and L_s
     (student) that measures M = (L_t + R) / (L_s + R) has R = (L_t - M L_s) / (M - 1). Ratios only: the scale of
-    the table and of whole-network runs may differ."""
+    the table and of whole-network runs may differ. Once plans on both sides of the target are known, the rest is
+    frozen and the goal bisected between them: under one rest, a higher goal never gives a cheaper plan, so the
+    plans that border the target are found without timing any plan twice."""
     speedup, replaceable_ms = allocator.speedup, allocator.replaceable_ms
     width = rel_width_of(probe)
     aim = speedup * (1 + width / 2)  # the median a little above the target: its interval then holds the target
-    goal, rounds, measured_any, bracket = aim, [], False, _Bracket()
+    goal, rounds, frozen = aim, [], False
     best: tuple[float, Plan, dict] | None = None
     nearest_over: tuple[float, Plan, dict] | None = None
-    seen: dict[str, dict[str, Any]] = {}  # a plan already timed is not timed again (the grid is discrete)
-    for _ in range(4 * max_rounds):
-        if len(seen) >= max_rounds:
-            break
+    seen: dict[str, tuple[Plan, dict[str, Any]]] = {}  # a plan already timed is not timed again (the grid is discrete)
+    goal_below, goal_above = 1.0, math.inf  # goals known, under the current rest, to give too slow / too fast plans
+
+    def predicted(plan: Plan) -> float:
+        return (replaceable_ms + rest) / (allocator.student_layers_ms(plan) + rest)
+
+    def faster_than_needed(record: dict[str, Any]) -> bool:
+        low = (record["confirmation"] or record)["speedup_ci95"][0]
+        return record["verdict"] == OVERSHOOTS or (record["verdict"] == MEETS and low >= aim)
+
+    for _ in range(6 * max_rounds):
+        changed = False
         found = allocator.plan_for(goal, rest)
-        if found is None and not measured_any:
+        if found is None and not seen:
             # the table alone says no; a measurement of the fastest allocation says how far off that is
             found = allocator.plan_for(1.0 + 1e-9, rest, fastest=True)
         elif found is None:
             rounds.append({"goal": goal, "rest_ms": rest, "feasible": False})
-            bracket.above = min(bracket.above, goal)
-            goal = bracket.middle()
+            goal_above = min(goal_above, goal)
+            goal = math.sqrt(goal_below * goal_above)
             continue
-        measured_any = True
-        plan, predicted = found
+        plan, predicted_now = found
         key = digest({name: [c.module, c.params] for name, c in plan.layers.items()})
         repeated = key in seen
         if not repeated:
-            seen[key] = _measure_round(allocator, probe, plan, predicted, goal=goal, rest_ms=rest)
-            rounds.append(seen[key])
-        record = seen[key]
+            if len(seen) >= max_rounds:
+                break
+            record = _measure_round(allocator, probe, plan, predicted_now, goal=goal, rest_ms=rest)
+            seen[key] = (plan, record)
+            rounds.append(record)
+        record = seen[key][1]
         verdict, ratio = record["verdict"], (record["confirmation"] or record)["speedup"]
         on_progress(ProgressEvent("latency plan", len(seen), max_rounds, {"measured": ratio, "verdict": verdict}))
-        student_layers = allocator.student_layers_ms(plan)
-        changed = False
-        if ratio > 1.0 + 1e-6 and not repeated:
-            corrected = max((replaceable_ms - ratio * student_layers) / (ratio - 1.0), -0.5 * student_layers)
-            changed = abs(corrected - rest) > 0.02 * (replaceable_ms + rest)
-            rest = corrected
-        if changed:  # goals are predictions under one estimate of the rest: brackets from another do not apply
-            bracket = _Bracket()
-        low = (record["confirmation"] or record)["speedup_ci95"][0]
-        if verdict == MEETS:
-            if best is None or record["proxy_cost"] < best[0]:
+        if not repeated:
+            if verdict == MEETS and (best is None or record["proxy_cost"] < best[0]):
                 best = (record["proxy_cost"], plan, record)
-            if low < aim:
+            elif verdict == OVERSHOOTS and (nearest_over is None or ratio < nearest_over[2]["speedup"]):
+                nearest_over = (record["proxy_cost"], plan, record)
+            if verdict == MEETS and not faster_than_needed(record):
                 break  # the interval reaches down to the target: a cheaper plan would miss
-        elif verdict == OVERSHOOTS and (nearest_over is None or ratio < nearest_over[2]["speedup"]):
-            nearest_over = (record["proxy_cost"], plan, record)
-        if not changed:
+            if not frozen and ratio > 1.0 + 1e-6:
+                student_layers = allocator.student_layers_ms(plan)
+                corrected = (replaceable_ms - ratio * student_layers) / (ratio - 1.0)
+                # a rest below minus half the student's layers is no overhead the table missed: the layers
+                # themselves run faster in the network than alone, and no one rest explains every plan; then the
+                # goal is scaled by the measurement instead
+                changed = corrected >= -0.5 * student_layers and abs(corrected - rest) > 0.02 * (replaceable_ms + rest)
+                if changed:
+                    goal_below, goal_above = 1.0, math.inf  # goals under another rest say nothing under this one
+                    rest = corrected
+        measured = [r for _, r in seen.values()]
+        if not frozen and any(r["verdict"] == MISSES for r in measured) and any(map(faster_than_needed, measured)):
+            frozen, goal_below, goal_above = True, 1.0, math.inf  # from now on one rest: bisect between the plans
+        elif not changed:  # this goal's plan misses, or is faster than needed: so is every goal beyond it
             if verdict == MISSES:
-                bracket.below = max(bracket.below, goal)
+                goal_below = max(goal_below, goal)
             else:
-                bracket.above = min(bracket.above, goal)
-        if bracket.closed():
-            break
-        # the next goal: with a corrected rest, the table itself now predicts this plan right, so aim at the
-        # target again; otherwise scale the goal by what the measurement missed or overshot it by
-        step = aim if changed else goal * aim / ratio
-        goal = step if bracket.holds(step) else bracket.middle()
-    if best is None and nearest_over is None and measured_any:
+                goal_above = min(goal_above, goal)
+        below, above = goal_below, goal_above
+        if frozen:  # under the frozen rest the plans timed bound the goals too: their predictions are comparable
+            below = max([below] + [predicted(p) for p, r in seen.values() if r["verdict"] == MISSES])
+            above = min([above] + [predicted(p) for p, r in seen.values() if faster_than_needed(r)])
+        if above <= below * 1.002:
+            break  # no plan lies between the fastest that misses and the slowest that is too fast
+        if frozen or repeated:
+            step = math.sqrt(below * above) if above < math.inf else max(goal, below) * 1.1
+        elif changed:  # the corrected rest makes the table predict this plan right: aim at the target again
+            step = aim
+        else:  # scale the goal by what the measurement missed or overshot it by
+            step = goal * aim / ratio
+        goal = step if below < step < above else math.sqrt(below * min(above, 4 * below))
+    if best is None and nearest_over is None and seen:
         # the search never met it: the fastest allocation is the last word (it may still, by a little)
-        plan, predicted = allocator.plan_for(1.0 + 1e-9, rest, fastest=True)
-        record = _measure_round(allocator, probe, plan, predicted, goal=math.inf, rest_ms=rest, fastest=True)
+        plan, predicted_now = allocator.plan_for(1.0 + 1e-9, rest, fastest=True)
+        record = _measure_round(allocator, probe, plan, predicted_now, goal=math.inf, rest_ms=rest, fastest=True)
         rounds.append(record)
         if record["verdict"] == MEETS:
             best = (record["proxy_cost"], plan, record)
