@@ -27,6 +27,8 @@ MANIFEST = "manifest.json"
 LAYERWISE = "layerwise"
 LATENCY_CACHE = "latency-cache.json"  # written by older builds
 LATENCY_TABLE = "latency-table.json"
+FRONTIER = "frontier.json"  # a --max-drop search's points and choice
+FRONTIER_DIR = "frontier"  # its points, one compress build each (keyed; kept while their inputs hold)
 ARTIFACTS = "artifacts.json"
 BENCH = "bench.jsonl"
 LAYER_LATENCY = "layer-latency.json"
@@ -98,7 +100,7 @@ class BuildDir:
             found = [p / TEACHER_DIR]
         elif stage == "compress":
             found = [p / MANIFEST, p / METRICS, p / STUDENT, p / PLAN, p / LAYERWISE, p / LATENCY_CACHE,
-                     p / LATENCY_TABLE]  # fmt: skip
+                     p / LATENCY_TABLE, p / FRONTIER]  # fmt: skip
         elif stage == "export":
             found = [p / ARTIFACTS, *(p / d for d in TARGET_DIRS)]
         elif stage == "bench":

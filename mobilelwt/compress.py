@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from mobilelwt.builddir import (
     STUDENT,
     BuildDir,
 )
-from mobilelwt.checks import check_writable_dir, interval_width, one_of, positive, ratio, whole
+from mobilelwt.checks import check_writable_dir, interval_width, non_negative, one_of, positive, ratio, whole
 from mobilelwt.data import DataBundle, iterate_normalized, load_labelled
 from mobilelwt.devices import resolve_device
 from mobilelwt.distill import DistillConfig, distill
@@ -102,10 +102,13 @@ class LatencyTarget:
 @dataclass
 class CompressConfig:
     """``speedup`` is a *measured* speedup on ``latency`` (planners latency, latency-uniform); ``mac_speedup`` a
-    MAC reduction (planners uniform, sensitivity). Neither given: a measured 4×."""
+    MAC reduction (planners uniform, sensitivity). Neither given: a measured 4×. ``max_drop``: search the frontier
+    (:mod:`mobilelwt.frontier`) for the fastest student within this many top-1 points of the teacher; a target
+    given with it is then a floor ("at least X"), and none means no floor."""
 
     speedup: float | None = None
     mac_speedup: float | None = None
+    max_drop: float | None = None
     planner: str | None = None
     conv_module: str = "lowrank_spatial"
     linear_module: str = "factorized_linear"
@@ -137,12 +140,14 @@ class CompressConfig:
                 f"Pass --mac-speedup {self.speedup:g} for a MAC target, or drop --planner (the latency planner "
                 "meets --speedup as measured).",
             )
+        non_negative(self.max_drop, "--max-drop", high=100.0, optional=True)
+        default = None if self.max_drop is not None else 4.0  # a frontier search without a floor starts low
         if planner.measured:
-            self.speedup = 4.0 if self.speedup is None else self.speedup
-            ratio(self.speedup, "--speedup")
+            self.speedup = default if self.speedup is None else self.speedup
+            ratio(self.speedup, "--speedup", optional=self.max_drop is not None)
         else:
-            self.mac_speedup = 4.0 if self.mac_speedup is None else self.mac_speedup
-            ratio(self.mac_speedup, "--mac-speedup")
+            self.mac_speedup = default if self.mac_speedup is None else self.mac_speedup
+            ratio(self.mac_speedup, "--mac-speedup", optional=self.max_drop is not None)
         if self.conv_module not in CONV_KINDS:
             raise ConfigError(f"Unknown --conv-module {self.conv_module!r}.", f"Use one of: {', '.join(CONV_KINDS)}.")
         if self.linear_module not in LINEAR_KINDS:
@@ -155,9 +160,15 @@ class CompressConfig:
         return PLANNERS.get(self.planner).measured
 
     @property
-    def target(self) -> float:
-        """The number the plan must meet: the measured speedup, or the MAC reduction."""
+    def target(self) -> float | None:
+        """The number the plan must meet: the measured speedup, or the MAC reduction (None: a frontier search
+        without a floor)."""
         return self.speedup if self.measured else self.mac_speedup
+
+    def aiming_at(self, target: float) -> CompressConfig:
+        """This configuration planned for ``target`` (same kind of speedup), without a frontier search."""
+        kind = "speedup" if self.measured else "mac_speedup"
+        return replace(self, max_drop=None, **{kind: float(target)})
 
 
 @dataclass
@@ -167,6 +178,7 @@ class CompressResult:
     metrics: dict[str, Any]
     student: nn.Module | None  # None on ranks other than 0 when a finished build was reused
     teacher: Teacher
+    frontier: dict[str, Any] | None = None  # a --max-drop search: every point tried, and which was chosen
 
 
 def _accuracy(model: nn.Module, data: DataBundle) -> dict[str, float]:
@@ -239,7 +251,7 @@ def compress_inputs(
 
 
 @dataclass
-class _Session:
+class CompressSession:
     """One compress call, opened: its inputs checked and loaded, what every stage reads."""
 
     model: str
@@ -252,6 +264,14 @@ class _Session:
     settings: dict[str, Any]
     device: torch.device
     started: float
+    _teacher_accuracy: dict[str, float] | None = None
+
+    def teacher_accuracy(self) -> dict[str, float]:
+        """The teacher's accuracy on the validation split (evaluated once per session)."""
+        if self._teacher_accuracy is None:
+            self._teacher_accuracy = _accuracy(self.teacher.model.to(self.device), self.bundle)
+            self.teacher.model.cpu()
+        return self._teacher_accuracy
 
 
 @dataclass
@@ -292,20 +312,30 @@ def compress(
     rank 0 alone checks and writes the directory and plans; ``run.workers`` DataLoader processes per rank decode a
     set that is not held in memory. ``student`` is None on the other ranks of a build that was already finished.
     """
-    session = _open(model, Path(out), weights, run or RunSettings(), config or CompressConfig(), plan)
+    session = open_session(model, Path(out), weights, run or RunSettings(), config or CompressConfig(), plan)
+    return compress_opened(session, plan, latency_probe, on_progress)
+
+
+def compress_opened(
+    session: CompressSession,
+    replayed: Plan | None = None,
+    latency_probe: LatencyProbeFactory | None = None,
+    on_progress: ProgressCallback = ignore_progress,
+) -> CompressResult:
+    """:func:`compress` on an opened session (the frontier search opens the teacher and data once for all its
+    points)."""
     build_dir = BuildDir(session.out)
-    state = on_main(lambda: _prepare(build_dir, session.inputs, replaying=plan is not None),
+    state = on_main(lambda: _prepare(build_dir, session.inputs, replaying=replayed is not None),
                     "checking the build directory")  # fmt: skip
     if "reused" in state:
         reused_plan = Plan.from_dict(state["plan"])
         student = load_student_model(session.out, reused_plan) if world().is_main else None
         return CompressResult(session.out, reused_plan, state["reused"], student, session.teacher)
     on_progress(ProgressEvent("stages", 0, 5, {"stage": "evaluate teacher"}))
-    teacher_accuracy = _accuracy(session.teacher.model.to(session.device), session.bundle)
-    session.teacher.model.cpu()
+    teacher_accuracy = session.teacher_accuracy()
     on_progress(ProgressEvent("stages", 1, 5, {"stage": "plan"}))
     t0 = time.perf_counter()
-    plan = _plan_stage(session, plan, state["keep"], latency_probe, on_progress)
+    plan = _plan_stage(session, replayed, state["keep"], latency_probe, on_progress)
     plan_seconds = time.perf_counter() - t0
     trained = _train_stages(session, plan, on_progress)
     trained.accuracy["teacher"] = teacher_accuracy
@@ -317,7 +347,35 @@ def compress(
     return CompressResult(session.out, plan, metrics, trained.student, session.teacher)
 
 
-def _open(model: str, out: Path, weights: str, run: RunSettings, config: CompressConfig, plan: Plan | None) -> _Session:
+def plan_opened(
+    session: CompressSession,
+    latency_probe: LatencyProbeFactory | None = None,
+    on_progress: ProgressCallback = ignore_progress,
+) -> Plan:
+    """The plan :func:`compress_opened` would train, made (or kept) without training: plan.json is written and
+    kept for the compress run that follows while its inputs hold."""
+    build_dir = BuildDir(session.out)
+    state = on_main(lambda: _prepare(build_dir, session.inputs, replaying=False), "checking the build directory")
+    if "reused" in state:
+        return Plan.from_dict(state["plan"])
+    return _plan_stage(session, None, state["keep"], latency_probe, on_progress)
+
+
+def finished_metrics(session: CompressSession) -> dict[str, Any] | None:
+    """The metrics of a finished compress build in ``session.out`` made from exactly this session's inputs."""
+    return _finished(BuildDir(session.out), session.inputs["key"])
+
+
+def session_for(session: CompressSession, out: Path, config: CompressConfig) -> CompressSession:
+    """The same teacher and data, another directory and configuration (one point of a search)."""
+    inputs = compress_inputs(session.model, session.teacher, session.bundle, config, None)
+    settings = _settings(session.model, str(session.weights), session.bundle, config)
+    return replace(session, out=Path(out), config=config, inputs=inputs, settings=settings, started=time.perf_counter())
+
+
+def open_session(
+    model: str, out: Path, weights: str, run: RunSettings, config: CompressConfig, plan: Plan | None = None
+) -> CompressSession:
     """Check every option that can be checked before work, join the ranks, load the data and build the teacher."""
     out = check_writable_dir(out)
     model = check_model_options(model, run)
@@ -334,7 +392,7 @@ def _open(model: str, out: Path, weights: str, run: RunSettings, config: Compres
     )
     if plan is not None:
         _check_replayable(plan, model, bundle.num_classes, bundle.input_size)
-    return _Session(
+    return CompressSession(
         model=model,
         out=out,
         weights=weights,
@@ -349,7 +407,7 @@ def _open(model: str, out: Path, weights: str, run: RunSettings, config: Compres
 
 
 def _plan_stage(
-    session: _Session,
+    session: CompressSession,
     replayed: Plan | None,
     keep: list[str],
     latency_probe: LatencyProbeFactory | None,
@@ -372,7 +430,7 @@ def _plan_stage(
     return Plan.from_dict(on_main(planned, "planning"))
 
 
-def _train_stages(session: _Session, plan: Plan, on_progress: ProgressCallback) -> _Trained:
+def _train_stages(session: CompressSession, plan: Plan, on_progress: ProgressCallback) -> _Trained:
     """Closed-form init, layer-wise training, distillation fine-tune; the student's accuracy after each."""
     config, bundle, device = session.config, session.bundle, session.device
     teacher = session.teacher.model
@@ -401,7 +459,7 @@ def _train_stages(session: _Session, plan: Plan, on_progress: ProgressCallback) 
     return _Trained(student, accuracy, layers, history, seconds)
 
 
-def _metrics(session: _Session, plan: Plan, trained: _Trained) -> dict[str, Any]:
+def _metrics(session: CompressSession, plan: Plan, trained: _Trained) -> dict[str, Any]:
     """``metrics.json``: accuracy after every stage, MACs, the plan's target, per-layer records, facts of the run."""
     bundle, config, accuracy = session.bundle, session.config, trained.accuracy
     student_macs = count_macs(trained.student, bundle.input_size)
@@ -484,7 +542,7 @@ def _throughput(layer_records: dict[str, dict[str, Any]], history: list[dict[str
     return {"layerwise_images_per_s": layerwise, "finetune": throughput(history)}
 
 
-def _save(session: _Session, student: nn.Module, metrics: dict[str, Any], plan: Plan) -> None:
+def _save(session: CompressSession, student: nn.Module, metrics: dict[str, Any], plan: Plan) -> None:
     """Rank 0: the student, its metrics, and last the manifest (whose presence marks the stage finished)."""
     out, config, bundle, weights = session.out, session.config, session.bundle, session.weights
     with atomic_path(out / STUDENT) as tmp:

@@ -35,3 +35,12 @@ class CheckpointError(MobileLWTError):
 
 class ConfigError(MobileLWTError):
     """Options that contradict each other or the model (input size, class count, ...)."""
+
+
+class OutOfReachError(ConfigError):
+    """A target no plan of this model can meet on this target (the search for a frontier stops there);
+    ``reachable``: the most that was measured (or computed) to be within reach."""
+
+    def __init__(self, problem: str, fix: str = "", *, reachable: float | None = None) -> None:
+        super().__init__(problem, fix)
+        self.reachable = reachable

@@ -76,6 +76,7 @@ ALONE = [
     "mobilelwt.builddir",
     "mobilelwt.loading",
     "mobilelwt.compress",
+    "mobilelwt.frontier",
     "targets.executorch",
     "device_bench.bench",
 ]

@@ -22,6 +22,7 @@ from mobilelwt.devices import resolve_device
 from mobilelwt.distributed import init_distributed, on_main, world
 from mobilelwt.errors import ConfigError
 from mobilelwt.evaluation import paired_drop
+from mobilelwt.frontier import search_frontier
 from mobilelwt.hashing import digest, sha256_file
 from mobilelwt.io import jsonable, write_json
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
@@ -44,7 +45,6 @@ class BuildConfig:
     bench_threads: int = 2
     bench_rounds: int = 10
     budget_ms: float | None = None
-    max_drop: float | None = None
 
 
 def teacher_for_build(
@@ -120,8 +120,6 @@ def check_build_options(model: str, out: Path, config: BuildConfig, run: RunSett
     whole(config.bench_rounds, "--bench-rounds", low=1)
     if config.budget_ms is not None:
         finite(config.budget_ms, "--budget-ms", low=0, strict=True)
-    if config.max_drop is not None:
-        finite(config.max_drop, "--max-drop")
     check_writable_dir(out)
     return model
 
@@ -161,8 +159,10 @@ def build(
 
     on_progress(ProgressEvent("build", 1, 4, {"stage": "compress"}))
     t0 = time.perf_counter()
-    result = compress(model, out=out, weights=weights, run=run, config=config.compress,
-                      latency_probe=latency_probe, on_progress=on_progress)  # fmt: skip
+    # --max-drop: the fastest student within the budget, found on the frontier; else one compress at --speedup
+    make_student = search_frontier if config.compress.max_drop is not None else compress
+    result = make_student(model, out=out, weights=weights, run=run, config=config.compress,
+                          latency_probe=latency_probe, on_progress=on_progress)  # fmt: skip
     seconds["compress"] = time.perf_counter() - t0
     if not world().is_main:
         return None  # the student is saved: exporting, timing and reporting are rank 0's
@@ -187,7 +187,7 @@ def build(
     bench_records = [r for r in BuildDir(out).bench_records() if r["artifact"] in paths and r["device"] == "host"]
     on_progress(ProgressEvent("build", 4, 4, {"stage": "report"}))
 
-    report = make_report([out], budget_ms=config.budget_ms, max_drop=config.max_drop)
+    report = make_report([out], budget_ms=config.budget_ms, max_drop=config.compress.max_drop)
     seconds["total"] = time.perf_counter() - started
     summary = {
         "format": "mobilelwt.build/1",
@@ -196,6 +196,7 @@ def build(
         "target": config.target,
         "teacher": teacher_info,
         **_compress_facts(result.metrics),
+        "frontier": _frontier_facts(result.frontier),
         "accuracy": accuracy_record(artifacts, result.metrics),
         "latency": _speedups([r for r in bench_records if r.get("status") == "ok"]),
         **_artifact_facts(artifacts),
@@ -206,6 +207,14 @@ def build(
     }
     write_json(out / SUMMARY, summary)
     return summary
+
+
+def _frontier_facts(frontier: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What ``build.json`` says of a --max-drop search: the budget, the point chosen and why, the points tried."""
+    if frontier is None:
+        return None
+    return {"max_drop": frontier["max_drop"], "floor": frontier["floor"], "chosen": frontier["chosen"],
+            "why": frontier["why"], "points": len(frontier["points"]), "file": "frontier.json"}  # fmt: skip
 
 
 def _compress_facts(metrics: dict[str, Any]) -> dict[str, Any]:

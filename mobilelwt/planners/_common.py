@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from mobilelwt.errors import ConfigError
+from mobilelwt.errors import ConfigError, OutOfReachError
 from mobilelwt.modules import REPLACEMENTS
 from mobilelwt.plan import Candidate, LayerChoice, Plan, allowed_kinds, replacement_macs, trace
 
@@ -140,11 +140,12 @@ class PlanningContext:
         )
         return shown + (f" and {len(kept) - limit} more" if len(kept) > limit else "")
 
-    def infeasible(self, mac_speedup: float, best: int) -> ConfigError:
+    def infeasible(self, mac_speedup: float, best: int) -> OutOfReachError:
         kept_macs = sum(x.macs for x in self.all_layers() if self.why_kept(x))
-        return ConfigError(
+        return OutOfReachError(
             f"A {mac_speedup}× MAC reduction is out of reach for {self.model_name}: even the smallest modules leave "
             f"{best / 1e6:.1f} M of {self.teacher_macs / 1e6:.1f} M MACs ({self.teacher_macs / best:.2f}×); the "
             f"layers that are never replaced cost {kept_macs / 1e6:.1f} M, most of all {self.kept_layers()}.",
             f"Ask for at most --mac-speedup {self.teacher_macs / best:.2f}.",
+            reachable=self.teacher_macs / best,
         )

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from mobilelwt.errors import ConfigError
+from mobilelwt.errors import OutOfReachError
 from mobilelwt.plan import apply_plan
 from mobilelwt.planners._common import PlanningContext
 from mobilelwt.planners.table import LatencyProbe
@@ -57,7 +57,7 @@ def nothing_to_gain(
     probe: LatencyProbe,
     rounds: list[dict[str, Any]],
     fastest: dict[str, Any] | None = None,
-) -> ConfigError:
+) -> OutOfReachError:
     """How far the model can go on this target, and which layers hold the time. ``fastest``: a timing of the
     fastest student already made (otherwise every layer at its smallest rank is timed now)."""
     shape = (1, 3, ctx.input_size, ctx.input_size)
@@ -65,7 +65,7 @@ def nothing_to_gain(
         fastest = probe.compare(ctx.model, apply_plan(ctx.model, ctx.smallest_plan(), init=False), shape,
                                 target=speedup)  # fmt: skip
     reachable = max([r["speedup_ci95"][0] for r in rounds if "speedup_ci95" in r] + [fastest["speedup_ci95"][0]])
-    return ConfigError(
+    return OutOfReachError(
         f"Nothing to gain at {speedup}×: a measured {speedup}× speedup on {probe.description} is out of reach for "
         f"{ctx.model_name}; the fastest student there is runs {fastest['speedup']:.2f}× faster than the teacher "
         f"(95% CI {fastest['speedup_ci95'][0]:.2f}–{fastest['speedup_ci95'][1]:.2f}×, teacher "
@@ -75,6 +75,7 @@ def nothing_to_gain(
         if reachable > 1.05
         else "Keep the teacher for this runtime: low-rank replacement does not make it faster (try another "
         "--conv-module or runtime, or a model whose time is in ordinary convolutions).",
+        reachable=reachable,
     )
 
 

@@ -31,6 +31,7 @@ from mobilelwt.app.cli._params import (
     INTERVAL_WIDTH,
     LATENCY_THREADS,
     NON_NEGATIVE,
+    POINTS,
     POSITIVE,
     PROBABILITY,
     RATIO,
@@ -139,6 +140,14 @@ class CompressOptions:
         typer.Option(help="Target reduction of the teacher's MACs instead (planners uniform, sensitivity)."),
         RATIO,
     ] = None
+    max_drop: Annotated[
+        float | None,
+        typer.Option(
+            help="The fastest student whose top-1 stays within this many points of the teacher's: searches the "
+            "speedup/accuracy frontier (frontier.json); with --speedup, at least that fast."
+        ),
+        POINTS,
+    ] = None
     planner: Annotated[
         str | None,
         typer.Option(
@@ -218,6 +227,7 @@ class CompressOptions:
         return CompressConfig(
             speedup=self.speedup,
             mac_speedup=self.mac_speedup,
+            max_drop=self.max_drop,
             planner=self.planner,
             latency=LatencyTarget(
                 runtime=self.latency_runtime,

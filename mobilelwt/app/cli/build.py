@@ -195,7 +195,6 @@ def build_command(
         bench=bench,
         bench_threads=bench_threads,
         budget_ms=budget_ms,
-        max_drop=max_drop,
     )
     parallel.relaunch()
     probe = compress.latency_probe(compress_config)

@@ -19,6 +19,7 @@ from mobilelwt.app.cli._options import (
     with_groups,
 )
 from mobilelwt.app.cli._params import BUILD_DIR, CHECKPOINT, DATA, INPUT_FILE, OUTPUT_DIR
+from mobilelwt.errors import ConfigError
 
 
 @handle_user_errors
@@ -45,29 +46,53 @@ def compress_command(
     """Compress a teacher into a student: plan, closed-form init, layer-wise training, distillation."""
     # lazy: imports torch (seconds); `--help` and option errors answer at once
     from mobilelwt.compress import compress as run_compress
+    from mobilelwt.frontier import search_frontier
     from mobilelwt.plan import Plan
 
     allow_model_code(trust_code, model)
     config = compress.config(timing)
+    if config.max_drop is not None and plan:
+        raise ConfigError("--plan replays one plan; --max-drop searches for one.", "Pass one of them.")
+    make_student = search_frontier if config.max_drop is not None else run_compress
     parallel.relaunch()
     probe = compress.latency_probe(config)
     with main_progress() as on_progress:
-        result = run_compress(
-            model,
-            out=out,
-            weights=weights,
-            run=run.settings(),
-            config=config,
-            plan=Plan.load(plan) if plan else None,
-            latency_probe=probe,
-            on_progress=on_progress,
-        )
+        replayed = {"plan": Plan.load(plan)} if plan else {}
+        result = make_student(model, out=out, weights=weights, run=run.settings(), config=config,
+                              latency_probe=probe, on_progress=on_progress, **replayed)  # fmt: skip
     if not is_main_process():
         return
+    if result.frontier is not None:
+        print_frontier(result.frontier)
     print_compress_summary(result.metrics)
     if "data_loader" in result.metrics:
         console.print(data_line(result.metrics))
     console.print(f"build directory: {result.out}")
+
+
+def print_frontier(frontier: dict) -> None:
+    """The points a --max-drop search tried, the one it chose, and why."""
+    teacher = frontier["teacher"]
+    table = Table(title=f"frontier: top-1 within {frontier['max_drop']:g} points of the teacher's "
+                        f"{teacher['top1']:.2f} % ({teacher['images']} validation images)")  # fmt: skip
+    for column in ("target", frontier["speedup_kind"], "95% CI", "MACs fewer", "top-1", "change", "trained", ""):
+        table.add_column(column, justify="left" if column in ("trained", "") else "right")
+    for point in frontier["points"]:
+        if "same_as" in point:
+            continue
+        ci = point.get("speedup_ci95")
+        table.add_row(
+            f"{point['target']:g}×",
+            f"{point['speedup']:.2f}×",
+            f"{ci[0]:.2f}–{ci[1]:.2f}" if ci else "",
+            f"{point['mac_speedup']:.2f}×",
+            f"{point['top1']:.2f}",
+            f"{-point['drop']:+.2f}",
+            point["trained"],
+            "chosen" if point["target"] == frontier["chosen"] else "",
+        )
+    console.print(table)
+    console.print(f"chosen: {frontier['why']} (all points: frontier.json)", highlight=False, soft_wrap=True)
 
 
 def print_compress_summary(metrics: dict) -> None:

@@ -1,0 +1,395 @@
+"""The frontier: the fastest student within an accuracy budget (``--max-drop``), and the trade-off curve.
+
+A search over a ladder of speedup targets, each point one compress build in ``DIR/frontier/x<target>``:
+
+1. **Estimate**, climbing the ladder: plan the point (measured on the latency target, by the same timing
+   protocol as every other speedup) and train it layer-wise, without the fine-tune. Its accuracy after layer-wise
+   training ranks the candidates. The climb stops where the estimate's drop is hopeless, where the planner cannot
+   go faster, or at the ladder's end.
+2. **Full training** where the budget is decided: starting at the fastest point whose estimate is within the
+   budget, fine-tune (the layer-wise stage is reused as it is: same plan, same settings), then climb while the
+   fine-tuned point stays within the budget and step down while it does not, so that the chosen point and the
+   next faster one are both fully trained.
+3. **Choose** the fastest fully trained point within the budget (and at least the ``--speedup`` floor) and
+   install it as the build's student: export, bench and report read it as any other.
+
+Everything is keyed like the compress stage: a point whose teacher, data or settings changed is redone; a point
+already finished is reused, so a second search with another budget trains nothing it already has. The ladder's
+latency table is shared by all points. ``frontier.json`` records every point tried.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from mobilelwt.builddir import FRONTIER, FRONTIER_DIR, LATENCY_TABLE, MANIFEST, METRICS, PLAN, STUDENT, BuildDir
+from mobilelwt.compress import (
+    CompressConfig,
+    CompressResult,
+    CompressSession,
+    LatencyProbeFactory,
+    compress_opened,
+    finished_metrics,
+    open_session,
+    plan_opened,
+    session_for,
+)
+from mobilelwt.distributed import on_main, world
+from mobilelwt.errors import ConfigError, OutOfReachError
+from mobilelwt.hashing import digest
+from mobilelwt.io import atomic_path, read_json, write_json
+from mobilelwt.loading import load_student_model
+from mobilelwt.plan import Plan
+from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
+from mobilelwt.settings import RunSettings
+
+FRONTIER_FORMAT = "mobilelwt.frontier/1"
+OUT_OF_REACH = "out-of-reach.json"  # a point whose target no plan meets (so a second search does not time it again)
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """The speedup targets a search climbs: ``start`` × ``step``ᵏ, at most ``points`` of them; ``max_full`` caps
+    the fully trained points."""
+
+    start: float = 2.0
+    step: float = 1.5
+    points: int = 6
+    max_full: int = 4
+
+    def targets(self, floor: float | None) -> list[float]:
+        first = floor if floor is not None else self.start
+        return [round(first * self.step**k, 2) for k in range(self.points)]
+
+
+def hopeless(estimate_drop: float, max_drop: float) -> bool:
+    """An estimate (layer-wise, before the fine-tune) so far past the budget that no fine-tune brings it back:
+    measured, the fine-tune recovers a few points, never tens."""
+    return estimate_drop > 2 * max_drop + 3.0
+
+
+def search_frontier(
+    model: str,
+    *,
+    out: Path,
+    weights: str = "none",
+    run: RunSettings | None = None,
+    config: CompressConfig,
+    latency_probe: LatencyProbeFactory | None = None,
+    ladder: Ladder | None = None,
+    on_progress: ProgressCallback = ignore_progress,
+) -> CompressResult:
+    """The fastest student within ``config.max_drop`` top-1 points of the teacher (at least ``config.target``
+    when one is given), installed as the build's student in ``out``; ``result.frontier`` holds every point.
+
+    Raises :class:`ConfigError` (after writing ``frontier.json``) when no student tried meets the budget."""
+    if config.max_drop is None:
+        raise ConfigError("A frontier search needs --max-drop.", "Pass --max-drop D (top-1 points).")
+    ladder = ladder or Ladder()
+    out = Path(out)
+    session = open_session(model, out, weights, run or RunSettings(), config)
+    if config.latency.table is None and config.measured:  # one table for every point of the ladder
+        on_main(lambda: out.mkdir(parents=True, exist_ok=True), "creating the build directory")
+        config = replace(config, latency=replace(config.latency, table=str((out / LATENCY_TABLE).resolve())))
+        session = session_for(session, out, config)
+    session.teacher_accuracy()  # once, for every point
+    search = _Search(session, ladder, latency_probe, on_progress)
+    cached = on_main(search.cached, "reading the frontier")
+    if cached is not None:
+        return search.result(cached)
+    record = search.run()
+    on_main(lambda: search.install(record), "installing the chosen student")
+    if record["chosen"] is None:
+        raise ConfigError(record["why"], record["fix"])
+    return search.result(record)
+
+
+class _Search:
+    def __init__(
+        self,
+        session: CompressSession,
+        ladder: Ladder,
+        latency_probe: LatencyProbeFactory | None,
+        on_progress: ProgressCallback,
+    ) -> None:
+        self.session, self.ladder, self.probe, self.on_progress = session, ladder, latency_probe, on_progress
+        self.config = session.config
+        self.max_drop: float = self.config.max_drop
+        self.floor = self.config.target  # None: no floor
+        self.build_dir = BuildDir(session.out)
+        base = {k: v for k, v in session.inputs.items() if k not in ("plan_key", "layerwise_key", "key")}
+        self.key = digest({**base, "ladder": ladder.__dict__})
+        self.points: dict[float, dict[str, Any]] = {}
+        self.started = time.perf_counter()
+
+    # -- the points ------------------------------------------------------------------------------------------
+    def point_session(self, target: float, *, full: bool) -> CompressSession:
+        config = self.config.aiming_at(target)
+        if not full:  # the estimate: layer-wise only; the fine-tune that follows reuses its layer-wise stage
+            config = replace(config, finetune=replace(config.finetune, epochs=0))
+        return session_for(self.session, self.session.out / FRONTIER_DIR / f"x{target:g}", config)
+
+    def estimate(self, target: float) -> dict[str, Any]:
+        """Plan the point and train it layer-wise (or read a point already trained that far)."""
+        full, quick = self.point_session(target, full=True), self.point_session(target, full=False)
+        done = on_main(lambda: finished_metrics(full), "reading a frontier point")
+        if done is None and quick.inputs["key"] != full.inputs["key"]:
+            done = on_main(lambda: finished_metrics(quick), "reading a frontier point")
+        if done is not None:
+            plan = Plan.from_dict(read_json(full.out / PLAN))
+            return self._record(target, full.out, plan, done)
+        marker = quick.out / OUT_OF_REACH
+        known = on_main(lambda: read_json(marker) if marker.is_file() else None, "reading a frontier point")
+        if known is not None and known.get("plan_key") == quick.inputs["plan_key"]:  # planned before: no need again
+            raise OutOfReachError(known["problem"], known["fix"], reachable=known["reachable"])
+        try:
+            plan = plan_opened(quick, self.probe, self.on_progress)
+        except OutOfReachError as exc:
+            facts = {"plan_key": quick.inputs["plan_key"], "problem": exc.problem, "fix": exc.fix,
+                     "reachable": exc.reachable}  # fmt: skip
+            on_main(lambda: write_json(marker, facts), "recording a frontier point")
+            raise
+        twin = self._same_plan(plan)
+        if twin is not None:  # the planner chose a plan already on the ladder: the same student
+            return {"target": target, "same_as": twin["target"], "plan_digest": _plan_digest(plan)}
+        result = compress_opened(quick, None, self.probe, self.on_progress)
+        return self._record(target, quick.out, result.plan, result.metrics)
+
+    def train_fully(self, target: float) -> dict[str, Any]:
+        result = compress_opened(self.point_session(target, full=True), None, self.probe, self.on_progress)
+        return self._record(target, result.out, result.plan, result.metrics)
+
+    def _same_plan(self, plan: Plan) -> dict[str, Any] | None:
+        found = _plan_digest(plan)
+        return next((p for p in self.points.values() if p.get("plan_digest") == found and "same_as" not in p), None)
+
+    def _record(self, target: float, out: Path, plan: Plan, metrics: dict[str, Any]) -> dict[str, Any]:
+        planned = metrics.get("plan_target") or {}
+        measured = self.config.measured
+        student, teacher = metrics["student"], metrics["teacher"]
+        full = bool(student.get("finetune_history")) or self.config.finetune.epochs == 0
+        layerwise = student.get("layerwise") or student
+        return {
+            "target": target,
+            "dir": str(out.relative_to(self.session.out)),
+            "plan_digest": _plan_digest(plan),
+            "speedup": planned.get("measured_speedup") if measured else metrics["mac_speedup"],
+            "speedup_ci95": planned.get("measured_ci95") if measured else None,
+            "speedup_kind": "measured speedup" if measured else "MAC reduction",
+            "cache": planned.get("cache"),
+            "converged": planned.get("converged"),
+            "overshoot": planned.get("overshoot"),
+            "mac_speedup": metrics["mac_speedup"],
+            "top1": student["top1"],
+            "top5": student["top5"],
+            "drop": teacher["top1"] - student["top1"],
+            "top5_drop": teacher["top5"] - student["top5"],
+            "estimate_top1": layerwise["top1"],
+            "estimate_drop": teacher["top1"] - layerwise["top1"],
+            "trained": "fine-tuned" if full else "layer-wise only",
+            "compress_key": metrics["inputs"]["key"],
+            "images": student.get("images"),
+            "modules": sorted({layer["module"] for layer in metrics["layers"].values()}),
+            "seconds": metrics["seconds"].get("total"),
+        }
+
+    # -- the search ------------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        targets = self.ladder.targets(self.floor)
+        end_reason = "the ladder's end"
+        index = 0
+        while index < len(targets):
+            target = targets[index]
+            info = {"point": f"{target:g}×", "phase": "estimate"}
+            self.on_progress(ProgressEvent("frontier", index, len(targets), info))
+            try:
+                point = self.estimate(target)
+            except OutOfReachError as exc:
+                end_reason = f"{target:g}× is out of reach"
+                if not self.points:
+                    raise
+                edge = math.floor((exc.reachable or 0.0) * 100) / 100
+                fastest = max((p.get("speedup") or 0.0 for p in self.points.values()), default=0.0)
+                if edge > 1.02 * fastest and edge < target and edge not in self.points:
+                    targets = [*targets[:index], edge]  # the last point: the most the planner can reach
+                    continue
+                break
+            self.points[target] = point
+            index += 1
+            if "same_as" in point:
+                continue
+            if hopeless(point["estimate_drop"], self.max_drop):
+                end_reason = f"the estimate at {target:g}× lost {point['estimate_drop']:.1f} points"
+                break
+        self._train_bracket()
+        return self._frontier_record(end_reason)
+
+    def _ordered(self) -> list[dict[str, Any]]:
+        real = [p for p in self.points.values() if "same_as" not in p]
+        return sorted(real, key=lambda p: (p["speedup"], p["target"]))
+
+    def _within(self, point: dict[str, Any]) -> bool:
+        return point["drop"] <= self.max_drop + 1e-9
+
+    def _train_bracket(self) -> None:
+        """Fine-tune from the fastest point estimated within the budget, climbing while the fine-tuned points stay
+        within it and stepping down while they do not (at most ``ladder.max_full`` fine-tunes)."""
+        ordered = self._ordered()
+        if not ordered:
+            return
+        hopeful = [i for i, p in enumerate(ordered) if p["estimate_drop"] <= self.max_drop]
+        index = hopeful[-1] if hopeful else 0
+        step = None
+        fine_tunes = 0
+        while 0 <= index < len(ordered):
+            point = ordered[index]
+            if point["trained"] != "fine-tuned":
+                if fine_tunes >= self.ladder.max_full:
+                    break
+                self.on_progress(ProgressEvent("frontier", index, len(ordered),
+                                               {"point": f"{point['target']:g}×", "phase": "fine-tune"}))  # fmt: skip
+                point = self.train_fully(point["target"])
+                self.points[point["target"]] = point
+                ordered[index] = point
+                fine_tunes += 1
+            direction = 1 if self._within(point) else -1
+            if step is not None and direction != step:
+                break  # both sides of the budget are fully trained
+            step = direction
+            index += direction
+
+    def _frontier_record(self, end_reason: str) -> dict[str, Any]:
+        ordered = self._ordered()
+        candidates = [p for p in ordered if p["trained"] == "fine-tuned" and self._within(p)
+                      and (self.floor is None or _reaches(p, self.floor))]  # fmt: skip
+        chosen = candidates[-1] if candidates else None
+        teacher = self.session.teacher_accuracy()
+        record: dict[str, Any] = {
+            "format": FRONTIER_FORMAT,
+            "key": self.key,
+            "model": self.session.model,
+            "input_size": self.session.bundle.input_size,
+            "max_drop": self.max_drop,
+            "floor": self.floor,
+            "speedup_kind": "measured speedup" if self.config.measured else "MAC reduction",
+            "latency": {
+                k: getattr(self.config.latency, k) for k in ("runtime", "device", "precision", "threads", "cache")
+            },  # fmt: skip
+            "teacher": {"top1": teacher["top1"], "top5": teacher["top5"], "images": teacher["images"]},
+            "ladder": self.ladder.__dict__,
+            "points": [*ordered, *(p for p in self.points.values() if "same_as" in p)],
+            "stopped": end_reason,
+            "chosen": chosen["target"] if chosen else None,
+            "seconds": time.perf_counter() - self.started,
+        }
+        record.update(self._why(chosen, ordered))
+        return record
+
+    def _why(self, chosen: dict[str, Any] | None, ordered: list[dict[str, Any]]) -> dict[str, str]:
+        budget = f"within {self.max_drop:g} points"
+        if chosen is not None:
+            faster = [p for p in ordered if p["speedup"] > chosen["speedup"]]
+            beyond = (f"; the next faster point tried, {_speed(faster[0])}, lost {faster[0]['drop']:.2f}"
+                      f"{'' if faster[0]['trained'] == 'fine-tuned' else ' before its fine-tune'}"
+                      if faster else "; no faster point was reached")  # fmt: skip
+            return {"why": f"the fastest student {budget}: {_speed(chosen)}, top-1 {-chosen['drop']:+.2f} points"
+                           f"{beyond}", "fix": ""}  # fmt: skip
+        trained = [p for p in ordered if p["trained"] == "fine-tuned"]
+        if not trained:
+            return {"why": f"No student {budget} was fully trained.", "fix": "Allow a larger --max-drop."}
+        best = min(trained, key=lambda p: p["drop"])
+        if self.floor is not None and any(self._within(p) for p in trained):
+            return {
+                "why": f"No student reaches {self.floor:g}× {budget}: the fastest within it runs "
+                       f"{_speed(max((p for p in trained if self._within(p)), key=lambda p: p['speedup']))}.",
+                "fix": "Lower --speedup, or allow a larger --max-drop.",
+            }  # fmt: skip
+        return {
+            "why": f"No student {budget}: the most accurate one tried, {_speed(best)}, lost {best['drop']:.2f} "
+                   "points.",
+            "fix": f"Allow --max-drop {math.ceil(best['drop'] * 10) / 10:g} or more"
+                   f"{', or lower --speedup' if self.floor is not None else ''} (or train longer: --layer-epochs, "
+                   "--finetune-epochs).",
+        }  # fmt: skip
+
+    # -- reuse and install -----------------------------------------------------------------------------------
+    def cached(self) -> dict[str, Any] | None:
+        """A frontier of exactly these inputs whose chosen student is the build's student now."""
+        path = self.session.out / FRONTIER
+        if not path.is_file():
+            return None
+        try:
+            record = read_json(path)
+            manifest = self.build_dir.manifest() if record.get("chosen") is not None else None
+        except (ValueError, ConfigError):
+            return None
+        if (
+            record.get("key") != self.key
+            or record.get("max_drop") != self.max_drop
+            or record.get("floor") != self.floor
+        ):
+            return None
+        if manifest is None:
+            return None
+        try:
+            self.build_dir.check_student(manifest)
+        except ConfigError:
+            return None
+        chosen = _point(record, record["chosen"])
+        return record if chosen and manifest["inputs"].get("key") == chosen["compress_key"] else None
+
+    def install(self, record: dict[str, Any]) -> None:
+        """The chosen point's files become the build's student (downstream stages kept only if it is unchanged);
+        frontier.json is written last."""
+        out = self.session.out
+        chosen = _point(record, record["chosen"]) if record["chosen"] is not None else None
+        try:
+            current = self.build_dir.manifest()["inputs"].get("key") if self.build_dir.is_compressed() else None
+        except ConfigError:
+            current = None
+        if chosen is None or current != chosen["compress_key"]:
+            self.build_dir.invalidate("compress", keep=(LATENCY_TABLE,))
+        if chosen is not None and current != chosen["compress_key"]:
+            source = out / chosen["dir"]
+            for name in (PLAN, STUDENT, METRICS, MANIFEST):  # the manifest last: its presence marks the stage done
+                with atomic_path(out / name) as tmp:
+                    shutil.copyfile(source / name, tmp)
+        write_json(out / FRONTIER, record)
+
+    def result(self, record: dict[str, Any]) -> CompressResult:
+        out = self.session.out
+        plan = Plan.from_dict(read_json(out / PLAN))
+        metrics = read_json(out / METRICS)
+        student = load_student_model(out, plan) if world().is_main else None
+        return CompressResult(out, plan, metrics, student, self.session.teacher, frontier=record)
+
+
+def _plan_digest(plan: Plan) -> str:
+    return digest(plan.to_dict()["layers"])
+
+
+def _point(record: dict[str, Any], target: float) -> dict[str, Any] | None:
+    return next((p for p in record["points"] if p["target"] == target and "same_as" not in p), None)
+
+
+def _reaches(point: dict[str, Any], floor: float) -> bool:
+    """At least the floor: the measured interval reaches it (a MAC reduction is exact)."""
+    ci = point.get("speedup_ci95")
+    return (ci[1] if ci else point["speedup"]) >= floor
+
+
+def _speed(point: dict[str, Any]) -> str:
+    ci = point.get("speedup_ci95")
+    interval = f" (95% CI {ci[0]:.2f}–{ci[1]:.2f})" if ci else ""
+    return f"{point['speedup']:.2f}×{interval}"
+
+
+def load_frontier(build_dir: Path) -> dict[str, Any] | None:
+    """``frontier.json`` of a build, or None when it has none."""
+    path = Path(build_dir) / FRONTIER
+    return read_json(path) if path.is_file() else None

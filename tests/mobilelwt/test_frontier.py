@@ -1,0 +1,125 @@
+"""--max-drop: the fastest student within an accuracy budget, found on a frontier of measured speedups."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from mobilelwt.compress import CompressConfig, LatencyTarget
+from mobilelwt.distill import DistillConfig
+from mobilelwt.errors import ConfigError
+from mobilelwt.frontier import Ladder, hopeless, search_frontier
+from mobilelwt.layerwise import LayerwiseConfig
+from mobilelwt.loading import load_build
+from mobilelwt.settings import RunSettings
+from tests.mobilelwt.fake_probe import FakeProbe, fake_factory
+
+LADDER = Ladder(start=1.5, step=1.6, points=4, max_full=3)
+
+
+def _config(max_drop: float, **overrides) -> CompressConfig:
+    settings = dict(
+        max_drop=max_drop,
+        latency=LatencyTarget(grid_points=4),
+        calib_images=16,
+        layerwise=LayerwiseConfig(epochs=1.0, max_steps=40, eval_every=20),
+        finetune=DistillConfig(epochs=1, max_steps_per_epoch=20),
+    )
+    settings.update(overrides)
+    return CompressConfig(**settings)
+
+
+def _search(out, teacher, max_drop: float, probe: FakeProbe | None = None, **overrides):
+    return search_frontier("tinynet", out=out, weights=str(teacher), run=RunSettings(data="digits"),
+                           config=_config(max_drop, **overrides), latency_probe=fake_factory(probe or FakeProbe()),
+                           ladder=LADDER)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def frontier_build(tmp_path_factory, tiny_teacher):
+    out = tmp_path_factory.mktemp("frontier")
+    return out, _search(out, tiny_teacher, 2.0)
+
+
+def test_the_chosen_student_is_the_fastest_fully_trained_point_within_the_budget(frontier_build) -> None:
+    out, result = frontier_build
+    frontier = json.loads((out / "frontier.json").read_text())
+    points = [p for p in frontier["points"] if "same_as" not in p]
+    assert len(points) >= 3
+    for p in points:  # every point: a measured speedup with its interval, its accuracy, how far it was trained
+        assert p["speedup_kind"] == "measured speedup" and p["speedup_ci95"][0] <= p["speedup"] <= p["speedup_ci95"][1]
+        assert p["trained"] in ("fine-tuned", "layer-wise only") and 0 <= p["top1"] <= 100
+        assert p["drop"] == pytest.approx(frontier["teacher"]["top1"] - p["top1"])
+    chosen = next(p for p in points if p["target"] == frontier["chosen"])
+    assert chosen["trained"] == "fine-tuned" and chosen["drop"] <= 2.0
+    within = [p for p in points if p["trained"] == "fine-tuned" and p["drop"] <= 2.0]
+    assert chosen["speedup"] == max(p["speedup"] for p in within)
+    # the budget is bracketed: a faster point was tried and lost more (or the ladder ended)
+    faster = [p for p in points if p["speedup"] > chosen["speedup"]]
+    assert all(p["drop"] > 2.0 or p["trained"] == "layer-wise only" for p in faster)
+    assert result.frontier == frontier and "fastest student within 2 points" in frontier["why"]
+    # the chosen point is the build's student: the same files, loadable like any build
+    build = load_build(out)
+    assert result.metrics == json.loads((out / chosen["dir"] / "metrics.json").read_text())
+    assert (out / "student.pt").read_bytes() == (out / chosen["dir"] / "student.pt").read_bytes()
+    assert build.plan.details["measured_speedup"] == chosen["speedup"]
+
+
+def test_a_second_budget_whose_answer_is_on_the_frontier_trains_nothing_new(frontier_build, tiny_teacher) -> None:
+    out, first = frontier_build
+    chosen = next(p for p in first.frontier["points"] if p["target"] == first.frontier["chosen"])
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "frontier").glob("*/student.pt")}
+    probe = FakeProbe()
+    again = _search(out, tiny_teacher, chosen["drop"] + 0.01, probe)  # a stricter budget the same point meets
+    assert again.frontier["chosen"] == chosen["target"]
+    assert {p: p.stat().st_mtime_ns for p in (out / "frontier").glob("*/student.pt")} == stamps
+    assert probe.timed == [] and probe.compares == 0  # nothing planned, nothing timed again
+
+
+def test_a_stricter_budget_gets_a_slower_student(frontier_build, tmp_path, tiny_teacher) -> None:
+    out, loose = frontier_build
+    chosen = next(p for p in loose.frontier["points"] if p["target"] == loose.frontier["chosen"])
+    assert chosen["drop"] > 0, "the loose budget's answer must lose something for a stricter budget to bind"
+    work = tmp_path / "strict"
+    shutil.copytree(out, work)
+    result = _search(work, tiny_teacher, chosen["drop"] - 0.01)
+    picked = next(p for p in result.frontier["points"] if p["target"] == result.frontier["chosen"])
+    assert picked["speedup"] < chosen["speedup"] and picked["drop"] <= chosen["drop"] - 0.01
+    assert picked["trained"] == "fine-tuned"
+
+
+def test_a_floor_out_of_reach_is_one_error_naming_what_can_be_reached(tmp_path, tiny_teacher) -> None:
+    with pytest.raises(ConfigError) as info:
+        _search(tmp_path / "b", tiny_teacher, 1.0, speedup=6.0)
+    assert "out of reach" in info.value.problem and "--speedup" in info.value.fix
+
+
+def test_a_budget_no_student_meets_is_one_error_and_the_frontier_is_still_written(tmp_path, tiny_teacher) -> None:
+    untrained = {"layerwise": LayerwiseConfig(epochs=0), "finetune": DistillConfig(epochs=0)}  # closed form only
+    with pytest.raises(ConfigError) as info:
+        _search(tmp_path / "b", tiny_teacher, 0.0, speedup=3.4, **untrained)
+    assert "No student" in info.value.problem and "--max-drop" in info.value.fix
+    record = json.loads((tmp_path / "b" / "frontier.json").read_text())
+    assert record["chosen"] is None and record["points"] and not (tmp_path / "b" / "student.pt").exists()
+
+
+def test_a_changed_teacher_leaves_no_point_current(frontier_build, tmp_path, tiny_teacher) -> None:
+    out, first = frontier_build
+    work = tmp_path / "changed"
+    shutil.copytree(out, work)
+    state = torch.load(tiny_teacher, weights_only=True)
+    weights = state.get("state_dict", state)
+    first_key = next(iter(weights))
+    weights[first_key] = weights[first_key] * 0.9
+    changed = tmp_path / "changed-teacher.pt"
+    torch.save(state, changed)
+    result = _search(work, changed, 2.0)
+    old = {p["compress_key"] for p in first.frontier["points"] if "compress_key" in p}
+    new = {p["compress_key"] for p in result.frontier["points"] if "compress_key" in p}
+    assert new and not (old & new)
+    assert result.frontier["key"] != first.frontier["key"]
+
+
+def test_hopeless_estimates_stop_the_climb() -> None:
+    assert not hopeless(3.0, 1.0) and hopeless(6.0, 1.0) and not hopeless(6.0, 2.0)
