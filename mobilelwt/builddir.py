@@ -253,6 +253,17 @@ class BuildDir:
                     profiles[f"{record['artifact']} on {record['device']}"] = profile
         return profiles
 
+    def frontier(self) -> dict[str, Any] | None:
+        """``frontier.json`` when the build's student is the point it chose (else None: nothing stale is shown)."""
+        path = self.path / FRONTIER
+        if not path.is_file():
+            return None
+        data = read_json(path, what="frontier", fix="Re-run with --max-drop.", required=("points", "chosen"))
+        chosen = next((p for p in data["points"] if p.get("target") == data["chosen"] and "same_as" not in p), None)
+        if chosen is None or not self.is_compressed() or chosen.get("compress_key") != self.compress_key():
+            return None
+        return data
+
     def layer_latency(self) -> dict[str, Any] | None:
         path = self.path / LAYER_LATENCY
         if not path.is_file():

@@ -57,9 +57,9 @@ class Ladder:
     """The speedup targets a search climbs: ``start`` × ``step``ᵏ, at most ``points`` of them; ``max_full`` caps
     the fully trained points."""
 
-    start: float = 2.0
+    start: float = 1.5
     step: float = 1.5
-    points: int = 6
+    points: int = 7
     max_full: int = 4
 
     def targets(self, floor: float | None) -> list[float]:
@@ -126,6 +126,7 @@ class _Search:
         self.key = digest({**base, "ladder": ladder.__dict__})
         self.points: dict[float, dict[str, Any]] = {}
         self.started = time.perf_counter()
+        self.stopped = ""
 
     # -- the points ------------------------------------------------------------------------------------------
     def point_session(self, target: float, *, full: bool) -> CompressSession:
@@ -211,13 +212,13 @@ class _Search:
                 point = self.estimate(target)
             except OutOfReachError as exc:
                 end_reason = f"{target:g}× is out of reach"
-                if not self.points:
-                    raise
                 edge = math.floor((exc.reachable or 0.0) * 100) / 100
-                fastest = max((p.get("speedup") or 0.0 for p in self.points.values()), default=0.0)
-                if edge > 1.02 * fastest and edge < target and edge not in self.points:
+                fastest = max((p.get("speedup") or 1.0 for p in self.points.values()), default=1.0)
+                if edge > 1.02 * fastest and edge < target and self.floor is None and edge not in self.points:
                     targets = [*targets[:index], edge]  # the last point: the most the planner can reach
                     continue
+                if not self.points:
+                    raise
                 break
             self.points[target] = point
             index += 1
@@ -264,6 +265,7 @@ class _Search:
             index += direction
 
     def _frontier_record(self, end_reason: str) -> dict[str, Any]:
+        self.stopped = end_reason
         ordered = self._ordered()
         candidates = [p for p in ordered if p["trained"] == "fine-tuned" and self._within(p)
                       and (self.floor is None or _reaches(p, self.floor))]  # fmt: skip
@@ -296,8 +298,8 @@ class _Search:
             faster = [p for p in ordered if p["speedup"] > chosen["speedup"]]
             beyond = (f"; the next faster point tried, {_speed(faster[0])}, lost {faster[0]['drop']:.2f}"
                       f"{'' if faster[0]['trained'] == 'fine-tuned' else ' before its fine-tune'}"
-                      if faster else "; no faster point was reached")  # fmt: skip
-            return {"why": f"the fastest student {budget}: {_speed(chosen)}, top-1 {-chosen['drop']:+.2f} points"
+                      if faster else f"; nothing faster was tried ({self.stopped})")  # fmt: skip
+            return {"why": f"the fastest student {budget}: {_speed(chosen)}, top-1 {_change(chosen['drop'])} points"
                            f"{beyond}", "fix": ""}  # fmt: skip
         trained = [p for p in ordered if p["trained"] == "fine-tuned"]
         if not trained:
@@ -381,6 +383,11 @@ def _reaches(point: dict[str, Any], floor: float) -> bool:
     """At least the floor: the measured interval reaches it (a MAC reduction is exact)."""
     ci = point.get("speedup_ci95")
     return (ci[1] if ci else point["speedup"]) >= floor
+
+
+def _change(drop: float) -> str:
+    """A top-1 change in points, signed, never "-0.00"."""
+    return f"{-drop + 0.0:+.2f}"
 
 
 def _speed(point: dict[str, Any]) -> str:

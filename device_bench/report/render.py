@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from device_bench.report.table import headline_rows
+from device_bench.report.table import frontier_lines, headline_rows
 from mobilelwt.errors import ConfigError
 from mobilelwt.io import atomic_path
 
@@ -95,6 +95,9 @@ def to_markdown(table: pd.DataFrame, meta: dict[str, Any]) -> str:
         lines += ["", "**Measured on**:", "", *(f"- {line}" for line in machines)]
     if meta.get("plans"):
         lines += ["", "**Plan** (what each student was planned to meet):", "", *(f"- {p}" for p in meta["plans"])]
+    for name, frontier in (meta.get("frontiers") or {}).items():
+        first, *points = frontier_lines(name, frontier)
+        lines += ["", f"**Frontier** {first}", "", *(f"- {line}" for line in points)]
     lines += ["", _footnote(meta)]
     return "\n".join(lines) + "\n"
 
@@ -241,6 +244,48 @@ def plots(table: pd.DataFrame, layers: dict[str, list[dict[str, Any]]]) -> dict[
     return out
 
 
+def frontier_plot(frontiers: dict[str, dict[str, Any]]) -> str | None:
+    """top-1 and top-5 against speedup, one series per build (points with their 95 % intervals; hollow: trained
+    layer-wise only), the chosen point starred, each budget's line dashed."""
+    if not frontiers:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, (name, frontier) in enumerate(frontiers.items()):
+        color = colors[index % len(colors)]
+        points = sorted((p for p in frontier["points"] if "same_as" not in p), key=lambda p: p["speedup"])
+        for ax, metric in zip(axes, ("top1", "top5"), strict=True):
+            teacher = frontier["teacher"][metric]
+            for point in points:
+                ci = point.get("speedup_ci95")
+                xerr = [[point["speedup"] - ci[0]], [ci[1] - point["speedup"]]] if ci else None
+                full = point["trained"] == "fine-tuned"
+                ax.errorbar(point["speedup"], point[metric], xerr=xerr, fmt="o", color=color, capsize=3,
+                            markerfacecolor=color if full else "white")  # fmt: skip
+            ax.plot([p["speedup"] for p in points], [p[metric] for p in points], "-", color=color, lw=1, alpha=0.5,
+                    label=name)  # fmt: skip
+            chosen = next((p for p in points if p["target"] == frontier["chosen"]), None)
+            if chosen is not None:
+                ax.plot(chosen["speedup"], chosen[metric], "*", color=color, markersize=16, markeredgecolor="k")
+            ax.axhline(teacher, color=color, lw=0.8, ls=":")
+            if metric == "top1":
+                ax.axhline(teacher - frontier["max_drop"], color=color, lw=1, ls="--")
+    kind = next(iter(frontiers.values()))["speedup_kind"]
+    for ax, metric in zip(axes, ("top-1", "top-5"), strict=True):
+        ax.set_xlabel(f"{kind} (× the teacher)")
+        ax.set_ylabel(f"{metric} (%)")
+        ax.grid(alpha=0.3)
+    axes[0].set_title("top-1: dotted the teacher, dashed the budget, ★ chosen")
+    axes[1].set_title("top-5 (hollow: layer-wise only)")
+    axes[0].legend(fontsize=7)
+    return _png(fig)
+
+
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222}
 table{border-collapse:collapse;font-size:12px}th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}
@@ -276,6 +321,14 @@ def to_html(
         body.append(f'<tr class="{e(str(row["role"]))}">{"".join(cells)}</tr>')
     images = plots(table, layers)
     figures = []
+    frontiers = meta.get("frontiers") or {}
+    if frontiers:
+        figures.append("<h2>Frontier: accuracy against measured speedup</h2>")
+        figures.append(f'<img alt="frontier" src="{frontier_plot(frontiers)}">')
+        for name, frontier in frontiers.items():
+            lines = frontier_lines(name, frontier)
+            figures.append(f'<p>{e(lines[0])}</p><ul class="frontier">'
+                           + "".join(f"<li>{e(line)}</li>" for line in lines[1:]) + "</ul>")  # fmt: skip
     for key, title in (("scatter", "Accuracy vs latency"), ("speedup", "Speedup per runtime")):
         if key in images:
             figures.append(f'<h2>{e(title)}</h2><img alt="{e(title)}" src="{images[key]}">')
@@ -418,11 +471,12 @@ def render(
     profiles: dict[str, dict[str, Any]] | None = None,
     machines: dict[str, dict[str, Any]] | None = None,
     plans: list[str] | None = None,
+    frontiers: dict[str, dict[str, Any]] | None = None,
 ) -> str:
     if fmt not in FORMATS:
         raise ConfigError(f"Unknown report format {fmt!r}.", f"Use some of: {', '.join(FORMATS)}.")
     meta = {"builds": builds, "budget": budget, "generated": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machines": machines or {}, "plans": plans or []}  # fmt: skip
+            "machines": machines or {}, "plans": plans or [], "frontiers": frontiers or {}}  # fmt: skip
     if fmt == "csv":
         return to_csv(table)
     if fmt == "json":
@@ -443,13 +497,14 @@ def write_reports(
     profiles: dict[str, dict[str, Any]] | None = None,
     machines: dict[str, dict[str, Any]] | None = None,
     plans: list[str] | None = None,
+    frontiers: dict[str, dict[str, Any]] | None = None,
 ) -> list[Path]:
     """Write ``out`` with each format's suffix (``report.html``, ``report.md``, ...), atomically."""
     written = []
     for fmt in formats:
         path = Path(out).with_suffix(f".{fmt}")
         text = render(table, fmt, builds=builds, budget=budget, layers=layers, profiles=profiles, machines=machines,
-                      plans=plans)  # fmt: skip
+                      plans=plans, frontiers=frontiers)  # fmt: skip
         with atomic_path(path) as tmp:
             tmp.write_text(text, encoding="utf-8")
         written.append(path)

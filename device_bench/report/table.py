@@ -270,6 +270,40 @@ def op_profiles(build_dir: Path) -> dict[str, Any]:
     return BuildDir(build_dir).op_profiles()
 
 
+def frontiers(build_dirs: list[Path]) -> dict[str, dict[str, Any]]:
+    """Per build that was chosen by a --max-drop search: its current frontier (every point tried, the choice)."""
+    found = {}
+    for build_dir in build_dirs:
+        frontier = BuildDir(build_dir).frontier()
+        if frontier is not None:
+            found[Path(build_dir).name] = frontier
+    return found
+
+
+def frontier_lines(name: str, frontier: dict[str, Any]) -> list[str]:
+    """The frontier as sentences: one per point (speedup with its interval, accuracy, how far trained)."""
+    teacher = frontier["teacher"]
+    lines = [f"{name}: {frontier['model']} at {frontier['input_size']}², teacher top-1 {teacher['top1']:.2f} %, "
+             f"budget {frontier['max_drop']:g} points ({frontier['speedup_kind']}, {_latency_words(frontier)}); "
+             f"{frontier['why']}"]  # fmt: skip
+    for point in sorted((p for p in frontier["points"] if "same_as" not in p), key=lambda p: p["speedup"]):
+        ci = point.get("speedup_ci95")
+        interval = f" (95% CI {ci[0]:.2f}–{ci[1]:.2f})" if ci else ""
+        mark = " ← chosen" if point["target"] == frontier["chosen"] else ""
+        lines.append(f"{point['speedup']:.2f}×{interval}: top-1 {point['top1']:.2f} % ({-point['drop'] + 0.0:+.2f}), "
+                     f"top-5 {point['top5']:.2f} %, MACs {point['mac_speedup']:.2f}× fewer, {point['trained']}"
+                     f"{mark}")  # fmt: skip
+    return lines
+
+
+def _latency_words(frontier: dict[str, Any]) -> str:
+    latency = frontier.get("latency") or {}
+    if frontier["speedup_kind"] != "measured speedup":
+        return "MACs, not timed"
+    return (f"{latency.get('runtime')} {latency.get('precision')} on {latency.get('device')}, "
+            f"{latency.get('threads')} threads, {latency.get('cache')} cache")  # fmt: skip
+
+
 def layer_breakdown(build_dir: Path) -> list[dict[str, Any]]:
     """Per replaced layer: teacher and student MACs, module and rank (latency per layer needs an op profile)."""
     directory = BuildDir(build_dir)

@@ -7,7 +7,7 @@ from typing import Any
 
 from device_bench.report import FORMATS, Budget, load_report_table, write_reports
 from device_bench.report.render import delivered_phrase, format_cell
-from device_bench.report.table import layer_breakdown, machines, op_profiles, plan_lines
+from device_bench.report.table import frontiers, layer_breakdown, machines, op_profiles, plan_lines
 from mobilelwt.errors import ConfigError
 
 
@@ -38,6 +38,7 @@ def make_report(
         profiles={Path(d).name: op_profiles(Path(d)) for d in build_dirs},
         machines=machines([Path(d) for d in build_dirs]),
         plans=plan_lines([Path(d) for d in build_dirs]),
+        frontiers=frontiers([Path(d) for d in build_dirs]),  # several builds: their frontiers overlaid
     )
     return {"table": table, "files": files, "headline": headline(table),
             "delivered": headline(table, accuracy=False)}  # fmt: skip

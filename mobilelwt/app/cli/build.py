@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,7 +36,6 @@ from mobilelwt.app.cli._params import (
     COUNT_OR_ZERO,
     HOST_THREADS,
     OUTPUT_DIR_OPTIONAL,
-    POINTS,
     POSITIVE_OPTIONAL,
     names,
     one_of,
@@ -168,9 +168,6 @@ def build_command(
     budget_ms: Annotated[
         float | None, typer.Option(help="Report: mark variants at most this slow (ms)."), POSITIVE_OPTIONAL
     ] = None,
-    max_drop: Annotated[
-        float | None, typer.Option(help="Report: … and at most this top-1 drop (points)."), POINTS
-    ] = None,
     compress: CompressOptions = CompressOptions(),  # noqa: B008  (a group of options, expanded for Typer)
     timing: TimingOptions = TimingOptions(),  # noqa: B008
     run: RunOptions = RunOptions(),  # noqa: B008
@@ -235,8 +232,13 @@ def accuracy_line(accuracy: dict[str, Any]) -> str:
 
 
 def print_build_summary(summary: dict[str, Any]) -> None:
-    """The build in a few lines: the speedup the files deliver against the target (once per runtime), the one
-    accuracy line, and where everything is."""
+    """The build in a few lines: the frontier a --max-drop search chose from, the speedup the files deliver against
+    the target (once per runtime), the one accuracy line, and where everything is."""
+    if summary.get("frontier"):
+        # lazy: the compress command's module (its table printer); `--help` answers at once
+        from mobilelwt.app.cli.compress import print_frontier
+
+        print_frontier(json.loads((Path(summary["out"]) / summary["frontier"]["file"]).read_text()))
     if summary["latency"]:
         for line in summary.get("delivered") or []:
             console.print(line, highlight=False, soft_wrap=True)

@@ -87,7 +87,7 @@ def print_frontier(frontier: dict) -> None:
             f"{ci[0]:.2f}–{ci[1]:.2f}" if ci else "",
             f"{point['mac_speedup']:.2f}×",
             f"{point['top1']:.2f}",
-            f"{-point['drop']:+.2f}",
+            f"{-point['drop'] + 0.0:+.2f}",
             point["trained"],
             "chosen" if point["target"] == frontier["chosen"] else "",
         )

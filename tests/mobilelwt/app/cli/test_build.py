@@ -221,3 +221,48 @@ def test_host_bench_records_load_time_memory_and_the_speedup_interval_and_profil
     assert "Time by layer inside the whole network" in html
     # the per-layer table: each replaced layer's time inside the teacher and the student network
     assert "<th>in the network (ETDump)</th>" in html and "bench DIR --profile`)" not in html
+
+
+def test_build_with_max_drop_ships_the_chosen_point_and_reports_the_frontier(tmp_path, tiny_teacher) -> None:
+    from tests.device_bench.test_report import CHROMIUM, _chromium, _console_errors
+
+    out = tmp_path / "b"
+    args = ["build", "--model", "tinynet", "--weights", tiny_teacher, "--rank-grid", "2", "--calib-images", "16",
+            "--layer-max-steps", "5", "--finetune-epochs", "1", "--validation-images", "8", "--threads", "2",
+            "--no-bench", "--target", "android", "--out", out]  # fmt: skip
+    result = invoke(*args, "--max-drop", "1")
+    assert result.exit_code == 0, result.output
+    frontier = json.loads((out / "frontier.json").read_text())
+    chosen = next(p for p in frontier["points"] if p["target"] == frontier["chosen"])
+    assert chosen["drop"] <= 1.0 and chosen["trained"] == "fine-tuned" and chosen["speedup_kind"] == "measured speedup"
+    assert chosen["cache"] == "cold" and chosen["speedup_ci95"][0] <= chosen["speedup"] <= chosen["speedup_ci95"][1]
+    summary = json.loads((out / "build.json").read_text())
+    assert summary["frontier"]["chosen"] == frontier["chosen"] and summary["compress_key"] == chosen["compress_key"]
+    assert "chosen: the fastest student within 1 points" in result.output  # which point, and why
+    # the build's student is that point: exported and validated like any other
+    assert (out / "student.pt").read_bytes() == (out / chosen["dir"] / "student.pt").read_bytes()
+    assert summary["artifacts"]["ok"] and not summary["artifacts"]["mismatch"]
+    report = (out / "report.md").read_text()
+    assert "**Frontier**" in report and "← chosen" in report
+
+    # a second budget whose answer is already on the frontier trains nothing and exports nothing new
+    stamps = {p: p.stat().st_mtime_ns for p in [*(out / "frontier").glob("*/student.pt"), *(out / "android").iterdir()]}
+    again = invoke(*args, "--max-drop", f"{chosen['drop'] + 0.5:g}")
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / "frontier.json").read_text())["chosen"] == frontier["chosen"]
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+    if CHROMIUM is not None:
+        html = out / "report.html"
+        text = html.read_text()
+        assert "Frontier: accuracy against measured speedup" in text and 'alt="frontier"' in text
+        dom = _chromium(tmp_path, html, "--dump-dom")
+        assert dom.returncode == 0, dom.stderr[-2000:]
+        assert 'alt="frontier" src="data:image/png;base64,' in dom.stdout and "← chosen" in dom.stdout
+        assert not _console_errors(dom.stderr)
+
+
+def test_an_out_of_reach_floor_with_max_drop_is_one_line_and_exit_2(tmp_path, tiny_teacher) -> None:
+    result = invoke("compress", "--model", "tinynet", "--weights", tiny_teacher, "--out", tmp_path / "b",
+                    "--max-drop", "0.5", "--mac-speedup", "500", "--planner", "uniform")  # fmt: skip
+    assert_user_error(result, "out of reach")
