@@ -179,9 +179,13 @@ class _Search:
             "target": target,
             "dir": str(out.relative_to(self.session.out)),
             "plan_digest": _plan_digest(plan),
-            "speedup": planned.get("measured_speedup") if measured else metrics["mac_speedup"],
+            # a plan from another device's table (--allow-foreign-table) was predicted, not timed: it says so
+            "speedup": (planned.get("measured_speedup") or planned.get("predicted_speedup"))
+            if measured
+            else metrics["mac_speedup"],
             "speedup_ci95": planned.get("measured_ci95") if measured else None,
             "speedup_kind": "measured speedup" if measured else "MAC reduction",
+            "timed": bool(measured and planned.get("measured_speedup") is not None),
             "cache": planned.get("cache"),
             "converged": planned.get("converged"),
             "overshoot": planned.get("overshoot"),

@@ -288,3 +288,41 @@ def test_a_layer_profiled_at_zero_ms_shows_its_number_not_n_a() -> None:
     assert "0.410 → 0.000 ms" in cell and "n/a" not in cell
     missing = _network_cells({"layer": "features.3"}, {"teacher": {"features.3": 0.41}})
     assert "n/a" in missing
+
+
+def _frontier_point(target, speedup, top1, *, key="other", trained="fine-tuned"):
+    return {"target": target, "dir": f"frontier/x{target:g}", "speedup": speedup,
+            "speedup_ci95": [speedup * 0.96, speedup * 1.04], "speedup_kind": "measured speedup",
+            "mac_speedup": speedup * 1.5, "top1": top1, "top5": 99.0, "drop": 90.0 - top1, "trained": trained,
+            "compress_key": key}  # fmt: skip
+
+
+def _with_frontier(root, name, chosen_key="k1"):
+    d = write_build(root, name)
+    (d / "student.pt").write_bytes(b"weights")
+    files = {"student.pt": {"sha256": __import__("hashlib").sha256(b"weights").hexdigest()}}
+    (d / "manifest.json").write_text(json.dumps({"teacher": {}, "settings": {}, "inputs": {"key": "k1"},
+                                                 "files": files}))  # fmt: skip
+    points = [_frontier_point(2.0, 2.1, 89.9), _frontier_point(3.0, 3.2, 89.2, key=chosen_key),
+              _frontier_point(4.5, 4.4, 86.0, trained="layer-wise only")]  # fmt: skip
+    frontier = {"format": "mobilelwt.frontier/1", "model": "alexnet", "input_size": 64, "max_drop": 1.0,
+                "speedup_kind": "measured speedup", "teacher": {"top1": 90.0, "top5": 99.5, "images": 500},
+                "latency": {"runtime": "executorch", "device": "host", "precision": "fp32", "threads": 2,
+                            "cache": "cold"},
+                "points": points, "chosen": 3.0, "why": "the fastest student within 1 points: 3.20×"}  # fmt: skip
+    (d / "frontier.json").write_text(json.dumps(frontier))
+    return d
+
+
+def test_the_report_overlays_the_frontiers_of_several_builds_and_hides_a_stale_one(tmp_path) -> None:
+    first, second = _with_frontier(tmp_path, "a"), _with_frontier(tmp_path, "b")
+    stale = _with_frontier(tmp_path, "c", chosen_key="an older student")  # the build's student is not that point
+    result = make_report([first, second, stale], out=tmp_path / "r", formats=("md", "html", "json"))
+    md = (tmp_path / "r.md").read_text()
+    assert md.count("**Frontier**") == 2 and "**Frontier** c:" not in md
+    assert "3.20× (95% CI 3.07–3.33): top-1 89.20 % (-0.80)" in md and "← chosen" in md
+    assert "layer-wise only" in md
+    html = (tmp_path / "r.html").read_text()
+    assert html.count('alt="frontier"') == 1  # one plot, both builds overlaid
+    assert set(json.loads((tmp_path / "r.json").read_text())["frontiers"]) == {"a", "b"}
+    assert result["files"]
