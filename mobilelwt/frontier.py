@@ -59,7 +59,7 @@ class Ladder:
 
     start: float = 1.5
     step: float = 1.5
-    points: int = 7
+    points: int = 10  # up to 57×: the climb ends sooner, where the estimate is hopeless or out of reach
     max_full: int = 4
 
     def targets(self, floor: float | None) -> list[float]:

@@ -57,7 +57,7 @@ def format_cell(column: str, value: Any) -> str:
     if column == "realised_ratio":
         return f"{value:.2f}"
     if column in ("top1_delta",):
-        return f"{value:+.2f}"
+        return f"{value + 0.0:+.2f}"  # + 0.0: never "-0.00"
     if column == "meets_budget":
         return "yes" if value else "no"
     if isinstance(value, float):

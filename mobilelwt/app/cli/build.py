@@ -222,9 +222,9 @@ def accuracy_line(accuracy: dict[str, Any]) -> str:
     """'top-1 on the same 179 validation images: PyTorch 98.88 → 99.44 % (+0.56 points, 95% CI …); …'"""
     parts = []
     for row in accuracy["rows"]:
-        change = -row["top1_drop"]
+        change = -row["top1_drop"] + 0.0  # + 0.0: never "-0.00"
         ci = row.get("top1_drop_ci95")
-        interval = f", 95% CI {-ci[1]:+.2f} to {-ci[0]:+.2f}" if ci else ""
+        interval = f", 95% CI {-ci[1] + 0.0:+.2f} to {-ci[0] + 0.0:+.2f}" if ci else ""
         parts.append(f"{row['source']} {row['teacher_top1']:.2f} → {row['student_top1']:.2f} % "
                      f"({change:+.2f} points{interval})")  # fmt: skip
     images = f"{accuracy['images']} " if accuracy.get("images") else ""

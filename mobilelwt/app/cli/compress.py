@@ -124,7 +124,7 @@ def print_compress_summary(metrics: dict) -> None:
     target = metrics.get("plan_target") or {}
     planned = f"planned for {plan_sentence(target)}; " if target else ""
     console.print(
-        f"{planned}MACs {metrics['mac_speedup']:.2f}× fewer; top-1 change {-metrics['top1_drop']:+.2f} points "
+        f"{planned}MACs {metrics['mac_speedup']:.2f}× fewer; top-1 change {-metrics['top1_drop'] + 0.0:+.2f} points "
         f"(PyTorch, {metrics['student'].get('images', '?')} validation images). The exported files' speedup: "
         "`mobilelwt export` then `mobilelwt bench` (or `mobilelwt build`).",
         highlight=False,
