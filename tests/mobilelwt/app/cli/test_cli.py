@@ -182,7 +182,8 @@ def test_compress_and_evaluate_commands(tmp_path, tiny_teacher) -> None:
 def test_speedup_is_measured_on_the_target_by_default_and_the_table_is_reused(tmp_path, tiny_teacher) -> None:
     out = tmp_path / "build"
     args = ["compress", "--model", "tinynet", "--weights", tiny_teacher, "--out", out, "--layer-epochs", "0",
-            "--finetune-epochs", "0", "--threads", "1", "--rank-grid", "3", "--calib-images", "16"]  # fmt: skip
+            "--finetune-epochs", "0", "--threads", "1", "--rank-grid", "3", "--calib-images", "16",
+            "--timing-cap", "5"]  # fmt: skip
     result = invoke(*args, "--speedup", "1.1")
     assert result.exit_code == 0, result.output
     plan = json.loads((out / "plan.json").read_text())
