@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fresh import add_timer, in_fresh_process
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -43,10 +45,7 @@ def run_build(out: Path, extra: list[str]) -> float:
 
 def independent(build: Path, cache: str, threads: int, cap: float) -> dict[str, Any]:
     """The build's ExecuTorch fp32 teacher and student timed in a fresh process by the protocol."""
-    argv = [sys.executable, str(Path(__file__).resolve()), "time", str(build), "--cache", cache,
-            "--threads", str(threads), "--cap", str(cap)]  # fmt: skip
-    proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, check=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return in_fresh_process(__file__, build, cache, threads, cap)
 
 
 def time_files(build: Path, cache: str, threads: int, cap: float) -> dict[str, Any]:
@@ -134,11 +133,7 @@ def main() -> None:
         p.add_argument("--cap", type=float, default=60.0, help="the protocol's time cap of the independent timing")
         p.add_argument("--json", type=Path)
         p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `mobilelwt build` options")
-    timer = sub.add_parser("time", help="(internal) time one build's ExecuTorch files in this fresh process")
-    timer.add_argument("build", type=Path)
-    timer.add_argument("--cache", default="cold")
-    timer.add_argument("--threads", type=int, default=2)
-    timer.add_argument("--cap", type=float, default=60.0)
+    add_timer(sub, "build", "(internal) time one build's ExecuTorch files in this fresh process")
     args = parser.parse_args()
     if args.mode == "time":
         print(json.dumps(time_files(args.build, args.cache, args.threads, args.cap)))

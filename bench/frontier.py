@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fresh import add_timer, in_fresh_process
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -52,13 +54,6 @@ def time_point(point_dir: Path, cache: str, threads: int, cap: float) -> dict[st
     record = probe.compare(build.teacher.model, build.student, (1, 3, size, size))
     return {"speedup": record["speedup"], "ci95": record["speedup_ci95"], "converged": record.get("converged"),
             "teacher_ms": record["teacher_ms"], "student_ms": record["student_ms"]}  # fmt: skip
-
-
-def independent(point_dir: Path, cache: str, threads: int, cap: float) -> dict[str, Any]:
-    argv = [sys.executable, str(Path(__file__).resolve()), "time", str(point_dir), "--cache", cache,
-            "--threads", str(threads), "--cap", str(cap)]  # fmt: skip
-    proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, check=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def overlaps(a: list[float] | None, b: list[float] | None) -> bool | None:
@@ -89,11 +84,7 @@ def main() -> None:
     run.add_argument("--cap", type=float, default=60.0, help="the protocol's time cap of the independent timing")
     run.add_argument("--json", type=Path)
     run.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `mobilelwt compress` options")
-    timer = sub.add_parser("time", help="(internal) time one point in this fresh process")
-    timer.add_argument("point", type=Path)
-    timer.add_argument("--cache", default="cold")
-    timer.add_argument("--threads", type=int, default=2)
-    timer.add_argument("--cap", type=float, default=60.0)
+    add_timer(sub, "point", "(internal) time one point in this fresh process")
     args = parser.parse_args()
     if args.mode == "time":
         print(json.dumps(time_point(args.point, args.cache, args.threads, args.cap)))
@@ -119,7 +110,8 @@ def main() -> None:
                                            "estimate_drop", "trained")}  # fmt: skip
         row["chosen"] = point["target"] == frontier["chosen"]
         if point["trained"] == "fine-tuned":
-            fresh = {c: independent(out / "search" / point["dir"], c, args.threads, args.cap) for c in ("cold", "warm")}
+            fresh = {c: in_fresh_process(__file__, out / "search" / point["dir"], c, args.threads, args.cap)
+                     for c in ("cold", "warm")}  # fmt: skip
             row["independent"] = fresh
             row["overlaps_planner"] = overlaps(fresh["cold"]["ci95"], point["speedup_ci95"])
         rows.append(row)

@@ -43,6 +43,12 @@ STAGES = ("teacher", "compress", "export", "bench", "report")
 ARTIFACTS_FORMAT = "mobilelwt.artifacts/2"
 
 
+def chosen_point(frontier: dict[str, Any]) -> dict[str, Any] | None:
+    """The point a frontier search chose (None when it chose none)."""
+    return next((p for p in frontier["points"] if p.get("target") == frontier["chosen"] and "same_as" not in p),
+                None)  # fmt: skip
+
+
 class BuildFileError(ConfigError):
     """A build file that is missing, corrupt, or written by something else."""
 
@@ -259,7 +265,7 @@ class BuildDir:
         if not path.is_file():
             return None
         data = read_json(path, what="frontier", fix="Re-run with --max-drop.", required=("points", "chosen"))
-        chosen = next((p for p in data["points"] if p.get("target") == data["chosen"] and "same_as" not in p), None)
+        chosen = chosen_point(data)
         if chosen is None or not self.is_compressed() or chosen.get("compress_key") != self.compress_key():
             return None
         return data

@@ -242,6 +242,11 @@ def compress_inputs(
         "input_size": bundle.input_size,
         "replayed_plan": digest(plan.to_dict()["layers"]) if plan is not None else None,
     }
+    return _keyed(base, config)
+
+
+def _keyed(base: dict[str, Any], config: CompressConfig) -> dict[str, Any]:
+    """The content hashes in ``base`` with ``config``'s settings and the stage and sub-stage keys."""
     settings = asdict(config)
     planning = {k: v for k, v in settings.items() if k not in ("layerwise", "finetune")}
     plan_key = digest({**base, "planning": planning})
@@ -368,7 +373,9 @@ def finished_metrics(session: CompressSession) -> dict[str, Any] | None:
 
 def session_for(session: CompressSession, out: Path, config: CompressConfig) -> CompressSession:
     """The same teacher and data, another directory and configuration (one point of a search)."""
-    inputs = compress_inputs(session.model, session.teacher, session.bundle, config, None)
+    # the teacher's and the data's hashes are the session's: hashed once, not once per point
+    base = {k: session.inputs[k] for k in ("model", "teacher_sha256", "data", "input_size")}
+    inputs = _keyed({**base, "replayed_plan": None}, config)
     settings = _settings(session.model, str(session.weights), session.bundle, config)
     return replace(session, out=Path(out), config=config, inputs=inputs, settings=settings, started=time.perf_counter())
 

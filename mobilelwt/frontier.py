@@ -27,12 +27,23 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mobilelwt.builddir import FRONTIER, FRONTIER_DIR, LATENCY_TABLE, MANIFEST, METRICS, PLAN, STUDENT, BuildDir
+from mobilelwt.builddir import (
+    FRONTIER,
+    FRONTIER_DIR,
+    LATENCY_TABLE,
+    MANIFEST,
+    METRICS,
+    PLAN,
+    STUDENT,
+    BuildDir,
+    chosen_point,
+)
 from mobilelwt.compress import (
     CompressConfig,
     CompressResult,
     CompressSession,
     LatencyProbeFactory,
+    compress,
     compress_opened,
     finished_metrics,
     open_session,
@@ -71,6 +82,33 @@ def hopeless(estimate_drop: float, max_drop: float) -> bool:
     """An estimate (layer-wise, before the fine-tune) so far past the budget that no fine-tune brings it back:
     measured, the fine-tune recovers a few points, never tens."""
     return estimate_drop > 2 * max_drop + 3.0
+
+
+def check_not_replaying(config: CompressConfig, plan: Plan | None) -> None:
+    """A replayed plan and a frontier search exclude each other (checked before any work)."""
+    if config.max_drop is not None and plan is not None:
+        raise ConfigError("--plan replays one plan; --max-drop searches for one.", "Pass one of them.")
+
+
+def make_student(
+    model: str,
+    *,
+    out: Path,
+    weights: str = "none",
+    run: RunSettings | None = None,
+    config: CompressConfig,
+    plan: Plan | None = None,
+    latency_probe: LatencyProbeFactory | None = None,
+    on_progress: ProgressCallback = ignore_progress,
+) -> CompressResult:
+    """The build's student: the fastest within ``config.max_drop`` (:func:`search_frontier`) when a budget is
+    given, else one :func:`mobilelwt.compress.compress` (which replays ``plan`` when given)."""
+    if config.max_drop is None:
+        return compress(model, out=out, weights=weights, run=run, config=config, plan=plan,
+                        latency_probe=latency_probe, on_progress=on_progress)  # fmt: skip
+    check_not_replaying(config, plan)
+    return search_frontier(model, out=out, weights=weights, run=run, config=config, latency_probe=latency_probe,
+                           on_progress=on_progress)  # fmt: skip
 
 
 def search_frontier(
@@ -126,7 +164,6 @@ class _Search:
         self.key = digest({**base, "ladder": ladder.__dict__})
         self.points: dict[float, dict[str, Any]] = {}
         self.started = time.perf_counter()
-        self.stopped = ""
 
     # -- the points ------------------------------------------------------------------------------------------
     def point_session(self, target: float, *, full: bool) -> CompressSession:
@@ -269,7 +306,6 @@ class _Search:
             index += direction
 
     def _frontier_record(self, end_reason: str) -> dict[str, Any]:
-        self.stopped = end_reason
         ordered = self._ordered()
         candidates = [p for p in ordered if p["trained"] == "fine-tuned" and self._within(p)
                       and (self.floor is None or _reaches(p, self.floor))]  # fmt: skip
@@ -293,16 +329,16 @@ class _Search:
             "chosen": chosen["target"] if chosen else None,
             "seconds": time.perf_counter() - self.started,
         }
-        record.update(self._why(chosen, ordered))
+        record.update(self._why(chosen, ordered, end_reason))
         return record
 
-    def _why(self, chosen: dict[str, Any] | None, ordered: list[dict[str, Any]]) -> dict[str, str]:
+    def _why(self, chosen: dict[str, Any] | None, ordered: list[dict[str, Any]], stopped: str) -> dict[str, str]:
         budget = f"within {self.max_drop:g} points"
         if chosen is not None:
             faster = [p for p in ordered if p["speedup"] > chosen["speedup"]]
             beyond = (f"; the next faster point tried, {_speed(faster[0])}, lost {faster[0]['drop']:.2f}"
                       f"{'' if faster[0]['trained'] == 'fine-tuned' else ' before its fine-tune'}"
-                      if faster else f"; nothing faster was tried ({self.stopped})")  # fmt: skip
+                      if faster else f"; nothing faster was tried ({stopped})")  # fmt: skip
             return {"why": f"the fastest student {budget}: {_speed(chosen)}, top-1 {_change(chosen['drop'])} points"
                            f"{beyond}", "fix": ""}  # fmt: skip
         trained = [p for p in ordered if p["trained"] == "fine-tuned"]
@@ -326,34 +362,22 @@ class _Search:
     # -- reuse and install -----------------------------------------------------------------------------------
     def cached(self) -> dict[str, Any] | None:
         """A frontier of exactly these inputs whose chosen student is the build's student now."""
-        path = self.session.out / FRONTIER
-        if not path.is_file():
-            return None
         try:
-            record = read_json(path)
-            manifest = self.build_dir.manifest() if record.get("chosen") is not None else None
-        except (ValueError, ConfigError):
+            record = self.build_dir.frontier()  # None unless the build's student is the point it chose
+            if record is None or (record.get("key"), record["max_drop"], record["floor"]) != (
+                self.key, self.max_drop, self.floor
+            ):  # fmt: skip
+                return None
+            self.build_dir.check_student(self.build_dir.manifest())
+        except (KeyError, ConfigError):
             return None
-        if (
-            record.get("key") != self.key
-            or record.get("max_drop") != self.max_drop
-            or record.get("floor") != self.floor
-        ):
-            return None
-        if manifest is None:
-            return None
-        try:
-            self.build_dir.check_student(manifest)
-        except ConfigError:
-            return None
-        chosen = _point(record, record["chosen"])
-        return record if chosen and manifest["inputs"].get("key") == chosen["compress_key"] else None
+        return record
 
     def install(self, record: dict[str, Any]) -> None:
         """The chosen point's files become the build's student (downstream stages kept only if it is unchanged);
         frontier.json is written last."""
         out = self.session.out
-        chosen = _point(record, record["chosen"]) if record["chosen"] is not None else None
+        chosen = chosen_point(record)
         try:
             current = self.build_dir.manifest()["inputs"].get("key") if self.build_dir.is_compressed() else None
         except ConfigError:
@@ -379,10 +403,6 @@ def _plan_digest(plan: Plan) -> str:
     return digest(plan.to_dict()["layers"])
 
 
-def _point(record: dict[str, Any], target: float) -> dict[str, Any] | None:
-    return next((p for p in record["points"] if p["target"] == target and "same_as" not in p), None)
-
-
 def _reaches(point: dict[str, Any], floor: float) -> bool:
     """At least the floor: the measured interval reaches it (a MAC reduction is exact)."""
     ci = point.get("speedup_ci95")
@@ -398,9 +418,3 @@ def _speed(point: dict[str, Any]) -> str:
     ci = point.get("speedup_ci95")
     interval = f" (95% CI {ci[0]:.2f}–{ci[1]:.2f})" if ci else ""
     return f"{point['speedup']:.2f}×{interval}"
-
-
-def load_frontier(build_dir: Path) -> dict[str, Any] | None:
-    """``frontier.json`` of a build, or None when it has none."""
-    path = Path(build_dir) / FRONTIER
-    return read_json(path) if path.is_file() else None

@@ -16,13 +16,13 @@ from device_bench.protocol import TimingPolicy
 from mobilelwt.app.reports import make_report
 from mobilelwt.builddir import SUMMARY, TEACHER_DIR, BuildDir, read_json
 from mobilelwt.checks import check_writable_dir, finite, whole
-from mobilelwt.compress import CompressConfig, LatencyProbeFactory, compress
+from mobilelwt.compress import CompressConfig, LatencyProbeFactory
 from mobilelwt.data import source_fingerprint
 from mobilelwt.devices import resolve_device
 from mobilelwt.distributed import init_distributed, on_main, world
 from mobilelwt.errors import ConfigError
 from mobilelwt.evaluation import paired_drop
-from mobilelwt.frontier import search_frontier
+from mobilelwt.frontier import make_student
 from mobilelwt.hashing import digest, sha256_file
 from mobilelwt.io import jsonable, write_json
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
@@ -160,7 +160,6 @@ def build(
     on_progress(ProgressEvent("build", 1, 4, {"stage": "compress"}))
     t0 = time.perf_counter()
     # --max-drop: the fastest student within the budget, found on the frontier; else one compress at --speedup
-    make_student = search_frontier if config.compress.max_drop is not None else compress
     result = make_student(model, out=out, weights=weights, run=run, config=config.compress,
                           latency_probe=latency_probe, on_progress=on_progress)  # fmt: skip
     seconds["compress"] = time.perf_counter() - t0

@@ -19,7 +19,6 @@ from mobilelwt.app.cli._options import (
     with_groups,
 )
 from mobilelwt.app.cli._params import BUILD_DIR, CHECKPOINT, DATA, INPUT_FILE, OUTPUT_DIR
-from mobilelwt.errors import ConfigError
 
 
 @handle_user_errors
@@ -45,21 +44,18 @@ def compress_command(
 ) -> None:
     """Compress a teacher into a student: plan, closed-form init, layer-wise training, distillation."""
     # lazy: imports torch (seconds); `--help` and option errors answer at once
-    from mobilelwt.compress import compress as run_compress
-    from mobilelwt.frontier import search_frontier
+    from mobilelwt.frontier import check_not_replaying, make_student
     from mobilelwt.plan import Plan
 
     allow_model_code(trust_code, model)
     config = compress.config(timing)
-    if config.max_drop is not None and plan:
-        raise ConfigError("--plan replays one plan; --max-drop searches for one.", "Pass one of them.")
-    make_student = search_frontier if config.max_drop is not None else run_compress
+    replayed = Plan.load(plan) if plan else None
+    check_not_replaying(config, replayed)
     parallel.relaunch()
     probe = compress.latency_probe(config)
     with main_progress() as on_progress:
-        replayed = {"plan": Plan.load(plan)} if plan else {}
-        result = make_student(model, out=out, weights=weights, run=run.settings(), config=config,
-                              latency_probe=probe, on_progress=on_progress, **replayed)  # fmt: skip
+        result = make_student(model, out=out, weights=weights, run=run.settings(), config=config, plan=replayed,
+                              latency_probe=probe, on_progress=on_progress)  # fmt: skip
     if not is_main_process():
         return
     if result.frontier is not None:

@@ -380,12 +380,13 @@ def test_the_catalogue_covers_every_command_and_kind() -> None:
 
 
 def test_ctrl_c_prints_one_line_saying_what_was_kept(tmp_path, tiny_teacher, monkeypatch) -> None:
-    import mobilelwt.compress
+    import mobilelwt.frontier
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(mobilelwt.compress, "compress", interrupted)
+    # the command reaches compress through mobilelwt.frontier.make_student (compress, or a --max-drop search)
+    monkeypatch.setattr(mobilelwt.frontier, "compress", interrupted)
     result = invoke("compress", "--model", "tinynet", "--weights", tiny_teacher, "--out", tmp_path / "out")
     assert result.exit_code == 130
     assert "interrupted:" in result.output and "run the same command again to resume" in result.output
