@@ -71,7 +71,9 @@ def print_frontier(frontier: dict) -> None:
     teacher = frontier["teacher"]
     table = Table(title=f"frontier: top-1 within {frontier['max_drop']:g} points of the teacher's "
                         f"{teacher['top1']:.2f} % ({teacher['images']} validation images)")  # fmt: skip
-    for column in ("target", frontier["speedup_kind"], "95% CI", "MACs fewer", "top-1", "change", "trained", ""):
+    cache = (frontier.get("latency") or {}).get("cache") if frontier["speedup_kind"] == "measured speedup" else None
+    kind = f"{frontier['speedup_kind']} ({cache})" if cache else frontier["speedup_kind"]  # warm or cold, named
+    for column in ("target", kind, "95% CI", "MACs fewer", "top-1", "change", "trained", ""):
         table.add_column(column, justify="left" if column in ("trained", "") else "right")
     for point in frontier["points"]:
         if "same_as" in point:
@@ -88,7 +90,7 @@ def print_frontier(frontier: dict) -> None:
             "chosen" if point["target"] == frontier["chosen"] else "",
         )
     console.print(table)
-    console.print(f"chosen: {frontier['why']} (all points: frontier.json)", highlight=False, soft_wrap=True)
+    console.print(f"chosen: {frontier['why']} ({kind}; all points: frontier.json)", highlight=False, soft_wrap=True)
 
 
 def print_compress_summary(metrics: dict) -> None:
