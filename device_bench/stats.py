@@ -103,3 +103,21 @@ def speedup_ci(
         rng=np.random.default_rng(seed),
     )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def artifact_accuracy(artifact: dict[str, Any], teacher: dict[str, Any] | None) -> dict[str, Any]:
+    """top-1 measured on the artifact; for a student, its drop from the teacher's file on the same images with
+    the paired interval."""
+    validation = artifact.get("validation") or {}
+    hits = validation.get("hits") or ""
+    if not hits:
+        return {"top1": None, "images": 0}
+    own = {"top1": 100.0 * hits.count("1") / len(hits), "images": len(hits)}
+    reference = ((teacher or {}).get("validation") or {}).get("hits") or ""
+    if teacher is None or len(reference) != len(hits):
+        return own
+    # lazy: the evaluation module imports torch, which the device runner (a user of this module) runs without
+    from mobilelwt.evaluation import paired_drop
+
+    paired = paired_drop(reference, hits)
+    return {**own, "drop": paired["top1_drop"], "drop_ci95": paired["top1_drop_ci95"]}

@@ -28,6 +28,7 @@ LAYERWISE = "layerwise"
 LATENCY_CACHE = "latency-cache.json"  # written by older builds
 LATENCY_TABLE = "latency-table.json"
 FRONTIER = "frontier.json"  # a --max-drop search's points and choice
+FRONTIER_BENCH = "frontier-bench.json"  # its fine-tuned points as exported files: accuracy and timing, fp32/int8
 FRONTIER_DIR = "frontier"  # its points, one compress build each (keyed; kept while their inputs hold)
 ARTIFACTS = "artifacts.json"
 BENCH = "bench.jsonl"
@@ -114,6 +115,7 @@ class BuildDir:
                 p / BENCH,
                 p / LAYER_LATENCY,
                 p / OP_PROFILE,
+                p / FRONTIER_BENCH,
                 p / "host-bench.json",  # written by builds before bench.jsonl was the one sink
                 *p.glob("device-inputs-*.npy"),
             ]
@@ -268,6 +270,28 @@ class BuildDir:
         chosen = chosen_point(data)
         if chosen is None or not self.is_compressed() or chosen.get("compress_key") != self.compress_key():
             return None
+        return data
+
+    def frontier_bench(self) -> dict[str, Any] | None:
+        """``frontier-bench.json`` when it was made from the current frontier's fine-tuned points, its choice and the
+        build's current teacher file (else None)."""
+        path = self.path / FRONTIER_BENCH
+        frontier = self.frontier()
+        if frontier is None or not path.is_file():
+            return None
+        data = read_json(path, what="frontier bench", fix="Re-run `mobilelwt build` with --max-drop.",
+                         required=("chosen", "points"))  # fmt: skip
+        timed = {p["target"]: p.get("compress_key") for p in data["points"]}
+        fine_tuned = {p["target"]: p["compress_key"] for p in frontier["points"]
+                      if p.get("trained") == "fine-tuned" and "same_as" not in p}  # fmt: skip
+        if (data["chosen"], data.get("compress_key"), timed) != (frontier["chosen"], self.compress_key(), fine_tuned):
+            return None
+        teacher = data.get("teacher")
+        if teacher is not None:
+            listed = {a["path"]: a for a in self.artifacts()["artifacts"]}
+            current = listed.get(teacher["artifact"])
+            if current is None or current.get("sha256") != teacher["sha256"] or not self.current_artifact(current):
+                return None
         return data
 
     def layer_latency(self) -> dict[str, Any] | None:

@@ -149,15 +149,17 @@ class _Job:
         return self.fmt, self.precision, self.role, self.backend
 
 
-def _jobs(targets: tuple[str, ...], options: ExportOptions) -> list[_Job]:
+def _jobs(
+    targets: tuple[str, ...], options: ExportOptions, formats: tuple[str, ...] | None, roles: tuple[str, ...]
+) -> list[_Job]:
     jobs = []
     for target in targets:
-        for fmt in TARGET_FORMATS[target]:
+        for fmt in (f for f in TARGET_FORMATS[target] if formats is None or f in formats):
             spec = FORMATS.get(fmt)
             for precision in options.precisions or (spec.default_precision,):
-                jobs.extend(_Job(target, fmt, precision, role) for role in ("teacher", "student"))
+                jobs.extend(_Job(target, fmt, precision, role) for role in roles)
             if target == "ios" and fmt == "executorch" and options.et_coreml_delegate:
-                jobs.extend(_Job(target, fmt, "fp32", role, "coreml") for role in ("teacher", "student"))
+                jobs.extend(_Job(target, fmt, "fp32", role, "coreml") for role in roles)
     return jobs
 
 
@@ -166,15 +168,18 @@ def export_build(
     *,
     target: str = "android",
     options: ExportOptions | None = None,
+    formats: tuple[str, ...] | None = None,
+    roles: tuple[str, ...] = ("teacher", "student"),
     on_progress: ProgressCallback = ignore_progress,
 ) -> dict[str, Any]:
-    """Export teacher and student of ``build_dir`` for ``target``; returns what ``artifacts.json`` holds.
+    """Export teacher and student (or only ``roles``) of ``build_dir`` for ``target`` (all its formats, or only
+    ``formats``); returns what ``artifacts.json`` holds.
 
     An artifact whose recorded inputs (the compress stage's key, role, format, precision, options) match and
     whose file still has the recorded bytes is reused; any other is exported again, its old file removed first.
     """
     options = options or ExportOptions()
-    jobs = _jobs(expand_target(target), options)
+    jobs = _jobs(expand_target(target), options, formats, roles)
     check_precisions(options.precisions)
     directory = BuildDir(build_dir)
     exporter = _Exporter(load_build(directory.path), directory.path, options)

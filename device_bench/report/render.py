@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from device_bench.report.table import frontier_lines, headline_rows
+from device_bench.report.table import frontier_lines, headline_rows, shown_speedup
 from mobilelwt.errors import ConfigError
 from mobilelwt.io import atomic_path
 
@@ -246,7 +246,8 @@ def plots(table: pd.DataFrame, layers: dict[str, list[dict[str, Any]]]) -> dict[
 
 def frontier_plot(frontiers: dict[str, dict[str, Any]]) -> str | None:
     """top-1 and top-5 against speedup, one series per build (points with their 95 % intervals; hollow: trained
-    layer-wise only), the chosen point starred, each budget's line dashed."""
+    layer-wise only, at the planner's timing), the chosen point starred, each budget's line dashed; the int8 files
+    of the fine-tuned points as triangles (top-1 only: validation scores top-1)."""
     if not frontiers:
         return None
     import matplotlib
@@ -256,34 +257,48 @@ def frontier_plot(frontiers: dict[str, dict[str, Any]]) -> str | None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    any_int8 = False
     for index, (name, frontier) in enumerate(frontiers.items()):
         color = colors[index % len(colors)]
-        points = sorted((p for p in frontier["points"] if "same_as" not in p), key=lambda p: p["speedup"])
+        points = sorted((p for p in frontier["points"] if "same_as" not in p), key=lambda p: shown_speedup(p)[0])
         for ax, metric in zip(axes, ("top1", "top5"), strict=True):
             teacher = frontier["teacher"][metric]
             for point in points:
-                ci = point.get("speedup_ci95")
-                xerr = [[point["speedup"] - ci[0]], [ci[1] - point["speedup"]]] if ci else None
+                speedup, ci, _ = shown_speedup(point)
                 full = point["trained"] == "fine-tuned"
-                ax.errorbar(point["speedup"], point[metric], xerr=xerr, fmt="o", color=color, capsize=3,
+                ax.errorbar(speedup, point[metric], xerr=_xerr(speedup, ci), fmt="o", color=color, capsize=3,
                             markerfacecolor=color if full else "white")  # fmt: skip
-            ax.plot([p["speedup"] for p in points], [p[metric] for p in points], "-", color=color, lw=1, alpha=0.5,
-                    label=name)  # fmt: skip
+            ax.plot([shown_speedup(p)[0] for p in points], [p[metric] for p in points], "-", color=color, lw=1,
+                    alpha=0.5, label=f"{name} fp32")  # fmt: skip
             chosen = next((p for p in points if p["target"] == frontier["chosen"]), None)
             if chosen is not None:
-                ax.plot(chosen["speedup"], chosen[metric], "*", color=color, markersize=16, markeredgecolor="k")
+                ax.plot(shown_speedup(chosen)[0], chosen[metric], "*", color=color, markersize=16, markeredgecolor="k")
             ax.axhline(teacher, color=color, lw=0.8, ls=":")
             if metric == "top1":
                 ax.axhline(teacher - frontier["max_drop"], color=color, lw=1, ls="--")
+        int8 = [(p["files"]["int8"], p) for p in points if ((p.get("files") or {}).get("int8") or {}).get("speedup")
+                and p["files"]["int8"].get("top1") is not None]  # fmt: skip
+        if int8:
+            any_int8 = True
+            for entry, _ in int8:
+                axes[0].errorbar(entry["speedup"], entry["top1"], xerr=_xerr(entry["speedup"], entry["speedup_ci95"]),
+                                 fmt="^", color=color, capsize=3, markeredgecolor="k")  # fmt: skip
+            axes[0].plot([e["speedup"] for e, _ in sorted(int8, key=lambda x: x[0]["speedup"])],
+                         [e["top1"] for e, _ in sorted(int8, key=lambda x: x[0]["speedup"])], "--", color=color,
+                         lw=1, alpha=0.5, label=f"{name} int8 (file)")  # fmt: skip
     kind = next(iter(frontiers.values()))["speedup_kind"]
     for ax, metric in zip(axes, ("top-1", "top-5"), strict=True):
-        ax.set_xlabel(f"{kind} (× the teacher)")
+        ax.set_xlabel(f"{kind} over the fp32 teacher (×)")
         ax.set_ylabel(f"{metric} (%)")
         ax.grid(alpha=0.3)
-    axes[0].set_title("top-1: dotted the teacher, dashed the budget, ★ chosen")
+    axes[0].set_title("top-1: dotted teacher, dashed budget, ★ chosen" + (", ▲ int8" if any_int8 else ""))
     axes[1].set_title("top-5 (hollow: layer-wise only)")
     axes[0].legend(fontsize=7)
     return _png(fig)
+
+
+def _xerr(value: float, ci: list[float] | None) -> list[list[float]] | None:
+    return [[value - ci[0]], [ci[1] - value]] if ci else None
 
 
 _CSS = """

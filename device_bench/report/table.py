@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from device_bench.stats import artifact_accuracy
 from mobilelwt.builddir import ARTIFACTS, METRICS, BuildDir
 from mobilelwt.errors import ConfigError
 
@@ -271,29 +272,100 @@ def op_profiles(build_dir: Path) -> dict[str, Any]:
 
 
 def frontiers(build_dirs: list[Path]) -> dict[str, dict[str, Any]]:
-    """Per build that was chosen by a --max-drop search: its current frontier (every point tried, the choice)."""
+    """Per build that was chosen by a --max-drop search: its current frontier (every point tried, the choice),
+    each fine-tuned point with its exported files' measurements when the build timed them (:func:`with_files`)."""
     found = {}
     for build_dir in build_dirs:
-        frontier = BuildDir(build_dir).frontier()
+        directory = BuildDir(build_dir)
+        frontier = directory.frontier()
         if frontier is not None:
-            found[Path(build_dir).name] = frontier
+            found[Path(build_dir).name] = with_files(directory, frontier)
     return found
 
 
+def with_files(directory: BuildDir, frontier: dict[str, Any]) -> dict[str, Any]:
+    """``frontier`` with ``files`` on each point timed as exported files (``{"fp32": ..., "int8": ...}``, from
+    ``frontier-bench.json``; the chosen point's fp32 from the build's own bench) and ``files`` on the record (the
+    runtime, threads and cache, or why the files were not timed)."""
+    bench = directory.frontier_bench()
+    if bench is None:
+        return frontier
+    student = _build_student(directory, bench["runtime"])
+    points = []
+    for point in frontier["points"]:
+        files = next((f for f in bench["points"] if f["target"] == point["target"]), None)
+        if files is not None and files.get("fp32", {}).get("build_student"):
+            files = {**files, "fp32": student} if student else {k: v for k, v in files.items() if k != "fp32"}
+        points.append({**point, "files": files} if files else point)
+    about = {k: bench.get(k) for k in ("runtime", "threads", "cache", "skipped", "input", "teacher")}
+    return {**frontier, "points": points, "files": about}
+
+
+def _build_student(directory: BuildDir, runtime: str) -> dict[str, Any] | None:
+    """The build's own fp32 student file for ``runtime`` as a frontier entry: its host bench speedup and its
+    accuracy on the artifact (the chosen point, measured once)."""
+    listed = [a for a in directory.artifacts()["artifacts"] if a.get("runtime") == runtime
+              and a.get("precision") == "fp32" and a.get("status") in ("ok", "mismatch")]  # fmt: skip
+    student = next((a for a in listed if a["role"] == "student"), None)
+    teacher = next((a for a in listed if a["role"] == "teacher" and a.get("target") == (student or {}).get("target")),
+                   None)  # fmt: skip
+    record = next((r for r in directory.bench_records() if student and r["artifact"] == student["path"]
+                   and r["device"] == "host" and r.get("speedup") is not None), None)  # fmt: skip
+    if student is None or record is None:
+        return None
+    return {"artifact": student["path"], "sha256": student.get("sha256"), "status": student["status"],
+            **artifact_accuracy(student, teacher), "speedup": record["speedup"],
+            "speedup_ci95": record.get("speedup_ci95"), "cache": record.get("cache"),
+            "caches": record.get("caches") or {}, "build_student": True}  # fmt: skip
+
+
+def shown_speedup(point: dict[str, Any]) -> tuple[float, list[float] | None, str]:
+    """The one speedup a frontier point is shown with: its exported fp32 file's when timed, else the planner's
+    timing of what export will produce (a layer-wise-only point is never exported). Also its interval and which."""
+    fp32 = (point.get("files") or {}).get("fp32") or {}
+    if fp32.get("speedup") is not None:
+        return fp32["speedup"], fp32.get("speedup_ci95"), "file"
+    return point["speedup"], point.get("speedup_ci95"), "planned"
+
+
 def frontier_lines(name: str, frontier: dict[str, Any]) -> list[str]:
-    """The frontier as sentences: one per point (speedup with its interval, accuracy, how far trained)."""
+    """The frontier as sentences: one per point (speedup with its interval, accuracy, how far trained; the int8
+    file beside it when the build timed the points' files)."""
     teacher = frontier["teacher"]
+    files = frontier.get("files") or {}
+    timing = (f"files timed against the teacher's fp32 file: {files['runtime']}, {files['threads']} threads, "
+              f"{files['cache']} cache" if files and not files.get("skipped")
+              else f"files not timed: {files['skipped']}" if files else "")  # fmt: skip
     lines = [f"{name}: {frontier['model']} at {frontier['input_size']}², teacher top-1 {teacher['top1']:.2f} %, "
-             f"budget {frontier['max_drop']:g} points ({frontier['speedup_kind']}, {_latency_words(frontier)}); "
-             f"{frontier['why']}"]  # fmt: skip
-    for point in sorted((p for p in frontier["points"] if "same_as" not in p), key=lambda p: p["speedup"]):
-        ci = point.get("speedup_ci95")
+             f"budget {frontier['max_drop']:g} points ({frontier['speedup_kind']}, {_latency_words(frontier)}"
+             f"{'; ' + timing if timing else ''}); {frontier['why']}"]  # fmt: skip
+    for point in sorted((p for p in frontier["points"] if "same_as" not in p), key=lambda p: shown_speedup(p)[0]):
+        speedup, ci, source = shown_speedup(point)
         interval = f" (95% CI {ci[0]:.2f}–{ci[1]:.2f})" if ci else ""
         mark = " ← chosen" if point["target"] == frontier["chosen"] else ""
-        lines.append(f"{point['speedup']:.2f}×{interval}: top-1 {point['top1']:.2f} % ({-point['drop'] + 0.0:+.2f}), "
-                     f"top-5 {point['top5']:.2f} %, MACs {point['mac_speedup']:.2f}× fewer, {point['trained']}"
-                     f"{mark}")  # fmt: skip
+        where = (f"fp32 file (planned {point['speedup']:.2f}×)" if source == "file"
+                 else "planned" if point.get("timed") else "")  # fmt: skip
+        lines.append(f"{speedup:.2f}×{interval}{' ' + where if where else ''}: top-1 {point['top1']:.2f} % "
+                     f"({-point['drop'] + 0.0:+.2f}), top-5 {point['top5']:.2f} %, MACs {point['mac_speedup']:.2f}× "
+                     f"fewer, {point['trained']}{_int8_words(point)}{mark}")  # fmt: skip
     return lines
+
+
+def _int8_words(point: dict[str, Any]) -> str:
+    int8 = (point.get("files") or {}).get("int8")
+    if not int8:
+        return ""
+    if int8.get("status") == "failed":
+        return f"; int8 file failed: {int8.get('reason')}"
+    ci = int8.get("speedup_ci95")
+    speed = (f"{int8['speedup']:.2f}×" + (f" (95% CI {ci[0]:.2f}–{ci[1]:.2f})" if ci else "")
+             if int8.get("speedup") is not None else "not timed")  # fmt: skip
+    accuracy = f"top-1 {int8['top1']:.2f} %" if int8.get("top1") is not None else "top-1 unknown"
+    if int8.get("drop") is not None:
+        low, high = int8["drop_ci95"]
+        accuracy += f" ({-int8['drop'] + 0.0:+.2f}, 95% CI {-high + 0.0:+.2f} to {-low + 0.0:+.2f})"
+    mismatch = ", outside the int8 parity limits" if int8.get("status") == "mismatch" else ""
+    return f"; int8 file {speed}, {accuracy} on {int8.get('images')} images{mismatch}"
 
 
 def _latency_words(frontier: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from device_bench.bench import bench_build
+from device_bench.frontier import bench_frontier
 from device_bench.protocol import TimingPolicy
 from mobilelwt.app.reports import make_report
 from mobilelwt.builddir import SUMMARY, TEACHER_DIR, BuildDir, read_json
@@ -181,6 +182,10 @@ def build(
         policy = TimingPolicy(cache=latency.cache, rel_width=latency.timing_width, max_seconds=latency.timing_cap_s)
         bench_build(out, devices=("host",), threads=config.bench_threads, rounds=config.bench_rounds,
                     runs=5 * config.bench_rounds, paths=paths, policy=policy)  # fmt: skip
+        if result.frontier is not None and result.frontier.get("chosen") is not None:
+            # the frontier's other students as files, fp32 and int8, timed against the teacher's file
+            bench_frontier(out, result.frontier, options=options, threads=config.bench_threads, policy=policy,
+                           on_progress=on_progress)  # fmt: skip
         seconds["bench"] = time.perf_counter() - t0
     # also without --bench: the current host records of these files (an earlier run's, if their bytes are unchanged)
     bench_records = [r for r in BuildDir(out).bench_records() if r["artifact"] in paths and r["device"] == "host"]

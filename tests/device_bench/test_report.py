@@ -305,7 +305,7 @@ def _with_frontier(root, name, chosen_key="k1"):
                                                  "files": files}))  # fmt: skip
     points = [_frontier_point(2.0, 2.1, 89.9), _frontier_point(3.0, 3.2, 89.2, key=chosen_key),
               _frontier_point(4.5, 4.4, 86.0, trained="layer-wise only")]  # fmt: skip
-    frontier = {"format": "mobilelwt.frontier/1", "model": "alexnet", "input_size": 64, "max_drop": 1.0,
+    frontier = {"format": "mobilelwt.frontier/1", "key": "f1", "model": "alexnet", "input_size": 64, "max_drop": 1.0,
                 "speedup_kind": "measured speedup", "teacher": {"top1": 90.0, "top5": 99.5, "images": 500},
                 "latency": {"runtime": "executorch", "device": "host", "precision": "fp32", "threads": 2,
                             "cache": "cold"},
@@ -326,3 +326,35 @@ def test_the_report_overlays_the_frontiers_of_several_builds_and_hides_a_stale_o
     assert html.count('alt="frontier"') == 1  # one plot, both builds overlaid
     assert set(json.loads((tmp_path / "r.json").read_text())["frontiers"]) == {"a", "b"}
     assert result["files"]
+
+
+def _int8(speedup, top1, drop):
+    return {"artifact": "x.pte", "status": "ok", "speedup": speedup,
+            "speedup_ci95": [speedup * 0.95, speedup * 1.05], "top1": top1, "images": 200, "drop": drop,
+            "drop_ci95": [drop - 0.5, drop + 0.5], "cache": "cold"}  # fmt: skip
+
+
+def test_the_frontier_shows_its_files_fp32_and_int8_once_each_and_drops_a_stale_timing(tmp_path) -> None:
+    build = _with_frontier(tmp_path, "a")
+    files = {"format": "mobilelwt.frontier-bench/1", "chosen": 3.0, "compress_key": "k1",
+             "runtime": "executorch", "threads": 2, "cache": "cold", "teacher": None,
+             "points": [{"target": 2.0, "compress_key": "other", "fp32": {**_int8(2.6, 89.5, 0.5), "artifact": "y.pte"},
+                         "int8": _int8(5.1, 88.0, 2.0)},
+                        {"target": 3.0, "compress_key": "k1", "fp32": {"build_student": True},
+                         "int8": _int8(7.3, 87.5, 2.5)}]}  # fmt: skip
+    (build / "frontier-bench.json").write_text(json.dumps(files))
+    make_report([build], out=tmp_path / "r", formats=("md", "html"))
+    md = (tmp_path / "r.md").read_text()
+    assert "files timed against the teacher's fp32 file: executorch, 2 threads, cold cache" in md
+    # a fine-tuned point is shown at its file's speedup, the planner's beside it; its int8 file on the same line
+    assert "2.60× (95% CI 2.47–2.73) fp32 file (planned 2.10×): top-1 89.90 %" in md
+    assert "int8 file 5.10× (95% CI 4.84–5.35), top-1 88.00 % (-2.00, 95% CI -2.50 to -1.50) on 200 images" in md
+    # the chosen point's fp32 file is the build's student: without its bench record, the planner's number stands
+    assert "3.20× (95% CI 3.07–3.33): top-1 89.20 % (-0.80)" in md and "int8 file 7.30×" in md
+    assert "▲ int8" not in md and 'alt="frontier"' in (tmp_path / "r.html").read_text()
+
+    files["points"][0]["compress_key"] = "an older student"  # files of another point: the timing is not shown
+    (build / "frontier-bench.json").write_text(json.dumps(files))
+    make_report([build], out=tmp_path / "r", formats=("md",))
+    md = (tmp_path / "r.md").read_text()
+    assert "int8 file" not in md and "2.10× (95% CI" in md

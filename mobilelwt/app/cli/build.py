@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -235,10 +234,15 @@ def print_build_summary(summary: dict[str, Any]) -> None:
     """The build in a few lines: the frontier a --max-drop search chose from, the speedup the files deliver against
     the target (once per runtime), the one accuracy line, and where everything is."""
     if summary.get("frontier"):
-        # lazy: the compress command's module (its table printer); `--help` answers at once
+        # lazy: the compress command's module (its table printer) and pandas; `--help` answers at once
+        from device_bench.report.table import with_files
         from mobilelwt.app.cli.compress import print_frontier
+        from mobilelwt.builddir import BuildDir
 
-        print_frontier(json.loads((Path(summary["out"]) / summary["frontier"]["file"]).read_text()))
+        directory = BuildDir(summary["out"])
+        frontier = directory.frontier()
+        if frontier is not None:
+            print_frontier(with_files(directory, frontier))
     if summary["latency"]:
         for line in summary.get("delivered") or []:
             console.print(line, highlight=False, soft_wrap=True)

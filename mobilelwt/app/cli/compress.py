@@ -67,30 +67,46 @@ def compress_command(
 
 
 def print_frontier(frontier: dict) -> None:
-    """The points a --max-drop search tried, the one it chose, and why."""
+    """The points a --max-drop search tried, the one it chose, and why; with a build's timing of the points'
+    files (``files``, see :func:`device_bench.report.table.with_files`), their fp32 and int8 files."""
+    # lazy: pandas (the report package); `--help` and option errors answer at once
+    from device_bench.report.table import shown_speedup
+
     teacher = frontier["teacher"]
     table = Table(title=f"frontier: top-1 within {frontier['max_drop']:g} points of the teacher's "
                         f"{teacher['top1']:.2f} % ({teacher['images']} validation images)")  # fmt: skip
+    files = frontier.get("files") or {}
+    timed_files = bool(files) and not files.get("skipped")
     cache = (frontier.get("latency") or {}).get("cache") if frontier["speedup_kind"] == "measured speedup" else None
     kind = f"{frontier['speedup_kind']} ({cache})" if cache else frontier["speedup_kind"]  # warm or cold, named
-    for column in ("target", kind, "95% CI", "MACs fewer", "top-1", "change", "trained", ""):
+    columns = ["target", kind, "95% CI", "MACs fewer", "top-1", "change"]
+    if timed_files:
+        columns += ["int8 file", "int8 change"]
+    for column in (*columns, "trained", ""):
         table.add_column(column, justify="left" if column in ("trained", "") else "right")
     for point in frontier["points"]:
         if "same_as" in point:
             continue
-        ci = point.get("speedup_ci95")
-        table.add_row(
+        speedup, ci, source = shown_speedup(point)
+        row = [
             f"{point['target']:g}×",
-            f"{point['speedup']:.2f}×",
+            f"{speedup:.2f}×" + (" file" if source == "file" else " planned" if timed_files else ""),
             f"{ci[0]:.2f}–{ci[1]:.2f}" if ci else "",
             f"{point['mac_speedup']:.2f}×",
             f"{point['top1']:.2f}",
             f"{-point['drop'] + 0.0:+.2f}",
-            point["trained"],
-            "chosen" if point["target"] == frontier["chosen"] else "",
-        )
+        ]
+        if timed_files:
+            int8 = (point.get("files") or {}).get("int8") or {}
+            row += [f"{int8['speedup']:.2f}×" if int8.get("speedup") is not None else int8.get("status", ""),
+                    f"{-int8['drop'] + 0.0:+.2f}" if int8.get("drop") is not None else ""]  # fmt: skip
+        table.add_row(*row, point["trained"], "chosen" if point["target"] == frontier["chosen"] else "")
     console.print(table)
-    console.print(f"chosen: {frontier['why']} ({kind}; all points: frontier.json)", highlight=False, soft_wrap=True)
+    where = (f"; files: {files['runtime']}, {files['threads']} threads, {files['cache']} cache, against the "
+             "teacher's fp32 file" if timed_files
+             else f"; files not timed: {files['skipped']}" if files else "")  # fmt: skip
+    console.print(f"chosen: {frontier['why']} ({kind}{where}; all points: frontier.json)", highlight=False,
+                  soft_wrap=True)  # fmt: skip
 
 
 def print_compress_summary(metrics: dict) -> None:

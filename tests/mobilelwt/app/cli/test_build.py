@@ -259,6 +259,38 @@ def test_build_with_max_drop_ships_the_chosen_point_and_reports_the_frontier(tmp
     assert json.loads((out / "frontier.json").read_text())["chosen"] == frontier["chosen"]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
+    # the fine-tuned points as files (what a build with its bench does after timing its own student): int8 and the
+    # other fp32 students exported, accuracy on the artifact, timed against the teacher's fp32 file
+    from device_bench.frontier import bench_frontier
+    from device_bench.protocol import TimingPolicy
+    from targets.build_export import ExportOptions
+
+    frontier = json.loads((out / "frontier.json").read_text())  # the second budget's search: the same points
+    options = ExportOptions(validation_images=8, calibration_images=16, threads=1)
+    policy = TimingPolicy(max_seconds=2.0)
+    files = bench_frontier(out, frontier, options=options, threads=1, policy=policy)
+    assert "skipped" not in files and files["teacher"]["images"] == 8
+    fine_tuned = [p for p in frontier["points"] if p["trained"] == "fine-tuned" and "same_as" not in p]
+    assert {p["target"] for p in files["points"]} == {p["target"] for p in fine_tuned}
+    for point in files["points"]:
+        int8 = point["int8"]
+        assert int8["artifact"].startswith("frontier/") and int8["artifact"].endswith("-student-int8.pte")
+        assert (out / int8["artifact"]).is_file() and int8["images"] == 8 and 0 <= int8["top1"] <= 100
+        low, high = int8["speedup_ci95"]
+        assert low <= int8["speedup"] <= high and set(int8["caches"]) == {"warm", "cold"}
+        assert int8["drop_ci95"][0] <= int8["drop"] <= int8["drop_ci95"][1]
+        if point["target"] == frontier["chosen"]:
+            assert point["fp32"] == {"build_student": True}  # the build's own student: its bench times it
+        else:
+            assert point["fp32"]["speedup"] > 0 and point["fp32"]["artifact"].endswith("-student-fp32.pte")
+    stamp = (out / "frontier-bench.json").stat().st_mtime_ns
+    assert bench_frontier(out, frontier, options=options, threads=1, policy=policy) == files  # same files: reused
+    assert (out / "frontier-bench.json").stat().st_mtime_ns == stamp
+    shown = invoke("report", out)
+    assert shown.exit_code == 0, shown.output
+    report = (out / "report.md").read_text()
+    assert "int8 file" in report and "files timed against the teacher's fp32 file" in report
+
     if CHROMIUM is not None:
         html = out / "report.html"
         text = html.read_text()

@@ -1,0 +1,107 @@
+"""Where a speedup's spread comes from: the same two files timed by the protocol in several fresh processes, and
+several times within each process.
+
+If the repeats inside one process agree (their intervals overlap) while the processes disagree, the spread is a
+property of the process (memory placement, thread placement), and one process's interval, however narrow, does
+not cover the next process's number; if the repeats disagree as much, it is the machine drifting over time.
+
+    python bench/variance.py runs/delivery-default/default-1 --processes 4 --repeats 3 --cap 30 \
+        --json bench/results/variance-default-1.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def repeats_in_this_process(build: Path, cache: str, threads: int, cap: float, repeats: int) -> list[dict[str, Any]]:
+    import torch
+
+    from device_bench.protocol import TimingPolicy, measure_runners
+    from targets import load_artifact
+
+    listing = json.loads((build / "artifacts.json").read_text())["artifacts"]
+    files = {a["role"]: a for a in listing
+             if a["runtime"] == "executorch" and a["precision"] == "fp32" and a["status"] == "ok"}  # fmt: skip
+    size = files["student"]["input_size"]
+    runners = {role: load_artifact("executorch", build / a["path"], threads=threads) for role, a in files.items()}
+    example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    out = []
+    for _ in range(repeats):
+        record = measure_runners(runners, example, reference="teacher",
+                                 policy=TimingPolicy(cache=cache, max_seconds=cap))  # fmt: skip
+        student = record["models"]["student"]
+        out.append({"speedup": student["speedup"], "ci95": student["speedup_ci95"],
+                    "teacher_ms": record["models"]["teacher"]["median_ms"], "student_ms": student["median_ms"],
+                    "converged": record["converged"], "quiet": record["load"]["quiet"]})  # fmt: skip
+    return out
+
+
+def spread(values: list[float]) -> float:
+    """(max - min) / median, as a share."""
+    return (max(values) - min(values)) / statistics.median(values) if values else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("build", type=Path)
+    parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cache", default="cold")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cap", type=float, default=30.0)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--inside", action="store_true", help="(internal) the repeats of one process")
+    args = parser.parse_args()
+    if args.inside:
+        print(json.dumps(repeats_in_this_process(args.build, args.cache, args.threads, args.cap, args.repeats)))
+        return
+    processes = []
+    for index in range(args.processes):
+        argv = [sys.executable, str(Path(__file__).resolve()), str(args.build), "--inside",
+                "--repeats", str(args.repeats), "--cache", args.cache, "--threads", str(args.threads),
+                "--cap", str(args.cap)]  # fmt: skip
+        proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, check=True)
+        processes.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(f"process {index + 1}: " + ", ".join(
+            f"{r['speedup']:.2f}× ({r['ci95'][0]:.2f}–{r['ci95'][1]:.2f})" for r in processes[-1]), flush=True)
+    medians = [statistics.median(r["speedup"] for r in runs) for runs in processes]
+    within = statistics.median(spread([r["speedup"] for r in runs]) for runs in processes)
+    between = spread(medians)
+    width = statistics.median((r["ci95"][1] - r["ci95"][0]) / r["speedup"] for runs in processes for r in runs)
+    print(f"\n{'':>10} {'median speedup':>15} {'repeats (spread)':>18}")
+    for index, runs in enumerate(processes):
+        print(f"process {index + 1:>2} {medians[index]:>15.2f} {spread([r['speedup'] for r in runs]):>17.1%}")
+    print(f"\nwithin a process: {within:.1%} spread; between processes: {between:.1%}; one run's interval: "
+          f"±{width / 2:.1%}")
+    report = {
+        "benchmark": "variance",
+        "build": str(args.build),
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": sys.version.split()[0]},
+        "runtime": "executorch fp32 (XNNPACK), host",
+        "threads": args.threads,
+        "cache": args.cache,
+        "cap_s": args.cap,
+        "processes": processes,
+        "process_medians": medians,
+        "within_process_spread": within,
+        "between_process_spread": between,
+        "interval_half_width": width / 2,
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
