@@ -73,8 +73,11 @@ def main() -> None:
                 "--cap", str(args.cap)]  # fmt: skip
         proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, check=True)
         processes.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        print(f"process {index + 1}: " + ", ".join(
-            f"{r['speedup']:.2f}× ({r['ci95'][0]:.2f}–{r['ci95'][1]:.2f})" for r in processes[-1]), flush=True)
+        print(
+            f"process {index + 1}: "
+            + ", ".join(f"{r['speedup']:.2f}× ({r['ci95'][0]:.2f}–{r['ci95'][1]:.2f})" for r in processes[-1]),
+            flush=True,
+        )
     medians = [statistics.median(r["speedup"] for r in runs) for runs in processes]
     within = statistics.median(spread([r["speedup"] for r in runs]) for runs in processes)
     between = spread(medians)
@@ -82,8 +85,10 @@ def main() -> None:
     print(f"\n{'':>10} {'median speedup':>15} {'repeats (spread)':>18}")
     for index, runs in enumerate(processes):
         print(f"process {index + 1:>2} {medians[index]:>15.2f} {spread([r['speedup'] for r in runs]):>17.1%}")
-    print(f"\nwithin a process: {within:.1%} spread; between processes: {between:.1%}; one run's interval: "
-          f"±{width / 2:.1%}")
+    print(
+        f"\nwithin a process: {within:.1%} spread; between processes: {between:.1%}; one run's interval: "
+        f"±{width / 2:.1%}"
+    )
     report = {
         "benchmark": "variance",
         "build": str(args.build),
