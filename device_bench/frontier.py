@@ -17,17 +17,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from device_bench.protocol import TimingPolicy, cache_order, measure_runners
+from device_bench.apart import measure_files
+from device_bench.protocol import TimingPolicy, cache_order
 from device_bench.stats import artifact_accuracy
 from mobilelwt.builddir import FRONTIER_BENCH, BuildDir
 from mobilelwt.hashing import digest
 from mobilelwt.io import write_json
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
-from targets import by_runtime, load_artifact
 from targets.build_export import ExportOptions, export_build
-from targets.formats import TARGET_FORMATS
+from targets.formats import TARGET_FORMATS, by_runtime
 
 FRONTIER_BENCH_FORMAT = "mobilelwt.frontier-bench/1"
 PRECISIONS = ("fp32", "int8")
@@ -123,16 +121,9 @@ def _time(
     timeable = {name: a for name, a in files.items() if a.get("status") in ("ok", "mismatch")}
     if not timeable:
         return {}
-    size = teacher["input_size"]
-    example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
-    by_runtime(runtime).prepare()
-    runners = {"teacher": load_artifact(runtime, directory / teacher["path"], threads=threads)}
-    for name, artifact in timeable.items():
-        runners[name] = load_artifact(runtime, directory / artifact["path"], threads=threads)
-    return {
-        cache: measure_runners(runners, example, reference="teacher", policy=policy.with_cache(cache))
-        for cache in cache_order(policy)
-    }
+    files = {"teacher": directory / teacher["path"], **{n: directory / a["path"] for n, a in timeable.items()}}
+    return measure_files(files, runtime=runtime, threads=threads, input_size=teacher["input_size"],
+                         reference="teacher", policy=policy, caches=cache_order(policy))  # fmt: skip
 
 
 def _point_record(

@@ -11,8 +11,9 @@ from typing import Any
 
 import torch
 
+from device_bench.apart import measure_files
 from device_bench.parsers import parse_result
-from device_bench.protocol import TimingPolicy, cache_order, measure_runners
+from device_bench.protocol import TimingPolicy, cache_order
 from device_bench.stats import speedup_ci, summarize
 from targets import RUNTIMES, by_runtime, load_artifact
 
@@ -69,7 +70,8 @@ def bench_pairs(
     memory: bool = True,
 ) -> list[dict[str, Any]]:
     """One record per host-runnable artifact; teacher and student of the same format/precision are timed by the
-    protocol, warm and cold (the policy's cache state is the record's headline numbers, the other is kept beside).
+    protocol, warm and cold (the policy's cache state is the record's headline numbers, the other is kept beside),
+    in ``policy.processes`` fresh processes combined (:mod:`device_bench.apart`).
 
     Each record also has the load time and first run in this process and, with ``memory``, the peak memory of
     the artifact run alone in a fresh runner process (the number a phone's runner would report).
@@ -94,10 +96,10 @@ def bench_pairs(
             if memory:
                 cold[role].update(runner_memory(Path(build_dir) / a["path"], runtime, threads=threads, input_size=size))
         reference = "teacher" if "teacher" in runners else next(iter(runners))
-        measured = {
-            cache: measure_runners(runners, example, reference=reference, policy=policy.with_cache(cache))
-            for cache in cache_order(policy)
-        }
+        del runners  # timed apart (device_bench.apart): fresh processes, or reloaded here for --processes 1
+        measured = measure_files({role: Path(build_dir) / a["path"] for role, a in by_role.items()}, runtime=runtime,
+                                 threads=threads, input_size=size, reference=reference, policy=policy,
+                                 caches=cache_order(policy))  # fmt: skip
         for role, artifact in by_role.items():
             records.append(
                 {
@@ -128,7 +130,8 @@ def role_record(measured: dict[str, dict[str, Any]], role: str, headline: str) -
         "timing": {
             k: main[k]
             for k in ("rel_width", "max_seconds", "batches", "quiet_batches", "seconds", "converged", "stopped", "load")
-        },  # fmt: skip
+        }  # fmt: skip
+        | {"processes": len(main.get("processes") or []) or 1},
         "caches": {},
     }
     for cache, got in measured.items():

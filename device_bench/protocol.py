@@ -40,10 +40,13 @@ class TimingPolicy:
     warmup: int = 3
     min_block_ms: float = 20.0
     busy_cores: float = BUSY_CORES
+    processes: int = 1  # exported files: timed in this many fresh processes (device_bench.apart); 1: in this one
 
     def __post_init__(self) -> None:
         if self.cache not in CACHE_STATES:
             raise ValueError(f"cache must be one of {CACHE_STATES}, got {self.cache!r}")
+        if self.processes < 1:
+            raise ValueError(f"processes must be at least 1, got {self.processes}")
 
     def with_cache(self, cache: str) -> TimingPolicy:
         return TimingPolicy(**{**asdict(self), "cache": cache})
@@ -222,7 +225,9 @@ def summary_line(record: dict[str, Any], name: str = "student") -> str:
     model = record["models"][name]
     low, high = model["speedup_ci95"]
     text = f"{model['speedup']:.2f}× ({low:.2f}–{high:.2f}), {record['cache']}"
-    if not record["converged"] and record["stopped"] == CAPPED:
+    if record.get("processes"):
+        text += f", {len(record['processes'])} processes"
+    if not record["converged"] and record["stopped"] != DECIDED:
         text += f", not within ±{100 * record['rel_width']:.0f}% by the {record['max_seconds']:g} s cap"
     return text + load_note(record)
 

@@ -44,6 +44,7 @@ class BuildConfig:
     calibration_images: int = 64
     bench: bool = True
     bench_threads: int = 2
+    bench_processes: int = 3  # the files are timed in at least this many fresh processes (device_bench.apart)
     bench_rounds: int = 10
     budget_ms: float | None = None
 
@@ -118,6 +119,7 @@ def check_build_options(model: str, out: Path, config: BuildConfig, run: RunSett
         whole(config.validation_images, "--validation-images", low=1)
     whole(config.calibration_images, "--calibration-images", low=1)
     whole(config.bench_threads, "--bench-threads", low=1)
+    whole(config.bench_processes, "--bench-processes", low=1, high=64)
     whole(config.bench_rounds, "--bench-rounds", low=1)
     if config.budget_ms is not None:
         finite(config.budget_ms, "--budget-ms", low=0, strict=True)
@@ -179,7 +181,8 @@ def build(
         on_progress(ProgressEvent("build", 3, 4, {"stage": "host bench"}))
         t0 = time.perf_counter()
         latency = config.compress.latency  # the build is timed as its plan was: one protocol, one cache state
-        policy = TimingPolicy(cache=latency.cache, rel_width=latency.timing_width, max_seconds=latency.timing_cap_s)
+        policy = TimingPolicy(cache=latency.cache, rel_width=latency.timing_width, max_seconds=latency.timing_cap_s,
+                              processes=config.bench_processes)  # fmt: skip
         bench_build(out, devices=("host",), threads=config.bench_threads, rounds=config.bench_rounds,
                     runs=5 * config.bench_rounds, paths=paths, policy=policy)  # fmt: skip
         if result.frontier is not None and result.frontier.get("chosen") is not None:

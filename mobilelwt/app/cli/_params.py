@@ -144,6 +144,7 @@ COUNT = count()
 COUNT_OR_ZERO = count(low=0)
 COUNT_OPTIONAL = count(optional=True)
 COUNT_OR_ZERO_OPTIONAL = count(low=0, optional=True)
+PROCESSES = count(high=64)
 POSITIVE = Kind("positive number", lambda v, f, vs: checks.positive(v, f), ("0", "-1", "nan", "inf", "-inf", "1e10"))
 POSITIVE_OPTIONAL = Kind(
     "positive number", lambda v, f, vs: checks.positive(v, f, optional=True), ("0", "-1", "nan", "inf", "1e10")

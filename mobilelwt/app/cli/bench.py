@@ -18,6 +18,7 @@ from mobilelwt.app.cli._params import (
     CPU_MASK,
     DEVICES,
     INPUT_FILE,
+    PROCESSES,
     SECONDS,
     one_of,
 )
@@ -42,6 +43,14 @@ def bench_command(
     ] = 50,
     warmup: Annotated[int, typer.Option(help="Untimed runs first."), COUNT_OR_ZERO] = 5,
     threads: Annotated[int, typer.Option(help="Runtime threads."), BENCH_THREADS] = 2,
+    processes: Annotated[
+        int,
+        typer.Option(
+            help="On the host: time the files in at least this many fresh processes (their spread is in the "
+            "interval; more run while it is wide); 1: in this process."
+        ),
+        PROCESSES,
+    ] = 3,
     rounds: Annotated[
         int,
         typer.Option(help="On devices: rounds alternating teacher and student before the interval is judged."),
@@ -96,7 +105,8 @@ def bench_command(
                             core_mask=core_mask, cool_limit_s=cool_limit, accuracy_images=accuracy,
                             coreml_compute_units=coreml_units, profile_runs=PROFILE_RUNS if profile else 0)  # fmt: skip
     devices = tuple(d.strip() for d in device.split(","))
-    policy = TimingPolicy(cache=timing.cache, rel_width=timing.timing_width, max_seconds=timing.timing_cap)
+    policy = TimingPolicy(cache=timing.cache, rel_width=timing.timing_width, max_seconds=timing.timing_cap,
+                          processes=processes)  # fmt: skip
     records = bench_build(build_dir, devices=devices, runs=runs, warmup=warmup, threads=threads, rounds=rounds,
                           options=options, adb=adb, adb_servers=tuple(adb_server or ()), policy=policy)  # fmt: skip
     table = Table(title=f"{build_dir}: latency (ms)")

@@ -36,6 +36,7 @@ from mobilelwt.app.cli._params import (
     HOST_THREADS,
     OUTPUT_DIR_OPTIONAL,
     POSITIVE_OPTIONAL,
+    PROCESSES,
     names,
     one_of,
 )
@@ -164,6 +165,11 @@ def build_command(
     ] = None,
     bench: Annotated[bool, typer.Option(help="Time teacher and student artifacts on the host runtimes.")] = True,
     bench_threads: Annotated[int, typer.Option(help="Threads of the host runtimes."), HOST_THREADS] = 2,
+    bench_processes: Annotated[
+        int,
+        typer.Option(help="Time the files in at least this many fresh processes (1: in the build's own)."),
+        PROCESSES,
+    ] = 3,
     budget_ms: Annotated[
         float | None, typer.Option(help="Report: mark variants at most this slow (ms)."), POSITIVE_OPTIONAL
     ] = None,
@@ -190,6 +196,7 @@ def build_command(
         validation_images=validation_images,
         bench=bench,
         bench_threads=bench_threads,
+        bench_processes=bench_processes,
         budget_ms=budget_ms,
     )
     parallel.relaunch()

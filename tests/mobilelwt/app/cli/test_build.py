@@ -14,7 +14,7 @@ from tests.mobilelwt.app.cli.test_cli import assert_user_error, invoke
 QUICK = ["--model", "tinynet", "--speedup", "1.1", "--rank-grid", "2", "--calib-images", "16",
          "--teacher-epochs", "1", "--layer-max-steps", "5",
          "--finetune-epochs", "1",
-         "--validation-images", "8", "--bench-threads", "1", "--threads", "2",
+         "--validation-images", "8", "--bench-threads", "1", "--bench-processes", "2", "--threads", "2",
          "--timing-cap", "5"]  # fmt: skip
 
 
@@ -104,7 +104,8 @@ def test_build_and_export_user_errors(built, tmp_path) -> None:
 
 def test_bench_command_writes_records_and_resumes(built) -> None:
     out, _ = built
-    result = invoke("bench", out, "--runs", "10", "--warmup", "1", "--threads", "1", "--layers", "--timing-cap", "5")
+    result = invoke("bench", out, "--runs", "10", "--warmup", "1", "--threads", "1", "--layers", "--timing-cap", "5",
+                    "--processes", "1")  # fmt: skip
     assert result.exit_code == 0, result.output
     layers = json.loads((out / "layer-latency.json").read_text())["layers"]
     assert [r["layer"] for r in layers] == list(json.loads((out / "plan.json").read_text())["layers"])
@@ -121,7 +122,8 @@ def test_bench_command_writes_records_and_resumes(built) -> None:
     assert all(r["status"] == "unavailable" and "macOS" in r["reason"] for r in coreml)
     for r in ok:
         assert r["runs"] >= 3 and r["p10_ms"] <= r["median_ms"] <= r["p90_ms"] and r["environment"]["threads"] == 1
-    again = invoke("bench", out, "--runs", "10", "--warmup", "1", "--threads", "1", "--timing-cap", "5")
+    again = invoke("bench", out, "--runs", "10", "--warmup", "1", "--threads", "1", "--timing-cap", "5",
+                   "--processes", "1")  # fmt: skip
     assert again.exit_code == 0
     assert len((out / "bench.jsonl").read_text().splitlines()) == len(records)  # nothing measured twice
     report = invoke("report", out, "--format", "md,html")
@@ -169,7 +171,7 @@ def test_bench_after_a_re_export_times_the_new_files(built, tmp_path) -> None:
     assert tree_sha256(build / pte["path"]) == after[pte["path"]]["sha256"]
     records = [json.loads(line) for line in (build / "bench.jsonl").read_text().splitlines()]
     bench = invoke("bench", build, "--device", "host", "--runs", "4", "--rounds", "2", "--threads", "1",
-                   "--timing-cap", "5")  # fmt: skip
+                   "--timing-cap", "5", "--processes", "1")  # fmt: skip
     assert bench.exit_code == 0, bench.output
     now = {r["artifact"]: r for r in (json.loads(x) for x in (build / "bench.jsonl").read_text().splitlines())}
     assert now[pte["path"]]["artifact_sha256"] == after[pte["path"]]["sha256"]
@@ -199,6 +201,7 @@ def test_host_bench_records_load_time_memory_and_the_speedup_interval_and_profil
     for r in (r for r in records if r["role"] == "student"):
         low, high = r["speedup_ci95"]
         assert low <= r["speedup"] <= high
+        assert r["timing"]["processes"] >= 3  # timed apart, in fresh processes (the default)
     profile = json.loads((build / "op-profile.json").read_text())["artifacts"]
     assert {"android/tinynet-teacher-fp32.pte", "android/tinynet-student-fp32.pte"} <= set(profile)
     assert all(p["execute_ms"] > 0 and p["ops"] for p in profile.values())
