@@ -258,8 +258,14 @@ class _Search:
                 if edge > 1.02 * fastest and edge < target and self.floor is None and edge not in self.points:
                     targets = [*targets[:index], edge]  # the last point: the most the planner can reach
                     continue
-                if not self.points:
-                    raise
+                if not self.points:  # not even the first rung: say it was the search that asked, not the user
+                    raise OutOfReachError(
+                        f"The --max-drop search has no student to try: its first rung, {target:g}×, is out of reach. "
+                        f"{exc.problem}",
+                        "Keep the teacher for this target, or try another --conv-module, runtime or --compress-fc"
+                        if self.floor is None else f"Lower --speedup below {target:g}, or drop it.",
+                        reachable=exc.reachable,
+                    ) from None
                 break
             self.points[target] = point
             index += 1

@@ -93,6 +93,9 @@ def test_a_floor_out_of_reach_is_one_error_naming_what_can_be_reached(tmp_path, 
     with pytest.raises(ConfigError) as info:
         _search(tmp_path / "b", tiny_teacher, 1.0, speedup=6.0)
     assert "out of reach" in info.value.problem and "--speedup" in info.value.fix
+    # the search asked for that rung, not the user: the line says so, and what the user can change
+    assert "--max-drop search" in info.value.problem and "first rung, 6×" in info.value.problem
+    assert "Lower --speedup below 6" in info.value.fix
 
 
 def test_a_budget_no_student_meets_is_one_error_and_the_frontier_is_still_written(tmp_path, tiny_teacher) -> None:
@@ -119,6 +122,30 @@ def test_a_changed_teacher_leaves_no_point_current(frontier_build, tmp_path, tin
     new = {p["compress_key"] for p in result.frontier["points"] if "compress_key" in p}
     assert new and not (old & new)
     assert result.frontier["key"] != first.frontier["key"]
+
+
+def test_a_changed_setting_into_an_existing_directory_equals_a_fresh_search(
+    frontier_build, tmp_path, tiny_teacher
+) -> None:
+    out, first = frontier_build
+    work = tmp_path / "again"
+    shutil.copytree(out, work)
+    shorter = {"finetune": DistillConfig(epochs=1, max_steps_per_epoch=7)}  # only the fine-tunes change
+    again = _search(work, tiny_teacher, 2.0, **shorter)
+    fresh = _search(tmp_path / "fresh", tiny_teacher, 2.0, **shorter)
+
+    def shown(result):
+        points = [(p["target"], p.get("same_as"), p.get("trained"), p.get("top1"), p.get("speedup"))
+                  for p in result.frontier["points"]]  # fmt: skip
+        return result.frontier["chosen"], sorted(points, key=str)
+
+    assert shown(again) == shown(fresh)
+    before = {p["target"]: p["compress_key"] for p in first.frontier["points"] if p.get("trained") == "fine-tuned"}
+    after = {p["target"]: p["compress_key"] for p in again.frontier["points"] if p.get("trained") == "fine-tuned"}
+    assert after and not set(before.values()) & set(after.values())  # no old fine-tune shown as current
+    student = torch.load(work / "student.pt", weights_only=True)["state_dict"]
+    twin = torch.load(tmp_path / "fresh" / "student.pt", weights_only=True)["state_dict"]
+    assert student.keys() == twin.keys() and all(torch.equal(student[k], twin[k]) for k in student)
 
 
 def test_hopeless_estimates_stop_the_climb() -> None:
