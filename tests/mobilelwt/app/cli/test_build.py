@@ -190,7 +190,8 @@ def test_host_bench_records_load_time_memory_and_the_speedup_interval_and_profil
     out, _ = built
     build = tmp_path / "b"
     shutil.copytree(out, build)
-    result = invoke("bench", build, "--runs", "6", "--rounds", "2", "--threads", "1", "--profile", "--timing-cap", "5")
+    result = invoke("bench", build, "--runs", "6", "--rounds", "2", "--threads", "1", "--profile", "--timing-cap", "5",
+                    "--processes", "2")  # fmt: skip
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in (build / "bench.jsonl").read_text().splitlines()]
     records = [r for r in records if r["artifact"].startswith("android/")]  # other tests may add ios files
@@ -201,7 +202,7 @@ def test_host_bench_records_load_time_memory_and_the_speedup_interval_and_profil
     for r in (r for r in records if r["role"] == "student"):
         low, high = r["speedup_ci95"]
         assert low <= r["speedup"] <= high
-        assert r["timing"]["processes"] >= 3  # timed apart, in fresh processes (the default)
+        assert r["timing"]["processes"] >= 2  # timed apart, in fresh processes
     profile = json.loads((build / "op-profile.json").read_text())["artifacts"]
     assert {"android/tinynet-teacher-fp32.pte", "android/tinynet-student-fp32.pte"} <= set(profile)
     assert all(p["execute_ms"] > 0 and p["ops"] for p in profile.values())
