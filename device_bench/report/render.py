@@ -109,6 +109,8 @@ def delivered_phrase(r: dict[str, Any]) -> str:
     how = [] if _missing(r["speedup_ci_low"]) else [f"95% CI {r['speedup_ci_low']:.2f}–{r['speedup_ci_high']:.2f}×"]
     if isinstance(r.get("cache"), str):
         how.append(r["cache"])
+    if not _missing(r.get("timing_processes")) and r["timing_processes"] > 1:
+        how.append(f"{int(r['timing_processes'])} processes")
     if r.get("timing_converged") is False:
         how.append("interval not within the width asked by the time cap")
     if r.get("timing_quiet") is False:

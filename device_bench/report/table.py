@@ -23,6 +23,7 @@ COLUMNS = [
     "params", "macs", "bytes", "latency_median_ms", "latency_p90_ms", "latency_p99_ms", "latency_trimmed_mean_ms",
     "latency_cv", "p99_over_p50", "stable", "load_ms", "first_run_ms", "peak_rss_mb", "model_rss_mb",
     "pss_mb", "speedup", "speedup_ci_low", "speedup_ci_high", "cache", "timing_converged", "timing_quiet",
+    "timing_processes",
     "target_speedup", "planned_speedup", "mac_ratio", "realised_ratio",
     "top1", "top5", "top1_delta", "top5_delta", "accuracy_source", "max_abs_diff", "sqnr_db",
     "status", "note", "meets_budget",
@@ -153,6 +154,7 @@ def _timing_cells(record: dict[str, Any] | None, target: dict[str, Any]) -> dict
         "cache": (record or {}).get("cache"),
         "timing_converged": timing.get("converged"),
         "timing_quiet": (timing.get("load") or {}).get("quiet"),
+        "timing_processes": timing.get("processes", math.nan),
         "target_speedup": target.get("value", math.nan) if measured else math.nan,
         "planned_speedup": target.get("measured_speedup") or math.nan if measured else math.nan,
     }
@@ -206,8 +208,8 @@ def headline_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
         best = group.loc[group["speedup"].idxmax()]
         rows.append({key: best[key] for key in ("build", "model", "device", "runtime", "precision", "speedup",
                                                  "speedup_ci_low", "speedup_ci_high", "cache", "timing_converged",
-                                                 "timing_quiet", "target_speedup", "planned_speedup", "mac_ratio",
-                                                 "top1_delta", "bytes", "latency_median_ms", "load_ms",
+                                                 "timing_quiet", "timing_processes", "target_speedup",
+                                                 "planned_speedup", "mac_ratio", "top1_delta", "bytes", "latency_median_ms", "load_ms",
                                                  "peak_rss_mb", "model_rss_mb", "stable")})  # fmt: skip
     return rows
 
