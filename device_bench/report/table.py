@@ -209,8 +209,9 @@ def headline_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
         rows.append({key: best[key] for key in ("build", "model", "device", "runtime", "precision", "speedup",
                                                  "speedup_ci_low", "speedup_ci_high", "cache", "timing_converged",
                                                  "timing_quiet", "timing_processes", "target_speedup",
-                                                 "planned_speedup", "mac_ratio", "top1_delta", "bytes", "latency_median_ms", "load_ms",
-                                                 "peak_rss_mb", "model_rss_mb", "stable")})  # fmt: skip
+                                                 "planned_speedup", "mac_ratio", "top1_delta", "bytes",
+                                                 "latency_median_ms", "load_ms", "peak_rss_mb", "model_rss_mb",
+                                                 "stable")})  # fmt: skip
     return rows
 
 
