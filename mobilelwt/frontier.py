@@ -263,7 +263,8 @@ class _Search:
                         f"The --max-drop search has no student to try: its first rung, {target:g}×, is out of reach. "
                         f"{exc.problem}",
                         "Keep the teacher for this target, or try another --conv-module, runtime or --compress-fc"
-                        if self.floor is None else f"Lower --speedup below {target:g}, or drop it.",
+                        if self.floor is None
+                        else f"Lower --speedup below {target:g}, or drop it.",
                         reachable=exc.reachable,
                     ) from None
                 break
