@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -340,31 +341,7 @@ class _Search:
         return record
 
     def _why(self, chosen: dict[str, Any] | None, ordered: list[dict[str, Any]], stopped: str) -> dict[str, str]:
-        budget = f"within {self.max_drop:g} points"
-        if chosen is not None:
-            faster = [p for p in ordered if p["speedup"] > chosen["speedup"]]
-            beyond = (f"; the next faster point tried, {_speed(faster[0])}, lost {faster[0]['drop']:.2f}"
-                      f"{'' if faster[0]['trained'] == 'fine-tuned' else ' before its fine-tune'}"
-                      if faster else f"; nothing faster was tried ({stopped})")  # fmt: skip
-            return {"why": f"the fastest student {budget}: {_speed(chosen)}, top-1 {_change(chosen['drop'])} points"
-                           f"{beyond}", "fix": ""}  # fmt: skip
-        trained = [p for p in ordered if p["trained"] == "fine-tuned"]
-        if not trained:
-            return {"why": f"No student {budget} was fully trained.", "fix": "Allow a larger --max-drop."}
-        best = min(trained, key=lambda p: p["drop"])
-        if self.floor is not None and any(self._within(p) for p in trained):
-            return {
-                "why": f"No student reaches {self.floor:g}× {budget}: the fastest within it runs "
-                       f"{_speed(max((p for p in trained if self._within(p)), key=lambda p: p['speedup']))}.",
-                "fix": "Lower --speedup, or allow a larger --max-drop.",
-            }  # fmt: skip
-        return {
-            "why": f"No student {budget}: the most accurate one tried, {_speed(best)}, lost {best['drop']:.2f} "
-                   "points.",
-            "fix": f"Allow --max-drop {math.ceil(best['drop'] * 10) / 10:g} or more"
-                   f"{', or lower --speedup' if self.floor is not None else ''} (or train longer: --layer-epochs, "
-                   "--finetune-epochs).",
-        }  # fmt: skip
+        return explain(ordered, chosen, max_drop=self.max_drop, floor=self.floor, stopped=stopped)
 
     # -- reuse and install -----------------------------------------------------------------------------------
     def cached(self) -> dict[str, Any] | None:
@@ -406,6 +383,56 @@ class _Search:
         return CompressResult(out, plan, metrics, student, self.session.teacher, frontier=record)
 
 
+def planned_speed(point: dict[str, Any]) -> tuple[float, list[float] | None]:
+    """A point's speedup as the search measured it (the planner's timing of what export will produce)."""
+    return point["speedup"], point.get("speedup_ci95")
+
+
+def explain(
+    ordered: list[dict[str, Any]],
+    chosen: dict[str, Any] | None,
+    *,
+    max_drop: float,
+    floor: float | None,
+    stopped: str,
+    speed: Callable[[dict[str, Any]], tuple[float, list[float] | None]] = planned_speed,
+) -> dict[str, str]:
+    """Why the search chose ``chosen`` (or nothing, and what to change), quoting each point at ``speed`` (the
+    report passes the files' speedups once the build has timed them: one number per point)."""
+
+    def within(point: dict[str, Any]) -> bool:
+        return point["drop"] <= max_drop + 1e-9
+
+    def said(point: dict[str, Any]) -> str:
+        value, ci = speed(point)
+        return f"{value:.2f}×" + (f" (95% CI {ci[0]:.2f}–{ci[1]:.2f})" if ci else "")
+
+    budget = f"within {max_drop:g} points"
+    if chosen is not None:
+        faster = sorted((p for p in ordered if speed(p)[0] > speed(chosen)[0]), key=lambda p: speed(p)[0])
+        beyond = (f"; the next faster point tried, {said(faster[0])}, lost {faster[0]['drop']:.2f}"
+                  f"{'' if faster[0]['trained'] == 'fine-tuned' else ' before its fine-tune'}"
+                  if faster else f"; nothing faster was tried ({stopped})")  # fmt: skip
+        return {"why": f"the fastest student {budget}: {said(chosen)}, top-1 {_change(chosen['drop'])} points"
+                       f"{beyond}", "fix": ""}  # fmt: skip
+    trained = [p for p in ordered if p["trained"] == "fine-tuned"]
+    if not trained:
+        return {"why": f"No student {budget} was fully trained.", "fix": "Allow a larger --max-drop."}
+    best = min(trained, key=lambda p: p["drop"])
+    if floor is not None and any(within(p) for p in trained):
+        return {
+            "why": f"No student reaches {floor:g}× {budget}: the fastest within it runs "
+                   f"{said(max((p for p in trained if within(p)), key=lambda p: speed(p)[0]))}.",
+            "fix": "Lower --speedup, or allow a larger --max-drop.",
+        }  # fmt: skip
+    return {
+        "why": f"No student {budget}: the most accurate one tried, {said(best)}, lost {best['drop']:.2f} points.",
+        "fix": f"Allow --max-drop {math.ceil(best['drop'] * 10) / 10:g} or more"
+               f"{', or lower --speedup' if floor is not None else ''} (or train longer: --layer-epochs, "
+               "--finetune-epochs).",
+    }  # fmt: skip
+
+
 def _plan_digest(plan: Plan) -> str:
     return digest(plan.to_dict()["layers"])
 
@@ -419,9 +446,3 @@ def _reaches(point: dict[str, Any], floor: float) -> bool:
 def _change(drop: float) -> str:
     """A top-1 change in points, signed, never "-0.00"."""
     return f"{-drop + 0.0:+.2f}"
-
-
-def _speed(point: dict[str, Any]) -> str:
-    ci = point.get("speedup_ci95")
-    interval = f" (95% CI {ci[0]:.2f}–{ci[1]:.2f})" if ci else ""
-    return f"{point['speedup']:.2f}×{interval}"

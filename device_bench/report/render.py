@@ -167,7 +167,8 @@ def machine_lines(machines: dict[str, dict[str, Any]]) -> list[str]:
 def _footnote(meta: dict[str, Any]) -> str:
     budget = meta.get("budget") or {}
     parts = [
-        "Speedup: teacher median / student median on the same runtime, precision and device (measured side by side).",
+        "Speedup: teacher median / student median on the same runtime, precision and device, measured side by side "
+        "(over several processes: the geometric mean of their ratios, the interval covering their spread).",
         "MAC ratio: teacher MACs / model MACs; realised = speedup / MAC ratio. n/a = not measured.",
     ]
     if budget.get("max_ms") is not None or budget.get("max_drop") is not None:

@@ -17,6 +17,7 @@ import pandas as pd
 from device_bench.stats import artifact_accuracy
 from mobilelwt.builddir import ARTIFACTS, METRICS, BuildDir
 from mobilelwt.errors import ConfigError
+from mobilelwt.frontier import explain
 
 COLUMNS = [
     "build", "model", "role", "target", "format", "runtime", "precision", "device",
@@ -125,6 +126,8 @@ def _row(
         "latency_cv": record.get("cv", math.nan) if ok_record else math.nan,
         **{column: record.get(key, math.nan) if ok_record else math.nan for column, key in _RECORD_FIELDS.items()},
         "stable": record.get("stable") if ok_record else None,
+        # the protocol's own speedup (over processes: not the ratio of pooled medians); else the medians' ratio
+        "speedup": record.get("speedup", math.nan) if ok_record else math.nan,
         "speedup_ci_low": record.get("speedup_ci95", [math.nan, math.nan])[0] if ok_record else math.nan,
         "speedup_ci_high": record.get("speedup_ci95", [math.nan, math.nan])[1] if ok_record else math.nan,
         **_timing_cells(record if ok_record else None, metrics.get("plan_target") or {}),
@@ -172,7 +175,11 @@ def add_comparisons(frame: pd.DataFrame, budget: Budget | None = None) -> pd.Dat
     d1, d5 = list(frame["top1_delta"]), list(frame["top5_delta"])
     for i, r in enumerate(frame.itertuples(index=False)):
         t = teachers.get((r.build, r.format, r.runtime, r.precision, r.device))
-        s = t.latency_median_ms / r.latency_median_ms if t is not None and r.latency_median_ms > 0 else math.nan
+        s = (
+            r.speedup
+            if r.speedup is not None and not math.isnan(r.speedup)
+            else (t.latency_median_ms / r.latency_median_ms if t is not None and r.latency_median_ms > 0 else math.nan)
+        )
         speedup.append(s)
         realised.append(s / r.mac_ratio)
         if t is not None and r.accuracy_source.startswith("artifact") and t.accuracy_source.startswith("artifact"):
@@ -301,7 +308,12 @@ def with_files(directory: BuildDir, frontier: dict[str, Any]) -> dict[str, Any]:
             files = {**files, "fp32": student} if student else {k: v for k, v in files.items() if k != "fp32"}
         points.append({**point, "files": files} if files else point)
     about = {k: bench.get(k) for k in ("runtime", "threads", "cache", "skipped", "input", "teacher")}
-    return {**frontier, "points": points, "files": about}
+    real = [p for p in points if "same_as" not in p]
+    chosen = next((p for p in real if p["target"] == frontier["chosen"]), None)
+    # the sentence quotes each point as the table shows it: its file's speedup once timed
+    why = explain(real, chosen, max_drop=frontier["max_drop"], floor=frontier.get("floor"),
+                  stopped=frontier.get("stopped", ""), speed=lambda p: shown_speedup(p)[:2])["why"]  # fmt: skip
+    return {**frontier, "points": points, "files": about, "why": why}
 
 
 def _build_student(directory: BuildDir, runtime: str) -> dict[str, Any] | None:

@@ -289,7 +289,7 @@ def _speedups(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "precision": precision,
                     "teacher_ms": teacher,
                     "student_ms": student,
-                    "speedup": teacher / student,
+                    "speedup": roles["student"].get("speedup") or teacher / student,  # the protocol's own
                     "speedup_ci95": roles["student"].get("speedup_ci95"),
                     "teacher_cv": roles["teacher"]["cv"],
                     "student_cv": roles["student"]["cv"],
