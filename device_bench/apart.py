@@ -4,9 +4,10 @@ Timed in one process, a speedup's interval is narrow and honest about *that* pro
 machine, timing the same two files, lands up to 20 % away (``bench/variance.py`` on a 2-core VM, AlexNet 64²:
 6.8 % spread between three runs inside one process, 19.6 % between four processes, ±3.8 % per run's interval):
 where the weights land in memory and how the threads are placed is decided once per process. So files are timed in
-``policy.processes`` fresh processes (more, up to three times as many, while the interval is wider than the
-policy asks and the time allows), each running the protocol in every cache state, and the processes are combined
-by a two-level bootstrap (:func:`device_bench.stats.process_speedup`): the interval covers the next process too.
+``policy.processes`` fresh processes (more, up to three times as many, while an interval in either cache state is
+wider than the policy asks and the time allows), each running the protocol in every cache state, and the processes
+are combined by a two-level bootstrap (:func:`device_bench.stats.process_speedup`): the interval covers the next
+process too.
 
 The planner keeps timing in its own process (it times in-memory candidates); a build's files are what ships.
 """
@@ -58,10 +59,9 @@ def measure_files(
     while True:
         runs.append(_in_a_fresh_process(job))
         combined = {cache: combine([run[cache] for run in runs], reference, policy) for cache in caches}
-        headline = combined[caches[0]]
         if len(runs) < policy.processes:
             continue
-        if headline["converged"]:
+        if all(record["converged"] for record in combined.values()):  # every cache state, not the headline's only
             break
         if len(runs) >= MOST_PROCESSES * policy.processes or time.monotonic() - started >= len(caches) * (
             policy.max_seconds

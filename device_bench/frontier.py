@@ -86,7 +86,10 @@ def bench_frontier(
         "teacher": {"artifact": teacher["path"], "sha256": teacher["sha256"], **artifact_accuracy(teacher, None)},
         "input": [1, 3, teacher["input_size"], teacher["input_size"]],
         "timing": {
-            cache: {k: got[k] for k in ("batches", "quiet_batches", "seconds", "converged", "stopped", "load")}
+            cache: {
+                k: got.get(k)
+                for k in ("batches", "quiet_batches", "seconds", "converged", "stopped", "load", "processes")
+            }
             for cache, got in timed.items()
         },  # fmt: skip
         "points": [_point_record(point, files, teacher, timed, policy.cache) for point in points],

@@ -76,7 +76,7 @@ def test_agreeing_processes_stop_at_the_minimum(monkeypatch, tmp_path) -> None:
     files = {"teacher": tmp_path / "t.pte", "student": tmp_path / "s.pte"}
     got = measure_files(files, runtime="executorch", threads=2, input_size=64, reference="teacher", policy=policy,
                         caches=["cold", "warm"])  # fmt: skip
-    assert len(jobs) == 3 and set(got) == {"cold", "warm"} and got["cold"]["converged"]
+    assert len(jobs) == 3 and set(got) == {"cold", "warm"} and got["cold"]["converged"] and got["warm"]["converged"]
     # each process gets its share of the cap, and runs in this process's own policy otherwise
     assert jobs[0]["policy"]["max_seconds"] == 20.0 and jobs[0]["policy"]["processes"] == 1
     assert jobs[0]["files"] == {"teacher": str(tmp_path / "t.pte"), "student": str(tmp_path / "s.pte")}
@@ -90,6 +90,22 @@ def test_disagreeing_processes_add_more_up_to_the_process_cap(monkeypatch, tmp_p
                         caches=["cold"])  # fmt: skip
     assert len(jobs) == apart.MOST_PROCESSES * 2 and not got["cold"]["converged"]
     assert got["cold"]["stopped"] == apart.PROCESS_CAP and len(got["cold"]["processes"]) == 6
+
+
+def test_a_cache_state_whose_processes_disagree_keeps_the_measurement_going(monkeypatch, tmp_path) -> None:
+    jobs: list[dict] = []
+
+    def fake(job):  # cold agrees from the start; warm disagrees in the first three processes only
+        jobs.append(job)
+        warm = [4.0, 6.0, 5.0][len(jobs) - 1] if len(jobs) <= 3 else 5.0
+        return {"cold": _record(5.0, seed=2 * len(jobs)), "warm": _record(warm, seed=2 * len(jobs), cache="warm")}
+
+    monkeypatch.setattr(apart, "_in_a_fresh_process", fake)
+    files = {"teacher": tmp_path / "t.pte", "student": tmp_path / "s.pte"}
+    got = measure_files(files, runtime="executorch", threads=2, input_size=64, reference="teacher",
+                        policy=TimingPolicy(processes=3, max_seconds=1e6), caches=["cold", "warm"])  # fmt: skip
+    assert len(jobs) > 3 and got["cold"]["converged"]
+    assert len(got["warm"]["processes"]) == len(jobs)
 
 
 def test_a_crashing_timing_process_is_one_error(monkeypatch, tmp_path) -> None:
