@@ -284,7 +284,9 @@ class BuildDir:
         timed = {p["target"]: p.get("compress_key") for p in data["points"]}
         fine_tuned = {p["target"]: p["compress_key"] for p in frontier["points"]
                       if p.get("trained") == "fine-tuned" and "same_as" not in p}  # fmt: skip
-        if (data["chosen"], data.get("compress_key"), timed) != (frontier["chosen"], self.compress_key(), fine_tuned):
+        if (data["chosen"], data.get("compress_key")) != (frontier["chosen"], self.compress_key()) or (
+            timed != fine_tuned and not data.get("skipped")  # a skip says why for the whole frontier
+        ):  # fmt: skip
             return None
         teacher = data.get("teacher")
         if teacher is not None:

@@ -358,3 +358,10 @@ def test_the_frontier_shows_its_files_fp32_and_int8_once_each_and_drops_a_stale_
     make_report([build], out=tmp_path / "r", formats=("md",))
     md = (tmp_path / "r.md").read_text()
     assert "int8 file" not in md and "2.10× (95% CI" in md
+
+    skipped = {"format": "mobilelwt.frontier-bench/1", "chosen": 3.0, "compress_key": "k1", "runtime": "executorch",
+               "threads": 2, "cache": "cold", "points": [],
+               "skipped": "the build has no validated fp32 teacher file for executorch"}  # fmt: skip
+    (build / "frontier-bench.json").write_text(json.dumps(skipped))
+    make_report([build], out=tmp_path / "r", formats=("md",))
+    assert "files not timed: the build has no validated fp32 teacher file" in (tmp_path / "r.md").read_text()
