@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fresh import add_timer, in_fresh_process
+from fresh import add_timer, build_runners, in_fresh_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,17 +49,9 @@ def independent(build: Path, cache: str, threads: int, cap: float) -> dict[str, 
 
 
 def time_files(build: Path, cache: str, threads: int, cap: float) -> dict[str, Any]:
-    import torch
-
     from device_bench.protocol import TimingPolicy, measure_runners
-    from targets import load_artifact
 
-    listing = json.loads((build / "artifacts.json").read_text())["artifacts"]
-    files = {a["role"]: a for a in listing
-             if a["runtime"] == "executorch" and a["precision"] == "fp32" and a["status"] == "ok"}  # fmt: skip
-    size = files["student"]["input_size"]
-    runners = {role: load_artifact("executorch", build / a["path"], threads=threads) for role, a in files.items()}
-    example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    runners, example = build_runners(build, threads)
     record = measure_runners(runners, example, reference="teacher",
                              policy=TimingPolicy(cache=cache, max_seconds=cap))  # fmt: skip
     student = record["models"]["student"]

@@ -33,3 +33,17 @@ def in_fresh_process(script: str, target: Path, cache: str, threads: int, cap: f
             "--threads", str(threads), "--cap", str(cap)]  # fmt: skip
     proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def build_runners(build: Path, threads: int) -> tuple[dict[str, Any], Any]:
+    """A build's ExecuTorch fp32 teacher and student files loaded in this process, and a fixed example input."""
+    import torch
+
+    from targets import load_artifact
+
+    listing = json.loads((build / "artifacts.json").read_text())["artifacts"]
+    files = {a["role"]: a for a in listing
+             if a["runtime"] == "executorch" and a["precision"] == "fp32" and a["status"] == "ok"}  # fmt: skip
+    size = files["student"]["input_size"]
+    runners = {role: load_artifact("executorch", build / a["path"], threads=threads) for role, a in files.items()}
+    return runners, torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))

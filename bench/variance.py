@@ -21,21 +21,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fresh import build_runners
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def repeats_in_this_process(build: Path, cache: str, threads: int, cap: float, repeats: int) -> list[dict[str, Any]]:
-    import torch
-
     from device_bench.protocol import TimingPolicy, measure_runners
-    from targets import load_artifact
 
-    listing = json.loads((build / "artifacts.json").read_text())["artifacts"]
-    files = {a["role"]: a for a in listing
-             if a["runtime"] == "executorch" and a["precision"] == "fp32" and a["status"] == "ok"}  # fmt: skip
-    size = files["student"]["input_size"]
-    runners = {role: load_artifact("executorch", build / a["path"], threads=threads) for role, a in files.items()}
-    example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    runners, example = build_runners(build, threads)
     out = []
     for _ in range(repeats):
         record = measure_runners(runners, example, reference="teacher",

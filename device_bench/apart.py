@@ -15,7 +15,6 @@ The planner keeps timing in its own process (it times in-memory candidates); a b
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from device_bench.parsers import RunnerOutputError
-from device_bench.protocol import CAPPED, CONVERGED, TimingPolicy, measure_runners
+from device_bench.protocol import CAPPED, CONVERGED, TimingPolicy, measure_runners, samples_entry
 from device_bench.stats import process_speedup
 
 MARKER = "MOBILELWT_APART "  # the child's one result line
@@ -101,8 +100,7 @@ def combine(records: list[dict[str, Any]], reference: str, policy: TimingPolicy)
     within = True
     for name in first["models"]:
         pooled = [v for r in records for v in r["models"][name]["samples_ms"]]
-        entry: dict[str, Any] = {"median_ms": statistics.median(pooled), "cv": _cv(pooled), "runs": len(pooled),
-                                 "samples_ms": pooled}  # fmt: skip
+        entry = samples_entry(pooled)
         if name != reference:
             pairs = [(r["models"][reference]["samples_ms"], r["models"][name]["samples_ms"]) for r in records]
             point, low, high = process_speedup(pairs)
@@ -117,13 +115,6 @@ def combine(records: list[dict[str, Any]], reference: str, policy: TimingPolicy)
     result["converged"] = within
     result["stopped"] = CONVERGED if within else CAPPED
     return result
-
-
-def _cv(values: list[float]) -> float:
-    if len(values) < 2:
-        return 0.0
-    mean = statistics.fmean(values)
-    return statistics.stdev(values) / mean if mean else math.nan
 
 
 def time_here(job: dict[str, Any]) -> dict[str, dict[str, Any]]:

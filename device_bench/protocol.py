@@ -124,8 +124,7 @@ def measure_ratios(
         "models": {},
     }
     for name, values in samples.items():
-        entry: dict[str, Any] = {"median_ms": statistics.median(values), "cv": _cv(values), "runs": len(values),
-                                 "samples_ms": values}  # fmt: skip
+        entry = samples_entry(values)
         if name != reference:
             entry["speedup"] = _ratio(samples[reference], values)
             entry["speedup_ci95"] = list(speedup_ci(samples[reference], values))
@@ -133,11 +132,11 @@ def measure_ratios(
     return result
 
 
-def _cv(values: list[float]) -> float:
-    if len(values) < 2:
-        return 0.0
+def samples_entry(values: list[float]) -> dict[str, Any]:
+    """One model's timings in a record: median, coefficient of variation, count and the samples (ms)."""
     mean = statistics.fmean(values)
-    return statistics.stdev(values) / mean if mean else math.nan
+    cv = 0.0 if len(values) < 2 else statistics.stdev(values) / mean if mean else math.nan
+    return {"median_ms": statistics.median(values), "cv": cv, "runs": len(values), "samples_ms": values}
 
 
 def _merged(batches: list[dict[str, list[float]]]) -> dict[str, list[float]]:
