@@ -143,8 +143,8 @@ def test_a_changed_setting_into_an_existing_directory_equals_a_fresh_search(
     before = {p["target"]: p["compress_key"] for p in first.frontier["points"] if p.get("trained") == "fine-tuned"}
     after = {p["target"]: p["compress_key"] for p in again.frontier["points"] if p.get("trained") == "fine-tuned"}
     assert after and not set(before.values()) & set(after.values())  # no old fine-tune shown as current
-    student = torch.load(work / "student.pt", weights_only=True)["state_dict"]
-    twin = torch.load(tmp_path / "fresh" / "student.pt", weights_only=True)["state_dict"]
+    student = torch.load(work / "student.pt", weights_only=True)
+    twin = torch.load(tmp_path / "fresh" / "student.pt", weights_only=True)
     assert student.keys() == twin.keys() and all(torch.equal(student[k], twin[k]) for k in student)
 
 

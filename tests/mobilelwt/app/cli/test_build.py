@@ -39,7 +39,9 @@ def test_build_runs_every_stage_offline_on_digits(built) -> None:
     assert set(runtimes) == {"executorch", "litert"}
     for row in runtimes.values():
         assert row["teacher_ms"] > 0 and row["student_ms"] > 0
-        assert row["speedup"] == pytest.approx(row["teacher_ms"] / row["student_ms"])
+        # the protocol's own speedup over its processes (their ratios' geometric mean), inside its interval
+        low, high = row["speedup_ci95"]
+        assert low <= row["speedup"] <= high
     bench = [json.loads(line) for line in (out / "bench.jsonl").read_text().splitlines()]
     assert {r["role"] for r in bench} == {"teacher", "student"}
     for r in bench:  # the one protocol, both cache states, the build's own (cold) at the top
