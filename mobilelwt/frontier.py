@@ -284,7 +284,7 @@ class _Search:
         return sorted(real, key=lambda p: (p["speedup"], p["target"]))
 
     def _within(self, point: dict[str, Any]) -> bool:
-        return point["drop"] <= self.max_drop + 1e-9
+        return within_budget(point, self.max_drop)
 
     def _train_bracket(self) -> None:
         """Fine-tune from the fastest point estimated within the budget, climbing while the fine-tuned points stay
@@ -383,6 +383,11 @@ class _Search:
         return CompressResult(out, plan, metrics, student, self.session.teacher, frontier=record)
 
 
+def within_budget(point: dict[str, Any], max_drop: float) -> bool:
+    """The point's top-1 drop is at most the budget (a float's last bit never rejects a point exactly on it)."""
+    return point["drop"] <= max_drop + 1e-9
+
+
 def planned_speed(point: dict[str, Any]) -> tuple[float, list[float] | None]:
     """A point's speedup as the search measured it (the planner's timing of what export will produce)."""
     return point["speedup"], point.get("speedup_ci95")
@@ -401,7 +406,7 @@ def explain(
     report passes the files' speedups once the build has timed them: one number per point)."""
 
     def within(point: dict[str, Any]) -> bool:
-        return point["drop"] <= max_drop + 1e-9
+        return within_budget(point, max_drop)
 
     def said(point: dict[str, Any]) -> str:
         value, ci = speed(point)

@@ -279,16 +279,15 @@ def frontier_plot(frontiers: dict[str, dict[str, Any]]) -> str | None:
             ax.axhline(teacher, color=color, lw=0.8, ls=":")
             if metric == "top1":
                 ax.axhline(teacher - frontier["max_drop"], color=color, lw=1, ls="--")
-        int8 = [(p["files"]["int8"], p) for p in points if ((p.get("files") or {}).get("int8") or {}).get("speedup")
-                and p["files"]["int8"].get("top1") is not None]  # fmt: skip
+        int8 = sorted((e for e in (((p.get("files") or {}).get("int8") or {}) for p in points)
+                       if e.get("speedup") and e.get("top1") is not None), key=lambda e: e["speedup"])  # fmt: skip
         if int8:
             any_int8 = True
-            for entry, _ in int8:
+            for entry in int8:
                 axes[0].errorbar(entry["speedup"], entry["top1"], xerr=_xerr(entry["speedup"], entry["speedup_ci95"]),
                                  fmt="^", color=color, capsize=3, markeredgecolor="k")  # fmt: skip
-            axes[0].plot([e["speedup"] for e, _ in sorted(int8, key=lambda x: x[0]["speedup"])],
-                         [e["top1"] for e, _ in sorted(int8, key=lambda x: x[0]["speedup"])], "--", color=color,
-                         lw=1, alpha=0.5, label=f"{name} int8 (file)")  # fmt: skip
+            axes[0].plot([e["speedup"] for e in int8], [e["top1"] for e in int8], "--", color=color, lw=1, alpha=0.5,
+                         label=f"{name} int8 (file)")  # fmt: skip
     kind = next(iter(frontiers.values()))["speedup_kind"]
     for ax, metric in zip(axes, ("top-1", "top-5"), strict=True):
         ax.set_xlabel(f"{kind} over the fp32 teacher (×)")
