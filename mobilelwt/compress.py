@@ -74,6 +74,8 @@ class LatencyTarget:
     cache: str = "cold"  # the cache state the speedup is planned for (warm: back-to-back runs)
     timing_width: float = 0.05  # each timing runs until its speedup's 95 % interval is within ± this share ...
     timing_cap_s: float = 60.0  # ... or this many seconds have passed
+    band: float | None = None  # the share above the target that still meets it (None: timing_width; a frontier rung
+    # spans its ladder's step, so the first plan timed inside it is taken)
 
     def __post_init__(self) -> None:
         self.modules = tuple(self.modules)
@@ -87,6 +89,7 @@ class LatencyTarget:
         one_of(self.cache, "--cache", known=("cold", "warm"))
         interval_width(self.timing_width, "--timing-width")
         positive(self.timing_cap_s, "--timing-cap", high=24 * 3600)
+        positive(self.band, "the target's band", high=10.0, optional=True)
         if not str(self.device).strip():
             raise ConfigError("--latency-device names no device.", "Pass host or an adb serial.")
         if self.table is not None:
@@ -221,6 +224,7 @@ def make_plan(
         allow_foreign_table=config.latency.allow_foreign_table,
         kinds=config.latency.modules or (config.conv_module,),
         grid_points=config.latency.grid_points,
+        band=config.latency.band,
         on_progress=on_progress,
     )
     return PLANNERS.get(config.planner).run(request)
@@ -602,6 +606,7 @@ def plan_target(plan: Plan) -> dict[str, Any]:
         "cache": d.get("cache"),  # the cache state it was timed in (warm or cold)
         "converged": d.get("converged"),
         "overshoot": d.get("overshoot"),  # no plan landed in the target's band: the nearest faster one was taken
+        "band": d.get("band"),  # that band's width, as a share of the target
         "load": d.get("load"),
     }
 

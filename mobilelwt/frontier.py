@@ -4,12 +4,15 @@ A search over a ladder of speedup targets, each point one compress build in ``DI
 
 1. **Estimate**, climbing the ladder: plan the point (measured on the latency target, by the same timing
    protocol as every other speedup) and train it layer-wise, without the fine-tune. Its accuracy after layer-wise
-   training ranks the candidates. The climb stops where the estimate's drop is hopeless, where the planner cannot
-   go faster, or at the ladder's end.
+   training ranks the candidates. A rung is a sample of the curve, not a user's target: any plan measured between
+   it and the next rung meets it, so the first plan timed there is taken. While the estimates are comfortably
+   within the budget the climb skips every other rung; the first estimate that is not (or a rung out of reach)
+   sends it back to fill the rung it skipped, and from there it climbs rung by rung. The climb stops where the
+   estimate's drop is hopeless, where the planner cannot go faster, or at the ladder's end.
 2. **Full training** where the budget is decided: starting at the fastest point whose estimate is within the
    budget, fine-tune (the layer-wise stage is reused as it is: same plan, same settings), then climb while the
-   fine-tuned point stays within the budget and step down while it does not, so that the chosen point and the
-   next faster one are both fully trained.
+   fine-tuned point stays within the budget and step down while it does not (estimating a skipped rung first), so
+   that the chosen point and the next faster one are both fully trained.
 3. **Choose** the fastest fully trained point within the budget (and at least the ``--speedup`` floor) and
    install it as the build's student: export, bench and report read it as any other.
 
@@ -67,16 +70,28 @@ OUT_OF_REACH = "out-of-reach.json"  # a point whose target no plan meets (so a s
 @dataclass(frozen=True)
 class Ladder:
     """The speedup targets a search climbs: ``start`` × ``step``ᵏ, at most ``points`` of them; ``max_full`` caps
-    the fully trained points."""
+    the fully trained points; ``gallop`` skips every other rung while the estimates are comfortable."""
 
     start: float = 1.5
     step: float = 1.5
     points: int = 10  # up to 57×: the climb ends sooner, where the estimate is hopeless or out of reach
     max_full: int = 4
+    gallop: bool = True
 
     def targets(self, floor: float | None) -> list[float]:
         first = floor if floor is not None else self.start
         return [round(first * self.step**k, 2) for k in range(self.points)]
+
+    @property
+    def band(self) -> float:
+        """A rung's band: from its target up to the next rung's."""
+        return self.step - 1.0
+
+
+def comfortable(estimate_drop: float, max_drop: float) -> bool:
+    """An estimate so far inside the budget that the rung above it is worth skipping (the fill-in comes back for
+    it once an estimate is not)."""
+    return estimate_drop <= 0.5 * max_drop
 
 
 def hopeless(estimate_drop: float, max_drop: float) -> bool:
@@ -164,11 +179,14 @@ class _Search:
         base = {k: v for k, v in session.inputs.items() if k not in ("plan_key", "layerwise_key", "key")}
         self.key = digest({**base, "ladder": ladder.__dict__})
         self.points: dict[float, dict[str, Any]] = {}
+        self.targets: list[float] = []
         self.started = time.perf_counter()
 
     # -- the points ------------------------------------------------------------------------------------------
     def point_session(self, target: float, *, full: bool) -> CompressSession:
         config = self.config.aiming_at(target)
+        if config.measured:  # a rung, not a user's target: any speedup up to the next rung's meets it
+            config = replace(config, latency=replace(config.latency, band=self.ladder.band))
         if not full:  # the estimate: layer-wise only; the fine-tune that follows reuses its layer-wise stage
             config = replace(config, finetune=replace(config.finetune, epochs=0))
         return session_for(self.session, self.session.out / FRONTIER_DIR / f"x{target:g}", config)
@@ -243,21 +261,24 @@ class _Search:
 
     # -- the search ------------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        targets = self.ladder.targets(self.floor)
+        targets = self.targets = self.ladder.targets(self.floor)
         end_reason = "the ladder's end"
-        index = 0
+        index, stride = 0, 2 if self.ladder.gallop else 1
         while index < len(targets):
             target = targets[index]
             info = {"point": f"{target:g}×", "phase": "estimate"}
             self.on_progress(ProgressEvent("frontier", index, len(targets), info))
             try:
-                point = self.estimate(target)
+                point = self.points.get(target) or self.estimate(target)
             except OutOfReachError as exc:
+                if self._skipped_below(targets, index, stride):  # fill the skipped rung before ending the climb
+                    index, stride = index - 1, 1
+                    continue
                 end_reason = f"{target:g}× is out of reach"
                 edge = math.floor((exc.reachable or 0.0) * 100) / 100
                 fastest = max((p.get("speedup") or 1.0 for p in self.points.values()), default=1.0)
                 if edge > 1.02 * fastest and edge < target and self.floor is None and edge not in self.points:
-                    targets = [*targets[:index], edge]  # the last point: the most the planner can reach
+                    targets = self.targets = [*targets[:index], edge]  # the last point: the most it can reach
                     continue
                 if not self.points:  # not even the first rung: say it was the search that asked, not the user
                     raise OutOfReachError(
@@ -270,14 +291,23 @@ class _Search:
                     ) from None
                 break
             self.points[target] = point
-            index += 1
-            if "same_as" in point:
+            settled = "same_as" in point or comfortable(point["estimate_drop"], self.max_drop)
+            if not settled and self._skipped_below(targets, index, stride):
+                index, stride = index - 1, 1  # the estimate is no longer comfortable: fill the rung skipped below
                 continue
-            if hopeless(point["estimate_drop"], self.max_drop):
+            if "same_as" not in point and hopeless(point["estimate_drop"], self.max_drop):
                 end_reason = f"the estimate at {target:g}× lost {point['estimate_drop']:.1f} points"
                 break
+            if not settled:
+                stride = 1
+            # a gallop that would jump past the ladder's end lands on its last rung
+            index = min(index + stride, len(targets) - 1) if index < len(targets) - 1 else len(targets)
         self._train_bracket()
         return self._frontier_record(end_reason)
+
+    def _skipped_below(self, targets: list[float], index: int, stride: int) -> bool:
+        """The rung below ``index`` was jumped over by the gallop and not estimated yet."""
+        return stride > 1 and index > 0 and targets[index - 1] not in self.points
 
     def _ordered(self) -> list[dict[str, Any]]:
         real = [p for p in self.points.values() if "same_as" not in p]
@@ -288,7 +318,8 @@ class _Search:
 
     def _train_bracket(self) -> None:
         """Fine-tune from the fastest point estimated within the budget, climbing while the fine-tuned points stay
-        within it and stepping down while they do not (at most ``ladder.max_full`` fine-tunes)."""
+        within it and stepping down while they do not (at most ``ladder.max_full`` fine-tunes). A step down first
+        estimates the rungs the gallop skipped below, so the two points that bracket the budget are neighbours."""
         ordered = self._ordered()
         if not ordered:
             return
@@ -311,7 +342,22 @@ class _Search:
             if step is not None and direction != step:
                 break  # both sides of the budget are fully trained
             step = direction
+            if direction < 0 and self._fill_below(point):
+                ordered = self._ordered()
+                index = next(i for i, p in enumerate(ordered) if p["target"] == point["target"])
             index += direction
+
+    def _fill_below(self, point: dict[str, Any]) -> bool:
+        """Estimate the rungs between ``point`` and the next slower point tried; True when any was added."""
+        slower = [p["target"] for p in self._ordered() if p["target"] < point["target"]]
+        gap = [t for t in self.targets if max(slower, default=0.0) < t < point["target"] and t not in self.points]
+        for target in gap:
+            self.on_progress(ProgressEvent("frontier", 0, 1, {"point": f"{target:g}×", "phase": "estimate"}))
+            try:
+                self.points[target] = self.estimate(target)
+            except OutOfReachError:
+                continue
+        return bool(gap)
 
     def _frontier_record(self, end_reason: str) -> dict[str, Any]:
         ordered = self._ordered()

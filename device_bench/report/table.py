@@ -240,6 +240,9 @@ def plan_sentence(target: dict[str, Any]) -> str:
                 "measured, not a target")  # fmt: skip
     cache = f", {target['cache']}" if target.get("cache") else ""
     line = f"a measured {target['value']:g}× speedup on {target['probe']}{cache} ({target['planner']} planner)"
+    band = target.get("band")
+    if band is not None and band > 0.1:  # only a frontier rung's band is this wide
+        line += f" (a frontier rung: anything from {target['value']:g}× to {target['value'] * (1 + band):.3g}× met it)"
     if target.get("verified") is False:
         return line + ", predicted from another device's table (not timed there)"
     if target.get("measured_speedup"):

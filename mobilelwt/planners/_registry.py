@@ -35,6 +35,7 @@ class PlanRequest:
     allow_foreign_table: bool = False
     kinds: tuple[str, ...] = ()  # candidate module kinds for convolutions
     grid_points: int = 8
+    band: float | None = None  # the share above the target that still meets it (None: the timing width)
     on_progress: ProgressCallback = field(default=ignore_progress)
 
     def latency_probe(self) -> LatencyProbe:

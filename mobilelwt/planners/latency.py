@@ -16,7 +16,14 @@ from mobilelwt.errors import ConfigError
 from mobilelwt.plan import Plan, apply_plan
 from mobilelwt.planners._common import PlanningContext
 from mobilelwt.planners._registry import PlanRequest, register_planner
-from mobilelwt.planners.reach import MEETS, OVERSHOOTS, measure_confirmed, nothing_to_gain, rel_width_of
+from mobilelwt.planners.reach import (
+    MEETS,
+    OVERSHOOTS,
+    band_of,
+    first_meet_settles,
+    measure_confirmed,
+    nothing_to_gain,
+)
 from mobilelwt.planners.table import LatencyProbe
 from mobilelwt.planners.uniform import plan_uniform
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
@@ -29,12 +36,13 @@ def plan_latency_uniform(
     probe: LatencyProbe,
     base_planner: Callable[[PlanningContext, float], Plan] = plan_uniform,
     max_rounds: int = 6,
+    band: float | None = None,
     on_progress: ProgressCallback = ignore_progress,
 ) -> Plan:
     """The least-compressed uniform plan whose measured speedup meets ``speedup`` (the interval holds the target
     or lies above it, but not above the target's band: an overshoot is cut back)."""
     shape = (1, 3, ctx.input_size, ctx.input_size)
-    width = rel_width_of(probe)
+    width, settles = band_of(probe, band), first_meet_settles(probe, band)
     mac_target, rounds = speedup, []
     below, above = 1.0, math.inf  # MAC targets known to miss / to overshoot the measured target
     best: tuple[Plan, dict] | None = None
@@ -45,14 +53,14 @@ def plan_latency_uniform(
         except ConfigError:
             break
         student = apply_plan(ctx.model, plan, init=False)
-        first, confirmation, verdict = measure_confirmed(probe, ctx.model, student, shape, speedup)
+        first, confirmation, verdict = measure_confirmed(probe, ctx.model, student, shape, speedup, width)
         measured = confirmation or first
         rounds.append({"mac_target": mac_target, "mac_speedup": plan.mac_speedup, "verdict": verdict, **measured})
         on_progress(ProgressEvent("latency search", round_index + 1, max_rounds, {"measured": measured["speedup"]}))
         if verdict == MEETS:
             if best is None or plan.mac_speedup < best[0].mac_speedup:
                 best = (plan, measured)
-            if measured["speedup_ci95"][0] < speedup * (1 + width / 2):
+            if settles or measured["speedup_ci95"][0] < speedup * (1 + width / 2):
                 break  # a cheaper plan would miss: the interval already reaches down to the target
             above = min(above, mac_target)
         elif verdict == OVERSHOOTS:
@@ -73,7 +81,8 @@ def plan_latency_uniform(
         plan.details.update(target="measured speedup", probe=probe.description, rounds=rounds,
                             teacher_ms=measured["teacher_ms"], student_ms=measured["student_ms"],
                             measured_speedup=measured["speedup"], measured_ci95=measured["speedup_ci95"],
-                            cache=measured.get("cache"), verified=True, overshoot=overshoot)  # fmt: skip
+                            cache=measured.get("cache"), verified=True, overshoot=overshoot,
+                            band=width)  # fmt: skip
         return plan
     raise nothing_to_gain(ctx, speedup, probe, rounds)
 
@@ -83,5 +92,6 @@ def plan_latency_uniform(
 )
 def _latency_uniform(request: PlanRequest) -> Plan:
     return plan_latency_uniform(
-        request.ctx, request.speedup, probe=request.latency_probe(), on_progress=request.on_progress
+        request.ctx, request.speedup, probe=request.latency_probe(), band=request.band,
+        on_progress=request.on_progress,
     )

@@ -33,7 +33,15 @@ from mobilelwt.plan import Candidate, LayerChoice, Plan, allowed_kinds, apply_pl
 from mobilelwt.planners._common import PlanningContext
 from mobilelwt.planners._registry import PlanRequest, register_planner
 from mobilelwt.planners.allocate import Option, allocate
-from mobilelwt.planners.reach import MEETS, MISSES, OVERSHOOTS, measure_confirmed, nothing_to_gain, rel_width_of
+from mobilelwt.planners.reach import (
+    MEETS,
+    MISSES,
+    OVERSHOOTS,
+    band_of,
+    first_meet_settles,
+    measure_confirmed,
+    nothing_to_gain,
+)
 from mobilelwt.planners.sensitivity import capture_io, rank_grid
 from mobilelwt.planners.table import (
     LatencyProbe,
@@ -232,10 +240,12 @@ def plan_measured(
     kinds: tuple[str, ...] = (),
     grid_points: int = 8,
     max_rounds: int = 8,
+    band: float | None = None,
     on_progress: ProgressCallback = ignore_progress,
 ) -> Plan:
     """The most accurate plan (by the proxy) whose measured speedup on ``probe`` meets ``speedup``: its interval
-    holds the target or lies above it, but not above the target's band; see the module docstring."""
+    holds the target or lies above it, but not above the target's band (``band``: its width as a share of the
+    target, by default the timing width; a wider band takes the first plan in it); see the module docstring."""
     if speedup <= 1.0:
         raise ConfigError(f"--speedup must be above 1, got {speedup}.", "Pass e.g. --speedup 4.")
     candidates = [c for c in ctx.candidates if ctx.kind_for(c)]
@@ -279,7 +289,7 @@ def plan_measured(
     # The first guess of the rest: the kept layers' time, but never more than half the whole teacher (one busy
     # moment can inflate a single small timing).
     rest = min(kept_ms, 0.5 * probe.layer(ctx.model, (1, 3, ctx.input_size, ctx.input_size)))
-    best, rounds = _search(allocator, probe, rest, max_rounds=max_rounds, on_progress=on_progress)
+    best, rounds = _search(allocator, probe, rest, max_rounds=max_rounds, band=band, on_progress=on_progress)
     if best is None:
         raise nothing_to_gain(ctx, speedup, probe, rounds, next((r for r in rounds if r.get("fastest")), None))
     plan, record = best
@@ -290,7 +300,7 @@ def plan_measured(
                         cache=final.get("cache"), converged=final.get("converged"), load=final.get("load"),
                         first_measurement={"speedup": record["speedup"], "ci95": record["speedup_ci95"]},
                         predicted_speedup=record["predicted_speedup"], verified=True,
-                        overshoot=record["overshoot"])  # fmt: skip
+                        overshoot=record["overshoot"], band=band_of(probe, band))  # fmt: skip
     return plan
 
 
@@ -320,13 +330,13 @@ def _allocator(
 
 
 def _measure_round(
-    allocator: _Allocator, probe: LatencyProbe, plan: Plan, predicted: float, **facts: Any
+    allocator: _Allocator, probe: LatencyProbe, plan: Plan, predicted: float, band: float, **facts: Any
 ) -> dict[str, Any]:
     """One whole-student timing (confirmed when it meets the target), recorded with what was predicted."""
     ctx, speedup = allocator.ctx, allocator.speedup
     student = apply_plan(ctx.model, plan, init=False)
     shape = (1, 3, ctx.input_size, ctx.input_size)
-    first, confirmation, verdict = measure_confirmed(probe, ctx.model, student, shape, speedup)
+    first, confirmation, verdict = measure_confirmed(probe, ctx.model, student, shape, speedup, band)
     return {
         **facts,
         "feasible": True,
@@ -348,6 +358,7 @@ def _search(
     rest: float,
     *,
     max_rounds: int,
+    band: float | None = None,
     on_progress: ProgressCallback,
 ) -> tuple[tuple[Plan, dict[str, Any]] | None, list[dict[str, Any]]]:
     """Allocate, time the whole student, correct the estimate of the rest, and allocate again, until a plan's
@@ -362,7 +373,7 @@ def _search(
     frozen and the goal bisected between them: under one rest, a higher goal never gives a cheaper plan, so the
     plans that border the target are found without timing any plan twice."""
     speedup, replaceable_ms = allocator.speedup, allocator.replaceable_ms
-    width = rel_width_of(probe)
+    width, settles = band_of(probe, band), first_meet_settles(probe, band)
     aim = speedup * (1 + width / 2)  # the median a little above the target: its interval then holds the target
     goal, rounds, frozen = aim, [], False
     best: tuple[float, Plan, dict] | None = None
@@ -375,7 +386,7 @@ def _search(
 
     def faster_than_needed(record: dict[str, Any]) -> bool:
         low = (record["confirmation"] or record)["speedup_ci95"][0]
-        return record["verdict"] == OVERSHOOTS or (record["verdict"] == MEETS and low >= aim)
+        return record["verdict"] == OVERSHOOTS or (record["verdict"] == MEETS and low >= aim and not settles)
 
     for _ in range(6 * max_rounds):
         changed = False
@@ -394,7 +405,7 @@ def _search(
         if not repeated:
             if len(seen) >= max_rounds:
                 break
-            record = _measure_round(allocator, probe, plan, predicted_now, goal=goal, rest_ms=rest)
+            record = _measure_round(allocator, probe, plan, predicted_now, width, goal=goal, rest_ms=rest)
             seen[key] = (plan, record)
             rounds.append(record)
         record = seen[key][1]
@@ -441,7 +452,8 @@ def _search(
     if best is None and nearest_over is None and seen:
         # the search never met it: the fastest allocation is the last word (it may still, by a little)
         plan, predicted_now = allocator.plan_for(1.0 + 1e-9, rest, fastest=True)
-        record = _measure_round(allocator, probe, plan, predicted_now, goal=math.inf, rest_ms=rest, fastest=True)
+        record = _measure_round(allocator, probe, plan, predicted_now, width, goal=math.inf, rest_ms=rest,
+                                fastest=True)  # fmt: skip
         rounds.append(record)
         if record["verdict"] == MEETS:
             best = (record["proxy_cost"], plan, record)
@@ -538,5 +550,6 @@ def _latency(request: PlanRequest) -> Plan:
         allow_foreign_table=request.allow_foreign_table,
         kinds=request.kinds,
         grid_points=request.grid_points,
+        band=request.band,
         on_progress=request.on_progress,
     )

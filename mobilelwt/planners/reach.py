@@ -34,14 +34,31 @@ def judge(interval: list[float] | tuple[float, float], target: float, rel_width:
     return MEETS
 
 
+def band_of(probe: LatencyProbe, band: float | None) -> float:
+    """The share above a target that still meets it: ``band`` when given (a frontier rung spans the ladder's
+    step), else the probe's timing width."""
+    return rel_width_of(probe) if band is None else band
+
+
+def first_meet_settles(probe: LatencyProbe, band: float | None) -> bool:
+    """A band wider than the timing width is a rung of a ladder, one sample of the trade-off curve: the first
+    plan that meets it is taken, where a user's target looks on for the most accurate plan within its band."""
+    return band is not None and band > rel_width_of(probe)
+
+
 def measure_confirmed(
-    probe: LatencyProbe, teacher: nn.Module, student: nn.Module, shape: tuple[int, ...], target: float
+    probe: LatencyProbe,
+    teacher: nn.Module,
+    student: nn.Module,
+    shape: tuple[int, ...],
+    target: float,
+    band: float | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None, str]:
-    """Teacher vs student timed by the probe's protocol; when that meets ``target``, an independent timing
-    (lowered afresh, timed again) must agree, since one run's interval says nothing of what moves between runs.
-    Returns the first timing, the confirmation (None when not needed) and the verdict that counts (the
-    confirmation's, when there is one)."""
-    width = rel_width_of(probe)
+    """Teacher vs student timed by the probe's protocol; when that meets ``target`` (within ``band``, see
+    :func:`band_of`), an independent timing (lowered afresh, timed again) must agree, since one run's interval
+    says nothing of what moves between runs. Returns the first timing, the confirmation (None when not needed)
+    and the verdict that counts (the confirmation's, when there is one)."""
+    width = band_of(probe, band)
     first = probe.compare(teacher, student, shape, target=target)
     verdict = judge(first["speedup_ci95"], target, width)
     confirmation = None

@@ -365,3 +365,12 @@ def test_the_frontier_shows_its_files_fp32_and_int8_once_each_and_drops_a_stale_
     (build / "frontier-bench.json").write_text(json.dumps(skipped))
     make_report([build], out=tmp_path / "r", formats=("md",))
     assert "files not timed: the build has no validated fp32 teacher file" in (tmp_path / "r.md").read_text()
+
+
+def test_a_plan_sentence_says_a_frontier_rungs_band_and_not_a_users_narrow_one() -> None:
+    from device_bench.report.table import plan_sentence
+
+    target = {"kind": "measured speedup", "value": 4.0, "planner": "latency", "probe": "executorch fp32 host",
+              "measured_speedup": 5.1, "measured_ci95": [4.9, 5.3], "band": 0.5}  # fmt: skip
+    assert "a frontier rung: anything from 4× to 6× met it" in plan_sentence(target)
+    assert "frontier rung" not in plan_sentence({**target, "band": 0.05})

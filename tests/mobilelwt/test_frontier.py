@@ -1,6 +1,7 @@
 """--max-drop: the fastest student within an accuracy budget, found on a frontier of measured speedups."""
 
 import json
+import math
 import shutil
 
 import pytest
@@ -8,10 +9,11 @@ import torch
 
 from mobilelwt.compress import CompressConfig, LatencyTarget
 from mobilelwt.distill import DistillConfig
-from mobilelwt.errors import ConfigError
-from mobilelwt.frontier import Ladder, hopeless, search_frontier
+from mobilelwt.errors import ConfigError, OutOfReachError
+from mobilelwt.frontier import Ladder, _Search, hopeless, search_frontier
 from mobilelwt.layerwise import LayerwiseConfig
 from mobilelwt.loading import load_build
+from mobilelwt.progress import ignore_progress
 from mobilelwt.settings import RunSettings
 from tests.mobilelwt.fake_probe import FakeProbe, fake_factory
 
@@ -101,7 +103,7 @@ def test_a_floor_out_of_reach_is_one_error_naming_what_can_be_reached(tmp_path, 
 def test_a_budget_no_student_meets_is_one_error_and_the_frontier_is_still_written(tmp_path, tiny_teacher) -> None:
     untrained = {"layerwise": LayerwiseConfig(epochs=0), "finetune": DistillConfig(epochs=0)}  # closed form only
     with pytest.raises(ConfigError) as info:
-        _search(tmp_path / "b", tiny_teacher, 0.0, speedup=3.4, **untrained)
+        _search(tmp_path / "b", tiny_teacher, 0.0, speedup=2.5, **untrained)
     assert "No student" in info.value.problem and "--max-drop" in info.value.fix
     record = json.loads((tmp_path / "b" / "frontier.json").read_text())
     assert record["chosen"] is None and record["points"] and not (tmp_path / "b" / "student.pt").exists()
@@ -150,3 +152,65 @@ def test_a_changed_setting_into_an_existing_directory_equals_a_fresh_search(
 
 def test_hopeless_estimates_stop_the_climb() -> None:
     assert not hopeless(3.0, 1.0) and hopeless(6.0, 1.0) and not hopeless(6.0, 2.0)
+
+
+class _ScriptedSearch(_Search):
+    """The search's climb and bracket over scripted points: ``estimates`` and ``fine_tuned`` map a rung to its
+    drop; rungs above ``reach`` are out of reach."""
+
+    def __init__(self, estimates, fine_tuned, *, max_drop=1.0, reach=math.inf, ladder=None) -> None:
+        self.ladder, self.max_drop, self.floor = ladder or Ladder(), max_drop, None
+        self.points, self.targets, self.on_progress = {}, [], ignore_progress
+        self.estimates, self.fine_tuned, self.reach = estimates, fine_tuned, reach
+        self.estimated, self.trained = [], []
+
+    def _point(self, target, drop, estimate, trained):
+        return {"target": target, "speedup": 1.1 * target, "estimate_drop": estimate, "drop": drop, "trained": trained}
+
+    def estimate(self, target):
+        if target > self.reach:
+            raise OutOfReachError("out of reach", "ask for less", reachable=self.reach)
+        self.estimated.append(target)
+        drop = self.estimates(target)
+        return self._point(target, drop, drop, "layer-wise only")
+
+    def train_fully(self, target):
+        self.trained.append(target)
+        return self._point(target, self.fine_tuned(target), self.estimates(target), "fine-tuned")
+
+    def _frontier_record(self, end_reason):
+        return end_reason
+
+
+def test_the_climb_skips_rungs_while_the_estimates_are_comfortable_and_fills_them_when_not() -> None:
+    search = _ScriptedSearch(lambda t: 0.0 if t < 10 else 0.8 if t < 12 else 3.9 if t < 20 else 8.0,
+                             lambda t: 0.5 * (0.0 if t < 10 else 0.8 if t < 12 else 3.9))  # fmt: skip
+    stopped = search.run()
+    # 1.5, 3.38, 7.59 comfortable (two rungs at a time); 17.09 is not: its skipped rung 11.39 is filled, then the
+    # climb goes on rung by rung until the hopeless 25.63
+    assert search.estimated == [1.5, 3.38, 7.59, 17.09, 11.39, 25.63]
+    assert stopped.startswith("the estimate at 25.63×")
+    assert search.trained == [11.39, 17.09]  # the budget is bracketed by neighbouring rungs
+
+
+def test_a_bracket_that_steps_down_first_estimates_the_rung_the_climb_skipped() -> None:
+    estimates = {1.5: 0.0, 3.38: 0.0, 5.06: 0.2, 7.59: 0.4, 11.39: 2.0, 17.09: 9.0}
+    fine_tuned = {5.06: 0.5, 7.59: 1.5}
+    search = _ScriptedSearch(estimates.__getitem__, fine_tuned.__getitem__)
+    search.run()
+    assert 2.25 not in search.points and 5.06 in search.points  # 5.06 was filled only when the bracket needed it
+    assert search.estimated.index(5.06) > search.estimated.index(17.09)
+    assert search.trained == [7.59, 5.06]
+
+
+def test_a_rung_out_of_reach_fills_the_skipped_rung_then_ends_at_the_edge() -> None:
+    search = _ScriptedSearch(lambda t: 0.0, lambda t: 0.0, reach=9.5)
+    stopped = search.run()
+    assert search.estimated == [1.5, 3.38, 7.59, 9.5]  # 17.09 and then 11.39 out of reach: the edge is tried
+    assert stopped == "11.39× is out of reach" and search.points[9.5]["trained"] == "fine-tuned"
+
+
+def test_without_the_gallop_every_rung_is_estimated() -> None:
+    search = _ScriptedSearch(lambda t: 0.0 if t < 10 else 9.0, lambda t: 0.0, ladder=Ladder(gallop=False))
+    search.run()
+    assert search.estimated == [1.5, 2.25, 3.38, 5.06, 7.59, 11.39]

@@ -131,6 +131,20 @@ def test_when_no_plan_lands_in_the_targets_band_the_nearest_faster_one_is_taken_
     assert plan.details["measured_speedup"] == min(faster)
 
 
+def test_a_wide_band_takes_the_first_plan_timed_inside_it(tmp_path) -> None:
+    # a frontier rung: anything from 2x up to the next rung (3x) meets it; the 2x plan of the previous test
+    # overshot its 5 % band, here that first overshoot is inside the band and is taken at once
+    narrow = plan_measured(_context(), 2.0, CALIBRATION, probe=FakeProbe(), table_path=tmp_path / "a.json",
+                           grid_points=4)  # fmt: skip
+    probe = FakeProbe()
+    rung = plan_measured(_context(), 2.0, CALIBRATION, probe=probe, table_path=tmp_path / "b.json", grid_points=4,
+                         band=0.5)  # fmt: skip
+    d = rung.details
+    assert d["band"] == 0.5 and d["overshoot"] is False and judge(d["measured_ci95"], 2.0, 0.5) == MEETS
+    assert [r["verdict"] for r in d["rounds"]] == [MEETS] and len(d["rounds"]) < len(narrow.details["rounds"])
+    assert narrow.details["band"] == 0.05
+
+
 def test_uniform_latency_planner_accepts_a_plan_whose_interval_meets_the_target() -> None:
     ctx, probe = _context(), FakeProbe(ci=0.05)
     plan = plan_latency_uniform(ctx, 1.8, probe=probe)
