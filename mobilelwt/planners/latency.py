@@ -23,6 +23,7 @@ from mobilelwt.planners.reach import (
     first_meet_settles,
     measure_confirmed,
     nothing_to_gain,
+    rel_width_of,
 )
 from mobilelwt.planners.table import LatencyProbe
 from mobilelwt.planners.uniform import plan_uniform
@@ -43,6 +44,7 @@ def plan_latency_uniform(
     or lies above it, but not above the target's band: an overshoot is cut back)."""
     shape = (1, 3, ctx.input_size, ctx.input_size)
     width, settles = band_of(probe, band), first_meet_settles(probe, band)
+    aim_share = rel_width_of(probe)  # aimed just above the target, whatever the band: the slower end is more accurate
     mac_target, rounds = speedup, []
     below, above = 1.0, math.inf  # MAC targets known to miss / to overshoot the measured target
     best: tuple[Plan, dict] | None = None
@@ -60,7 +62,7 @@ def plan_latency_uniform(
         if verdict == MEETS:
             if best is None or plan.mac_speedup < best[0].mac_speedup:
                 best = (plan, measured)
-            if settles or measured["speedup_ci95"][0] < speedup * (1 + width / 2):
+            if settles or measured["speedup_ci95"][0] < speedup * (1 + aim_share / 2):
                 break  # a cheaper plan would miss: the interval already reaches down to the target
             above = min(above, mac_target)
         elif verdict == OVERSHOOTS:
@@ -72,7 +74,7 @@ def plan_latency_uniform(
         if above < math.inf and above / below < 1.02:
             break
         # the runtime realises part of a MAC cut: scale the MAC target by the shortfall or the excess
-        aim = plan.mac_speedup * speedup * (1 + width / 2) / max(measured["speedup"], 1e-6)
+        aim = plan.mac_speedup * speedup * (1 + aim_share / 2) / max(measured["speedup"], 1e-6)
         mac_target = aim if below < aim < above else math.sqrt(below * min(above, 4 * below))
     chosen, overshoot = (best, False) if best is not None else (nearest_over, True)
     if chosen is not None:
@@ -92,6 +94,9 @@ def plan_latency_uniform(
 )
 def _latency_uniform(request: PlanRequest) -> Plan:
     return plan_latency_uniform(
-        request.ctx, request.speedup, probe=request.latency_probe(), band=request.band,
+        request.ctx,
+        request.speedup,
+        probe=request.latency_probe(),
+        band=request.band,
         on_progress=request.on_progress,
     )

@@ -41,6 +41,7 @@ from mobilelwt.planners.reach import (
     first_meet_settles,
     measure_confirmed,
     nothing_to_gain,
+    rel_width_of,
 )
 from mobilelwt.planners.sensitivity import capture_io, rank_grid
 from mobilelwt.planners.table import (
@@ -374,7 +375,9 @@ def _search(
     plans that border the target are found without timing any plan twice."""
     speedup, replaceable_ms = allocator.speedup, allocator.replaceable_ms
     width, settles = band_of(probe, band), first_meet_settles(probe, band)
-    aim = speedup * (1 + width / 2)  # the median a little above the target: its interval then holds the target
+    # the median a little above the target, its interval then holds the target; a wide band aims there too, since
+    # the slower end of a rung is the more accurate one
+    aim = speedup * (1 + rel_width_of(probe) / 2)
     goal, rounds, frozen = aim, [], False
     best: tuple[float, Plan, dict] | None = None
     nearest_over: tuple[float, Plan, dict] | None = None
