@@ -45,7 +45,7 @@ from mobilelwt.loading import (
 )
 from mobilelwt.manifest import build_manifest
 from mobilelwt.plan import CONV_KINDS, LINEAR_KINDS, LayerChoice, Plan, apply_plan, default_candidates
-from mobilelwt.planners import PLANNERS, PlanningContext, PlanRequest
+from mobilelwt.planners import PLANNERS, PlanMemory, PlanningContext, PlanRequest
 from mobilelwt.planners.table import LatencyProbe
 from mobilelwt.profile import count_macs, count_params
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
@@ -197,8 +197,10 @@ def make_plan(
     *,
     latency_probe: LatencyProbeFactory | None = None,
     table_path: Path | None = None,
+    memory: PlanMemory | None = None,
 ) -> Plan:
-    """Run the configured planner; the latency planner needs ``latency_probe`` (see :func:`compress`)."""
+    """Run the configured planner; the latency planner needs ``latency_probe`` (see :func:`compress`);
+    ``memory``: timings shared with the other plans of one search."""
     head = get_teacher_spec(teacher.name).head or find_head(teacher.model, teacher.input_size)
     candidates = default_candidates(teacher.model, teacher.input_size, head)
     if not config.compress_fc:
@@ -225,6 +227,7 @@ def make_plan(
         kinds=config.latency.modules or (config.conv_module,),
         grid_points=config.latency.grid_points,
         band=config.latency.band,
+        memory=memory,
         on_progress=on_progress,
     )
     return PLANNERS.get(config.planner).run(request)
@@ -360,14 +363,15 @@ def plan_opened(
     session: CompressSession,
     latency_probe: LatencyProbeFactory | None = None,
     on_progress: ProgressCallback = ignore_progress,
+    memory: PlanMemory | None = None,
 ) -> Plan:
     """The plan :func:`compress_opened` would train, made (or kept) without training: plan.json is written and
-    kept for the compress run that follows while its inputs hold."""
+    kept for the compress run that follows while its inputs hold. ``memory``: see :func:`make_plan`."""
     build_dir = BuildDir(session.out)
     state = on_main(lambda: _prepare(build_dir, session.inputs, replaying=False), "checking the build directory")
     if "reused" in state:
         return Plan.from_dict(state["plan"])
-    return _plan_stage(session, None, state["keep"], latency_probe, on_progress)
+    return _plan_stage(session, None, state["keep"], latency_probe, on_progress, memory)
 
 
 def finished_metrics(session: CompressSession) -> dict[str, Any] | None:
@@ -423,6 +427,7 @@ def _plan_stage(
     keep: list[str],
     latency_probe: LatencyProbeFactory | None,
     on_progress: ProgressCallback,
+    memory: PlanMemory | None = None,
 ) -> Plan:
     """The replayed plan, a kept one whose inputs still match, or a new one (rank 0 plans; every rank gets it)."""
     plan_path = session.out / PLAN
@@ -433,7 +438,8 @@ def _plan_stage(
             chosen = Plan.load(plan_path)
         if chosen is None:
             chosen = make_plan(session.teacher, session.bundle, session.config, on_progress,
-                               latency_probe=latency_probe, table_path=session.out / LATENCY_TABLE)  # fmt: skip
+                               latency_probe=latency_probe, table_path=session.out / LATENCY_TABLE,
+                               memory=memory)  # fmt: skip
         chosen.details["inputs_key"] = session.inputs["plan_key"]
         chosen.save(plan_path)
         return chosen.to_dict()

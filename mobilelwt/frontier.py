@@ -60,6 +60,7 @@ from mobilelwt.hashing import digest
 from mobilelwt.io import atomic_path, read_json, write_json
 from mobilelwt.loading import load_student_model
 from mobilelwt.plan import Plan
+from mobilelwt.planners import PlanMemory
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
 from mobilelwt.settings import RunSettings
 
@@ -180,6 +181,7 @@ class _Search:
         self.key = digest({**base, "ladder": ladder.__dict__})
         self.points: dict[float, dict[str, Any]] = {}
         self.targets: list[float] = []
+        self.memory = PlanMemory()  # the rungs' timings and the planner's estimate of the rest, shared
         self.started = time.perf_counter()
 
     # -- the points ------------------------------------------------------------------------------------------
@@ -205,7 +207,7 @@ class _Search:
         if known is not None and known.get("plan_key") == quick.inputs["plan_key"]:  # planned before: no need again
             raise OutOfReachError(known["problem"], known["fix"], reachable=known["reachable"])
         try:
-            plan = plan_opened(quick, self.probe, self.on_progress)
+            plan = plan_opened(quick, self.probe, self.on_progress, self.memory)
         except OutOfReachError as exc:
             facts = {"plan_key": quick.inputs["plan_key"], "problem": exc.problem, "fix": exc.fix,
                      "reachable": exc.reachable}  # fmt: skip

@@ -16,6 +16,7 @@ import torch
 from mobilelwt.errors import ConfigError
 from mobilelwt.plan import Plan
 from mobilelwt.planners._common import PlanningContext
+from mobilelwt.planners.memory import PlanMemory
 from mobilelwt.planners.table import LatencyProbe
 from mobilelwt.progress import ProgressCallback, ignore_progress
 from mobilelwt.registry import Registry
@@ -36,6 +37,7 @@ class PlanRequest:
     kinds: tuple[str, ...] = ()  # candidate module kinds for convolutions
     grid_points: int = 8
     band: float | None = None  # the share above the target that still meets it (None: the timing width)
+    memory: PlanMemory | None = None  # timings shared with the other plans of one search (a frontier's rungs)
     on_progress: ProgressCallback = field(default=ignore_progress)
 
     def latency_probe(self) -> LatencyProbe:

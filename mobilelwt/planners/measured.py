@@ -33,12 +33,14 @@ from mobilelwt.plan import Candidate, LayerChoice, Plan, allowed_kinds, apply_pl
 from mobilelwt.planners._common import PlanningContext
 from mobilelwt.planners._registry import PlanRequest, register_planner
 from mobilelwt.planners.allocate import Option, allocate
+from mobilelwt.planners.memory import PlanMemory
 from mobilelwt.planners.reach import (
     MEETS,
     MISSES,
     OVERSHOOTS,
     band_of,
     first_meet_settles,
+    judge,
     measure_confirmed,
     nothing_to_gain,
     rel_width_of,
@@ -242,11 +244,13 @@ def plan_measured(
     grid_points: int = 8,
     max_rounds: int = 8,
     band: float | None = None,
+    memory: PlanMemory | None = None,
     on_progress: ProgressCallback = ignore_progress,
 ) -> Plan:
     """The most accurate plan (by the proxy) whose measured speedup on ``probe`` meets ``speedup``: its interval
     holds the target or lies above it, but not above the target's band (``band``: its width as a share of the
-    target, by default the timing width; a wider band takes the first plan in it); see the module docstring."""
+    target, by default the timing width; a wider band takes the first plan in it); see the module docstring.
+    ``memory``: timings and the rest shared with the other plans of one search (read and extended)."""
     if speedup <= 1.0:
         raise ConfigError(f"--speedup must be above 1, got {speedup}.", "Pass e.g. --speedup 4.")
     candidates = [c for c in ctx.candidates if ctx.kind_for(c)]
@@ -289,8 +293,12 @@ def plan_measured(
         return _foreign_plan(ctx, speedup, allocator.plan_for, kept_ms, details, table)
     # The first guess of the rest: the kept layers' time, but never more than half the whole teacher (one busy
     # moment can inflate a single small timing).
-    rest = min(kept_ms, 0.5 * probe.layer(ctx.model, (1, 3, ctx.input_size, ctx.input_size)))
-    best, rounds = _search(allocator, probe, rest, max_rounds=max_rounds, band=band, on_progress=on_progress)
+    if memory is not None and memory.rest_ms is not None:
+        rest = memory.rest_ms  # what the last plan of this search learnt about the rest
+    else:
+        rest = min(kept_ms, 0.5 * probe.layer(ctx.model, (1, 3, ctx.input_size, ctx.input_size)))
+    best, rounds = _search(allocator, probe, rest, max_rounds=max_rounds, band=band, memory=memory,
+                           on_progress=on_progress)  # fmt: skip
     if best is None:
         raise nothing_to_gain(ctx, speedup, probe, rounds, next((r for r in rounds if r.get("fastest")), None))
     plan, record = best
@@ -360,6 +368,7 @@ def _search(
     *,
     max_rounds: int,
     band: float | None = None,
+    memory: PlanMemory | None = None,
     on_progress: ProgressCallback,
 ) -> tuple[tuple[Plan, dict[str, Any]] | None, list[dict[str, Any]]]:
     """Allocate, time the whole student, correct the estimate of the rest, and allocate again, until a plan's
@@ -408,7 +417,11 @@ def _search(
         if not repeated:
             if len(seen) >= max_rounds:
                 break
-            record = _measure_round(allocator, probe, plan, predicted_now, width, goal=goal, rest_ms=rest)
+            record = _recalled(memory, key, speedup, width, goal=goal, rest_ms=rest, predicted_speedup=predicted_now)
+            if record is None:
+                record = _measure_round(allocator, probe, plan, predicted_now, width, goal=goal, rest_ms=rest)
+                if memory is not None:
+                    memory.remember(key, record)
             seen[key] = (plan, record)
             rounds.append(record)
         record = seen[key][1]
@@ -452,6 +465,8 @@ def _search(
         else:  # scale the goal by what the measurement missed or overshot it by
             step = goal * aim / ratio
         goal = step if below < step < above else math.sqrt(below * min(above, 4 * below))
+    if memory is not None:
+        memory.rest_ms = rest
     if best is None and nearest_over is None and seen:
         # the search never met it: the fastest allocation is the last word (it may still, by a little)
         plan, predicted_now = allocator.plan_for(1.0 + 1e-9, rest, fastest=True)
@@ -467,6 +482,21 @@ def _search(
         return None, rounds
     chosen[2]["overshoot"] = best is None  # no plan landed in the target's band: the nearest faster one, said so
     return (chosen[1], chosen[2]), rounds
+
+
+def _recalled(memory: PlanMemory | None, key: str, speedup: float, band: float, **facts: Any) -> dict[str, Any] | None:
+    """A plan timed earlier in this search, judged against this target, when its timing decides without a new one:
+    it misses or overshoots, or it meets and was confirmed by a second timing (as a new one must be)."""
+    known = memory.recall(key) if memory is not None else None
+    if known is None:
+        return None
+    counted = known["confirmation"] or known
+    verdict = judge(counted["speedup_ci95"], speedup, band)
+    if verdict == MEETS and known["confirmation"] is None:
+        return None
+    memory.reused += 1
+    return {**known, **facts, "verdict": verdict, "accepted": verdict == MEETS, "reused": True,
+            "correction": facts["predicted_speedup"] / known["speedup"]}  # fmt: skip
 
 
 def time_kept_layers(
@@ -554,5 +584,6 @@ def _latency(request: PlanRequest) -> Plan:
         kinds=request.kinds,
         grid_points=request.grid_points,
         band=request.band,
+        memory=request.memory,
         on_progress=request.on_progress,
     )

@@ -8,6 +8,7 @@ import torch
 from mobilelwt.errors import ConfigError
 from mobilelwt.plan import apply_plan, default_candidates
 from mobilelwt.planners import PlanningContext
+from mobilelwt.planners import PlanMemory
 from mobilelwt.planners.latency import plan_latency_uniform
 from mobilelwt.planners.measured import plan_measured
 from mobilelwt.planners.reach import MEETS, MISSES, OVERSHOOTS, judge
@@ -143,6 +144,25 @@ def test_a_wide_band_takes_the_first_plan_timed_inside_it(tmp_path) -> None:
     assert d["band"] == 0.5 and d["overshoot"] is False and judge(d["measured_ci95"], 2.0, 0.5) == MEETS
     assert [r["verdict"] for r in d["rounds"]] == [MEETS] and len(d["rounds"]) < len(narrow.details["rounds"])
     assert narrow.details["band"] == 0.05
+
+
+def test_plans_of_one_search_share_timings_and_the_rest_they_learnt(tmp_path) -> None:
+    memory = PlanMemory()
+    first = plan_measured(_context(), 2.0, CALIBRATION, probe=FakeProbe(), table_path=tmp_path / "t.json",
+                          grid_points=4, band=0.5, memory=memory)  # fmt: skip
+    assert memory.timings and memory.rest_ms is not None and memory.reused == 0
+    # the same rung again: its plan is recalled (timed and confirmed before), nothing is timed
+    probe = FakeProbe()
+    again = plan_measured(_context(), 2.0, CALIBRATION, probe=probe, table_path=tmp_path / "t.json", grid_points=4,
+                          band=0.5, memory=memory)  # fmt: skip
+    assert probe.compares == 0 and again.layers.keys() == first.layers.keys() and memory.reused == 1
+    assert again.details["rounds"][0]["reused"] is True
+    # a rung above: it starts from the rest the last one ended on, so its first plan already meets it
+    above = FakeProbe()
+    rung = plan_measured(_context(), 3.0, CALIBRATION, probe=above, table_path=tmp_path / "t.json", grid_points=4,
+                         band=0.5, memory=memory)  # fmt: skip
+    assert [r["verdict"] for r in rung.details["rounds"]] == [MEETS] and above.compares == 2  # timed, confirmed
+    assert judge(rung.details["measured_ci95"], 3.0, 0.5) == MEETS
 
 
 def test_uniform_latency_planner_accepts_a_plan_whose_interval_meets_the_target() -> None:

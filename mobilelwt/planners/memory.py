@@ -1,0 +1,27 @@
+"""What the plans of one search share: whole-student timings and the last corrected estimate of the rest.
+
+A frontier plans one target per rung against one latency table. A plan timed at one rung is the same student at
+the next (same layers, same modules, same ranks), and the time of everything the table does not see (the *rest*)
+is a property of the model on the target, not of the rung; so the next rung starts from what the last one learnt
+instead of from the table's first guess, and does not time again a plan whose timing already decides it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class PlanMemory:
+    """Timings by plan key (the record of the round that timed it) and the rest the last search ended on."""
+
+    timings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rest_ms: float | None = None
+    reused: int = 0  # rounds answered from memory instead of timed
+
+    def recall(self, key: str) -> dict[str, Any] | None:
+        return self.timings.get(key)
+
+    def remember(self, key: str, record: dict[str, Any]) -> None:
+        self.timings[key] = record
