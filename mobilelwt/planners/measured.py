@@ -400,6 +400,15 @@ def _search(
         low = (record["confirmation"] or record)["speedup_ci95"][0]
         return record["verdict"] == OVERSHOOTS or (record["verdict"] == MEETS and low >= aim and not settles)
 
+    if settles and memory is not None:  # a rung takes the first plan inside its band: one may be timed already
+        known = _known_inside(allocator, probe, memory, speedup, width, rest)
+        if known is not None:
+            plan, record = known
+            seen[_plan_key(plan)] = known
+            rounds.append(record)
+            if record["verdict"] == MEETS:
+                memory.rest_ms = rest
+                return (plan, {**record, "overshoot": False}), rounds
     for _ in range(6 * max_rounds):
         changed = False
         found = allocator.plan_for(goal, rest)
@@ -412,7 +421,7 @@ def _search(
             goal = math.sqrt(goal_below * goal_above)
             continue
         plan, predicted_now = found
-        key = digest({name: [c.module, c.params] for name, c in plan.layers.items()})
+        key = _plan_key(plan)
         repeated = key in seen
         if not repeated:
             if len(seen) >= max_rounds:
@@ -421,7 +430,7 @@ def _search(
             if record is None:
                 record = _measure_round(allocator, probe, plan, predicted_now, width, goal=goal, rest_ms=rest)
                 if memory is not None:
-                    memory.remember(key, record)
+                    memory.remember(key, plan, record)
             seen[key] = (plan, record)
             rounds.append(record)
         record = seen[key][1]
@@ -482,6 +491,35 @@ def _search(
         return None, rounds
     chosen[2]["overshoot"] = best is None  # no plan landed in the target's band: the nearest faster one, said so
     return (chosen[1], chosen[2]), rounds
+
+
+def _plan_key(plan: Plan) -> str:
+    return digest({name: [c.module, c.params] for name, c in plan.layers.items()})
+
+
+def _known_inside(
+    allocator: _Allocator, probe: LatencyProbe, memory: PlanMemory, speedup: float, band: float, rest: float
+) -> tuple[Plan, dict[str, Any]] | None:
+    """The most accurate plan this search already timed inside the target's band, confirmed (by one more timing
+    when it had none): the plan and its record, judged against this target."""
+    found = memory.most_accurate(lambda r: judge((r["confirmation"] or r)["speedup_ci95"], speedup, band) == MEETS)
+    if found is None:
+        return None
+    key, timed, known = found
+    ctx = allocator.ctx
+    plan = ctx.plan("latency", speedup, dict(timed.layers))  # the same layers, planned for this target
+    confirmation, verdict = known["confirmation"], MEETS
+    if confirmation is None:
+        student = apply_plan(ctx.model, plan, init=False)
+        confirmation = probe.compare(ctx.model, student, (1, 3, ctx.input_size, ctx.input_size), target=speedup)
+        verdict = judge(confirmation["speedup_ci95"], speedup, band)
+    predicted = (allocator.replaceable_ms + rest) / (allocator.student_layers_ms(plan) + rest)
+    record = {**known, "goal": speedup, "rest_ms": rest, "predicted_speedup": predicted, "reused": True,
+              "confirmation": confirmation, "verdict": verdict, "accepted": verdict == MEETS,
+              "correction": predicted / known["speedup"]}  # fmt: skip
+    memory.remember(key, plan, record)
+    memory.reused += 1
+    return plan, record
 
 
 def _recalled(memory: PlanMemory | None, key: str, speedup: float, band: float, **facts: Any) -> dict[str, Any] | None:

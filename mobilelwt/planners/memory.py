@@ -8,20 +8,30 @@ instead of from the table's first guess, and does not time again a plan whose ti
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from mobilelwt.plan import Plan
 
 
 @dataclass
 class PlanMemory:
-    """Timings by plan key (the record of the round that timed it) and the rest the last search ended on."""
+    """Timings by plan key (the plan and the record of the round that timed it), and the rest the last search
+    ended on."""
 
-    timings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    timings: dict[str, tuple[Plan, dict[str, Any]]] = field(default_factory=dict)
     rest_ms: float | None = None
     reused: int = 0  # rounds answered from memory instead of timed
 
     def recall(self, key: str) -> dict[str, Any] | None:
-        return self.timings.get(key)
+        known = self.timings.get(key)
+        return known[1] if known is not None else None
 
-    def remember(self, key: str, record: dict[str, Any]) -> None:
-        self.timings[key] = record
+    def remember(self, key: str, plan: Plan, record: dict[str, Any]) -> None:
+        self.timings[key] = (plan, record)
+
+    def most_accurate(self, meets: Callable[[dict[str, Any]], bool]) -> tuple[str, Plan, dict[str, Any]] | None:
+        """The plan of least proxy error among those whose record ``meets`` (a target), if any."""
+        found = [(key, plan, record) for key, (plan, record) in self.timings.items() if meets(record)]
+        return min(found, key=lambda item: item[2]["proxy_cost"], default=None)

@@ -17,7 +17,7 @@ from mobilelwt.progress import ignore_progress
 from mobilelwt.settings import RunSettings
 from tests.mobilelwt.fake_probe import FakeProbe, fake_factory
 
-LADDER = Ladder(start=1.5, step=1.6, points=4, max_full=3)
+LADDER = Ladder(start=1.5, step=1.3, points=5, max_full=3)
 
 
 def _config(max_drop: float, **overrides) -> CompressConfig:
