@@ -384,6 +384,8 @@ class _Search:
             "stopped": end_reason,
             "chosen": chosen["target"] if chosen else None,
             "seconds": time.perf_counter() - self.started,
+            # this search's whole-student timings: plans timed, and rounds answered from them instead of timed
+            "planning": {"plans_timed": len(self.memory.timings), "timings_reused": self.memory.reused},
         }
         record.update(self._why(chosen, ordered, end_reason))
         return record

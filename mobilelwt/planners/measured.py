@@ -500,9 +500,15 @@ def _plan_key(plan: Plan) -> str:
 def _known_inside(
     allocator: _Allocator, probe: LatencyProbe, memory: PlanMemory, speedup: float, band: float, rest: float
 ) -> tuple[Plan, dict[str, Any]] | None:
-    """The most accurate plan this search already timed inside the target's band, confirmed (by one more timing
-    when it had none): the plan and its record, judged against this target."""
-    found = memory.most_accurate(lambda r: judge((r["confirmation"] or r)["speedup_ci95"], speedup, band) == MEETS)
+    """The most accurate plan this search already timed in the lower quarter of the target's band (where a new
+    plan would be aimed: the band's upper end costs accuracy), confirmed (by one more timing when it had none): the
+    plan and its record, judged against this target."""
+
+    def low_in_band(record: dict[str, Any]) -> bool:
+        counted = record["confirmation"] or record
+        return counted["speedup"] <= speedup * (1 + band / 4) and judge(counted["speedup_ci95"], speedup, band) == MEETS
+
+    found = memory.most_accurate(low_in_band)
     if found is None:
         return None
     key, timed, known = found
