@@ -150,6 +150,7 @@ def bench_point(point: dict[str, Any], search_dir: Path, args: argparse.Namespac
 
 def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -168,8 +169,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
     teacher = result["points"][0]["teacher"]["top1"]
     ax.axhline(teacher, color="black", linewidth=0.8, label=f"teacher {teacher:.2f} %")
     ax.axhline(teacher - result["max_drop"], color="grey", linestyle="--", linewidth=0.8,
-               label=f"budget: -{result['max_drop']:g} points")  # fmt: skip
+               label=f"budget: {result['max_drop']:g} point(s) below the teacher")  # fmt: skip
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _pos: f"{x:g}×"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda x, _pos: f"{x:g}×"))
     ax.set_xlabel(f"measured speedup over the teacher ({result['runtime']})")
     ax.set_ylabel("top-1 on the validation split (%)")
     ax.set_title(f"{result['model']} at {result['input_size']}² on {result['data']}: the frontier and its peers")
@@ -188,7 +191,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6, help="bisection rounds of the pruning ratio")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
+    parser.add_argument("--replot", type=Path, help="only draw --plot again from this JSON result")
     args = parser.parse_args()
+    if args.replot:
+        plot(json.loads(args.replot.read_text()), args.plot)
+        return
     torch.set_num_threads(args.threads)
     frontier = json.loads((args.search / "frontier.json").read_text())
     points = [{**p, "chosen": p["target"] == frontier["chosen"]} for p in frontier["points"]
