@@ -255,11 +255,14 @@ def compress_inputs(
 def _keyed(base: dict[str, Any], config: CompressConfig) -> dict[str, Any]:
     """The content hashes in ``base`` with ``config``'s settings and the stage and sub-stage keys."""
     settings = asdict(config)
-    planning = {k: v for k, v in settings.items() if k not in ("layerwise", "finetune")}
+    # a latency table's path is where timings are kept, not what a plan is made from (the device, runtime,
+    # precision and threads it times on are keyed): a moved or copied build directory keeps its keys
+    keyed = {**settings, "latency": {**settings["latency"], "table": settings["latency"]["table"] is not None}}
+    planning = {k: v for k, v in keyed.items() if k not in ("layerwise", "finetune")}
     plan_key = digest({**base, "planning": planning})
     layerwise_key = digest({"plan": plan_key, "layerwise": settings["layerwise"]})
     return {**base, "settings": settings, "plan_key": plan_key, "layerwise_key": layerwise_key,
-            "key": digest({**base, "settings": settings})}  # fmt: skip
+            "key": digest({**base, "settings": keyed})}  # fmt: skip
 
 
 @dataclass

@@ -177,8 +177,8 @@ class _Search:
         self.max_drop: float = self.config.max_drop
         self.floor = self.config.target  # None: no floor
         self.build_dir = BuildDir(session.out)
-        base = {k: v for k, v in session.inputs.items() if k not in ("plan_key", "layerwise_key", "key")}
-        self.key = digest({**base, "ladder": ladder.__dict__})
+        # the session's key: teacher, data and settings (a latency table's place excluded: a moved directory holds)
+        self.key = digest({"inputs": session.inputs["key"], "ladder": ladder.__dict__})
         self.points: dict[float, dict[str, Any]] = {}
         self.targets: list[float] = []
         self.memory = PlanMemory()  # the rungs' timings and the planner's estimate of the rest, shared

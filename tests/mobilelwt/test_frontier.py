@@ -79,6 +79,17 @@ def test_a_second_budget_whose_answer_is_on_the_frontier_trains_nothing_new(fron
     assert probe.timed == [] and probe.compares == 0  # nothing planned, nothing timed again
 
 
+def test_a_moved_search_directory_is_still_current(frontier_build, tmp_path, tiny_teacher) -> None:
+    out, first = frontier_build
+    moved = tmp_path / "elsewhere" / "moved"
+    shutil.copytree(out, moved)  # its latency table now lies at another absolute path
+    probe = FakeProbe()
+    again = _search(moved, tiny_teacher, 2.0, probe)
+    assert probe.timed == [] and probe.compares == 0  # nothing planned, timed or trained again
+    keys = {p["target"]: p.get("compress_key") for p in again.frontier["points"]}
+    assert keys == {p["target"]: p.get("compress_key") for p in first.frontier["points"]}
+
+
 def test_a_stricter_budget_gets_a_slower_student(frontier_build, tmp_path, tiny_teacher) -> None:
     out, loose = frontier_build
     chosen = next(p for p in loose.frontier["points"] if p["target"] == loose.frontier["chosen"])

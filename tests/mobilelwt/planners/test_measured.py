@@ -7,8 +7,7 @@ import torch
 
 from mobilelwt.errors import ConfigError
 from mobilelwt.plan import apply_plan, default_candidates
-from mobilelwt.planners import PlanningContext
-from mobilelwt.planners import PlanMemory
+from mobilelwt.planners import PlanMemory, PlanningContext
 from mobilelwt.planners.latency import plan_latency_uniform
 from mobilelwt.planners.measured import plan_measured
 from mobilelwt.planners.reach import MEETS, MISSES, OVERSHOOTS, judge
