@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def machine() -> dict[str, Any]:
+    """The host a benchmark ran on, for its JSON."""
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "python": platform.python_version()}  # fmt: skip
 
 
 def add_timer(subparsers: Any, target: str, help: str) -> argparse.ArgumentParser:

@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from fresh import add_timer, in_fresh_process
+from fresh import add_timer, in_fresh_process, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,11 +115,7 @@ def main() -> None:
         rows.append(row)
     chosen = next((r for r in rows if r["chosen"]), None)
     result = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-        },  # fmt: skip
+        "machine": machine(),
         "runtime": f"executorch fp32, {args.threads} threads, batch 1, {args.input_size}² input",
         "command": " ".join(sys.argv),
         "teacher": {**frontier["teacher"], "trained_here_s": teacher_s},

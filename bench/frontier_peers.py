@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -34,6 +32,8 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from fresh import machine  # noqa: E402  (bench/fresh.py, beside this script)
 
 
 def log(message: str) -> None:
@@ -61,7 +61,7 @@ def fine_tune(student: nn.Module, teacher: nn.Module, data: Any, settings: dict[
 def pruned_at_speed(teacher: nn.Module, size: int, goal: float, probe: Any, head: str, rounds: int) -> dict[str, Any]:
     """The least-pruned uniform L1 model measured at least ``goal`` times faster than the teacher (bisection on
     the channel ratio; each candidate timed by the protocol)."""
-    from peers import prune_l1
+    from peers import prune_l1  # bench/peers.py, beside this script
 
     shape = (1, 3, size, size)
     low, high, tried, best = 0.0, 0.95, [], None
@@ -203,11 +203,7 @@ def main() -> None:
     started = time.perf_counter()
     rows = [bench_point(p, args.search, args) for p in sorted(points, key=lambda p: p["speedup"])]
     result = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-        },  # fmt: skip
+        "machine": machine(),
         "runtime": f"executorch fp32, {args.threads} threads, batch 1, {args.cache}",
         "command": " ".join(sys.argv),
         "model": frontier["model"],
