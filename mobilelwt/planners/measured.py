@@ -293,6 +293,8 @@ def plan_measured(
         return _foreign_plan(ctx, speedup, allocator.plan_for, kept_ms, details, table)
     # The first guess of the rest: the kept layers' time, but never more than half the whole teacher (one busy
     # moment can inflate a single small timing).
+    # a search's later targets are its own business: only its first out-of-reach answer names the time holders
+    holders = memory is None or not memory.timings
     if memory is not None and memory.rest_ms is not None:
         rest = memory.rest_ms  # what the last plan of this search learnt about the rest
     else:
@@ -300,7 +302,8 @@ def plan_measured(
     best, rounds = _search(allocator, probe, rest, max_rounds=max_rounds, band=band, memory=memory,
                            on_progress=on_progress)  # fmt: skip
     if best is None:
-        raise nothing_to_gain(ctx, speedup, probe, rounds, next((r for r in rounds if r.get("fastest")), None))
+        raise nothing_to_gain(ctx, speedup, probe, rounds, next((r for r in rounds if r.get("fastest")), None),
+                              holders=holders)  # fmt: skip
     plan, record = best
     # the independent timing (when it was confirmed): the more recent, and no better chosen than the first
     final = record["confirmation"] or record

@@ -74,9 +74,12 @@ def nothing_to_gain(
     probe: LatencyProbe,
     rounds: list[dict[str, Any]],
     fastest: dict[str, Any] | None = None,
+    *,
+    holders: bool = True,
 ) -> OutOfReachError:
     """How far the model can go on this target, and which layers hold the time. ``fastest``: a timing of the
-    fastest student already made (otherwise every layer at its smallest rank is timed now)."""
+    fastest student already made (otherwise every layer at its smallest rank is timed now); ``holders``: False
+    leaves out which layers hold the time (it lowers every layer once)."""
     shape = (1, 3, ctx.input_size, ctx.input_size)
     if fastest is None:
         fastest = probe.compare(ctx.model, apply_plan(ctx.model, ctx.smallest_plan(), init=False), shape,
@@ -86,7 +89,7 @@ def nothing_to_gain(
         f"Nothing to gain at {speedup}×: a measured {speedup}× speedup on {probe.description} is out of reach for "
         f"{ctx.model_name}; the fastest student there is runs {fastest['speedup']:.2f}× faster than the teacher "
         f"(95% CI {fastest['speedup_ci95'][0]:.2f}–{fastest['speedup_ci95'][1]:.2f}×, teacher "
-        f"{fastest['teacher_ms']:.2f} ms). {time_holders(ctx, probe)}",
+        f"{fastest['teacher_ms']:.2f} ms).{' ' + time_holders(ctx, probe) if holders else ''}",
         f"Ask for at most --speedup {reachable:.2f} (the best lower bound measured), or compress more layers "
         "(e.g. --compress-fc)."
         if reachable > 1.05

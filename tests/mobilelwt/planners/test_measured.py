@@ -93,6 +93,18 @@ def test_out_of_reach_names_the_best_measured_lower_bound(tmp_path) -> None:
     assert "Ask for at most --speedup" in info.value.fix or "Keep the teacher" in info.value.fix
 
 
+def test_only_a_searchs_first_out_of_reach_answer_names_the_layers_that_hold_the_time(tmp_path) -> None:
+    memory = PlanMemory()
+    with pytest.raises(ConfigError) as first:
+        plan_measured(_context(), 50.0, CALIBRATION, probe=FakeProbe(fixed_ms=1.0), table_path=tmp_path / "t.json",
+                      grid_points=3, band=0.5, memory=memory)  # fmt: skip
+    assert "Timed alone" in first.value.problem and memory.timings
+    with pytest.raises(ConfigError) as later:  # the search timed plans: its later rungs are its own business
+        plan_measured(_context(), 60.0, CALIBRATION, probe=FakeProbe(fixed_ms=1.0), table_path=tmp_path / "t.json",
+                      grid_points=3, band=0.5, memory=memory)  # fmt: skip
+    assert "Nothing to gain at 60.0×" in later.value.problem and "Timed alone" not in later.value.problem
+
+
 def test_a_speedup_meets_misses_or_overshoots_its_target_by_its_interval() -> None:
     assert judge([3.8, 4.2], 4.0, 0.05) == MEETS  # the target lies in the interval
     assert judge([4.1, 4.3], 4.0, 0.05) == MEETS  # above it, within the target's band (4.2)
