@@ -273,7 +273,7 @@ class _Search:
             try:
                 point = self.points.get(target) or self.estimate(target)
             except OutOfReachError as exc:
-                if self._skipped_below(targets, index, stride):  # fill the skipped rung before ending the climb
+                if self._skipped_below(index, stride):  # fill the skipped rung before ending the climb
                     index, stride = index - 1, 1
                     continue
                 end_reason = f"{target:g}× is out of reach"
@@ -294,7 +294,7 @@ class _Search:
                 break
             self.points[target] = point
             settled = "same_as" in point or comfortable(point["estimate_drop"], self.max_drop)
-            if not settled and self._skipped_below(targets, index, stride):
+            if not settled and self._skipped_below(index, stride):
                 index, stride = index - 1, 1  # the estimate is no longer comfortable: fill the rung skipped below
                 continue
             if "same_as" not in point and hopeless(point["estimate_drop"], self.max_drop):
@@ -307,9 +307,9 @@ class _Search:
         self._train_bracket()
         return self._frontier_record(end_reason)
 
-    def _skipped_below(self, targets: list[float], index: int, stride: int) -> bool:
+    def _skipped_below(self, index: int, stride: int) -> bool:
         """The rung below ``index`` was jumped over by the gallop and not estimated yet."""
-        return stride > 1 and index > 0 and targets[index - 1] not in self.points
+        return stride > 1 and index > 0 and self.targets[index - 1] not in self.points
 
     def _ordered(self) -> list[dict[str, Any]]:
         real = [p for p in self.points.values() if "same_as" not in p]

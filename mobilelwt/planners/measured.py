@@ -225,6 +225,10 @@ class _Allocator:
         student_ms = rest + sum(option.ms for option in chosen.values())
         return self.ctx.plan("latency", self.speedup, layer_choices), (self.replaceable_ms + rest) / student_ms
 
+    def predicted(self, plan: Plan, rest: float) -> float:
+        """The speedup the table predicts for ``plan`` under ``rest``."""
+        return (self.replaceable_ms + rest) / (self.student_layers_ms(plan) + rest)
+
     def student_layers_ms(self, plan: Plan) -> float:
         """The table's time of ``plan``'s layers (replaced and kept alike)."""
         replaced = sum(c.notes["predicted_ms"] for c in plan.layers.values())
@@ -396,9 +400,6 @@ def _search(
     seen: dict[str, tuple[Plan, dict[str, Any]]] = {}  # a plan already timed is not timed again (the grid is discrete)
     goal_below, goal_above = 1.0, math.inf  # goals known, under the current rest, to give too slow / too fast plans
 
-    def predicted(plan: Plan) -> float:
-        return (replaceable_ms + rest) / (allocator.student_layers_ms(plan) + rest)
-
     def faster_than_needed(record: dict[str, Any]) -> bool:
         low = (record["confirmation"] or record)["speedup_ci95"][0]
         return record["verdict"] == OVERSHOOTS or (record["verdict"] == MEETS and low >= aim and not settles)
@@ -466,8 +467,8 @@ def _search(
                 goal_above = min(goal_above, goal)
         below, above = goal_below, goal_above
         if frozen:  # under the frozen rest the plans timed bound the goals too: their predictions are comparable
-            below = max([below] + [predicted(p) for p, r in seen.values() if r["verdict"] == MISSES])
-            above = min([above] + [predicted(p) for p, r in seen.values() if faster_than_needed(r)])
+            below = max([below] + [allocator.predicted(p, rest) for p, r in seen.values() if r["verdict"] == MISSES])
+            above = min([above] + [allocator.predicted(p, rest) for p, r in seen.values() if faster_than_needed(r)])
         if above <= below * 1.002:
             break  # no plan lies between the fastest that misses and the slowest that is too fast
         if frozen or repeated:
@@ -522,12 +523,9 @@ def _known_inside(
         student = apply_plan(ctx.model, plan, init=False)
         confirmation = probe.compare(ctx.model, student, (1, 3, ctx.input_size, ctx.input_size), target=speedup)
         verdict = judge(confirmation["speedup_ci95"], speedup, band)
-    predicted = (allocator.replaceable_ms + rest) / (allocator.student_layers_ms(plan) + rest)
-    record = {**known, "goal": speedup, "rest_ms": rest, "predicted_speedup": predicted, "reused": True,
-              "confirmation": confirmation, "verdict": verdict, "accepted": verdict == MEETS,
-              "correction": predicted / known["speedup"]}  # fmt: skip
+    record = _reused(memory, {**known, "confirmation": confirmation}, verdict, goal=speedup, rest_ms=rest,
+                     predicted_speedup=allocator.predicted(plan, rest))  # fmt: skip
     memory.remember(key, plan, record)
-    memory.reused += 1
     return plan, record
 
 
@@ -541,6 +539,11 @@ def _recalled(memory: PlanMemory | None, key: str, speedup: float, band: float, 
     verdict = judge(counted["speedup_ci95"], speedup, band)
     if verdict == MEETS and known["confirmation"] is None:
         return None
+    return _reused(memory, known, verdict, **facts)
+
+
+def _reused(memory: PlanMemory, known: dict[str, Any], verdict: str, **facts: Any) -> dict[str, Any]:
+    """A remembered round's timing, recorded as a round of this target (its facts, its verdict), and counted."""
     memory.reused += 1
     return {**known, **facts, "verdict": verdict, "accepted": verdict == MEETS, "reused": True,
             "correction": facts["predicted_speedup"] / known["speedup"]}  # fmt: skip
