@@ -8,10 +8,11 @@ import pytest
 from mobilelwt.hashing import tree_sha256
 from tests.mobilelwt.app.cli.test_cli import assert_user_error, invoke
 
-# the default target: a speedup measured on the host's ExecuTorch; a small one: tinynet's layers are tiny, and its
-# fastest student measured only 1.16-1.3x on a 2-core host (1.3 failed whenever the machine was busy); each timing
-# stops at ±5 % or 5 s (--timing-cap), which bounds the suite's time and none of its assertions
-QUICK = ["--model", "tinynet", "--speedup", "1.1", "--rank-grid", "2", "--calib-images", "16",
+# the default target: a speedup measured on the host's ExecuTorch; a small one, on widenet (tests/conftest.py), whose
+# fastest student measures 1.4-1.6x on a busy 2-core host (tinynet's 0.98-1.3x made a 1.1x target a matter of luck);
+# each timing stops at ±5 % or 5 s (--timing-cap), which bounds the suite's time and none of its assertions
+MODEL = "widenet"
+QUICK = ["--model", MODEL, "--speedup", "1.1", "--rank-grid", "2", "--calib-images", "16",
          "--teacher-epochs", "1", "--layer-max-steps", "5",
          "--finetune-epochs", "1",
          "--validation-images", "8", "--bench-threads", "1", "--bench-processes", "2", "--threads", "2",
@@ -29,11 +30,11 @@ def built(tmp_path_factory):
 def test_build_runs_every_stage_offline_on_digits(built) -> None:
     out, output = built
     summary = json.loads((out / "build.json").read_text())
-    assert summary["teacher"]["trained"] is True and (out / "teacher" / "tinynet.pt").is_file()
+    assert summary["teacher"]["trained"] is True and (out / "teacher" / f"{MODEL}.pt").is_file()
     for name in ("plan.json", "student.pt", "metrics.json", "manifest.json", "artifacts.json", "bench.jsonl"):
         assert (out / name).is_file(), name
     assert sorted(summary["artifacts"]["ok"]) == sorted(
-        f"android/tinynet-{role}-fp32.{ext}" for role in ("teacher", "student") for ext in ("pte", "tflite")
+        f"android/{MODEL}-{role}-fp32.{ext}" for role in ("teacher", "student") for ext in ("pte", "tflite")
     )
     runtimes = {row["runtime"]: row for row in summary["latency"]}
     assert set(runtimes) == {"executorch", "litert"}
@@ -79,11 +80,11 @@ def test_export_command_adds_ios_artifacts(built) -> None:
     result = invoke("export", out, "--target", "ios", "--validation-images", "8", "--threads", "1", "--et-bundled", "3")
     assert result.exit_code == 0, result.output
     pte = next(a for a in json.loads((out / "artifacts.json").read_text())["artifacts"]
-               if a["path"] == "ios/tinynet-student-fp32.pte")  # fmt: skip
+               if a["path"] == f"ios/{MODEL}-student-fp32.pte")  # fmt: skip
     assert pte["summary"]["bundled_verified"] is True and pte["summary"]["bundled_cases"] == 3
-    assert (out / "ios" / "tinynet-student-fp32.bpte").is_file()
+    assert (out / "ios" / f"{MODEL}-student-fp32.bpte").is_file()
     assert (
-        "structural" in json.loads((out / "ios" / "tinynet-student-fp16.mlpackage.validation.json").read_text())["kind"]
+        "structural" in json.loads((out / "ios" / f"{MODEL}-student-fp16.mlpackage.validation.json").read_text())["kind"]
     )
     listing = json.loads((out / "artifacts.json").read_text())
     assert listing["targets"] == ["android", "ios"]
@@ -116,7 +117,7 @@ def test_bench_command_writes_records_and_resumes(built) -> None:
         assert r["speedup"] == pytest.approx(r["teacher_ms"] / r["student_ms"])
     records = [json.loads(line) for line in (out / "bench.jsonl").read_text().splitlines()]
     ok = [r for r in records if r["status"] == "ok"]
-    assert {r["artifact"] for r in ok} >= {"android/tinynet-student-fp32.pte", "android/tinynet-teacher-fp32.tflite"}
+    assert {r["artifact"] for r in ok} >= {f"android/{MODEL}-student-fp32.pte", f"android/{MODEL}-teacher-fp32.tflite"}
     listed = json.loads((out / "artifacts.json").read_text())["artifacts"]
     packages = {a["path"] for a in listed if a["runtime"] == "coreml" and a["status"] == "ok"}
     coreml = [r for r in records if r["runtime"] == "coreml"]
@@ -133,7 +134,7 @@ def test_bench_command_writes_records_and_resumes(built) -> None:
     assert " ms (" in (out / "report.html").read_text()  # per-layer latency in the layer table
     markdown = (out / "report.md").read_text()
     if packages:  # exported by test_export_command_adds_ios_artifacts
-        assert "| tinynet | student | mlpackage | fp16 | not run |" in markdown and "macOS" in markdown
+        assert f"| {MODEL} | student | mlpackage | fp16 | not run |" in markdown and "macOS" in markdown
     assert_user_error(invoke("bench", out, "--runner", "magic"), "Unknown --runner 'magic'")
 
 
@@ -144,7 +145,7 @@ def test_build_with_another_speedup_into_the_same_directory_equals_a_fresh_build
     at = QUICK.index("--speedup")
     quick = [*QUICK[:at], "--mac-speedup", "3", *QUICK[at + 2 :]]  # another target, and a MAC one: deterministic
     teacher = tmp_path / "teacher.pt"  # one teacher for both: training twice in one process is not bit-exact
-    shutil.copy(out / "teacher" / "tinynet.pt", teacher)
+    shutil.copy(out / "teacher" / f"{MODEL}.pt", teacher)
     for directory in (reused, tmp_path / "fresh"):
         result = invoke("build", *quick, "--weights", teacher, "--target", "android", "--out", directory, "--no-bench")
         assert result.exit_code == 0, result.output
@@ -165,7 +166,7 @@ def test_bench_after_a_re_export_times_the_new_files(built, tmp_path) -> None:
     build = tmp_path / "b"
     shutil.copytree(out, build)
     listing = json.loads((build / "artifacts.json").read_text())
-    pte = next(a for a in listing["artifacts"] if a["path"] == "android/tinynet-student-fp32.pte")
+    pte = next(a for a in listing["artifacts"] if a["path"] == f"android/{MODEL}-student-fp32.pte")
     (build / pte["path"]).write_bytes(b"damaged")  # the file no longer has its recorded bytes
     result = invoke("export", build, "--target", "android", "--validation-images", "8", "--threads", "1")
     assert result.exit_code == 0, result.output
@@ -184,8 +185,8 @@ def test_bench_refuses_a_file_changed_after_export(built, tmp_path) -> None:
     out, _ = built
     build = tmp_path / "b"
     shutil.copytree(out, build)
-    (build / "android" / "tinynet-teacher-fp32.tflite").write_bytes(b"swapped")
-    assert_user_error(invoke("bench", build, "--runs", "2", "--rounds", "1"), "tinynet-teacher-fp32.tflite", "export")
+    (build / "android" / f"{MODEL}-teacher-fp32.tflite").write_bytes(b"swapped")
+    assert_user_error(invoke("bench", build, "--runs", "2", "--rounds", "1"), f"{MODEL}-teacher-fp32.tflite", "export")
 
 
 def test_host_bench_records_load_time_memory_and_the_speedup_interval_and_profiles_ops(built, tmp_path) -> None:
@@ -206,19 +207,19 @@ def test_host_bench_records_load_time_memory_and_the_speedup_interval_and_profil
         assert low <= r["speedup"] <= high
         assert r["timing"]["processes"] >= 2  # timed apart, in fresh processes
     profile = json.loads((build / "op-profile.json").read_text())["artifacts"]
-    assert {"android/tinynet-teacher-fp32.pte", "android/tinynet-student-fp32.pte"} <= set(profile)
+    assert {f"android/{MODEL}-teacher-fp32.pte", f"android/{MODEL}-student-fp32.pte"} <= set(profile)
     assert all(p["execute_ms"] > 0 and p["ops"] for p in profile.values())
     listed = json.loads((build / "artifacts.json").read_text())["artifacts"]
     for entry in (a for a in listed if a["path"].endswith(".tflite")):  # coverage from one profiled run at export
         assert entry["delegation"]["delegate_calls"] >= 1 and entry["delegation"]["undelegated_compute_ops"] == []
         assert entry["delegation"]["delegated_ops"].get("CONV_2D", 0) >= 1
     # the .tflite files through LiteRT's own profiler: XNNPACK's operators inside the delegate, by name
-    tflite = profile["android/tinynet-student-fp32.tflite"]
+    tflite = profile[f"android/{MODEL}-student-fp32.tflite"]
     assert tflite["runtime"] == "litert" and tflite["delegate_calls_per_run"] >= 1
     assert any(op["where"] == "delegate" and op["op"].startswith("Convolution") for op in tflite["ops"])
     # operators mapped to layers through an ETRecord of the very same program: the plan's layers by name
     plan = json.loads((build / "plan.json").read_text())["layers"]
-    student = profile["android/tinynet-student-fp32.pte"]["layers"]
+    student = profile[f"android/{MODEL}-student-fp32.pte"]["layers"]
     assert set(plan) <= {row["layer"] for row in student["rows"]}
     assert student["mapped_share"] > 0.8 and all(row["ms"] >= 0 for row in student["rows"])
     assert "per operator" in result.output
@@ -226,22 +227,22 @@ def test_host_bench_records_load_time_memory_and_the_speedup_interval_and_profil
     assert report.exit_code == 0, report.output
     html = (build / "report.html").read_text()
     assert "Operators (ExecuTorch: ETDump; LiteRT: its profiler)" in html and 'id="headline"' in html
-    assert "android/tinynet-student-fp32.tflite on the host (LiteRT)" in html
+    assert f"android/{MODEL}-student-fp32.tflite on the host (LiteRT)" in html
     assert "Time by layer inside the whole network" in html
     # the per-layer table: each replaced layer's time inside the teacher and the student network
     assert "<th>in the network (ETDump)</th>" in html and "bench DIR --profile`)" not in html
 
 
-def test_build_with_max_drop_ships_the_chosen_point_and_reports_the_frontier(tmp_path, tiny_teacher) -> None:
+def test_build_with_max_drop_ships_the_chosen_point_and_reports_the_frontier(tmp_path, wide_teacher) -> None:
     from tests.device_bench.test_report import CHROMIUM, _chromium, _console_errors
 
     out = tmp_path / "b"
-    args = ["build", "--model", "tinynet", "--weights", tiny_teacher, "--rank-grid", "2", "--calib-images", "16",
+    args = ["build", "--model", MODEL, "--weights", wide_teacher, "--rank-grid", "2", "--calib-images", "16",
             "--layer-max-steps", "5", "--finetune-epochs", "1", "--validation-images", "8", "--threads", "2",
             "--no-bench", "--target", "android", "--timing-cap", "5", "--out", out,
-            # a floor tinynet reaches on a busy 2-core host (its fastest student measures 1.08-1.5x): without one the
+            # a floor widenet reaches on a busy 2-core host (its fastest student measures 1.4-1.6x): without one the
             # ladder's first rung is the edge the planner measured, and a second timing can put it out of reach
-            "--speedup", "1.05"]  # fmt: skip
+            "--speedup", "1.1"]  # fmt: skip
     result = invoke(*args, "--max-drop", "1")
     assert result.exit_code == 0, result.output
     frontier = json.loads((out / "frontier.json").read_text())
