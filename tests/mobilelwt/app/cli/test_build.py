@@ -83,9 +83,8 @@ def test_export_command_adds_ios_artifacts(built) -> None:
                if a["path"] == f"ios/{MODEL}-student-fp32.pte")  # fmt: skip
     assert pte["summary"]["bundled_verified"] is True and pte["summary"]["bundled_cases"] == 3
     assert (out / "ios" / f"{MODEL}-student-fp32.bpte").is_file()
-    assert (
-        "structural" in json.loads((out / "ios" / f"{MODEL}-student-fp16.mlpackage.validation.json").read_text())["kind"]
-    )
+    validation = out / "ios" / f"{MODEL}-student-fp16.mlpackage.validation.json"
+    assert "structural" in json.loads(validation.read_text())["kind"]
     listing = json.loads((out / "artifacts.json").read_text())
     assert listing["targets"] == ["android", "ios"]
     assert "needs macOS" in result.output
