@@ -17,7 +17,9 @@ key the latency tables the planner keeps, so a table measured on one device is n
 from __future__ import annotations
 
 import contextlib
+import itertools
 import tempfile
+from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,9 @@ from targets._common import TargetError
 from targets.formats import by_runtime
 
 TABLE_CAP_S = 10.0  # seconds at most per table entry (one layer and its candidates)
+# lowered programs a host probe keeps: the teacher of a plan's rounds (and of a frontier's rungs) is lowered once,
+# and a plan timed again is not lowered again; a few, because an AlexNet program holds its weights (~230 MB)
+LOWERED_KEPT = 3
 
 # the facts that say which hardware a table was measured on (the serial is not one: a phone of the same model is
 # the same hardware)
@@ -156,8 +161,37 @@ def compare_record(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def weights_fingerprint(module: nn.Module) -> tuple[Any, ...]:
+    """Which module, holding which tensors in which state: any in-place change of a weight (an optimiser step, a
+    load) bumps its version, and any surgery replaces a tensor, so an equal fingerprint means the same program."""
+    tensors = itertools.chain(module.parameters(), module.buffers())
+    return (id(module), tuple((t.data_ptr(), t._version, tuple(t.shape), t.dtype) for t in tensors))
+
+
 class HostProbe(_Probe):
-    """Models lowered in memory for a host runtime (ExecuTorch-XNNPACK, LiteRT) and timed in this process."""
+    """Models lowered in memory for a host runtime (ExecuTorch-XNNPACK, LiteRT) and timed in this process.
+
+    Lowering takes seconds (about 3 s for a small CNN): the last few programs are kept, keyed by the module's
+    weights, so the teacher is lowered once for all of a plan's rounds."""
+
+    def __init__(self, runtime: str, **options: Any) -> None:
+        super().__init__(runtime, **options)
+        self._lowered: OrderedDict[tuple[Any, ...], tuple[nn.Module, Any]] = OrderedDict()
+        self.lowered_reused = 0
+
+    def _runner(self, module: nn.Module, example: torch.Tensor, calibration: torch.Tensor | None) -> Any:
+        key = (weights_fingerprint(module), tuple(example.shape))
+        if key in self._lowered:
+            self._lowered.move_to_end(key)
+            self.lowered_reused += 1
+            return self._lowered[key][1]
+        runner = host_runner(
+            self.runtime, module.eval(), (example,), self.threads, precision=self.precision, calibration=calibration
+        )
+        self._lowered[key] = (module, runner)  # the module too: its id stays its own while the entry lives
+        while len(self._lowered) > LOWERED_KEPT:
+            self._lowered.popitem(last=False)
+        return runner
 
     def facts(self) -> dict[str, Any]:
         facts = host_facts(self.threads)
@@ -171,12 +205,7 @@ class HostProbe(_Probe):
     def _batches(self, modules: dict[str, nn.Module], input_shape: tuple[int, ...]):
         example = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
         calibration = _calibration(input_shape) if self.precision == "int8" else None
-        runners = {
-            name: host_runner(
-                self.runtime, module.eval(), (example,), self.threads, precision=self.precision, calibration=calibration
-            )  # fmt: skip
-            for name, module in modules.items()
-        }
+        runners = {name: self._runner(module.eval(), example, calibration) for name, module in modules.items()}
         yield host_batches(runners, example, self.policy)
 
 

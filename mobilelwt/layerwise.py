@@ -38,6 +38,8 @@ from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
 from mobilelwt.weights import load_checkpoint, load_into
 
 LAYER_INPUTS = ("student", "teacher")
+LAYER_BUDGETS = ("uniform", "by-error")
+BUDGET_FLOOR, BUDGET_CAP = 0.25, 3.0  # a layer's steps under "by-error", as multiples of the even share
 
 
 @dataclass
@@ -47,7 +49,8 @@ class LayerwiseConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     layer_input: str = "student"
-    max_steps: int | None = None  # per layer
+    max_steps: int | None = None  # per layer (under "by-error": the even share of the pool)
+    budget: str = "uniform"  # "by-error": one pool of steps, shared by the layers' errors before training
     eval_every: int = 50
     patience: int = 4
     eval_images: int = 256
@@ -56,6 +59,8 @@ class LayerwiseConfig:
     def __post_init__(self) -> None:
         if self.layer_input not in LAYER_INPUTS:
             raise ConfigError(f"Unknown --layer-input {self.layer_input!r}.", f"Use one of: {', '.join(LAYER_INPUTS)}.")
+        if self.budget not in LAYER_BUDGETS:
+            raise ConfigError(f"Unknown --layer-budget {self.budget!r}.", f"Use one of: {', '.join(LAYER_BUDGETS)}.")
 
         finite(self.epochs, "--layer-epochs", low=0)
         whole(self.batch_size, "--layer-batch-size", low=1)
@@ -108,6 +113,37 @@ def layer_pair(
 def normalized_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Squared error relative to the target's energy: comparable across layers of any scale."""
     return ((prediction - target) ** 2).sum() / (target**2).sum().clamp_min(1e-12)
+
+
+def layer_budgets(
+    errors: dict[str, float], steps_per_layer: int, *, floor: float = BUDGET_FLOOR, cap: float = BUDGET_CAP
+) -> dict[str, int]:
+    """Steps per layer from one pool of ``steps_per_layer × len(errors)``, shared in proportion to each layer's
+    error before training and held between ``floor`` and ``cap`` times the even share (what a bounded layer does
+    not take goes to the others). Whole steps that add up to the pool; equal errors give the even share."""
+    names = list(errors)
+    pool = steps_per_layer * len(names)
+    weights = {n: max(float(errors[n]), 0.0) for n in names}
+    if pool == 0 or not names or sum(weights.values()) <= 0 or not all(math.isfinite(w) for w in weights.values()):
+        return dict.fromkeys(names, steps_per_layer)
+    low, high = floor * steps_per_layer, cap * steps_per_layer
+
+    def shares(scale: float) -> dict[str, float]:
+        return {n: min(max(scale * weights[n], low), high) for n in names}
+
+    # the total grows with the scale (clipped proportional shares): bisect for the scale that spends the pool
+    lo, hi = 0.0, 1.0
+    while sum(shares(hi).values()) < pool and hi < 1e30:
+        hi *= 2.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if sum(shares(mid).values()) < pool else (lo, mid)
+    exact = shares(hi)
+    # whole steps that add up to the pool: the largest remainders get the steps rounding left over
+    steps = {n: math.floor(v) for n, v in exact.items()}
+    for n in sorted(names, key=lambda n: exact[n] - steps[n], reverse=True)[: pool - sum(steps.values())]:
+        steps[n] += 1
+    return steps
 
 
 @torch.no_grad()
@@ -180,15 +216,39 @@ def train_layerwise(
         steps_per_layer = min(steps_per_layer, config.max_steps)
 
     records: dict[str, dict[str, Any]] = {}
+    budgets: dict[str, int] | None = None
     if state_dir is not None:
-        records = on_main(lambda: _resume(student, layers, state_key, state_dir), "resuming layer-wise training")
+        records, budgets = on_main(
+            lambda: _resume(student, layers, state_key, state_dir, by_error=config.budget == "by-error"),
+            "resuming layer-wise training",
+        )
     broadcast_module(student, "layer-wise training")  # rank 0's init (and resumed layers) on every rank
     with lost_ranks_reported("layer-wise training"):
-        records = _train_layers(teacher, student, layers, data, config, records, monitor, steps_per_layer,
+        if budgets is None:  # a resumed "by-error" run keeps the budgets its first layers were trained under
+            budgets = _budgets(teacher, student, layers, monitor, config, steps_per_layer)
+        records = _train_layers(teacher, student, layers, data, config, records, monitor, budgets,
                                 state_dir, state_key, on_progress)  # fmt: skip
     for p in student.parameters():
         p.requires_grad_(True)
     return records
+
+
+def _budgets(
+    teacher: nn.Module,
+    student: nn.Module,
+    layers: list[str],
+    monitor: torch.Tensor,
+    config: LayerwiseConfig,
+    steps_per_layer: int,
+) -> dict[str, int]:
+    """Steps per layer: the even share, or (``budget="by-error"``) the pool shared by each layer's error before
+    any training, measured as it will be trained (the student's inputs see the closed-form layers upstream)."""
+    if config.budget == "uniform" or steps_per_layer == 0:
+        return dict.fromkeys(layers, steps_per_layer)
+    shared = world().active  # every rank measures its share and gets the same sums: the same budgets everywhere
+    errors = {name: layer_error(teacher, student, name, monitor, config.layer_input, across_ranks=shared)
+              for name in layers}  # fmt: skip
+    return layer_budgets(errors, steps_per_layer)
 
 
 def _train_layers(
@@ -199,14 +259,15 @@ def _train_layers(
     config: LayerwiseConfig,
     records: dict[str, dict[str, Any]],
     monitor: torch.Tensor,
-    steps_per_layer: int,
+    budgets: dict[str, int],
     state_dir: Path | None,
     state_key: str,
     on_progress: ProgressCallback,
 ) -> dict[str, dict[str, Any]]:
     def save(after: str) -> None:
         if state_dir is not None:
-            on_main(lambda: _checkpoint(student, records, config, state_key, state_dir), f"saving layer {after}")
+            on_main(lambda: _checkpoint(student, records, budgets, config, state_key, state_dir),
+                    f"saving layer {after}")  # fmt: skip
 
     for index, name in enumerate(layers):
         if name in records:
@@ -221,7 +282,7 @@ def _train_layers(
             mine = group[w.rank] if w.rank < len(group) else None
             record = None
             if mine is not None:
-                record = _train_one(teacher, student, *mine, data, config, monitor, steps_per_layer, on_progress,
+                record = _train_one(teacher, student, *mine, data, config, monitor, budgets[mine[1]], on_progress,
                                     shared=False)  # fmt: skip
             gathered = gather_objects(record, f"layer-wise training of {', '.join(n for _, n in group)}")
             for owner, (index, name) in enumerate(group):
@@ -231,7 +292,7 @@ def _train_layers(
             save(group[-1][1])
         return records
     for index, name in todo:
-        records[name] = _train_one(teacher, student, index, name, data, config, monitor, steps_per_layer,
+        records[name] = _train_one(teacher, student, index, name, data, config, monitor, budgets[name],
                                    on_progress, shared=True)  # fmt: skip
         save(name)
         info = {"layer": name, "error": records[name]["error_final"]}
@@ -247,7 +308,7 @@ def _train_one(
     data: DataBundle,
     config: LayerwiseConfig,
     monitor: torch.Tensor,
-    steps_per_layer: int,
+    steps: int,
     on_progress: ProgressCallback,
     *,
     shared: bool,
@@ -259,15 +320,15 @@ def _train_one(
     module = student.get_submodule(name)
     error_init = layer_error(teacher, student, name, monitor, config.layer_input, across_ranks=shared)
     best_error, best_state, stale, steps_done = error_init, _copy_state(module), 0, 0
-    if steps_per_layer > 0:
+    if steps > 0:
         params = list(module.parameters())
         for p in params:
             p.requires_grad_(True)
         trainable = data_parallel(module) if shared else module
         optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps_per_layer)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
         batches = _batches(data, config, config.seed + index, device, shard=shared)
-        for step in range(steps_per_layer):
+        for step in range(steps):
             images = next(batches)
             x, target = layer_pair(teacher, student, name, images, config.layer_input)
             module.train()
@@ -279,14 +340,14 @@ def _train_one(
             module.eval()
             steps_done = step + 1
             info = {"layer": name, "loss": loss.item()}
-            if steps_done % config.eval_every == 0 or steps_done == steps_per_layer:
+            if steps_done % config.eval_every == 0 or steps_done == steps:
                 error = layer_error(teacher, student, name, monitor, config.layer_input, across_ranks=shared)
                 info["val_error"] = error
                 if error < best_error * (1 - 1e-3):
                     best_error, best_state, stale = error, _copy_state(module), 0
                 else:
                     stale += 1
-            on_progress(ProgressEvent(f"layer {name}", steps_done, steps_per_layer, info))
+            on_progress(ProgressEvent(f"layer {name}", steps_done, steps, info))
             if stale >= config.patience:
                 break
         for p in params:
@@ -300,7 +361,8 @@ def _train_one(
         "error_init": error_init,
         "error_final": best_error,
         "steps": steps_done,
-        "early_stopped": steps_done < steps_per_layer,
+        "budget": steps,
+        "early_stopped": steps_done < steps,
         "seconds": seconds,
         "images_per_s": steps_done * config.batch_size / max(seconds, 1e-9),  # global batches
         "data_wait_s": data.train.stats.wait_s - waited,
@@ -312,27 +374,42 @@ def _copy_state(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _checkpoint(
-    student: nn.Module, records: dict[str, Any], config: LayerwiseConfig, key: str, state_dir: Path
+    student: nn.Module,
+    records: dict[str, Any],
+    budgets: dict[str, int],
+    config: LayerwiseConfig,
+    key: str,
+    state_dir: Path,
 ) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(state_dir / "student.pt") as tmp:
         torch.save(student.state_dict(), tmp)
-    write_json(state_dir / "progress.json", {"key": key, "config": asdict(config), "layers": records})
+    progress = {"key": key, "config": asdict(config), "budgets": budgets, "layers": records}
+    write_json(state_dir / "progress.json", progress)
 
 
-def _resume(student: nn.Module, layers: list[str], key: str, state_dir: Path) -> dict[str, Any]:
+def _resume(
+    student: nn.Module, layers: list[str], key: str, state_dir: Path, *, by_error: bool
+) -> tuple[dict[str, Any], dict[str, int] | None]:
+    """(finished layers' records, and ``by_error``: the budgets of every layer they were trained under) of a saved
+    run made from the same inputs; nothing of any other."""
+    nothing: tuple[dict[str, Any], None] = ({}, None)
     progress_path, weights_path = state_dir / "progress.json", state_dir / "student.pt"
     if not (progress_path.is_file() and weights_path.is_file()):
-        return {}
+        return nothing
     try:
         progress = read_json(progress_path)
     except ValueError:
-        return {}  # damaged progress: start over
+        return nothing  # damaged progress: start over
     if progress.get("key") != key or not set(progress.get("layers", {})) <= set(layers):
-        return {}  # made from other inputs: start over rather than mix two runs
-
+        return nothing  # made from other inputs: start over rather than mix two runs
+    budgets = progress.get("budgets") if by_error else None
+    if by_error and (not isinstance(budgets, dict) or set(budgets) != set(layers)):
+        # the pool was shared by errors measured before the first layer trained: without those budgets the
+        # remaining layers' steps would differ from a fresh run's
+        return nothing
     try:
         load_into(student, load_checkpoint(weights_path)["state_dict"], str(weights_path))
     except MobileLWTError:
-        return {}
-    return dict(progress["layers"])
+        return nothing
+    return dict(progress["layers"]), ({n: int(v) for n, v in budgets.items()} if budgets is not None else None)

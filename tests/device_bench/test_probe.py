@@ -47,3 +47,30 @@ def test_probe_layer_time_is_positive() -> None:
     probe = HostProbe("executorch", threads=1)
     assert probe.layer(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()).eval(), (1, 3, 32, 32)) > 0
     assert torch.get_num_threads() >= 1
+
+
+def test_a_program_is_lowered_once_while_its_weights_stay_the_same(monkeypatch) -> None:
+    import device_bench.probe as probe_module
+
+    lowered = []
+    real = probe_module.host_runner
+
+    def counting(runtime, model, *args, **kwargs):
+        lowered.append(model)
+        return real(runtime, model, *args, **kwargs)
+
+    monkeypatch.setattr(probe_module, "host_runner", counting)
+    probe = HostProbe("executorch", threads=1, policy=TimingPolicy(max_seconds=0.5, min_batches=1))
+    teacher = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU())
+    students = [nn.Sequential(nn.Conv2d(8, 16, 1), nn.ReLU()) for _ in range(2)]
+    for student in students:  # a plan's rounds: a new student each time, the same teacher
+        probe.compare(teacher, student, (1, 8, 16, 16))
+    assert [id(m) for m in lowered] == [id(teacher), id(students[0]), id(students[1])] and probe.lowered_reused == 1
+    probe.compare(teacher, students[1], (1, 8, 16, 16))  # a plan timed again: nothing lowered
+    assert len(lowered) == 3
+    with torch.no_grad():
+        teacher[0].weight.mul_(2.0)  # a weight changed in place: another program
+    probe.compare(teacher, students[1], (1, 8, 16, 16))
+    assert len(lowered) == 4 and lowered[-1] is teacher
+    probe.compare(teacher, students[1], (1, 8, 32, 32))  # another input shape: another program
+    assert len(lowered) == 6

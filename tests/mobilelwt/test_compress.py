@@ -7,7 +7,7 @@ from mobilelwt.compress import CompressConfig, compress, evaluate_build
 from mobilelwt.data import load_data
 from mobilelwt.distill import DistillConfig
 from mobilelwt.errors import ConfigError, DataError
-from mobilelwt.layerwise import LayerwiseConfig, layer_io, train_layerwise
+from mobilelwt.layerwise import LayerwiseConfig, layer_budgets, layer_io, train_layerwise
 from mobilelwt.loading import load_build, load_student_model
 from mobilelwt.plan import Plan, apply_plan
 from mobilelwt.settings import RunSettings
@@ -121,6 +121,46 @@ def test_teacher_layer_input_trains_layers_independently(tmp_path, tiny_teacher)
     assert all(r["error_final"] <= r["error_init"] for r in records.values())
 
 
+def test_layer_budgets_share_one_pool_by_error_within_bounds() -> None:
+    even = layer_budgets({"a": 0.2, "b": 0.2, "c": 0.2}, 50)
+    assert even == {"a": 50, "b": 50, "c": 50}
+    steps = layer_budgets({"a": 0.6, "b": 0.3, "c": 0.1, "d": 0.2}, 56)
+    assert sum(steps.values()) == 4 * 56  # the pool of the uniform budget, in whole steps
+    assert steps["a"] > steps["b"] > steps["d"] > steps["c"]  # ordered as the errors
+    assert abs(steps["b"] / steps["d"] - 1.5) < 0.05  # proportional where no bound holds
+    # one layer holds nearly all the error: it is capped at 3x the even share, the others keep a quarter of it
+    skewed = layer_budgets({"fc6": 0.61, "conv": 1e-4, "fc7": 2e-4}, 40)
+    assert skewed["fc6"] <= 120 and min(skewed["conv"], skewed["fc7"]) >= 10 and sum(skewed.values()) == 120
+    assert layer_budgets({"a": 0.0, "b": 0.0}, 7) == {"a": 7, "b": 7}  # nothing to tell the layers apart
+    assert layer_budgets({"a": 1.0, "b": 2.0}, 0) == {"a": 0, "b": 0}
+
+
+def test_a_by_error_budget_spends_the_same_steps_where_the_error_is_and_resumes_with_them(
+    tmp_path, tiny_teacher
+) -> None:
+    teacher = build_teacher("tinynet", weights=tiny_teacher)
+    plan = Plan.load(_plan_for(tmp_path, tiny_teacher))
+    layers = list(plan.layers)
+    data = load_data("digits", 32)
+    config = LayerwiseConfig(epochs=1.0, max_steps=12, eval_every=4, patience=100, budget="by-error")
+    state = tmp_path / "state"
+    records = train_layerwise(teacher.model, apply_plan(teacher.model, plan), layers, data, config, state_dir=state)
+    budgets = {name: r["budget"] for name, r in records.items()}
+    assert sum(budgets.values()) == 12 * len(layers) and len(set(budgets.values())) > 1
+    worst = max(layers, key=lambda name: records[name]["error_init"])
+    assert budgets[worst] == max(budgets.values())  # the most steps go to the largest error
+    assert all(r["steps"] == r["budget"] for r in records.values())  # patience 100: no early stop
+    assert json.loads((state / "progress.json").read_text())["budgets"] == budgets
+
+    # a restart after the first layer keeps the budgets measured before it (a fresh run's), not new ones
+    progress = json.loads((state / "progress.json").read_text())
+    progress["layers"] = {layers[0]: progress["layers"][layers[0]]}
+    (state / "progress.json").write_text(json.dumps(progress))
+    again = train_layerwise(teacher.model, apply_plan(teacher.model, plan), layers, data, config, state_dir=state)
+    assert {name: r["budget"] for name, r in again.items()} == budgets
+    assert again[layers[0]] == records[layers[0]]  # resumed, not retrained
+
+
 def test_layer_io_stops_after_the_layer() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
     calls = []
@@ -134,6 +174,8 @@ def test_bad_options() -> None:
         CompressConfig(planner="magic")
     with pytest.raises(ConfigError, match="layer-input"):
         LayerwiseConfig(layer_input="both")
+    with pytest.raises(ConfigError, match="--layer-budget 'most'"):
+        LayerwiseConfig(budget="most")
 
 
 def test_replayed_plan_rebuilds_the_same_student(build, tmp_path, tiny_teacher) -> None:

@@ -200,6 +200,11 @@ class CompressOptions:
     layer_input: Annotated[
         str, typer.Option(help="student (sequential) or teacher (independent)."), one_of(("student", "teacher"))
     ] = "student"
+    layer_budget: Annotated[
+        str,
+        typer.Option(help="uniform (each layer --layer-epochs) or by-error (the same steps, shared by layer error)."),
+        one_of(("uniform", "by-error")),
+    ] = "uniform"
     layer_lr: Annotated[float, typer.Option(help="Learning rate of layer-wise training (Adam)."), POSITIVE] = 1e-3
     layer_batch_size: Annotated[int, typer.Option(help="Images per layer-wise step."), COUNT] = 32
     finetune_epochs: Annotated[int, typer.Option(help="Epochs of distillation fine-tune (0: none)."), COUNT_OR_ZERO] = 2
@@ -249,6 +254,7 @@ class CompressOptions:
                 epochs=self.layer_epochs,
                 max_steps=self.layer_max_steps,
                 layer_input=self.layer_input,
+                budget=self.layer_budget,
                 lr=self.layer_lr,
                 batch_size=self.layer_batch_size,
                 seed=self.seed,
@@ -270,15 +276,23 @@ class CompressOptions:
         if not config.measured:
             return None
         python, server = self.latency_python, self.latency_adb_server
+        made: dict[tuple[Any, ...], Any] = {}
 
         def factory(target):
             # lazy: imports torch (seconds); `--help` and option errors answer at once
             from device_bench.probe import make_probe
             from device_bench.protocol import TimingPolicy
 
-            policy = TimingPolicy(cache=target.cache, rel_width=target.timing_width, max_seconds=target.timing_cap_s)
-            return make_probe(target.runtime, device=target.device, precision=target.precision,
-                              threads=target.threads, python=python, server=server, policy=policy)  # fmt: skip
+            # one probe per way of timing: a frontier's rungs (targets that differ in value and band only) share it,
+            # and with it the programs it has lowered (the teacher, once)
+            how = (target.runtime, target.device, target.precision, target.threads, target.cache,
+                   target.timing_width, target.timing_cap_s)  # fmt: skip
+            if how not in made:
+                policy = TimingPolicy(cache=target.cache, rel_width=target.timing_width,
+                                      max_seconds=target.timing_cap_s)  # fmt: skip
+                made[how] = make_probe(target.runtime, device=target.device, precision=target.precision,
+                                       threads=target.threads, python=python, server=server, policy=policy)  # fmt: skip
+            return made[how]
 
         return factory
 

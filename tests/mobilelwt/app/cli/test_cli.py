@@ -212,3 +212,16 @@ def test_speedup_is_measured_on_the_target_by_default_and_the_table_is_reused(tm
         json.loads((tmp_path / "replay" / "plan.json").read_text())["layers"]
         == json.loads((out / "plan.json").read_text())["layers"]
     )
+
+
+def test_the_cli_factory_gives_a_searchs_rungs_one_probe() -> None:
+    from dataclasses import replace
+
+    from mobilelwt.app.cli._options import CompressOptions, TimingOptions
+
+    options = CompressOptions(speedup=2.0)
+    config = options.config(TimingOptions())
+    factory = options.latency_probe(config)
+    rung = replace(config.latency, band=0.5)
+    assert factory(config.latency) is factory(rung)  # same timing, another band: one probe, one lowered teacher
+    assert factory(replace(config.latency, threads=1)) is not factory(config.latency)
