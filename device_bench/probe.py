@@ -104,16 +104,19 @@ class _Probe:
         """What says whether the machine that runs the models was busy."""
         return LoadMeter()
 
-    def _batches(self, modules: dict[str, nn.Module], input_shape: tuple[int, ...]):
-        """A context manager giving ``batch() -> {name: ms samples}``, one interleaved round per call."""
+    def _batches(self, modules: dict[str, nn.Module], input_shape: tuple[int, ...], *, kept: str | None = None):
+        """A context manager giving ``batch() -> {name: ms samples}``, one interleaved round per call. ``kept``:
+        the module whose lowered program may be reused from an earlier call (the others are lowered afresh)."""
         raise NotImplementedError
 
     def measure(
         self, modules: dict[str, nn.Module], input_shape: tuple[int, ...], *, reference: str,
         target: float | None = None,
     ) -> dict[str, Any]:  # fmt: skip
-        """The protocol's record for ``modules`` lowered as export lowers them, timed interleaved."""
-        with self._batches(modules, tuple(input_shape)) as batch:
+        """The protocol's record for ``modules`` lowered as export lowers them, timed interleaved. The reference
+        (the teacher, the same in every round of a plan) may be a program lowered before; the others are lowered
+        afresh, so that a confirming timing is independent of the first."""
+        with self._batches(modules, tuple(input_shape), kept=reference) as batch:
             return measure_ratios(batch, reference=reference, policy=self.policy, target=target, meter=self.meter())
 
     def time_modules(
@@ -171,15 +174,20 @@ def weights_fingerprint(module: nn.Module) -> tuple[Any, ...]:
 class HostProbe(_Probe):
     """Models lowered in memory for a host runtime (ExecuTorch-XNNPACK, LiteRT) and timed in this process.
 
-    Lowering takes seconds (about 3 s for a small CNN): the last few programs are kept, keyed by the module's
-    weights, so the teacher is lowered once for all of a plan's rounds."""
+    Lowering takes seconds (about 3 s for a small CNN): the last few reference programs are kept, keyed by the
+    module's weights, so the teacher is lowered once for all of a plan's rounds (and a search's rungs)."""
 
     def __init__(self, runtime: str, **options: Any) -> None:
         super().__init__(runtime, **options)
         self._lowered: OrderedDict[tuple[Any, ...], tuple[nn.Module, Any]] = OrderedDict()
         self.lowered_reused = 0
 
-    def _runner(self, module: nn.Module, example: torch.Tensor, calibration: torch.Tensor | None) -> Any:
+    def _runner(
+        self, module: nn.Module, example: torch.Tensor, calibration: torch.Tensor | None, *, keep: bool
+    ) -> Any:
+        if not keep:
+            return host_runner(self.runtime, module, (example,), self.threads, precision=self.precision,
+                               calibration=calibration)  # fmt: skip
         key = (weights_fingerprint(module), tuple(example.shape))
         if key in self._lowered:
             self._lowered.move_to_end(key)
@@ -202,10 +210,11 @@ class HostProbe(_Probe):
         return f"{self.runtime} {self.precision} host, {self.threads} threads"
 
     @contextlib.contextmanager
-    def _batches(self, modules: dict[str, nn.Module], input_shape: tuple[int, ...]):
+    def _batches(self, modules: dict[str, nn.Module], input_shape: tuple[int, ...], *, kept: str | None = None):
         example = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
         calibration = _calibration(input_shape) if self.precision == "int8" else None
-        runners = {name: self._runner(module.eval(), example, calibration) for name, module in modules.items()}
+        runners = {name: self._runner(module.eval(), example, calibration, keep=name == kept)
+                   for name, module in modules.items()}  # fmt: skip
         yield host_batches(runners, example, self.policy)
 
 
@@ -251,7 +260,7 @@ class AdbProbe(_Probe):
         return f"{self.runtime} {self.precision} on {phone} ({self.device.name}), {self.threads} threads"
 
     @contextlib.contextmanager
-    def _batches(self, modules: dict[str, nn.Module], input_shape: tuple[int, ...]):
+    def _batches(self, modules: dict[str, nn.Module], input_shape: tuple[int, ...], *, kept: str | None = None):
         example = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
         calibration = _calibration(input_shape) if self.precision == "int8" else None
         with tempfile.TemporaryDirectory(prefix="mobilelwt-probe-") as tmp:

@@ -49,7 +49,7 @@ def test_probe_layer_time_is_positive() -> None:
     assert torch.get_num_threads() >= 1
 
 
-def test_a_program_is_lowered_once_while_its_weights_stay_the_same(monkeypatch) -> None:
+def test_the_teacher_is_lowered_once_while_its_weights_stay_the_same(monkeypatch) -> None:
     import device_bench.probe as probe_module
 
     lowered = []
@@ -66,11 +66,13 @@ def test_a_program_is_lowered_once_while_its_weights_stay_the_same(monkeypatch) 
     for student in students:  # a plan's rounds: a new student each time, the same teacher
         probe.compare(teacher, student, (1, 8, 16, 16))
     assert [id(m) for m in lowered] == [id(teacher), id(students[0]), id(students[1])] and probe.lowered_reused == 1
-    probe.compare(teacher, students[1], (1, 8, 16, 16))  # a plan timed again: nothing lowered
-    assert len(lowered) == 3
+    probe.compare(teacher, students[1], (1, 8, 16, 16))  # a confirming timing: the student is lowered afresh
+    assert lowered[3:] == [students[1]]
     with torch.no_grad():
         teacher[0].weight.mul_(2.0)  # a weight changed in place: another program
     probe.compare(teacher, students[1], (1, 8, 16, 16))
-    assert len(lowered) == 4 and lowered[-1] is teacher
+    assert lowered[4:] == [teacher, students[1]]
     probe.compare(teacher, students[1], (1, 8, 32, 32))  # another input shape: another program
-    assert len(lowered) == 6
+    assert lowered[6:] == [teacher, students[1]]
+    probe.time_modules({"teacher": teacher, "cheap": students[0]}, (1, 8, 16, 16), reference="teacher")
+    assert lowered[8:] == [teacher, students[0]]  # a table's layers are lowered once anyway: not kept
