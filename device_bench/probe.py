@@ -182,9 +182,7 @@ class HostProbe(_Probe):
         self._lowered: OrderedDict[tuple[Any, ...], tuple[nn.Module, Any]] = OrderedDict()
         self.lowered_reused = 0
 
-    def _runner(
-        self, module: nn.Module, example: torch.Tensor, calibration: torch.Tensor | None, *, keep: bool
-    ) -> Any:
+    def _runner(self, module: nn.Module, example: torch.Tensor, calibration: torch.Tensor | None, *, keep: bool) -> Any:
         if not keep:
             return host_runner(self.runtime, module, (example,), self.threads, precision=self.precision,
                                calibration=calibration)  # fmt: skip
