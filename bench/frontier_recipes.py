@@ -75,12 +75,13 @@ def recipe_configs(recipe: str, layerwise: Any, finetune: Any) -> tuple[Any, Any
     return layerwise, finetune
 
 
-def train_recipe(build: Any, data: Any, recipe: str, seed: int) -> dict[str, Any]:
+def train_recipe(build: Any, data: Any, settings: dict[str, Any], recipe: str, seed: int) -> dict[str, Any]:
+    """``settings``: the search's compress settings (a point estimated by layer-wise training alone has no
+    fine-tune of its own; every recipe here gets the search's)."""
     from mobilelwt.distill import DistillConfig, distill
     from mobilelwt.layerwise import LayerwiseConfig, train_layerwise
     from mobilelwt.plan import apply_plan
 
-    settings = build.manifest["settings"]["compress"]
     layerwise = LayerwiseConfig(**{**settings["layerwise"], "seed": seed})
     finetune = DistillConfig(**{**settings["finetune"], "seed": seed})
     layerwise, finetune = recipe_configs(recipe, layerwise, finetune)
@@ -144,6 +145,7 @@ def main() -> None:
     from mobilelwt.loading import load_build, load_build_data
 
     frontier = json.loads((args.search / "frontier.json").read_text())
+    settings = json.loads((args.search / "manifest.json").read_text())["settings"]["compress"]
     wanted = {float(t) for t in args.points.split(",")} if args.points else None
     points = [p for p in frontier["points"] if (args.search / p["dir"] / "plan.json").is_file()]
     points = [p for p in points if wanted is None or p["target"] in wanted]
@@ -161,7 +163,7 @@ def main() -> None:
         teacher_top1 = teacher["top1"]
         for seed in seeds:
             for recipe in recipes:
-                row = train_recipe(build, data, recipe, seed)
+                row = train_recipe(build, data, settings, recipe, seed)
                 row |= {"target": point["target"], "speedup": point["speedup"], "speedup_ci95": point["speedup_ci95"]}
                 rows.append(row)
                 f = row["final"]
