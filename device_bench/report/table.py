@@ -17,7 +17,7 @@ import pandas as pd
 from device_bench.stats import artifact_accuracy
 from mobilelwt.builddir import ARTIFACTS, METRICS, BuildDir
 from mobilelwt.errors import ConfigError
-from mobilelwt.frontier import explain
+from mobilelwt.frontier import explain, training_words
 
 COLUMNS = [
     "build", "model", "role", "target", "format", "runtime", "precision", "device",
@@ -365,7 +365,7 @@ def frontier_lines(name: str, frontier: dict[str, Any]) -> list[str]:
                  else "planned" if point.get("timed") else "")  # fmt: skip
         lines.append(f"{speedup:.2f}×{interval}{' ' + where if where else ''}: top-1 {point['top1']:.2f} % "
                      f"({-point['drop'] + 0.0:+.2f}), top-5 {point['top5']:.2f} %, MACs {point['mac_speedup']:.2f}× "
-                     f"fewer, {point['trained']}{_int8_words(point)}{mark}")  # fmt: skip
+                     f"fewer, {training_words(point)}{_int8_words(point)}{mark}")  # fmt: skip
     return lines
 
 

@@ -71,6 +71,7 @@ def print_frontier(frontier: dict) -> None:
     files (``files``, see :func:`device_bench.report.table.with_files`), their fp32 and int8 files."""
     # lazy: pandas (the report package); `--help` and option errors answer at once
     from device_bench.report.table import shown_speedup
+    from mobilelwt.frontier import training_words
 
     teacher = frontier["teacher"]
     table = Table(title=f"frontier: top-1 within {frontier['max_drop']:g} points of the teacher's "
@@ -100,7 +101,7 @@ def print_frontier(frontier: dict) -> None:
             int8 = (point.get("files") or {}).get("int8") or {}
             row += [f"{int8['speedup']:.2f}×" if int8.get("speedup") is not None else int8.get("status", ""),
                     f"{-int8['drop'] + 0.0:+.2f}" if int8.get("drop") is not None else ""]  # fmt: skip
-        table.add_row(*row, point["trained"], "chosen" if point["target"] == frontier["chosen"] else "")
+        table.add_row(*row, training_words(point), "chosen" if point["target"] == frontier["chosen"] else "")
     console.print(table)
     where = (f"; files: {files['runtime']}, {files['threads']} threads, {files['cache']} cache, against the "
              "teacher's fp32 file" if timed_files
