@@ -147,7 +147,7 @@ def main() -> None:
     frontier = json.loads((args.search / "frontier.json").read_text())
     settings = json.loads((args.search / "manifest.json").read_text())["settings"]["compress"]
     wanted = {float(t) for t in args.points.split(",")} if args.points else None
-    points = [p for p in frontier["points"] if (args.search / p["dir"] / "plan.json").is_file()]
+    points = [p for p in frontier["points"] if "same_as" not in p and (args.search / p["dir"] / "plan.json").is_file()]
     points = [p for p in points if wanted is None or p["target"] in wanted]
     seeds = [int(s) for s in args.seeds.split(",")]
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]

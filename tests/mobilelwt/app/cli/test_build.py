@@ -276,7 +276,7 @@ def test_build_with_max_drop_ships_the_chosen_point_and_reports_the_frontier(tmp
     policy = TimingPolicy(max_seconds=2.0)
     files = bench_frontier(out, frontier, options=options, threads=1, policy=policy)
     assert "skipped" not in files and files["teacher"]["images"] == 8
-    fine_tuned = [p for p in frontier["points"] if p["trained"] == "fine-tuned" and "same_as" not in p]
+    fine_tuned = [p for p in frontier["points"] if "same_as" not in p and p["trained"] == "fine-tuned"]
     assert {p["target"] for p in files["points"]} == {p["target"] for p in fine_tuned}
     for point in files["points"]:
         int8 = point["int8"]
