@@ -66,6 +66,7 @@ from mobilelwt.settings import RunSettings
 
 FRONTIER_FORMAT = "mobilelwt.frontier/1"
 OUT_OF_REACH = "out-of-reach.json"  # a point whose target no plan meets (so a second search does not time it again)
+LONGER_FROM = "longer-from.json"  # what the fine-tune a longer distillation replaced had lost, and its key
 
 
 @dataclass(frozen=True)
@@ -207,9 +208,9 @@ class _Search:
     def estimate(self, target: float) -> dict[str, Any]:
         """Plan the point and train it layer-wise (or read a point already trained that far, or further)."""
         quick = self.point_session(target, full=False)
-        for session in self._trained_sessions(target):  # the furthest-trained first: a directory holds one
+        for session, longer in self._trained_sessions(target):  # the furthest-trained first: a directory holds one
             done = on_main(lambda session=session: finished_metrics(session), "reading a frontier point")
-            if done is not None:
+            if done is not None and (not longer or self._lengthened_here(target)):
                 plan = Plan.from_dict(read_json(session.out / PLAN))
                 return self._record(target, session.out, plan, done)
         marker = quick.out / OUT_OF_REACH
@@ -229,17 +230,33 @@ class _Search:
         result = compress_opened(quick, None, self.probe, self.on_progress)
         return self._record(target, quick.out, result.plan, result.metrics)
 
-    def _trained_sessions(self, target: float) -> list[CompressSession]:
-        """The sessions whose finished results a rung's directory may hold, the longest-trained first."""
-        sessions = [self.point_session(target, full=False)]
+    def _trained_sessions(self, target: float) -> list[tuple[CompressSession, bool]]:
+        """(session, longer) of the finished results a rung's directory may hold, the longest-trained first."""
+        sessions = [(self.point_session(target, full=False), False)]
         if self.config.finetune.epochs > 0:
-            sessions.insert(0, self.point_session(target, full=True))
+            sessions.insert(0, (self.point_session(target, full=True), False))
             if self.ladder.longer > 1:
-                sessions.insert(0, self.point_session(target, full=True, longer=True))
+                sessions.insert(0, (self.point_session(target, full=True, longer=True), True))
         return sessions
+
+    def _lengthened_here(self, target: float) -> bool:
+        """Whether this search, with its budget, would have distilled the rung longer: the fine-tune the longer one
+        replaced (same inputs) missed this budget narrowly. Otherwise a fresh search would show that fine-tune, so
+        the longer result is not shown (the rung is fine-tuned again)."""
+        path = self.point_session(target, full=True).out / LONGER_FROM
+        replaced = on_main(lambda: read_json(path) if path.is_file() else None, "reading a frontier point")
+        key = self.point_session(target, full=True).inputs["key"]
+        if not replaced or replaced.get("compress_key") != key:
+            return False
+        base = self.config.finetune.epochs
+        return self._worth_longer({"trained": "fine-tuned", "finetune_epochs": base, "drop": replaced["drop"]})
 
     def train_fully(self, target: float, *, longer: bool = False) -> dict[str, Any]:
         session = self.point_session(target, full=True, longer=longer)
+        if longer:  # what it replaces, so that a later search with another budget can tell whether it applies
+            replaced = self.points[target]
+            facts = {"drop": replaced["drop"], "compress_key": replaced["compress_key"]}
+            on_main(lambda: write_json(session.out / LONGER_FROM, facts), "recording a frontier point")
         result = compress_opened(session, None, self.probe, self.on_progress)
         return self._record(target, result.out, result.plan, result.metrics)
 

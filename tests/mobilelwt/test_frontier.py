@@ -123,6 +123,20 @@ def test_a_stricter_budget_gets_a_slower_student(frontier_build, tmp_path, tiny_
     again = _search(work, tiny_teacher, strict + 0.001, probe)
     assert probe.compares == 0 and {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert picked(again)["target"] == answer["target"] and picked(again)["finetune_epochs"] == answer["finetune_epochs"]
+    # back to the loose budget in the same directory: the fresh search's answer, not the longer fine-tunes it would
+    # not have run (those rungs are fine-tuned again as it did); a rung another budget fine-tuned stays as it was
+    back = _search(work, tiny_teacher, 2.0)
+    assert back.frontier["chosen"] == loose.frontier["chosen"]
+    fresh = {p["target"]: p for p in loose.frontier["points"] if "same_as" not in p}
+    again_shown = {p["target"]: p for p in back.frontier["points"] if "same_as" not in p}
+    fields = ("trained", "finetune_epochs", "longer_distillation", "top1", "compress_key")
+    for target, point in fresh.items():
+        if point["trained"] == "fine-tuned":
+            assert {k: again_shown[target][k] for k in fields} == {k: point[k] for k in fields}
+    assert not any(p["longer_distillation"] and not fresh[t]["longer_distillation"] for t, p in again_shown.items())
+    student = torch.load(work / "student.pt", weights_only=True)
+    twin = torch.load(out / "student.pt", weights_only=True)
+    assert student.keys() == twin.keys() and all(torch.equal(student[k], twin[k]) for k in student)
 
 
 def test_a_floor_out_of_reach_is_one_error_naming_what_can_be_reached(tmp_path, tiny_teacher) -> None:
