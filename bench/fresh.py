@@ -25,6 +25,14 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version()}  # fmt: skip
 
 
+def write_result(path: Path | None, result: dict[str, Any]) -> None:
+    """A benchmark's JSON result at ``path`` (nothing when no path was asked for)."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def add_timer(subparsers: Any, target: str, help: str) -> argparse.ArgumentParser:
     """The ``time`` sub-command: ``target`` (a directory), ``--cache``, ``--threads``, ``--cap``."""
     timer = subparsers.add_parser("time", help=help)

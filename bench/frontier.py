@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fresh import add_timer, in_fresh_process, machine
+from fresh import add_timer, in_fresh_process, machine, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -143,9 +143,7 @@ def main() -> None:
     print(f"chosen: {frontier['why']}")
     print(f"cost: --max-drop {search_s:.0f} s vs --speedup {args.baseline_speedup:g} {single_s:.0f} s "
           f"({search_s / single_s:.2f}x); goals: {result['goals']}")  # fmt: skip
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.json, result)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fresh import machine  # noqa: E402  (bench/fresh.py, beside this script)
+from fresh import machine, write_result  # noqa: E402  (bench/fresh.py, beside this script)
 
 
 def log(message: str) -> None:
@@ -222,9 +222,7 @@ def main() -> None:
             print(f"{r['target']:g}x{' *' if r['chosen'] else ''} | {method} | {m['speedup']:.2f} "
                   f"({m['ci95'][0]:.2f}-{m['ci95'][1]:.2f}) | {macs:.2f}x | {m['top1']:.2f} | "
                   f"{m['top1'] - r['teacher']['top1']:+.2f}")  # fmt: skip
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.json, result)
     if args.plot:
         plot(result, args.plot)
 

@@ -36,7 +36,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fresh import machine  # noqa: E402  (bench/fresh.py, beside this script)
+from fresh import machine, write_result  # noqa: E402  (bench/fresh.py, beside this script)
 
 RECIPES = ("default", "teacher-input", "by-error", "2x-distill")
 SPEED = "the search's measured speedup (cold): a recipe keeps the point's plan, so its speed"
@@ -200,9 +200,7 @@ def main() -> None:
         print(f"{recipe} | {s['top1_change_mean']:+.2f} ({low:+.2f} to {high:+.2f}), "
               f"{s['top1_better_worse'][0]}/{s['top1_better_worse'][1]} | {s['kl_change_mean']:+.4f}, "
               f"{s['kl_lower_higher'][0]}/{s['kl_lower_higher'][1]} | {s['seconds_mean']:.0f}")  # fmt: skip
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.json, result)
 
 
 if __name__ == "__main__":

@@ -183,20 +183,17 @@ class HostProbe(_Probe):
         self.lowered_reused = 0
 
     def _runner(self, module: nn.Module, example: torch.Tensor, calibration: torch.Tensor | None, *, keep: bool) -> Any:
-        if not keep:
-            return host_runner(self.runtime, module, (example,), self.threads, precision=self.precision,
-                               calibration=calibration)  # fmt: skip
-        key = (weights_fingerprint(module), tuple(example.shape))
+        key = (weights_fingerprint(module), tuple(example.shape)) if keep else None
         if key in self._lowered:
             self._lowered.move_to_end(key)
             self.lowered_reused += 1
             return self._lowered[key][1]
-        runner = host_runner(
-            self.runtime, module.eval(), (example,), self.threads, precision=self.precision, calibration=calibration
-        )
-        self._lowered[key] = (module, runner)  # the module too: its id stays its own while the entry lives
-        while len(self._lowered) > LOWERED_KEPT:
-            self._lowered.popitem(last=False)
+        runner = host_runner(self.runtime, module, (example,), self.threads, precision=self.precision,
+                             calibration=calibration)  # fmt: skip
+        if key is not None:
+            self._lowered[key] = (module, runner)  # the module too: its id stays its own while the entry lives
+            while len(self._lowered) > LOWERED_KEPT:
+                self._lowered.popitem(last=False)
         return runner
 
     def facts(self) -> dict[str, Any]:

@@ -243,10 +243,10 @@ class _Search:
         """Whether this search, with its budget, would have distilled the rung longer: the fine-tune the longer one
         replaced (same inputs) missed this budget narrowly. Otherwise a fresh search would show that fine-tune, so
         the longer result is not shown (the rung is fine-tuned again)."""
-        path = self.point_session(target, full=True).out / LONGER_FROM
+        fine_tune = self.point_session(target, full=True)
+        path = fine_tune.out / LONGER_FROM
         replaced = on_main(lambda: read_json(path) if path.is_file() else None, "reading a frontier point")
-        key = self.point_session(target, full=True).inputs["key"]
-        if not replaced or replaced.get("compress_key") != key:
+        if not replaced or replaced.get("compress_key") != fine_tune.inputs["key"]:
             return False
         base = self.config.finetune.epochs
         return self._worth_longer({"trained": "fine-tuned", "finetune_epochs": base, "drop": replaced["drop"]})

@@ -95,25 +95,22 @@ for _name, _builder in (("tinynet", tinynet), ("widenet", widenet)):
         )
 
 
+def _digits_teacher(factory: pytest.TempPathFactory, model: str) -> Path:
+    """``model`` trained on digits at 32² to well above chance (8 epochs)."""
+    from mobilelwt.train import TrainConfig, train_teacher
+
+    out = factory.mktemp(model) / f"{model}-digits.pt"
+    train_teacher(model, run=RunSettings(data="digits", input_size=32), out=out, config=TrainConfig(epochs=8, lr=2e-3))
+    return out
+
+
 @pytest.fixture(scope="session")
 def wide_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """widenet trained like tiny_teacher (about 12 s): for tests whose plans are timed on the real runtime."""
-    from mobilelwt.train import TrainConfig, train_teacher
-
-    out = tmp_path_factory.mktemp("wide") / "widenet-digits.pt"
-    train_teacher(
-        "widenet", run=RunSettings(data="digits", input_size=32), out=out, config=TrainConfig(epochs=8, lr=2e-3)
-    )
-    return out
+    return _digits_teacher(tmp_path_factory, "widenet")
 
 
 @pytest.fixture(scope="session")
 def tiny_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tinynet trained on digits at 32² to well above chance (about 20 s)."""
-    from mobilelwt.train import TrainConfig, train_teacher
-
-    out = tmp_path_factory.mktemp("tiny") / "tinynet-digits.pt"
-    train_teacher(
-        "tinynet", run=RunSettings(data="digits", input_size=32), out=out, config=TrainConfig(epochs=8, lr=2e-3)
-    )
-    return out
+    return _digits_teacher(tmp_path_factory, "tinynet")
