@@ -181,6 +181,7 @@ def bundle(
 
 def verify_bundle(data: bytes, *, rtol: float, atol: float) -> dict[str, Any]:
     """Run every bundled test case in the host runtime and compare with the bundled expected outputs."""
+    _runtime()
     from executorch.extension.pybindings.portable_lib import _load_bundled_program_from_buffer
 
     bundled = _load_bundled_program_from_buffer(data)
@@ -204,7 +205,55 @@ class BundledCases(list):
         super().__init__(program.method_test_suites[0].test_cases)
 
 
+def _runtime() -> Any:
+    """``executorch.runtime``, imported without the exporter where it is not loaded yet.
+
+    The pybindings module imports ``executorch.exir._warnings`` for one warning class, and that import runs the
+    whole exporter package (torch._dynamo, inductor): about 4 of the 5 s a timing process or a phone's runner takes
+    to start. A process that only loads ``.pte`` files gets the warning module alone; the stand-in parent is
+    removed again at once, so a later ``import executorch.exir`` in the same process is the real one.
+    """
+    import sys
+
+    if "executorch.extension.pybindings.portable_lib" not in sys.modules and "executorch.exir" not in sys.modules:
+        try:
+            _import_pybindings_alone()
+        except Exception:  # any surprise in the wheel's layout: the ordinary (slow) import below still works
+            pass
+    import executorch.runtime
+
+    return executorch.runtime
+
+
+def _import_pybindings_alone() -> None:
+    import importlib.util
+    import sys
+    import types
+
+    import executorch
+
+    warnings_file = Path(executorch.__path__[0]) / "exir" / "_warnings.py"
+    spec = importlib.util.spec_from_file_location("executorch.exir._warnings", warnings_file)
+    if spec is None or spec.loader is None:
+        return
+    warnings_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(warnings_module)
+    stand_in = types.ModuleType("executorch.exir")
+    stand_in.__path__ = []  # a package with nothing else in it
+    stand_in._warnings = warnings_module  # type: ignore[attr-defined]
+    sys.modules["executorch.exir"], sys.modules["executorch.exir._warnings"] = stand_in, warnings_module
+    try:
+        import executorch.extension.pybindings.portable_lib  # noqa: F401
+    finally:
+        for name in ("executorch.exir._warnings", "executorch.exir"):
+            if sys.modules.get(name) in (stand_in, warnings_module):
+                del sys.modules[name]
+        if getattr(executorch, "exir", None) is stand_in:
+            del executorch.exir
+
+
 def set_threads(threads: int) -> None:
+    _runtime()
     from executorch.extension.pybindings import portable_lib
 
     portable_lib._unsafe_reset_threadpool(threads)
@@ -214,7 +263,7 @@ class HostProgram:
     """A ``.pte`` loaded in the host ExecuTorch runtime; call it like the model."""
 
     def __init__(self, program: bytes | Path, threads: int | None = None) -> None:
-        from executorch.runtime import Runtime
+        Runtime = _runtime().Runtime
 
         if threads:
             set_threads(threads)
@@ -253,9 +302,7 @@ def lower_to_host(
 
 def prepare() -> None:
     """Import and start the host runtime, so that load-time and memory measurements leave it out."""
-    from executorch.runtime import Runtime
-
-    Runtime.get()
+    _runtime().Runtime.get()
 
 
 # -- the adapter contract's capabilities (targets._api.RuntimeAdapter) --------------------------------------------
@@ -321,7 +368,7 @@ def write_companion(
 
 def write_op_profile(path: Path, out: Path, *, runs: int, threads: int, input_size: int) -> dict[str, Any]:
     """Run a .pte ``runs`` times with the event tracer on and write its ETDump to ``out``."""
-    from executorch.runtime import Runtime
+    Runtime = _runtime().Runtime
 
     set_threads(threads)
     program = Runtime.get().load_program(Path(path), enable_etdump=True, debug_buffer_size=0)

@@ -34,3 +34,31 @@ def test_exported_files_reload_and_agree(tmp_path, tiny) -> None:
     assert torch.allclose(HostProgram(pte.path)(*example), expected, atol=1e-4)
     assert torch.allclose(HostInterpreter(tfl.path)(*example), expected, atol=1e-4)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_process_that_only_runs_pte_files_starts_without_the_exporter(tmp_path, tiny) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    model, example = tiny
+    pte = export_pte(model, example, tmp_path / "tiny.pte")
+    torch.save(example[0], tmp_path / "x.pt")
+    # loads and runs the file, then imports the exporter for real in the same process: both must work
+    code = (
+        "import sys, torch\n"
+        "from targets.executorch import HostProgram\n"
+        f"y = HostProgram({str(pte.path)!r}, threads=1)(torch.load({str(tmp_path / 'x.pt')!r}))\n"
+        "print('exir' in ' '.join(m for m in sys.modules if m.startswith('executorch.exir')))\n"
+        "torch.save(y, sys.argv[1])\n"
+        "import executorch.exir\n"
+        "from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner\n"
+        "print(callable(executorch.exir.to_edge_transform_and_lower))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "y.pt")], cwd=root, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["False", "True"]
+    with torch.no_grad():
+        assert torch.allclose(torch.load(tmp_path / "y.pt"), model(*example), atol=1e-4)
