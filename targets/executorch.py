@@ -7,6 +7,7 @@ loads on Apple runtimes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import platform
 import time
@@ -216,10 +217,9 @@ def _runtime() -> Any:
     import sys
 
     if "executorch.extension.pybindings.portable_lib" not in sys.modules and "executorch.exir" not in sys.modules:
-        try:
+        # any surprise in the wheel's layout: the ordinary (slow) import below still works
+        with contextlib.suppress(Exception):
             _import_pybindings_alone()
-        except Exception:  # any surprise in the wheel's layout: the ordinary (slow) import below still works
-            pass
     import executorch.runtime
 
     return executorch.runtime
