@@ -18,12 +18,12 @@ def test_topk_counts() -> None:
 def test_teacher_training_on_digits_learns_far_above_chance(tmp_path) -> None:
     out = tmp_path / "alexnet.pt"
     result = train_teacher(
-        "alexnet", run=RunSettings(data="digits", input_size=64), out=out, config=TrainConfig(epochs=3, seed=0)
+        "alexnet", run=RunSettings(data="digits", input_size=64), out=out, config=TrainConfig(epochs=2, seed=0)
     )
     history = result.metrics["history"]
-    assert len(history) == 3
+    assert len(history) == 2
     assert history[-1]["train_loss"] < history[0]["train_loss"]
-    assert result.metrics["val_top1"] > 60.0  # chance is 10%
+    assert result.metrics["val_top1"] > 40.0  # chance is 10%; two epochs reach about 53 %
     assert result.metrics["val_top5"] > result.metrics["val_top1"]
 
     # the checkpoint reloads through --weights and reproduces the reported accuracy
