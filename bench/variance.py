@@ -7,6 +7,10 @@ not cover the next process's number; if the repeats disagree as much, it is the 
 
     python bench/variance.py runs/delivery-default/default-1 --processes 4 --repeats 3 --cap 30 \
         --json bench/results/variance-default-1.json
+
+``--alternate-env NAME=VALUE`` runs every second process with that environment variable set (process 1 without,
+2 with, 3 without, ...), so a setting that may steady the processes (huge pages, an allocator) is judged
+interleaved against the plain processes of the same run.
 """
 
 from __future__ import annotations
@@ -55,34 +59,51 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cap", type=float, default=30.0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--alternate-env", metavar="NAME=VALUE", help="set in every second process")
     parser.add_argument("--inside", action="store_true", help="(internal) the repeats of one process")
     args = parser.parse_args()
     if args.inside:
         print(json.dumps(repeats_in_this_process(args.build, args.cache, args.threads, args.cap, args.repeats)))
         return
-    processes = []
+    alternate = dict([args.alternate_env.split("=", 1)]) if args.alternate_env else {}
+    processes, groups = [], []
     for index in range(args.processes):
         argv = [sys.executable, str(Path(__file__).resolve()), str(args.build), "--inside",
                 "--repeats", str(args.repeats), "--cache", args.cache, "--threads", str(args.threads),
                 "--cap", str(args.cap)]  # fmt: skip
-        proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, check=True)
+        group = args.alternate_env if alternate and index % 2 else "plain"
+        env = {**os.environ, **(alternate if group != "plain" else {})}
+        proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, check=True, env=env)
         processes.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        groups.append(group)
         print(
-            f"process {index + 1}: "
+            f"process {index + 1} ({group}): "
             + ", ".join(f"{r['speedup']:.2f}× ({r['ci95'][0]:.2f}–{r['ci95'][1]:.2f})" for r in processes[-1]),
             flush=True,
         )
     medians = [statistics.median(r["speedup"] for r in runs) for runs in processes]
+    width = statistics.median((r["ci95"][1] - r["ci95"][0]) / r["speedup"] for runs in processes for r in runs)
+    print(f"\n{'':>10} {'':>12} {'median speedup':>15} {'repeats (spread)':>18}")
+    for index, runs in enumerate(processes):
+        print(f"process {index + 1:>2} {groups[index]:>12.12} {medians[index]:>15.2f} "
+              f"{spread([r['speedup'] for r in runs]):>17.1%}")  # fmt: skip
+    by_group = {}
+    for group in dict.fromkeys(groups):
+        mine = [i for i, g in enumerate(groups) if g == group]
+        by_group[group] = {
+            "processes": [i + 1 for i in mine],
+            "process_medians": [medians[i] for i in mine],
+            "median": statistics.median(medians[i] for i in mine),
+            "within_process_spread": statistics.median(spread([r["speedup"] for r in processes[i]]) for i in mine),
+            "between_process_spread": spread([medians[i] for i in mine]),
+        }
+        print(
+            f"\n{group}: within a process {by_group[group]['within_process_spread']:.1%} spread; between processes "
+            f"{by_group[group]['between_process_spread']:.1%}; median {by_group[group]['median']:.2f}×"
+        )
+    print(f"one run's interval: ±{width / 2:.1%}")
     within = statistics.median(spread([r["speedup"] for r in runs]) for runs in processes)
     between = spread(medians)
-    width = statistics.median((r["ci95"][1] - r["ci95"][0]) / r["speedup"] for runs in processes for r in runs)
-    print(f"\n{'':>10} {'median speedup':>15} {'repeats (spread)':>18}")
-    for index, runs in enumerate(processes):
-        print(f"process {index + 1:>2} {medians[index]:>15.2f} {spread([r['speedup'] for r in runs]):>17.1%}")
-    print(
-        f"\nwithin a process: {within:.1%} spread; between processes: {between:.1%}; one run's interval: "
-        f"±{width / 2:.1%}"
-    )
     report = {
         "benchmark": "variance",
         "build": str(args.build),
@@ -92,6 +113,8 @@ def main() -> None:
         "cache": args.cache,
         "cap_s": args.cap,
         "processes": processes,
+        "process_groups": groups,
+        "groups": by_group,
         "process_medians": medians,
         "within_process_spread": within,
         "between_process_spread": between,
