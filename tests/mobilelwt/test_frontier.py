@@ -287,3 +287,37 @@ def test_without_the_gallop_every_rung_is_estimated() -> None:
     search = _ScriptedSearch(lambda t: 0.0 if t < 10 else 9.0, lambda t: 0.0, ladder=Ladder(gallop=False))
     search.run()
     assert search.estimated == [1.5, 2.25, 3.38, 5.06, 7.59, 11.39]
+
+
+def test_a_residual_user_model_gets_a_frontier_whose_plans_reach_inside_its_blocks(tmp_path) -> None:
+    import textwrap
+
+    from mobilelwt.teachers.user import trust_user_code
+    from mobilelwt.train import TrainConfig, train_teacher
+    from tests.mobilelwt.test_user_models import RESIDUAL
+
+    code = tmp_path / "models" / "mynet.py"
+    code.parent.mkdir()
+    code.write_text(textwrap.dedent(RESIDUAL))
+    model, teacher = f"{code}:residual", tmp_path / "residual-digits.pt"
+    trust_user_code(True)
+    try:
+        train_teacher(model, run=RunSettings(data="digits", input_size=32), out=teacher,
+                      config=TrainConfig(epochs=6, lr=2e-3))  # fmt: skip
+        out = tmp_path / "search"
+        result = search_frontier(model, out=out, weights=str(teacher), run=RunSettings(data="digits"),
+                                 config=_config(2.0), latency_probe=fake_factory(FakeProbe()),
+                                 ladder=LADDER)  # fmt: skip
+    finally:
+        trust_user_code(False)
+    frontier = json.loads((out / "frontier.json").read_text())
+    assert frontier["teacher"]["top1"] > 50.0  # a teacher worth keeping within two points of
+    points = [p for p in frontier["points"] if "same_as" not in p]
+    assert len(points) >= 3 and frontier["chosen"] is not None
+    chosen = next(p for p in points if p["target"] == frontier["chosen"])
+    assert chosen["trained"] == "fine-tuned" and chosen["drop"] <= 2.0 and chosen["speedup"] > 1.0
+    # the chosen plan replaces convolutions inside the residual blocks, never the stem or the head
+    plan = json.loads((out / chosen["dir"] / "plan.json").read_text())["layers"]
+    assert any(name.startswith(("layer1.", "layer2.")) for name in plan)
+    assert "stem.0" not in plan and "fc" not in plan
+    assert result.frontier == frontier

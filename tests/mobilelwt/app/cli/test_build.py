@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -20,9 +21,15 @@ QUICK = ["--model", MODEL, "--speedup", "1.1", "--rank-grid", "2", "--calib-imag
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def widenet_table(tmp_path_factory) -> Path:
+    """One shared latency table for this module's widenet builds on this host (the first measures it)."""
+    return tmp_path_factory.mktemp("tables") / "widenet-host.json"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, widenet_table):
     out = tmp_path_factory.mktemp("cli-build") / "b"
-    result = invoke("build", *QUICK, "--target", "android", "--out", out)
+    result = invoke("build", *QUICK, "--target", "android", "--latency-table", widenet_table, "--out", out)
     assert result.exit_code == 0, result.output
     return out, result.output
 
@@ -64,10 +71,12 @@ def test_build_runs_every_stage_offline_on_digits(built) -> None:
     assert (out / "latency-table.json").is_file() and "**Plan**" in (out / "report.md").read_text()
 
 
-def test_build_resumes_without_redoing_finished_stages(built) -> None:
+def test_build_resumes_without_redoing_finished_stages(built, widenet_table) -> None:
     out, _ = built
     before = json.loads((out / "artifacts.json").read_text())
-    result = invoke("build", *QUICK, "--target", "android", "--out", out, "--no-bench")
+    result = invoke(
+        "build", *QUICK, "--target", "android", "--latency-table", widenet_table, "--out", out, "--no-bench"
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "build.json").read_text())
     assert summary["teacher"]["trained"] is False
@@ -232,13 +241,15 @@ def test_host_bench_records_load_time_memory_and_the_speedup_interval_and_profil
     assert "<th>in the network (ETDump)</th>" in html and "bench DIR --profile`)" not in html
 
 
-def test_build_with_max_drop_ships_the_chosen_point_and_reports_the_frontier(tmp_path, wide_teacher) -> None:
+def test_build_with_max_drop_ships_the_chosen_point_and_reports_the_frontier(
+    tmp_path, wide_teacher, widenet_table
+) -> None:
     from tests.device_bench.test_report import CHROMIUM, _chromium, _console_errors
 
     out = tmp_path / "b"
     args = ["build", "--model", MODEL, "--weights", wide_teacher, "--rank-grid", "2", "--calib-images", "16",
             "--layer-max-steps", "5", "--finetune-epochs", "1", "--validation-images", "8", "--threads", "2",
-            "--no-bench", "--target", "android", "--timing-cap", "5", "--out", out,
+            "--no-bench", "--target", "android", "--timing-cap", "5", "--latency-table", widenet_table, "--out", out,
             # a floor widenet reaches on a busy 2-core host (its first plan met 1.6x): without one the
             # ladder's first rung is the edge the planner measured, and a second timing can put it out of reach
             "--speedup", "1.1"]  # fmt: skip
