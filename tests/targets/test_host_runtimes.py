@@ -48,7 +48,7 @@ def test_a_process_that_only_runs_pte_files_starts_without_the_exporter(tmp_path
     code = (
         "import sys, torch\n"
         "from targets.executorch import HostProgram\n"
-        f"y = HostProgram({str(pte.path)!r}, threads=1)(torch.load({str(tmp_path / 'x.pt')!r}))\n"
+        f"y = HostProgram({str(pte.path)!r}, threads=1)(torch.load({str(tmp_path / 'x.pt')!r}, weights_only=True))\n"
         "print('exir' in ' '.join(m for m in sys.modules if m.startswith('executorch.exir')))\n"
         "torch.save(y, sys.argv[1])\n"
         "import executorch.exir\n"
@@ -61,4 +61,4 @@ def test_a_process_that_only_runs_pte_files_starts_without_the_exporter(tmp_path
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.split() == ["False", "True"]
     with torch.no_grad():
-        assert torch.allclose(torch.load(tmp_path / "y.pt"), model(*example), atol=1e-4)
+        assert torch.allclose(torch.load(tmp_path / "y.pt", weights_only=True), model(*example), atol=1e-4)
