@@ -13,7 +13,10 @@ A search over a ladder of speedup targets, each point one compress build in ``DI
    budget, fine-tune (the layer-wise stage is reused as it is: same plan, same settings), then climb while the
    fine-tuned point stays within the budget and step down while it does not (estimating a skipped rung first), so
    that the chosen point and the next faster one are both fully trained.
-3. **Choose** the fastest fully trained point within the budget (and at least the ``--speedup`` floor) and
+3. **Between**: where that faster point misses the budget and runs far faster (a rung's band is wide, and the
+   planner may jump across the knee), points halfway between the two are planned, estimated and fine-tuned (unless
+   the estimate is hopeless), narrowing the bracket to where the accuracy falls off.
+4. **Choose** the fastest fully trained point within the budget (and at least the ``--speedup`` floor) and
    install it as the build's student: export, bench and report read it as any other.
 
 Everything is keyed like the compress stage: a point whose teacher, data or settings changed is redone; a point
@@ -84,6 +87,10 @@ class Ladder:
     # the teacher on 9 of 9 (point, seed) pairs and recovered up to 1.7 points; at 11x it changed nothing
     longer: int = 2
     recoverable: float = 2.0
+    # between the chosen point and a faster one that misses the budget, at least ``gap`` times faster, up to
+    # ``between`` points are tried halfway (a rung's band is wide: the planner can jump from 12x to 21x, AlexNet 64²)
+    between: int = 2
+    gap: float = 1.3
 
     def targets(self, floor: float | None) -> list[float]:
         first = floor if floor is not None else self.start
@@ -187,6 +194,7 @@ class _Search:
         self.key = digest({"inputs": session.inputs["key"], "ladder": ladder.__dict__})
         self.points: dict[float, dict[str, Any]] = {}
         self.targets: list[float] = []
+        self.bands: dict[float, float] = {}  # a point between two others: its own band (a rung's is the ladder's)
         self.memory = PlanMemory()  # the rungs' timings and the planner's estimate of the rest, shared
         self.started = time.perf_counter()
 
@@ -196,7 +204,8 @@ class _Search:
         point that missed the budget. All three share the directory, the plan and the layer-wise stage."""
         config = self.config.aiming_at(target)
         if config.measured:  # a rung, not a user's target: any speedup up to the next rung's meets it
-            config = replace(config, latency=replace(config.latency, band=self.ladder.band))
+            band = self.bands.get(target, self.ladder.band)
+            config = replace(config, latency=replace(config.latency, band=band))
         if not full:  # the estimate: layer-wise only; the fine-tune that follows reuses its layer-wise stage
             config = replace(config, finetune=replace(config.finetune, epochs=0))
         elif longer:
@@ -357,6 +366,7 @@ class _Search:
             # a gallop that would jump past the ladder's end lands on its last rung
             index = min(index + stride, len(targets) - 1) if index < len(targets) - 1 else len(targets)
         self._train_bracket()
+        self._bisect()
         return self._frontier_record(end_reason)
 
     def _skipped_below(self, index: int, stride: int) -> bool:
@@ -420,6 +430,55 @@ class _Search:
             except OutOfReachError:
                 continue
         return bool(gap)
+
+    def _gap(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The fastest fine-tuned point within the budget and the next faster point tried, when that one is known to
+        miss the budget (fine-tuned, or hopeless before its fine-tune) and is at least ``ladder.gap`` times faster:
+        the curve between them, where the knee lies, is unknown."""
+        ordered = self._ordered()
+        within = [p for p in ordered if p["trained"] == "fine-tuned" and self._within(p)]
+        if not within:
+            return None
+        low = within[-1]
+        high = next((p for p in ordered if p["speedup"] > low["speedup"]), None)
+        if high is None or high["speedup"] < self.ladder.gap * low["speedup"]:
+            return None
+        misses = high["trained"] == "fine-tuned" and not self._within(high)
+        return (low, high) if misses or hopeless(high["estimate_drop"], self.max_drop) else None
+
+    def _bisect(self) -> None:
+        """Try points halfway (in speedup) between the chosen point and a far faster one that misses the budget, at
+        most ``ladder.between`` of them: each is estimated, and fine-tuned unless its estimate is hopeless, so the
+        new bracket is trained as the ladder's is. Ends where the planner has no plan between the two."""
+        for _ in range(self.ladder.between):
+            gap = self._gap()
+            if gap is None:
+                return
+            low, high = gap
+            ratio = high["speedup"] / low["speedup"]
+            target = round(math.sqrt(low["speedup"] * high["speedup"]), 2)
+            if target in self.points:
+                return
+            # a plan in the middle half of the gap (in log speedup): aimed at its middle, up to three quarters
+            self.bands[target] = ratio**0.25 - 1.0
+            between = {"between": [low["target"], high["target"]]}
+            self.on_progress(ProgressEvent("frontier", 0, 1, {"point": f"{target:g}×", "phase": "between"}))
+            try:
+                point = {**self.estimate(target), **between}
+            except OutOfReachError:
+                return
+            self.points[target] = point
+            if "same_as" in point:
+                return  # the planner chose the plan of a point already tried: it has nothing between them
+            if point["trained"] != "fine-tuned" and not hopeless(point["estimate_drop"], self.max_drop):
+                info = {"point": f"{target:g}×", "phase": "fine-tune"}
+                self.on_progress(ProgressEvent("frontier", 0, 1, info))
+                point = self.points[target] = {**self.train_fully(target), **between}
+            if self._worth_longer(point):
+                self.on_progress(
+                    ProgressEvent("frontier", 0, 1, {"point": f"{target:g}×", "phase": "longer fine-tune"})
+                )
+                self.points[target] = {**self.train_fully(target, longer=True), **between}
 
     def _frontier_record(self, end_reason: str) -> dict[str, Any]:
         ordered = self._ordered()

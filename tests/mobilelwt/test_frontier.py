@@ -205,12 +205,16 @@ def test_hopeless_estimates_stop_the_climb() -> None:
 class _ScriptedSearch(_Search):
     """The search's climb and bracket over scripted points: ``estimates``, ``fine_tuned`` and ``longer`` (after a
     longer distillation; default: the same as ``fine_tuned``) map a rung to its drop; rungs above ``reach`` are out
-    of reach. ``trained`` lists the fine-tunes: a rung, or (rung, "longer")."""
+    of reach; rungs in ``twins`` get the plan of the point named. ``trained`` lists the fine-tunes: a rung, or (rung,
+    "longer"). ``between``: the points tried between the bracket's two (none by default: the climb's tests)."""
 
-    def __init__(self, estimates, fine_tuned, *, longer=None, max_drop=1.0, reach=math.inf, ladder=None) -> None:
-        self.ladder, self.max_drop, self.floor = ladder or Ladder(), max_drop, None
+    def __init__(
+        self, estimates, fine_tuned, *, longer=None, max_drop=1.0, reach=math.inf, ladder=None, between=0, twins=None
+    ) -> None:
+        self.ladder, self.max_drop, self.floor = replace(ladder or Ladder(), between=between), max_drop, None
+        self.twins = twins or {}
         self.config = SimpleNamespace(finetune=DistillConfig(epochs=1))
-        self.points, self.targets, self.on_progress = {}, [], ignore_progress
+        self.points, self.targets, self.bands, self.on_progress = {}, [], {}, ignore_progress
         self.estimates, self.fine_tuned, self.reach = estimates, fine_tuned, reach
         self.longer = longer or fine_tuned
         self.estimated, self.trained = [], []
@@ -223,6 +227,8 @@ class _ScriptedSearch(_Search):
         if target > self.reach:
             raise OutOfReachError("out of reach", "ask for less", reachable=self.reach)
         self.estimated.append(target)
+        if target in self.twins:
+            return {"target": target, "same_as": self.twins[target]}
         drop = self.estimates(target)
         return self._point(target, drop, drop, "layer-wise only")
 
@@ -289,6 +295,57 @@ def test_without_the_gallop_every_rung_is_estimated() -> None:
     assert search.estimated == [1.5, 2.25, 3.38, 5.06, 7.59, 11.39]
 
 
+def _chosen(search: _ScriptedSearch) -> float:
+    within = [p for p in search._ordered() if p["trained"] == "fine-tuned" and p["drop"] <= search.max_drop]
+    return within[-1]["target"]
+
+
+# 11.39 (12.53x) is within 1 point, 17.09 (18.80x) misses by far: 1.5 times faster, a gap worth filling
+_KNEE = {1.5: 0.0, 3.38: 0.0, 7.59: 0.2, 11.39: 0.5, 17.09: 9.0, 25.63: 40.0}
+
+
+def test_a_far_faster_point_that_misses_the_budget_gets_a_point_halfway_and_the_bracket_narrows() -> None:
+    fine_tuned = {11.39: 0.5, 15.35: 0.9, 17.09: 6.0}
+    search = _ScriptedSearch(lambda t: _KNEE.get(t, 0.9), fine_tuned.__getitem__, between=2)
+    search.run()
+    # halfway in speedup: √(12.53 × 18.80) = 15.35, fine-tuned, within: the new bracket (16.89x, 18.80x) is
+    # narrower than the gap worth filling, so the second point allowed is not spent
+    assert search.trained == [11.39, 17.09, 15.35] and search.estimated[-1] == 15.35
+    assert search.points[15.35]["between"] == [11.39, 17.09] and _chosen(search) == 15.35
+    assert search.bands[15.35] == pytest.approx(
+        (17.09 / 11.39) ** 0.25 - 1
+    )  # a plan in the gap's middle half, not near 17.09
+    assert search._gap() is None
+
+
+def test_a_hopeless_point_halfway_is_not_fine_tuned_and_the_gap_below_it_is_tried_next() -> None:
+    estimates = {**_KNEE, 15.35: 12.0, 14.54: 0.8}
+    fine_tuned = {11.39: 0.5, 14.54: 0.7, 17.09: 6.0}
+    search = _ScriptedSearch(estimates.__getitem__, fine_tuned.__getitem__, between=2)
+    search.run()
+    assert search.estimated[-2:] == [15.35, 14.54]  # √(12.53 × 16.89), the hopeless point and the chosen one
+    assert search.trained == [11.39, 17.09, 14.54] and search.points[15.35]["trained"] == "layer-wise only"
+    assert _chosen(search) == 14.54
+    capped = _ScriptedSearch(estimates.__getitem__, fine_tuned.__getitem__, between=1)
+    capped.run()
+    assert capped.estimated[-1] == 15.35 and _chosen(capped) == 11.39  # one point between allowed, and spent
+
+
+def test_no_point_is_tried_between_when_the_planner_has_none_or_the_faster_point_is_close() -> None:
+    twin = _ScriptedSearch(_KNEE.__getitem__, {11.39: 0.5, 17.09: 6.0}.__getitem__, between=2, twins={15.35: 17.09})
+    twin.run()
+    assert twin.estimated[-1] == 15.35 and twin.trained == [11.39, 17.09]  # the same plan as 17.09: nothing between
+    close = _ScriptedSearch(
+        lambda t: 0.0 if t < 6 else 0.5 if t < 7 else 1.6 if t < 8 else 9.0,
+        {6.45: 0.5, 7.74: 1.2}.__getitem__,
+        between=2,
+        ladder=Ladder(step=1.2, points=16, longer=1),
+    )
+    close.run()
+    assert close.trained == [6.45, 7.74]  # the bracket: 6.45 within, 7.74 misses, 1.2 times faster
+    assert all(t in close.ladder.targets(None) for t in close.estimated)  # nothing between: they are close
+
+
 def test_a_residual_user_model_gets_a_frontier_whose_plans_reach_inside_its_blocks(tmp_path) -> None:
     import textwrap
 
@@ -321,3 +378,32 @@ def test_a_residual_user_model_gets_a_frontier_whose_plans_reach_inside_its_bloc
     assert any(name.startswith(("layer1.", "layer2.")) for name in plan)
     assert "stem.0" not in plan and "fc" not in plan
     assert result.frontier == frontier
+
+
+def test_a_wide_gap_at_the_budget_is_filled_by_real_points_halfway_and_a_second_search_reuses_them(
+    tmp_path, tiny_teacher
+) -> None:
+    wide = Ladder(start=1.2, step=2.5, points=3, max_full=3, longer=1)  # rungs 1.2x, 3x: tinynet reaches about 3.6x
+    out = tmp_path / "wide"
+    result = _search(out, tiny_teacher, 0.3, ladder=wide)
+    points = {p["target"]: p for p in result.frontier["points"] if "same_as" not in p}
+    between = [p for p in points.values() if "between" in p]
+    assert 1 <= len(between) <= wide.between
+    for p in between:  # planned inside its gap, trained like any point, a student of its own
+        low, high = (points[t]["speedup"] for t in p["between"])
+        assert low < p["speedup"] < high and p["trained"] == "fine-tuned" and (out / p["dir"] / "student.pt").is_file()
+    chosen = points[result.frontier["chosen"]]
+    within = [p for p in points.values() if p["trained"] == "fine-tuned" and p["drop"] <= 0.3]
+    assert chosen["speedup"] == max(p["speedup"] for p in within)
+
+    # the ladder alone answers with a slower student: the points between moved the answer, and cost nothing twice
+    ladder_only = tmp_path / "ladder-only"
+    shutil.copytree(out, ladder_only)
+    probe = FakeProbe()
+    rungs = _search(ladder_only, tiny_teacher, 0.31, probe, ladder=replace(wide, between=0)).frontier
+    assert points[rungs["chosen"]]["speedup"] < chosen["speedup"] and probe.compares == 0
+    probe = FakeProbe()
+    again = _search(out, tiny_teacher, 0.31, probe, ladder=wide)  # another budget, the same answer: all read back
+    assert probe.timed == [] and probe.compares == 0
+    assert again.frontier["chosen"] == chosen["target"]
+    assert {p["target"] for p in again.frontier["points"]} == {p["target"] for p in result.frontier["points"]}
