@@ -109,6 +109,7 @@ def main() -> None:
         row = {key: point[key] for key in ("target", "speedup", "speedup_ci95", "mac_speedup", "top1", "top5", "drop",
                                            "estimate_drop", "trained")}  # fmt: skip
         row["chosen"] = point["target"] == frontier["chosen"]
+        row["between"] = point.get("between")  # a point tried halfway between two others (None: a rung)
         if point["trained"] == "fine-tuned":
             fresh = {c: in_fresh_process(__file__, out / "search" / point["dir"], c, args.threads, args.cap)
                      for c in ("cold", "warm")}  # fmt: skip
@@ -143,7 +144,7 @@ def main() -> None:
     print("target | planner speedup (cold) | fresh cold | fresh warm | MACs | top-1 | change | trained")
     for r in rows:
         fresh = r.get("independent") or {}
-        print(" | ".join([f"{r['target']:g}x" + (" *" if r["chosen"] else ""),
+        print(" | ".join([f"{r['target']:g}x" + (" *" if r["chosen"] else "") + (" (between)" if r["between"] else ""),
                           fmt({"speedup": r["speedup"], "ci95": r["speedup_ci95"]}), fmt(fresh.get("cold")),
                           fmt(fresh.get("warm")), f"{r['mac_speedup']:.2f}x", f"{r['top1']:.2f}",
                           f"{-r['drop'] + 0.0:+.2f}", r["trained"]]))  # fmt: skip

@@ -241,8 +241,8 @@ def plan_sentence(target: dict[str, Any]) -> str:
     cache = f", {target['cache']}" if target.get("cache") else ""
     line = f"a measured {target['value']:g}× speedup on {target['probe']}{cache} ({target['planner']} planner)"
     band = target.get("band")
-    if band is not None and band > 0.1:  # only a frontier rung's band is this wide
-        line += f" (a frontier rung: anything from {target['value']:g}× to {target['value'] * (1 + band):.3g}× met it)"
+    if band is not None and band > 0.1:  # only a frontier point's band is this wide (a rung, or a point between two)
+        line += f" (a frontier point: anything from {target['value']:g}× to {target['value'] * (1 + band):.3g}× met it)"
     if target.get("verified") is False:
         return line + ", predicted from another device's table (not timed there)"
     if target.get("measured_speedup"):

@@ -373,5 +373,5 @@ def test_a_plan_sentence_says_a_frontier_rungs_band_and_not_a_users_narrow_one()
 
     target = {"kind": "measured speedup", "value": 4.0, "planner": "latency", "probe": "executorch fp32 host",
               "measured_speedup": 5.1, "measured_ci95": [4.9, 5.3], "band": 0.5}  # fmt: skip
-    assert "a frontier rung: anything from 4× to 6× met it" in plan_sentence(target)
+    assert "a frontier point: anything from 4× to 6× met it" in plan_sentence(target)
     assert "frontier rung" not in plan_sentence({**target, "band": 0.05})

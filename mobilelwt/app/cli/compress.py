@@ -90,7 +90,7 @@ def print_frontier(frontier: dict) -> None:
             continue
         speedup, ci, source = shown_speedup(point)
         row = [
-            f"{point['target']:g}×",
+            f"{point['target']:g}×" + (" (between)" if point.get("between") else ""),  # tried inside a wide gap
             f"{speedup:.2f}×" + (" file" if source == "file" else " planned" if timed_files else ""),
             f"{ci[0]:.2f}–{ci[1]:.2f}" if ci else "",
             f"{point['mac_speedup']:.2f}×",
