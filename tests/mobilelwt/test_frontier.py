@@ -249,12 +249,13 @@ def test_the_climb_skips_rungs_while_the_estimates_are_comfortable_and_fills_the
     # climb goes on rung by rung until the hopeless 25.63
     assert search.estimated == [1.5, 3.38, 7.59, 17.09, 11.39, 25.63]
     assert stopped.startswith("the estimate at 25.63×")
-    # the budget is bracketed by neighbouring rungs; 17.09 missed it by 0.95 points: distilled longer, in vain
+    # the budget is bracketed by neighbouring rungs; 17.09's estimate (3.9) is past what a fine-tune recovers, so
+    # the bracket starts at 11.39; 17.09 missed by 0.95 points: distilled longer, in vain
     assert search.trained == [11.39, 17.09, (17.09, "longer")]
 
 
 def test_a_bracket_that_steps_down_first_estimates_the_rung_the_climb_skipped() -> None:
-    estimates = {1.5: 0.0, 3.38: 0.0, 5.06: 0.2, 7.59: 0.4, 11.39: 2.0, 17.09: 9.0}
+    estimates = {1.5: 0.0, 3.38: 0.0, 5.06: 0.2, 7.59: 0.4, 11.39: 4.0, 17.09: 9.0}
     fine_tuned = {5.06: 0.5, 7.59: 1.5}
     search = _ScriptedSearch(estimates.__getitem__, fine_tuned.__getitem__)
     search.run()
@@ -264,7 +265,7 @@ def test_a_bracket_that_steps_down_first_estimates_the_rung_the_climb_skipped() 
 
 
 def test_a_point_that_misses_the_budget_narrowly_is_distilled_longer_and_the_climb_goes_on_if_it_recovers() -> None:
-    estimates = {1.5: 0.0, 3.38: 0.0, 5.06: 0.2, 7.59: 0.4, 11.39: 2.0, 17.09: 9.0}
+    estimates = {1.5: 0.0, 3.38: 0.0, 5.06: 0.2, 7.59: 0.4, 11.39: 4.0, 17.09: 9.0}
     fine_tuned, longer = {7.59: 1.5, 11.39: 2.5}, {7.59: 0.9, 11.39: 1.8}
     search = _ScriptedSearch(estimates.__getitem__, fine_tuned.__getitem__, longer=longer.__getitem__)
     search.run()
@@ -280,6 +281,24 @@ def test_a_point_that_misses_the_budget_narrowly_is_distilled_longer_and_the_cli
     capped = _ScriptedSearch(estimates.__getitem__, fine_tuned.__getitem__, ladder=Ladder(max_full=1))
     capped.run()
     assert capped.trained == [7.59]  # the cap counts every fine-tune, the longer ones too
+
+
+def test_the_bracket_starts_at_the_fastest_estimate_a_fine_tune_may_recover() -> None:
+    # CIFAR-10 AlexNet 64² (bench/results/frontier-alexnet-cifar64-between.json): estimates of 1.7 and 3.3 points
+    # ended at 0.0 and 0.7 after the fine-tune; starting at 3.38 (estimated within) cost a fourth fine-tune
+    estimates = {1.5: 0.0, 3.38: 0.0, 5.06: 0.2, 7.59: 1.7, 11.39: 3.3, 17.09: 47.7}
+    fine_tuned = {5.06: -0.7, 7.59: 0.0, 11.39: 0.7, 17.09: 18.5}
+    search = _ScriptedSearch(estimates.__getitem__, fine_tuned.__getitem__)
+    search.run()
+    # 7.59 (1.7 ≤ 1 + 2) is the start, not 11.39 (3.3): climbing, 17.09 misses: both sides known in three
+    assert search.trained == [7.59, 11.39, 17.09] and _chosen(search) == 11.39
+    missed = _ScriptedSearch(estimates.__getitem__, {**fine_tuned, 7.59: 4.5, 5.06: 0.3}.__getitem__)
+    missed.run()
+    assert missed.trained == [7.59, 5.06]  # a start that misses steps down to the point a safer start trains
+    assert _chosen(missed) == 5.06
+    strict = _ScriptedSearch(estimates.__getitem__, fine_tuned.__getitem__, ladder=Ladder(recoverable=0.0))
+    strict.run()
+    assert strict.trained == [5.06, 7.59, 11.39, 17.09]  # no margin: from the fastest estimate within the budget
 
 
 def test_a_rung_out_of_reach_fills_the_skipped_rung_then_ends_at_the_edge() -> None:
@@ -342,7 +361,7 @@ def test_no_point_is_tried_between_when_the_planner_has_none_or_the_faster_point
         ladder=Ladder(step=1.2, points=16, longer=1),
     )
     close.run()
-    assert close.trained == [6.45, 7.74]  # the bracket: 6.45 within, 7.74 misses, 1.2 times faster
+    assert close.trained == [7.74, 6.45]  # the bracket: 7.74 misses, 6.45 within, 1.2 times faster
     assert all(t in close.ladder.targets(None) for t in close.estimated)  # nothing between: they are close
 
 
