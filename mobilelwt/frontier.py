@@ -77,7 +77,8 @@ LONGER_FROM = "longer-from.json"  # what the fine-tune a longer distillation rep
 class Ladder:
     """The speedup targets a search climbs: ``start`` × ``step``ᵏ, at most ``points`` of them; ``max_full`` caps
     the fine-tunes; ``gallop`` skips every other rung while the estimates are comfortable; a fine-tuned point that
-    misses the budget by at most ``recoverable`` points is distilled again ``longer`` times as long (1: never)."""
+    misses the budget by at most ``recoverable`` points is distilled again ``longer`` times as long (1: never), and
+    the fine-tunes start at the fastest point whose estimate is at most that far past the budget."""
 
     start: float = 1.5
     step: float = 1.5
@@ -116,8 +117,8 @@ def hopeless(estimate_drop: float, max_drop: float) -> bool:
 
 
 def recoverable(estimate_drop: float, max_drop: float, ladder: Ladder) -> bool:
-    """An estimate the fine-tune may bring within the budget: at most ``ladder.recoverable`` points past it, the
-    margin a longer distillation is tried for (measured, the fine-tune recovers one to three points)."""
+    """A drop a fine-tune (or, after one, a longer distillation) may bring within the budget: at most
+    ``ladder.recoverable`` points past it (measured, the fine-tune recovers one to three points)."""
     return estimate_drop <= max_drop + ladder.recoverable
 
 
@@ -285,7 +286,8 @@ class _Search:
             and base > 0
             and point["trained"] == "fine-tuned"
             and point.get("finetune_epochs", base) == base
-            and self.max_drop < point["drop"] <= self.max_drop + self.ladder.recoverable
+            and not self._within(point)
+            and recoverable(point["drop"], self.max_drop, self.ladder)
         )
 
     def _same_plan(self, plan: Plan) -> dict[str, Any] | None:
