@@ -26,6 +26,7 @@ from typing import Any
 from device_bench.parsers import RunnerOutputError
 from device_bench.protocol import CAPPED, CONVERGED, TimingPolicy, measure_runners, samples_entry
 from device_bench.stats import process_speedup
+from mobilelwt.children import child_env
 
 MARKER = "MOBILELWT_APART "  # the child's one result line
 MIN_PROCESS_S = 2.0  # a process's own cap is the policy's split over its processes, but at least this
@@ -138,7 +139,7 @@ def _in_a_fresh_process(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
     timeout = 120 + 4 * len(job["caches"]) * job["policy"]["max_seconds"]
     try:
         proc = subprocess.run([sys.executable, "-m", "device_bench.apart"], input=json.dumps(job),
-                              capture_output=True, text=True, timeout=timeout)  # fmt: skip
+                              capture_output=True, text=True, timeout=timeout, env=child_env())  # fmt: skip
     except subprocess.TimeoutExpired:
         raise RunnerOutputError(f"A timing process ran past {timeout:.0f} s.", "Re-run the benchmark.") from None
     lines = [line for line in proc.stdout.splitlines() if line.startswith(MARKER)]

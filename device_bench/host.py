@@ -15,6 +15,7 @@ from device_bench.apart import measure_files
 from device_bench.parsers import parse_result
 from device_bench.protocol import TimingPolicy, cache_order
 from device_bench.stats import speedup_ci, summarize
+from mobilelwt.children import child_env
 from targets import RUNTIMES, by_runtime, load_artifact
 
 
@@ -31,7 +32,7 @@ def runner_memory(path: Path, runtime: str, *, threads: int, input_size: int) ->
     """Peak resident memory of the Python runner running ``path`` alone (a fresh process: nothing else loaded)."""
     argv = [sys.executable, "-m", "device_bench.runner", str(path), "--runtime", runtime, "--runs", "3",
             "--warmup", "1", "--threads", str(threads), "--input-size", str(input_size)]  # fmt: skip
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=child_env())
     if proc.returncode != 0:
         return {"memory_error": (proc.stderr.strip().splitlines() or ["runner failed"])[-1][:300]}
     record = parse_result(proc.stdout)

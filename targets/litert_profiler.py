@@ -249,12 +249,14 @@ def profile_summary_apart(path: Path, *, runs: int = 20, timeout: float = 1800) 
     import sys
     import tempfile
 
+    from mobilelwt.children import child_env
+
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "summary.txt"
         # run as a file, not with -m: importing the targets package would import torch (seconds per profile)
         argv = [sys.executable, str(Path(__file__).resolve()), str(path), "--runs", str(runs), "--out", str(out)]
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=child_env())
         except subprocess.TimeoutExpired:
             raise ProfilerError(
                 f"LiteRT's profiler took over {timeout:.0f} s on {path.name}.", "Use fewer runs."
