@@ -30,7 +30,9 @@ def write_result(path: Path | None, result: dict[str, Any]) -> None:
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    partial = path.with_name(path.name + ".partial")  # never a half-written result, even when rewritten per point
+    partial.write_text(json.dumps(result, indent=2) + "\n")
+    partial.replace(path)
 
 
 def add_timer(subparsers: Any, target: str, help: str) -> argparse.ArgumentParser:

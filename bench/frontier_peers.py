@@ -201,7 +201,6 @@ def main() -> None:
     points = [{**p, "chosen": p["target"] == frontier["chosen"]} for p in frontier["points"]
               if p.get("trained") == "fine-tuned"]  # fmt: skip
     started = time.perf_counter()
-    rows = [bench_point(p, args.search, args) for p in sorted(points, key=lambda p: p["speedup"])]
     result = {
         "machine": machine(),
         "runtime": f"executorch fp32, {args.threads} threads, batch 1, {args.cache}",
@@ -210,9 +209,17 @@ def main() -> None:
         "input_size": frontier["input_size"],
         "data": json.loads((args.search / "manifest.json").read_text())["settings"]["data"]["source"],
         "max_drop": frontier["max_drop"],
-        "points": rows,
-        "seconds": time.perf_counter() - started,
+        "points": [],
     }
+    # the chosen point first, then the rest by speed; the JSON is rewritten after each point (a CIFAR-10 point
+    # is two fine-tunes and a bisection: an interrupted run keeps what it finished, marked partial)
+    for point in sorted(points, key=lambda p: (not p["chosen"], p["speedup"])):
+        result["points"].append(bench_point(point, args.search, args))
+        result["points"].sort(key=lambda r: r["mobilelwt"]["planned_speedup"])
+        result["seconds"] = time.perf_counter() - started
+        result["partial"] = len(result["points"]) < len(points)
+        write_result(args.json, result)
+    rows = result["points"]
     print(f"{result['model']} at {result['input_size']}²; {result['runtime']}; budget {result['max_drop']:g} points")
     print("point | method | measured speedup (95% CI) | MACs fewer | top-1 | change")
     for r in rows:
