@@ -69,6 +69,9 @@ from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
 from mobilelwt.settings import RunSettings
 
 FRONTIER_FORMAT = "mobilelwt.frontier/1"
+# Raise when the search's rules change (which points it trains, where the bracket starts): a frontier.json chosen
+# under other rules is then searched again. Its points stay keyed by their own inputs and are reused as they are.
+SEARCH_RULES = 2  # 2: the bracket starts at the fastest recoverable estimate
 OUT_OF_REACH = "out-of-reach.json"  # a point whose target no plan meets (so a second search does not time it again)
 LONGER_FROM = "longer-from.json"  # what the fine-tune a longer distillation replaced had lost, and its key
 
@@ -199,7 +202,7 @@ class _Search:
         self.floor = self.config.target  # None: no floor
         self.build_dir = BuildDir(session.out)
         # the session's key: teacher, data and settings (a latency table's place excluded: a moved directory holds)
-        self.key = digest({"inputs": session.inputs["key"], "ladder": ladder.__dict__})
+        self.key = digest({"inputs": session.inputs["key"], "ladder": ladder.__dict__, "rules": SEARCH_RULES})
         self.points: dict[float, dict[str, Any]] = {}
         self.targets: list[float] = []
         self.bands: dict[float, float] = {}  # a point between two others: its own band (a rung's is the ladder's)

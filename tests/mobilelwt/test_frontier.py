@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from mobilelwt import frontier as frontier_module
 from mobilelwt.compress import CompressConfig, LatencyTarget
 from mobilelwt.distill import DistillConfig
 from mobilelwt.errors import ConfigError, OutOfReachError
@@ -90,6 +91,25 @@ def test_a_moved_search_directory_is_still_current(frontier_build, tmp_path, tin
     assert probe.timed == [] and probe.compares == 0  # nothing planned, timed or trained again
     keys = {p["target"]: p.get("compress_key") for p in again.frontier["points"]}
     assert keys == {p["target"]: p.get("compress_key") for p in first.frontier["points"]}
+
+
+def test_a_frontier_chosen_under_other_search_rules_is_searched_again_from_its_points(
+    frontier_build, tmp_path, tiny_teacher, monkeypatch
+) -> None:
+    out, first = frontier_build
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    stamps = {p: p.stat().st_mtime_ns for p in (copy / "frontier").glob("*/student.pt")}
+    searched = []
+    run = _Search.run
+    monkeypatch.setattr(_Search, "run", lambda self: searched.append(1) or run(self))
+    _search(copy, tiny_teacher, 2.0)
+    assert searched == []  # same rules: the record is current
+    monkeypatch.setattr(frontier_module, "SEARCH_RULES", frontier_module.SEARCH_RULES + 1)
+    again = _search(copy, tiny_teacher, 2.0)
+    assert searched == [1] and again.frontier["key"] != first.frontier["key"]
+    assert {p: p.stat().st_mtime_ns for p in (copy / "frontier").glob("*/student.pt")} == stamps  # nothing retrained
+    assert again.frontier["chosen"] == first.frontier["chosen"]
 
 
 def test_a_stricter_budget_gets_a_slower_student(frontier_build, tmp_path, tiny_teacher) -> None:
