@@ -219,13 +219,13 @@ def _max_known(values: Any) -> float | None:
 
 
 def _accuracy_inputs(build_dir: Path, count: int) -> tuple[Path, Any]:
-    """The first ``count`` images of the build's validation split, preprocessed, as a .npy (and their labels)."""
+    """``count`` images of the build's validation split, spread over its classes, preprocessed, as a .npy (and
+    their labels)."""
     import numpy as np
-    import torch
 
     build = load_build(build_dir)
     data = load_build_data(build)
-    index = torch.arange(min(count, len(data.val)))
+    index = data.val.sample_indices(count)
     images, labels = data.normalize(data.val.load(index)), data.val.labels[index]
     path = Path(build_dir) / f"device-inputs-{len(index)}.npy"
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:

@@ -210,7 +210,7 @@ def train_layerwise(
     for p in teacher.parameters():
         p.requires_grad_(False)
     device = model_device(student)
-    monitor = data.normalize(data.val.load(torch.arange(min(config.eval_images, len(data.val))))).to(device)
+    monitor = data.normalize(data.val.load(data.val.sample_indices(config.eval_images))).to(device)
     steps_per_layer = math.ceil(config.epochs * len(data.train) / config.batch_size)
     if config.max_steps is not None:
         steps_per_layer = min(steps_per_layer, config.max_steps)

@@ -34,7 +34,7 @@ TARGETS = (*TARGET_FORMATS, "all")
 COREML_WEIGHTS = ("none", "int8", "palettize4", "palettize6")
 
 
-WHOLE_SPLIT_CAP = 1000  # a validation split this small is validated whole; a larger one, its first 1000 images
+WHOLE_SPLIT_CAP = 5000  # a split this small is validated whole; a larger one, 5000 images spread over its classes
 
 
 @dataclass
@@ -65,7 +65,9 @@ class ExportOptions:
 
     def key(self, fmt: str) -> dict[str, Any]:
         """The options that change what an artifact of format ``fmt`` holds or how it was validated."""
-        common = {"validation_images": self.validation_images, "calibration_images": self.calibration_images}
+        # "sample": how the validation images are picked (2: spread over the classes; 1 was the split's first ones)
+        common = {"validation_images": self.validation_images, "calibration_images": self.calibration_images,
+                  "sample": 2}  # fmt: skip
         per_format = {
             "executorch": {"et_bundled": self.et_bundled},
             "tflite": {"tflite_quantization": self.tflite_quantization},
@@ -223,7 +225,7 @@ class _Exporter:
         if self._data is None:
             data = load_build_data(self.build)
             wanted = self.options.validation_images or WHOLE_SPLIT_CAP
-            subset = data.val.subset(torch.arange(min(wanted, len(data.val))))
+            subset = data.val.subset(data.val.sample_indices(wanted))
             self._data = subset, data.calibration(self.options.calibration_images, seed=0)
         return self._data
 

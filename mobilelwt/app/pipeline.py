@@ -40,7 +40,7 @@ class BuildConfig:
     precisions: tuple[str, ...] | None = None
     teacher: TrainConfig = field(default_factory=TrainConfig)
     compress: CompressConfig = field(default_factory=CompressConfig)
-    validation_images: int | None = None  # the whole validation split, at most 1000 images
+    validation_images: int | None = None  # the whole validation split, at most 5000 images spread over its classes
     calibration_images: int = 64
     bench: bool = True
     bench_threads: int = 2

@@ -147,6 +147,22 @@ class ImageSet(Dataset[tuple[torch.Tensor, int]]):
     def in_memory(self) -> bool:
         return self.images is not None
 
+    def sample_indices(self, count: int) -> torch.Tensor:
+        """``count`` indices spread evenly over the classes (all of them when ``count`` covers the set).
+
+        Deterministic, in the set's order: each class's first images, taken in turn. A split stored class by
+        class (CIFAR-10's is) would otherwise give its first images from one or two classes only."""
+        if count >= len(self):
+            return torch.arange(len(self))
+        labels = self.labels.tolist()
+        seen: dict[int, int] = {}
+        rank = []
+        for label in labels:  # each image's position within its class
+            rank.append(seen.get(label, 0))
+            seen[label] = rank[-1] + 1
+        order = sorted(range(len(labels)), key=lambda i: (rank[i], labels[i]))
+        return torch.tensor(sorted(order[:count]), dtype=torch.long)
+
     def subset(self, indices: Sequence[int] | torch.Tensor) -> ImageSet:
         idx = torch.as_tensor(indices, dtype=torch.long)
         keys = [self.keys[i] for i in idx.tolist()] if self.keys is not None else None

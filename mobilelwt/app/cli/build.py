@@ -65,7 +65,7 @@ def export_command(
     precision: PrecisionOption = None,
     validation_images: Annotated[
         int | None,
-        typer.Option(help="Validation images run through every artifact (default: the whole split, at most 1000)."),
+        typer.Option(help="Validation images run through every artifact (default: the whole split, at most 5000)."),
         COUNT_OPTIONAL,
     ] = None,
     calibration_images: Annotated[int, typer.Option(help="Training images that calibrate int8."), COUNT] = 64,
@@ -160,7 +160,7 @@ def build_command(
     teacher_epochs: Annotated[int, typer.Option(help="Epochs when the teacher is trained here."), COUNT_OR_ZERO] = 10,
     validation_images: Annotated[
         int | None,
-        typer.Option(help="Validation images run through every artifact (default: the whole split, at most 1000)."),
+        typer.Option(help="Validation images run through every artifact (default: the whole split, at most 5000)."),
         COUNT_OPTIONAL,
     ] = None,
     bench: Annotated[bool, typer.Option(help="Time teacher and student artifacts on the host runtimes.")] = True,

@@ -177,3 +177,16 @@ def test_jpeg_draft_decoding_stays_close_to_a_full_decode(tmp_path) -> None:
     reference = torch.from_numpy(np.asarray(full).copy()).permute(2, 0, 1).float()
     assert fast.shape == (3, 64, 64)
     assert (fast - reference).abs().mean() < 3.0
+
+
+def test_a_sample_of_a_split_stored_class_by_class_covers_every_class() -> None:
+    # CIFAR-10's split is stored class by class: its first 1000 of 5000 images held two classes of ten
+    from mobilelwt.data import ImageSet
+
+    labels = torch.arange(4).repeat_interleave(5)  # 0,0,0,0,0,1,…,3
+    images = ImageSet(labels, ["a", "b", "c", "d"], 2, images=torch.zeros(20, 3, 2, 2, dtype=torch.uint8))
+    picked = images.sample_indices(6)
+    assert picked.tolist() == [0, 1, 5, 6, 10, 15]  # one of each class, then the second of the first two
+    assert images.sample_indices(6).tolist() == picked.tolist()  # the same images every time
+    assert images.sample_indices(99).tolist() == list(range(20))
+    assert labels[images.sample_indices(8)].bincount().tolist() == [2, 2, 2, 2]
