@@ -607,9 +607,19 @@ def explain(
     budget = f"within {max_drop:g} points"
     if chosen is not None:
         faster = sorted((p for p in ordered if speed(p)[0] > speed(chosen)[0]), key=lambda p: speed(p)[0])
-        beyond = (f"; the next faster point tried, {said(faster[0])}, lost {faster[0]['drop']:.2f}"
-                  f"{'' if faster[0]['trained'] == 'fine-tuned' else ' before its fine-tune'}"
-                  if faster else f"; nothing faster was tried ({stopped})")  # fmt: skip
+        # the files' timings may rank a fine-tuned point within the budget above the one the planner's chose
+        overtaking = [p for p in faster if p["trained"] == "fine-tuned" and within(p)]
+        missing = [p for p in faster if p not in overtaking]
+        beyond = (f"; the next faster point tried, {said(missing[0])}, lost {missing[0]['drop']:.2f}"
+                  f"{'' if missing[0]['trained'] == 'fine-tuned' else ' before its fine-tune'}"
+                  if missing else f"; nothing faster was tried ({stopped})")  # fmt: skip
+        if overtaking:
+            best = overtaking[-1]
+            beyond += (
+                f"; but the {best['target']:g}× point's file ran faster, {said(best)}, top-1 "
+                f"{_change(best['drop'])} points: the search ranked it by the planner's timing, "
+                f"{planned_speed(best)[0]:.2f}×, and the two timings disagree (its files: {best['dir']})"
+            )
         return {"why": f"the fastest student {budget}: {said(chosen)}, top-1 {_change(chosen['drop'])} points"
                        f"{beyond}", "fix": ""}  # fmt: skip
     trained = [p for p in ordered if p["trained"] == "fine-tuned"]

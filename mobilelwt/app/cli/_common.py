@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -19,8 +20,19 @@ from mobilelwt.ranks import is_main_process, launched_ranks
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-console = Console()
-err_console = Console(stderr=True)
+LOG_WIDTH = 200  # columns of a console that is not a terminal (a log file, a pipe)
+
+
+def _console(*, stderr: bool = False) -> Console:
+    """A console; written to a log file or a pipe it keeps the tables whole, where rich would cut every column
+    to fit 80 (``COLUMNS`` still wins)."""
+    stream = sys.stderr if stderr else sys.stdout
+    logged = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, width=LOG_WIDTH if logged else None)
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 
 def handle_user_errors(func: F) -> F:
