@@ -28,6 +28,7 @@ LAYERWISE = "layerwise"
 LATENCY_CACHE = "latency-cache.json"  # written by older builds
 LATENCY_TABLE = "latency-table.json"
 FRONTIER = "frontier.json"  # a --max-drop search's points and choice
+FRONTIER_BENCH_FORMAT = "mobilelwt.frontier-bench/2"  # /1 left the chosen point's fp32 file to the build's bench
 FRONTIER_BENCH = "frontier-bench.json"  # its fine-tuned points as exported files: accuracy and timing, fp32/int8
 FRONTIER_DIR = "frontier"  # its points, one compress build each (keyed; kept while their inputs hold)
 ARTIFACTS = "artifacts.json"
@@ -126,14 +127,15 @@ class BuildDir:
         return [f for f in found if f.exists() or f.is_symlink()]
 
     def invalidate(self, stage: str, *, keep: tuple[str, ...] = ()) -> list[Path]:
-        """Remove ``stage``'s outputs (except the names in ``keep``) and everything downstream of it.
+        """Remove ``stage``'s outputs and everything downstream of it, except the names in ``keep`` (a file keyed by
+        its own inputs, reused or redone on its own: a latency table, a frontier's file timings).
 
         Downstream first, so that an interruption never leaves a later stage's file beside a removed input.
         """
         removed = []
         for later in reversed(STAGES[STAGES.index(stage) :]):
             for path in self.stage_outputs(later):
-                if later == stage and path.name in keep:
+                if path.name in keep:
                     continue
                 if _remove(path):
                     removed.append(path)
@@ -272,27 +274,37 @@ class BuildDir:
             return None
         return data
 
+    def frontier_bench_record(self) -> dict[str, Any] | None:
+        """``frontier-bench.json`` as written (its key decides whether it is reused), None when absent, unreadable or
+        of an older format."""
+        try:
+            data = read_json(self.path / FRONTIER_BENCH, what="frontier bench", fix="", required=("points",))
+        except (ConfigError, OSError):
+            return None
+        return data if data.get("format") == FRONTIER_BENCH_FORMAT else None
+
     def frontier_bench(self) -> dict[str, Any] | None:
-        """``frontier-bench.json`` when it was made from the current frontier's fine-tuned points, its choice and the
-        build's current teacher file (else None)."""
+        """``frontier-bench.json`` when it was made from the current frontier's fine-tuned points and a teacher file
+        that is still current (else None)."""
         path = self.path / FRONTIER_BENCH
         frontier = self.frontier()
         if frontier is None or not path.is_file():
             return None
         data = read_json(path, what="frontier bench", fix="Re-run `mobilelwt build` with --max-drop.",
-                         required=("chosen", "points"))  # fmt: skip
+                         required=("points",))  # fmt: skip
+        if data.get("format") != FRONTIER_BENCH_FORMAT:
+            return None  # an older record (the chosen point's file left to the build's bench): timed again
         timed = {p["target"]: p.get("compress_key") for p in data["points"]}
         fine_tuned = {p["target"]: p["compress_key"] for p in frontier["points"]
                       if p.get("trained") == "fine-tuned" and "same_as" not in p}  # fmt: skip
-        if (data["chosen"], data.get("compress_key")) != (frontier["chosen"], self.compress_key()) or (
-            timed != fine_tuned and not data.get("skipped")  # a skip says why for the whole frontier
-        ):  # fmt: skip
+        if timed != fine_tuned and not data.get("skipped"):  # a skip says why for the whole frontier
             return None
         teacher = data.get("teacher")
         if teacher is not None:
-            listed = {a["path"]: a for a in self.artifacts()["artifacts"]}
-            current = listed.get(teacher["artifact"])
-            if current is None or current.get("sha256") != teacher["sha256"] or not self.current_artifact(current):
+            home = BuildDir(self.path / teacher["dir"])  # the point whose build exported the teacher's file
+            listed = {a["path"]: a for a in home.artifacts()["artifacts"]}
+            current = listed.get(str(Path(teacher["artifact"]).relative_to(teacher["dir"])))
+            if current is None or current.get("sha256") != teacher["sha256"] or not home.current_artifact(current):
                 return None
         return data
 

@@ -17,7 +17,7 @@ import pandas as pd
 from device_bench.stats import artifact_accuracy
 from mobilelwt.builddir import ARTIFACTS, METRICS, BuildDir
 from mobilelwt.errors import ConfigError
-from mobilelwt.frontier import explain, training_words
+from mobilelwt.frontier import choice_sentence, explain, training_words
 
 COLUMNS = [
     "build", "model", "role", "target", "format", "runtime", "precision", "device",
@@ -298,8 +298,8 @@ def frontiers(build_dirs: list[Path]) -> dict[str, dict[str, Any]]:
 
 def with_files(directory: BuildDir, frontier: dict[str, Any]) -> dict[str, Any]:
     """``frontier`` with ``files`` on each point timed as exported files (``{"fp32": ..., "int8": ...}``, from
-    ``frontier-bench.json``; the chosen point's fp32 from the build's own bench) and ``files`` on the record (the
-    runtime, threads and cache, or why the files were not timed)."""
+    ``frontier-bench.json``; the chosen point's fp32 from the build's own bench, the number its headline shows) and
+    ``files`` on the record (the runtime, threads and cache, or why the files were not timed)."""
     bench = directory.frontier_bench()
     if bench is None:
         return frontier
@@ -307,8 +307,8 @@ def with_files(directory: BuildDir, frontier: dict[str, Any]) -> dict[str, Any]:
     points = []
     for point in frontier["points"]:
         files = next((f for f in bench["points"] if f["target"] == point["target"]), None)
-        if files is not None and files.get("fp32", {}).get("build_student"):
-            files = {**files, "fp32": student} if student else {k: v for k, v in files.items() if k != "fp32"}
+        if files is not None and point["target"] == frontier["chosen"] and student is not None:
+            files = {**files, "fp32": student}  # the shipped file: one number, its own bench's
         points.append({**point, "files": files} if files else point)
     about = {k: bench.get(k) for k in ("runtime", "threads", "cache", "skipped", "input", "teacher")}
     real = [p for p in points if "same_as" not in p]
@@ -316,7 +316,7 @@ def with_files(directory: BuildDir, frontier: dict[str, Any]) -> dict[str, Any]:
     # the sentence quotes each point as the table shows it: its file's speedup once timed
     why = explain(real, chosen, max_drop=frontier["max_drop"], floor=frontier.get("floor"),
                   stopped=frontier.get("stopped", ""), speed=lambda p: shown_speedup(p)[:2])["why"]  # fmt: skip
-    return {**frontier, "points": points, "files": about, "why": why}
+    return {**frontier, "points": points, "files": about, "why": choice_sentence(why, frontier)}
 
 
 def _build_student(directory: BuildDir, runtime: str) -> dict[str, Any] | None:

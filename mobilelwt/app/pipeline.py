@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from device_bench.bench import bench_build
-from device_bench.frontier import bench_frontier
+from device_bench.frontier import files_choice
 from device_bench.protocol import TimingPolicy
+from device_bench.report.table import with_files
 from mobilelwt.app.reports import make_report
 from mobilelwt.builddir import SUMMARY, TEACHER_DIR, BuildDir, read_json
 from mobilelwt.checks import check_writable_dir, finite, whole
@@ -162,9 +163,15 @@ def build(
 
     on_progress(ProgressEvent("build", 1, 4, {"stage": "compress"}))
     t0 = time.perf_counter()
-    # --max-drop: the fastest student within the budget, found on the frontier; else one compress at --speedup
+    latency = config.compress.latency  # the build is timed as its plan was: one protocol, one cache state
+    policy = TimingPolicy(cache=latency.cache, rel_width=latency.timing_width, max_seconds=latency.timing_cap_s,
+                          processes=config.bench_processes)  # fmt: skip
+    # --max-drop: the fastest student within the budget, found on the frontier; else one compress at --speedup.
+    # A build that times its files on the host planned on chooses among the frontier's points by their files.
+    choose = (files_choice(options=options, threads=config.bench_threads, policy=policy, on_progress=on_progress)
+              if config.bench and config.compress.measured and latency.device == "host" else None)  # fmt: skip
     result = make_student(model, out=out, weights=weights, run=run, config=config.compress,
-                          latency_probe=latency_probe, on_progress=on_progress)  # fmt: skip
+                          latency_probe=latency_probe, choose=choose, on_progress=on_progress)  # fmt: skip
     seconds["compress"] = time.perf_counter() - t0
     if not world().is_main:
         return None  # the student is saved: exporting, timing and reporting are rank 0's
@@ -180,15 +187,8 @@ def build(
     if config.bench:
         on_progress(ProgressEvent("build", 3, 4, {"stage": "host bench"}))
         t0 = time.perf_counter()
-        latency = config.compress.latency  # the build is timed as its plan was: one protocol, one cache state
-        policy = TimingPolicy(cache=latency.cache, rel_width=latency.timing_width, max_seconds=latency.timing_cap_s,
-                              processes=config.bench_processes)  # fmt: skip
         bench_build(out, devices=("host",), threads=config.bench_threads, rounds=config.bench_rounds,
                     runs=5 * config.bench_rounds, paths=paths, policy=policy)  # fmt: skip
-        if result.frontier is not None and result.frontier.get("chosen") is not None:
-            # the frontier's other students as files, fp32 and int8, timed against the teacher's file
-            bench_frontier(out, result.frontier, options=options, threads=config.bench_threads, policy=policy,
-                           on_progress=on_progress)  # fmt: skip
         seconds["bench"] = time.perf_counter() - t0
     # also without --bench: the current host records of these files (an earlier run's, if their bytes are unchanged)
     bench_records = [r for r in BuildDir(out).bench_records() if r["artifact"] in paths and r["device"] == "host"]
@@ -203,7 +203,7 @@ def build(
         "target": config.target,
         "teacher": teacher_info,
         **_compress_facts(result.metrics),
-        "frontier": _frontier_facts(result.frontier),
+        "frontier": _frontier_facts(out, result.frontier),
         "accuracy": accuracy_record(artifacts, result.metrics),
         "latency": _speedups([r for r in bench_records if r.get("status") == "ok"]),
         **_artifact_facts(artifacts),
@@ -216,12 +216,15 @@ def build(
     return summary
 
 
-def _frontier_facts(frontier: dict[str, Any] | None) -> dict[str, Any] | None:
-    """What ``build.json`` says of a --max-drop search: the budget, the point chosen and why, the points tried."""
+def _frontier_facts(out: Path, frontier: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What ``build.json`` says of a --max-drop search: the budget, the point chosen and why (the sentence the
+    report prints, quoting the files' speedups), the points tried, and whether the files chose."""
     if frontier is None:
         return None
+    shown = with_files(BuildDir(out), frontier)
     return {"max_drop": frontier["max_drop"], "floor": frontier["floor"], "chosen": frontier["chosen"],
-            "why": frontier["why"], "points": len(frontier["points"]), "file": "frontier.json"}  # fmt: skip
+            "chosen_by": "files" if (frontier.get("choice") or {}).get("files") else "planner",
+            "why": shown["why"], "points": len(frontier["points"]), "file": "frontier.json"}  # fmt: skip
 
 
 def _compress_facts(metrics: dict[str, Any]) -> dict[str, Any]:

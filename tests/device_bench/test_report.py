@@ -337,11 +337,14 @@ def _int8(speedup, top1, drop):
 
 def test_the_frontier_shows_its_files_fp32_and_int8_once_each_and_drops_a_stale_timing(tmp_path) -> None:
     build = _with_frontier(tmp_path, "a")
-    files = {"format": "mobilelwt.frontier-bench/1", "chosen": 3.0, "compress_key": "k1",
-             "runtime": "executorch", "threads": 2, "cache": "cold", "teacher": None,
+    frontier = json.loads((build / "frontier.json").read_text())
+    frontier["choice"] = {"files": True, "planner_chose": 3.0, "reason": "its file ran fastest too"}
+    (build / "frontier.json").write_text(json.dumps(frontier))
+    files = {"format": "mobilelwt.frontier-bench/2", "runtime": "executorch", "threads": 2, "cache": "cold",
+             "teacher": None,
              "points": [{"target": 2.0, "compress_key": "other", "fp32": {**_int8(2.6, 89.5, 0.5), "artifact": "y.pte"},
                          "int8": _int8(5.1, 88.0, 2.0)},
-                        {"target": 3.0, "compress_key": "k1", "fp32": {"build_student": True},
+                        {"target": 3.0, "compress_key": "k1", "fp32": {**_int8(3.4, 89.3, 0.7), "artifact": "z.pte"},
                          "int8": _int8(7.3, 87.5, 2.5)}]}  # fmt: skip
     (build / "frontier-bench.json").write_text(json.dumps(files))
     make_report([build], out=tmp_path / "r", formats=("md", "html"))
@@ -350,8 +353,11 @@ def test_the_frontier_shows_its_files_fp32_and_int8_once_each_and_drops_a_stale_
     # a fine-tuned point is shown at its file's speedup, the planner's beside it; its int8 file on the same line
     assert "2.60× (95% CI 2.47–2.73) fp32 file (planned 2.10×): top-1 89.90 %" in md
     assert "int8 file 5.10× (95% CI 4.84–5.35), top-1 88.00 % (-2.00, 95% CI -2.50 to -1.50) on 200 images" in md
-    # the chosen point's fp32 file is the build's student: without its bench record, the planner's number stands
-    assert "3.20× (95% CI 3.07–3.33): top-1 89.20 % (-0.80)" in md and "int8 file 7.30×" in md
+    # the chosen point's fp32 file: without the build's own bench record, the side-by-side run's number stands
+    assert "3.40× (95% CI 3.23–3.57) fp32 file (planned 3.20×)" in md and "int8 file 7.30×" in md
+    # the sentence quotes the files and says that they chose
+    assert "within 1 points: 3.40× (95% CI 3.23–3.57)" in md
+    assert "chosen on the points' files timed side by side: its file ran fastest too" in md
     assert "▲ int8" not in md and 'alt="frontier"' in (tmp_path / "r.html").read_text()
 
     files["points"][0]["compress_key"] = "an older student"  # files of another point: the timing is not shown
@@ -359,13 +365,16 @@ def test_the_frontier_shows_its_files_fp32_and_int8_once_each_and_drops_a_stale_
     make_report([build], out=tmp_path / "r", formats=("md",))
     md = (tmp_path / "r.md").read_text()
     assert "int8 file" not in md and "2.10× (95% CI" in md
+    files["points"][0]["compress_key"] = "other"
+    (build / "frontier-bench.json").write_text(json.dumps({**files, "format": "mobilelwt.frontier-bench/1"}))
+    make_report([build], out=tmp_path / "r", formats=("md",))
+    assert "int8 file" not in (tmp_path / "r.md").read_text()  # an older format's record: timed again, not shown
 
-    skipped = {"format": "mobilelwt.frontier-bench/1", "chosen": 3.0, "compress_key": "k1", "runtime": "executorch",
-               "threads": 2, "cache": "cold", "points": [],
-               "skipped": "the build has no validated fp32 teacher file for executorch"}  # fmt: skip
+    skipped = {"format": "mobilelwt.frontier-bench/2", "runtime": "executorch", "threads": 2, "cache": "cold",
+               "points": [], "skipped": "the teacher's fp32 executorch file did not export and validate"}  # fmt: skip
     (build / "frontier-bench.json").write_text(json.dumps(skipped))
     make_report([build], out=tmp_path / "r", formats=("md",))
-    assert "files not timed: the build has no validated fp32 teacher file" in (tmp_path / "r.md").read_text()
+    assert "files not timed: the teacher's fp32 executorch file did not export" in (tmp_path / "r.md").read_text()
 
 
 def test_a_plan_sentence_says_a_frontier_rungs_band_and_not_a_users_narrow_one() -> None:

@@ -276,31 +276,41 @@ def test_build_with_max_drop_ships_the_chosen_point_and_reports_the_frontier(
     assert json.loads((out / "frontier.json").read_text())["chosen"] == frontier["chosen"]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
-    # the fine-tuned points as files (what a build with its bench does after timing its own student): int8 and the
-    # other fp32 students exported, accuracy on the artifact, timed against the teacher's fp32 file
+    # with its bench, the build times the fine-tuned points as files (fp32 and int8, accuracy on the artifact,
+    # against the teacher's fp32 file) and ships the point whose file ran fastest within the budget
+    budget = f"{max(chosen['drop'], 0.0) + 0.5:g}"
+    benched = invoke(*[a for a in args if a != "--no-bench"], "--bench-threads", "1", "--bench-processes", "1",
+                     "--max-drop", budget)  # fmt: skip
+    assert benched.exit_code == 0, benched.output
+    frontier = json.loads((out / "frontier.json").read_text())
+    files = json.loads((out / "frontier-bench.json").read_text())
+    assert "skipped" not in files and files["teacher"]["images"] == 8 and files["teacher"]["dir"].startswith("frontier/")
+    fine_tuned = [p for p in frontier["points"] if "same_as" not in p and p["trained"] == "fine-tuned"]
+    assert {p["target"] for p in files["points"]} == {p["target"] for p in fine_tuned}
+    for point in files["points"]:
+        for precision in ("fp32", "int8"):  # every point's files, the chosen one's too: they are compared
+            entry = point[precision]
+            assert entry["artifact"].startswith("frontier/") and entry["artifact"].endswith(f"-student-{precision}.pte")
+            assert (out / entry["artifact"]).is_file() and entry["images"] == 8 and 0 <= entry["top1"] <= 100
+            low, high = entry["speedup_ci95"]
+            assert low <= entry["speedup"] <= high and set(entry["caches"]) == {"warm", "cold"}
+            assert entry["drop_ci95"][0] <= entry["drop"] <= entry["drop_ci95"][1]
+    within = {p["target"] for p in fine_tuned if p["drop"] <= float(budget)}
+    fastest = max((p for p in files["points"] if p["target"] in within), key=lambda p: p["fp32"]["speedup"])
+    assert frontier["chosen"] == fastest["target"] and frontier["choice"]["files"] is True
+    summary = json.loads((out / "build.json").read_text())
+    assert summary["frontier"]["chosen_by"] == "files" and "timed side by side" in summary["frontier"]["why"]
+    shipped = next(p for p in fine_tuned if p["target"] == frontier["chosen"])
+    assert (out / "student.pt").read_bytes() == (out / shipped["dir"] / "student.pt").read_bytes()
+    assert summary["compress_key"] == shipped["compress_key"] and summary["artifacts"]["ok"]
+
     from device_bench.frontier import bench_frontier
     from device_bench.protocol import TimingPolicy
     from targets.build_export import ExportOptions
 
-    frontier = json.loads((out / "frontier.json").read_text())  # the second budget's search: the same points
-    options = ExportOptions(validation_images=8, calibration_images=16, threads=1)
-    policy = TimingPolicy(max_seconds=2.0)
-    files = bench_frontier(out, frontier, options=options, threads=1, policy=policy)
-    assert "skipped" not in files and files["teacher"]["images"] == 8
-    fine_tuned = [p for p in frontier["points"] if "same_as" not in p and p["trained"] == "fine-tuned"]
-    assert {p["target"] for p in files["points"]} == {p["target"] for p in fine_tuned}
-    for point in files["points"]:
-        int8 = point["int8"]
-        assert int8["artifact"].startswith("frontier/") and int8["artifact"].endswith("-student-int8.pte")
-        assert (out / int8["artifact"]).is_file() and int8["images"] == 8 and 0 <= int8["top1"] <= 100
-        low, high = int8["speedup_ci95"]
-        assert low <= int8["speedup"] <= high and set(int8["caches"]) == {"warm", "cold"}
-        assert int8["drop_ci95"][0] <= int8["drop"] <= int8["drop_ci95"][1]
-        if point["target"] == frontier["chosen"]:
-            assert point["fp32"] == {"build_student": True}  # the build's own student: its bench times it
-        else:
-            assert point["fp32"]["speedup"] > 0 and point["fp32"]["artifact"].endswith("-student-fp32.pte")
     stamp = (out / "frontier-bench.json").stat().st_mtime_ns
+    options = ExportOptions(validation_images=8, calibration_images=64, threads=1)  # the build's (its default 64)
+    policy = TimingPolicy(max_seconds=5.0, processes=1)  # the build's: --timing-cap 5, --bench-processes 1
     assert bench_frontier(out, frontier, options=options, threads=1, policy=policy) == files  # same files: reused
     assert (out / "frontier-bench.json").stat().st_mtime_ns == stamp
     shown = invoke("report", out)
