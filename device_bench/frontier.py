@@ -140,8 +140,12 @@ def bench_frontier(
     record = {
         **base,
         "key": key,
-        "teacher": {"artifact": teacher["path"], "dir": teacher["dir"], "sha256": teacher["sha256"],
-                    **artifact_accuracy(teacher, None)},  # fmt: skip
+        "teacher": {
+            "artifact": teacher["path"],
+            "dir": teacher["dir"],
+            "sha256": teacher["sha256"],
+            **artifact_accuracy(teacher, None),
+        },  # fmt: skip
         "input": [1, 3, teacher["input_size"], teacher["input_size"]],
         "timing": {
             cache: {

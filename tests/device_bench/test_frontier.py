@@ -30,7 +30,9 @@ def test_the_fastest_file_within_the_budget_is_chosen_over_the_planners_pick() -
     # and a point that lost 3.46 points ran 19.38x
     choice = choose_by_files(_frontier(), _bench({5.06: 9.05, 7.97: 8.49, 7.59: 19.38}))
     assert choice["chosen"] == 5.06 and choice["planner_chose"] == 7.97 and choice["files"] is True
-    assert choice["reason"] == "its file ran fastest; the planner's timing ranked the 7.97× point first, whose file ran 8.49×"
+    assert choice["reason"] == (
+        "its file ran fastest; the planner's timing ranked the 7.97× point first, whose file ran 8.49×"
+    )
     assert choice["speeds"]["7.59"][0] == 19.38  # every timed point's speed, for the sentence
 
 

@@ -284,7 +284,8 @@ def test_build_with_max_drop_ships_the_chosen_point_and_reports_the_frontier(
     assert benched.exit_code == 0, benched.output
     frontier = json.loads((out / "frontier.json").read_text())
     files = json.loads((out / "frontier-bench.json").read_text())
-    assert "skipped" not in files and files["teacher"]["images"] == 8 and files["teacher"]["dir"].startswith("frontier/")
+    assert "skipped" not in files and files["teacher"]["images"] == 8
+    assert files["teacher"]["dir"].startswith("frontier/")  # the teacher's file, exported in a point's directory
     fine_tuned = [p for p in frontier["points"] if "same_as" not in p and p["trained"] == "fine-tuned"]
     assert {p["target"] for p in files["points"]} == {p["target"] for p in fine_tuned}
     for point in files["points"]:
