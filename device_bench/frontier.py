@@ -64,6 +64,7 @@ def choose_by_files(frontier: dict[str, Any], bench: dict[str, Any]) -> dict[str
     precision = (frontier.get("latency") or {}).get("precision") or "fp32"  # the precision the search planned
     speeds: dict[str, list[Any]] = {}
     candidates: dict[float, float] = {}
+    timed_within: list[float] = []
     by_target = {p["target"]: p for p in frontier["points"] if "same_as" not in p}
     floor = frontier.get("floor")
     for entry in bench.get("points", []):
@@ -73,15 +74,18 @@ def choose_by_files(frontier: dict[str, Any], bench: dict[str, Any]) -> dict[str
             continue
         speeds[f"{entry['target']:g}"] = [file["speedup"], file.get("speedup_ci95")]
         reaches = floor is None or (file.get("speedup_ci95") or [0.0, file["speedup"]])[1] >= floor
-        if point["trained"] == "fine-tuned" and within_budget(point, frontier["max_drop"]) and reaches:
-            candidates[entry["target"]] = file["speedup"]
+        if point["trained"] == "fine-tuned" and within_budget(point, frontier["max_drop"]):
+            timed_within.append(entry["target"])
+            if reaches:
+                candidates[entry["target"]] = file["speedup"]
     base = {"files": True, "planner_chose": planner, "speeds": speeds}
     if bench.get("skipped"):
         return {**base, "chosen": planner, "reason": f"files not timed ({bench['skipped']}): the planner's choice"}
     if not candidates:
-        floor_words = f" reaching {floor:g}×" if floor is not None else ""
-        return {**base, "chosen": planner,
-                "reason": f"no file within the budget{floor_words} was timed: the planner's choice"}  # fmt: skip
+        missed = f"no file within the budget reached {floor:g}×" if floor is not None and timed_within else (
+            "no file within the budget was timed"
+        )  # fmt: skip
+        return {**base, "chosen": planner, "reason": f"{missed}: the planner's choice"}
     best = max(candidates, key=lambda target: candidates[target])
     if best == planner:
         return {**base, "chosen": best, "reason": "its file ran fastest too"}

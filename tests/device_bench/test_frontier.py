@@ -49,6 +49,8 @@ def test_a_file_below_the_floor_is_not_chosen_and_an_int8_search_is_decided_by_i
     floor = _frontier(floor=8.5)
     choice = choose_by_files(floor, _bench({5.06: 8.0, 7.97: 9.0}))
     assert choice["chosen"] == 7.97  # 5.06's file, 8.0x (7.68-8.32), does not reach 8.5x
+    none = choose_by_files(floor, _bench({5.06: 8.0, 7.97: 7.0}))
+    assert none["chosen"] == 7.97 and none["reason"] == "no file within the budget reached 8.5×: the planner's choice"
     int8 = _frontier(latency={"precision": "int8"})
     choice = choose_by_files(int8, _bench({5.06: 9.0, 7.97: 8.0}, int8={5.06: 12.0, 7.97: 17.8}))
     assert choice["chosen"] == 7.97 and choice["speeds"]["7.97"][0] == 17.8
