@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from device_bench.bench import bench_build
-from device_bench.frontier import files_choice
+from device_bench.frontier import bench_frontier, files_choice
 from device_bench.protocol import TimingPolicy
 from device_bench.report.table import with_files
 from mobilelwt.app.reports import make_report
@@ -189,6 +189,10 @@ def build(
         t0 = time.perf_counter()
         bench_build(out, devices=("host",), threads=config.bench_threads, rounds=config.bench_rounds,
                     runs=5 * config.bench_rounds, paths=paths, policy=policy)  # fmt: skip
+        if choose is None and result.frontier is not None and result.frontier.get("chosen") is not None:
+            # planned on a phone or on MACs: the host's files do not choose, but the frontier still shows them
+            bench_frontier(out, result.frontier, options=options, threads=config.bench_threads, policy=policy,
+                           on_progress=on_progress)  # fmt: skip
         seconds["bench"] = time.perf_counter() - t0
     # also without --bench: the current host records of these files (an earlier run's, if their bytes are unchanged)
     bench_records = [r for r in BuildDir(out).bench_records() if r["artifact"] in paths and r["device"] == "host"]
