@@ -179,8 +179,8 @@ def _teacher_file(
 
 
 def _has_teacher(point_dir: Path, fmt: Format) -> bool:
-    home = BuildDir(point_dir)
-    return any(_is_teacher_file(a, fmt) and home.current_artifact(a) for a in home.artifacts()["artifacts"])
+    # listed is enough: export_build checks the file's bytes (and re-exports a stale one) right after
+    return any(_is_teacher_file(a, fmt) for a in BuildDir(point_dir).artifacts()["artifacts"])
 
 
 def _is_teacher_file(artifact: dict[str, Any], fmt: Format) -> bool:

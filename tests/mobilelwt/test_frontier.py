@@ -41,6 +41,14 @@ def _search(out, teacher, max_drop: float, probe: FakeProbe | None = None, *, la
                            ladder=ladder)  # fmt: skip
 
 
+def _count_searches(monkeypatch) -> list[int]:
+    """A list that grows by one each time a search runs (instead of reading its record back)."""
+    searched: list[int] = []
+    run = _Search.run
+    monkeypatch.setattr(_Search, "run", lambda self: searched.append(1) or run(self))
+    return searched
+
+
 @pytest.fixture(scope="module")
 def frontier_build(tmp_path_factory, tiny_teacher):
     out = tmp_path_factory.mktemp("frontier")
@@ -101,9 +109,7 @@ def test_a_frontier_chosen_under_other_search_rules_is_searched_again_from_its_p
     shutil.copytree(out, copy)
     first = _search(copy, tiny_teacher, 2.0)  # the shared directory may hold another test's budget: settle it here
     stamps = {p: p.stat().st_mtime_ns for p in (copy / "frontier").glob("*/student.pt")}
-    searched = []
-    run = _Search.run
-    monkeypatch.setattr(_Search, "run", lambda self: searched.append(1) or run(self))
+    searched = _count_searches(monkeypatch)
     _search(copy, tiny_teacher, 2.0)
     assert searched == []  # same rules: the record is current
     monkeypatch.setattr(frontier_module, "SEARCH_RULES", frontier_module.SEARCH_RULES + 1)
@@ -493,9 +499,7 @@ def test_a_builds_hook_chooses_among_the_points_and_a_rerun_with_it_is_current(
             "reason": f"its file ran fastest; the planner's timing ranked the {record['chosen']:g}× point first",
         }
 
-    searched = []
-    run = _Search.run
-    monkeypatch.setattr(_Search, "run", lambda self: searched.append(1) or run(self))
+    searched = _count_searches(monkeypatch)
     chosen = search_frontier("tinynet", out=copy, weights=str(tiny_teacher), run=RunSettings(data="digits"),
                              config=_config(2.0), latency_probe=fake_factory(FakeProbe()), ladder=LADDER,
                              choose=files).frontier  # fmt: skip
