@@ -54,6 +54,8 @@ from mobilelwt.teachers import Teacher, build_teacher, find_head, get_teacher_sp
 from mobilelwt.train import check_model_options, load_data_for_weights, loader_settings, throughput
 
 LatencyProbeFactory = Callable[["LatencyTarget"], LatencyProbe]
+LAYERWISE_ACCURACY = "accuracy.json"  # in LAYERWISE: the finished stage's accuracies, keyed like its progress
+
 __all__ = ["Build", "CompressConfig", "CompressResult", "compress", "evaluate_build", "load_build", "load_build_data"]
 
 
@@ -458,16 +460,24 @@ def _train_stages(session: CompressSession, plan: Plan, on_progress: ProgressCal
     student = apply_plan(teacher, plan, init=world().is_main).to(device)
     broadcast_module(student, "the closed-form init")
     teacher.to(device)
-    accuracy = {"closed_form": _accuracy(student, bundle)}
+    state_dir, state_key = session.out / LAYERWISE, session.inputs["layerwise_key"]
+    # a finished layer-wise stage (a frontier point's fine-tune after its estimate, a resumed build) was evaluated
+    # when it finished: its accuracies are read back, not measured again on the whole validation split
+    saved = on_main(lambda: _saved_layerwise_accuracy(state_dir, state_key), "reading the layer-wise stage")
+    accuracy = {"closed_form": saved["closed_form"] if saved else _accuracy(student, bundle)}
 
     on_progress(ProgressEvent("stages", 2, 5, {"stage": "layer-wise training"}))
     t0 = time.perf_counter()
     layers = train_layerwise(teacher, student, list(plan.layers), bundle, config.layerwise,
-                             state_dir=session.out / LAYERWISE, state_key=session.inputs["layerwise_key"],
-                             on_progress=on_progress)  # fmt: skip
+                             state_dir=state_dir, state_key=state_key, on_progress=on_progress)  # fmt: skip
     seconds = {"layerwise": time.perf_counter() - t0}
-    trained = config.layerwise.epochs > 0
-    accuracy["layerwise"] = _accuracy(student, bundle) if trained else accuracy["closed_form"]
+    if saved and saved["layers"] == layers:  # every layer resumed as it was evaluated
+        accuracy["layerwise"] = saved["layerwise"]
+    else:
+        trained = config.layerwise.epochs > 0
+        accuracy["layerwise"] = _accuracy(student, bundle) if trained else accuracy["closed_form"]
+        facts = {"key": state_key, "layers": layers, **accuracy}
+        on_main(lambda: write_json(state_dir / LAYERWISE_ACCURACY, jsonable(facts)), "saving the layer-wise stage")
 
     on_progress(ProgressEvent("stages", 3, 5, {"stage": "distillation fine-tune"}))
     t0 = time.perf_counter()
@@ -657,6 +667,20 @@ def _plan_reusable(build_dir: BuildDir, plan_key: str) -> bool:
         return build_dir.plan().details.get("inputs_key") == plan_key
     except ConfigError:
         return False
+
+
+def _saved_layerwise_accuracy(state_dir: Path, layerwise_key: str) -> dict[str, Any] | None:
+    """The accuracies (after the closed-form init and after layer-wise training) and layer records saved when a
+    layer-wise stage of these inputs finished; None when there is none (or it is damaged or of other inputs)."""
+    path = state_dir / LAYERWISE_ACCURACY
+    try:
+        saved = read_json(path) if path.is_file() else None
+    except ValueError:
+        return None
+    wanted = ("closed_form", "layerwise", "layers")
+    if not isinstance(saved, dict) or saved.get("key") != layerwise_key or not all(k in saved for k in wanted):
+        return None
+    return saved
 
 
 def _layerwise_reusable(build_dir: BuildDir, layerwise_key: str) -> bool:

@@ -110,6 +110,13 @@ def layer_pair(
     return layer_io(student, name, images)[0], target
 
 
+@torch.no_grad()
+def same_input(teacher: nn.Module, student: nn.Module, name: str, images: torch.Tensor) -> bool:
+    """Whether the student's layer ``name`` sees exactly the teacher's input on ``images``: no replaced layer
+    runs before it, so one teacher pass gives both the input and the target."""
+    return torch.equal(layer_io(teacher, name, images)[0], layer_io(student, name, images)[0])
+
+
 def normalized_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Squared error relative to the target's energy: comparable across layers of any scale."""
     return ((prediction - target) ** 2).sum() / (target**2).sum().clamp_min(1e-12)
@@ -318,7 +325,12 @@ def _train_one(
     device = model_device(student)
     started, waited = time.perf_counter(), data.train.stats.wait_s
     module = student.get_submodule(name)
-    error_init = layer_error(teacher, student, name, monitor, config.layer_input, across_ranks=shared)
+    layer_input = config.layer_input
+    if layer_input == "student" and index == 0 and same_input(teacher, student, name, monitor[:8]):
+        # the first replaced layer: the student's prefix is the teacher's, so the student pass would only repeat
+        # the teacher's (AlexNet's fc6 behind the whole conv stack); the numbers are the same
+        layer_input = "teacher"
+    error_init = layer_error(teacher, student, name, monitor, layer_input, across_ranks=shared)
     best_error, best_state, stale, steps_done = error_init, _copy_state(module), 0, 0
     if steps > 0:
         params = list(module.parameters())
@@ -330,7 +342,7 @@ def _train_one(
         batches = _batches(data, config, config.seed + index, device, shard=shared)
         for step in range(steps):
             images = next(batches)
-            x, target = layer_pair(teacher, student, name, images, config.layer_input)
+            x, target = layer_pair(teacher, student, name, images, layer_input)
             module.train()
             loss = normalized_mse(trainable(x), target)
             optimizer.zero_grad(set_to_none=True)
@@ -341,7 +353,7 @@ def _train_one(
             steps_done = step + 1
             info = {"layer": name, "loss": loss.item()}
             if steps_done % config.eval_every == 0 or steps_done == steps:
-                error = layer_error(teacher, student, name, monitor, config.layer_input, across_ranks=shared)
+                error = layer_error(teacher, student, name, monitor, layer_input, across_ranks=shared)
                 info["val_error"] = error
                 if error < best_error * (1 - 1e-3):
                     best_error, best_state, stale = error, _copy_state(module), 0

@@ -161,6 +161,70 @@ def test_a_by_error_budget_spends_the_same_steps_where_the_error_is_and_resumes_
     assert again[layers[0]] == records[layers[0]]  # resumed, not retrained
 
 
+def test_the_first_replaced_layer_trains_on_one_teacher_pass_with_the_same_weights(
+    tmp_path, tiny_teacher, monkeypatch
+) -> None:
+    import mobilelwt.layerwise as layerwise
+
+    teacher = build_teacher("tinynet", weights=tiny_teacher)
+    plan = Plan.load(_plan_for(tmp_path, tiny_teacher))
+    layers = list(plan.layers)
+    assert len(layers) >= 2
+    data = load_data("digits", 32)
+    config = LayerwiseConfig(epochs=1.0, max_steps=12, eval_every=4, patience=100)
+    modes: dict[str, set[str]] = {}
+    real_pair = layerwise.layer_pair
+
+    def counting_pair(teacher, student, name, images, layer_input):
+        modes.setdefault(name, set()).add(layer_input)
+        return real_pair(teacher, student, name, images, layer_input)
+
+    monkeypatch.setattr(layerwise, "layer_pair", counting_pair)
+    shortcut = apply_plan(teacher.model, plan)
+    train_layerwise(teacher.model, shortcut, layers, data, config)
+    assert modes[layers[0]] == {"teacher"}  # its prefix is the teacher's: one pass gives input and target
+    assert all(modes[name] == {"student"} for name in layers[1:])  # behind a replaced layer: the student's own
+
+    monkeypatch.setattr(layerwise, "same_input", lambda *a: False)  # the student pass, as before the shortcut
+    both = apply_plan(teacher.model, plan)
+    train_layerwise(teacher.model, both, layers, data, config)
+    a, b = shortcut.state_dict(), both.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same numbers, one prefix pass fewer
+
+
+def test_a_new_fine_tune_reads_the_finished_layerwise_stage_back_without_evaluating_it(
+    build, tmp_path, tiny_teacher, monkeypatch
+) -> None:
+    import shutil
+
+    import mobilelwt.compress as compress_module
+
+    out = tmp_path / "copy"
+    shutil.copytree(build.out, out)
+    evaluated = []
+    real_accuracy = compress_module._accuracy
+
+    def counted(model, data):
+        evaluated.append(1)
+        return real_accuracy(model, data)
+
+    monkeypatch.setattr(compress_module, "_accuracy", counted)
+    config = _config(finetune=DistillConfig(epochs=1, max_steps_per_epoch=8))
+    again = compress("tinynet", out=out, weights=str(tiny_teacher), run=RunSettings(data="digits"), config=config)
+    assert len(evaluated) == 2  # the teacher (a new session) and the new fine-tune's student; not the stage reused
+    for stage in ("closed_form", "layerwise"):
+        assert again.metrics["student"][stage] == build.metrics["student"][stage]
+    assert again.metrics["layers"] == build.metrics["layers"]
+
+    # a damaged record is measured again, not trusted
+    (out / "layerwise" / "accuracy.json").write_text("{not json")
+    evaluated.clear()
+    config = _config(finetune=DistillConfig(epochs=1, max_steps_per_epoch=9))
+    third = compress("tinynet", out=out, weights=str(tiny_teacher), run=RunSettings(data="digits"), config=config)
+    assert len(evaluated) == 4
+    assert third.metrics["student"]["layerwise"] == build.metrics["student"]["layerwise"]  # measured, the same
+
+
 def test_layer_io_stops_after_the_layer() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
     calls = []
