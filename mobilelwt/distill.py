@@ -17,6 +17,8 @@ from mobilelwt.evaluation import evaluate_set
 from mobilelwt.progress import ProgressCallback, ProgressEvent, ignore_progress
 from mobilelwt.train import TrainConfig, cosine_with_warmup, make_optimizer, steps_per_epoch
 
+VAL_BATCH = 128  # the compress stage's evaluation batch: the last epoch's numbers are the student's
+
 
 @dataclass
 class DistillConfig(TrainConfig):
@@ -93,13 +95,15 @@ def distill(
                 )
             seconds = time.perf_counter() - started
             loss_sum, seen = all_sum([loss_sum, seen], "the distillation fine-tune")
-            val = evaluate_set(student, data, data.val)
+            val = evaluate_set(student, data, data.val, VAL_BATCH)
             history.append(
                 {
                     "epoch": epoch + 1,
                     "loss": loss_sum / max(seen, 1),
                     "val_top1": val["top1"],
                     "val_top5": val["top5"],
+                    "val_loss": val["loss"],
+                    "val_images": val["images"],
                     "seconds": seconds,
                     "images_per_s": seen / max(seconds, 1e-9),
                     "data_wait_s": data.train.stats.wait_s - waited,

@@ -51,6 +51,17 @@ def test_layerwise_training_lowers_every_layers_error_and_keeps_accuracy(build) 
     assert metrics["student"]["layerwise"]["top1"] >= metrics["student"]["closed_form"]["top1"] - 1.0
 
 
+def test_the_final_accuracy_is_the_saved_students_on_the_validation_split(build, tiny_teacher) -> None:
+    from mobilelwt.compress import _accuracy
+    from mobilelwt.loading import load_build_data
+
+    data = load_build_data(load_build(build.out))
+    again = _accuracy(load_student_model(build.out).eval(), data)  # measured anew, not the fine-tune's last epoch
+    final = {k: build.metrics["student"][k] for k in ("top1", "top5", "images")}
+    assert final == {k: again[k] for k in ("top1", "top5", "images")} and final["images"] > 0
+    assert build.metrics["student"]["loss"] == pytest.approx(again["loss"], rel=1e-5)
+
+
 def test_student_reloads_from_the_build_directory(build) -> None:
     student = load_student_model(build.out)
     x = torch.randn(2, 3, 32, 32)
@@ -211,7 +222,7 @@ def test_a_new_fine_tune_reads_the_finished_layerwise_stage_back_without_evaluat
     monkeypatch.setattr(compress_module, "_accuracy", counted)
     config = _config(finetune=DistillConfig(epochs=1, max_steps_per_epoch=8))
     again = compress("tinynet", out=out, weights=str(tiny_teacher), run=RunSettings(data="digits"), config=config)
-    assert len(evaluated) == 2  # the teacher (a new session) and the new fine-tune's student; not the stage reused
+    assert len(evaluated) == 1  # the teacher (a new session); not the stage reused (the fine-tune evaluates its own)
     for stage in ("closed_form", "layerwise"):
         assert again.metrics["student"][stage] == build.metrics["student"][stage]
     assert again.metrics["layers"] == build.metrics["layers"]
@@ -221,7 +232,7 @@ def test_a_new_fine_tune_reads_the_finished_layerwise_stage_back_without_evaluat
     evaluated.clear()
     config = _config(finetune=DistillConfig(epochs=1, max_steps_per_epoch=9))
     third = compress("tinynet", out=out, weights=str(tiny_teacher), run=RunSettings(data="digits"), config=config)
-    assert len(evaluated) == 4
+    assert len(evaluated) == 3
     assert third.metrics["student"]["layerwise"] == build.metrics["student"]["layerwise"]  # measured, the same
 
 
