@@ -132,6 +132,10 @@ def main() -> None:
             "single_s": single_s,
             "ratio": None if search_reused else search_s / single_s,
             "search_reused": search_reused,
+            # where the search's own time went (its process's wall time also holds loading and the teacher's
+            # evaluation), and how many whole-student plans it timed
+            "search_phases_s": frontier.get("seconds_by_phase"),
+            "planning": frontier.get("planning"),
         },  # fmt: skip
         "goals": {
             "chosen_within_budget": chosen is not None and chosen["drop"] <= args.max_drop,
@@ -155,6 +159,10 @@ def main() -> None:
     else:
         print(f"cost: --max-drop {search_s:.0f} s vs --speedup {args.baseline_speedup:g} {single_s:.0f} s "
               f"({search_s / single_s:.2f}x); goals: {result['goals']}")  # fmt: skip
+    phases = frontier.get("seconds_by_phase") or {}
+    if phases:
+        print("search time by phase: " + ", ".join(f"{name} {s:.0f} s" for name, s in phases.items())
+              + f"; planning: {frontier.get('planning')}")  # fmt: skip
     write_result(args.json, result)
 
 

@@ -13,7 +13,7 @@ A search over a ladder of speedup targets, each point one compress build in ``DI
    bring within the budget (at most ``Ladder.recoverable`` points past it), fine-tune (the layer-wise stage is
    reused as it is: same plan, same settings), then climb while the fine-tuned point stays within the budget and
    step down while it does not (estimating a skipped rung first), so that the chosen point and the next faster one
-   are both fully trained.
+   are both fully trained, unless that faster one's estimate is hopeless: it misses as it is, with no fine-tune.
 3. **Between**: where that faster point misses the budget and runs far faster (a rung's band is wide, and the
    planner may jump across the knee), points halfway between the two are planned, estimated and fine-tuned (unless
    the estimate is hopeless), narrowing the bracket to where the accuracy falls off.
@@ -221,6 +221,15 @@ class _Search:
         self.bands: dict[float, float] = {}  # a point between two others: its own band (a rung's is the ladder's)
         self.memory = PlanMemory()  # the rungs' timings and the planner's estimate of the rest, shared
         self.started = time.perf_counter()
+        # where the search's time goes (the cost goal is wall time): planning, layer-wise estimates, fine-tunes
+        self.phase_seconds = {"planning": 0.0, "estimates": 0.0, "fine_tunes": 0.0}
+
+    def _timed(self, phase: str, work: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        try:
+            return work()
+        finally:
+            self.phase_seconds[phase] += time.perf_counter() - started
 
     # -- the points ------------------------------------------------------------------------------------------
     def point_session(self, target: float, *, full: bool, longer: bool = False) -> CompressSession:
@@ -251,7 +260,7 @@ class _Search:
         if known is not None and known.get("plan_key") == quick.inputs["plan_key"]:  # planned before: no need again
             raise OutOfReachError(known["problem"], known["fix"], reachable=known["reachable"])
         try:
-            plan = plan_opened(quick, self.probe, self.on_progress, self.memory)
+            plan = self._timed("planning", lambda: plan_opened(quick, self.probe, self.on_progress, self.memory))
         except OutOfReachError as exc:
             facts = {"plan_key": quick.inputs["plan_key"], "problem": exc.problem, "fix": exc.fix,
                      "reachable": exc.reachable}  # fmt: skip
@@ -260,7 +269,7 @@ class _Search:
         twin = self._same_plan(plan)
         if twin is not None:  # the planner chose a plan already on the ladder: the same student
             return {"target": target, "same_as": twin["target"], "plan_digest": _plan_digest(plan)}
-        result = compress_opened(quick, None, self.probe, self.on_progress)
+        result = self._timed("estimates", lambda: compress_opened(quick, None, self.probe, self.on_progress))
         return self._record(target, quick.out, result.plan, result.metrics)
 
     def _trained_sessions(self, target: float) -> list[tuple[CompressSession, bool]]:
@@ -290,7 +299,7 @@ class _Search:
             replaced = self.points[target]
             facts = {"drop": replaced["drop"], "compress_key": replaced["compress_key"]}
             on_main(lambda: write_json(session.out / LONGER_FROM, facts), "recording a frontier point")
-        result = compress_opened(session, None, self.probe, self.on_progress)
+        result = self._timed("fine_tunes", lambda: compress_opened(session, None, self.probe, self.on_progress))
         return self._record(target, result.out, result.plan, result.metrics)
 
     def _worth_longer(self, point: dict[str, Any]) -> bool:
@@ -422,6 +431,11 @@ class _Search:
         while 0 <= index < len(ordered):
             point = ordered[index]
             if point["trained"] != "fine-tuned":
+                if step == 1 and hopeless(point["estimate_drop"], self.max_drop):
+                    # climbing into an estimate no fine-tune brings back (CIFAR-10 AlexNet 64²: 6.04 points before
+                    # its fine-tune, 3.26 after; 47.7, then 18.5): it misses the budget as it is, so it bounds the
+                    # bracket without a fine-tune (the points between are bisected)
+                    break
                 if fine_tunes >= self.ladder.max_full:
                     break
                 self.on_progress(ProgressEvent("frontier", index, len(ordered),
@@ -533,7 +547,12 @@ class _Search:
             "choice": {"files": False},  # by the planner's timings; a build's hook may choose by the files'
             "seconds": time.perf_counter() - self.started,
             # this search's whole-student timings: plans timed, and rounds answered from them instead of timed
-            "planning": {"plans_timed": len(self.memory.timings), "timings_reused": self.memory.reused},
+            "seconds_by_phase": dict(self.phase_seconds),
+            "planning": {
+                "plans_timed": len(self.memory.timings),
+                "timings_reused": self.memory.reused,
+                "proxies_reused": self.memory.proxies_reused,
+            },  # fmt: skip
         }
         record.update(self._why(chosen, ordered, end_reason))
         return record

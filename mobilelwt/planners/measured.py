@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from mobilelwt.errors import ConfigError
-from mobilelwt.hashing import digest
+from mobilelwt.hashing import digest, state_dict_sha256, tensor_sha256
 from mobilelwt.layerwise import normalized_mse
 from mobilelwt.modules import build_replacement
 from mobilelwt.plan import Candidate, LayerChoice, Plan, allowed_kinds, apply_plan
@@ -273,7 +273,7 @@ def plan_measured(
 
     timed = measure_table(ctx, layers, probe, table, foreign=foreign, save=save, on_progress=on_progress)
     save()
-    allocator = _allocator(ctx, speedup, candidates, layers, table, calibration, on_progress)
+    allocator = _allocator(ctx, speedup, candidates, layers, table, calibration, on_progress, memory)
     kept_ms, kept_timed = time_kept_layers(ctx, set(layers), probe, table, foreign=foreign, save=save)
     details: dict[str, Any] = {
         "target": "measured speedup",
@@ -328,11 +328,16 @@ def _allocator(
     table: LatencyTable,
     calibration: torch.Tensor,
     on_progress: ProgressCallback,
+    memory: PlanMemory | None = None,
 ) -> _Allocator:
     """Each layer's options: the teacher layer itself (no error) and every candidate with its table time and its
-    closed-form error weighted by how much that layer's error moves the logits."""
+    closed-form error weighted by how much that layer's error moves the logits (computed once per ``memory``)."""
     by_name = {c.name: c for c in candidates}
-    errors, weights = proxy_costs(ctx, layers, calibration, on_progress=on_progress)
+
+    def compute() -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+        return proxy_costs(ctx, layers, calibration, on_progress=on_progress)
+
+    errors, weights = compute() if memory is None else memory.proxy(proxy_key(ctx, layers, calibration), compute)
     options: dict[str, list[Option]] = {}
     teacher_layer_ms: dict[str, float] = {}
     for name, layer_options in layers.items():
@@ -343,6 +348,15 @@ def _allocator(
             for k, p in layer_options
         ]
     return _Allocator(ctx, speedup, by_name, options, errors, weights, teacher_layer_ms)
+
+
+def proxy_key(
+    ctx: PlanningContext, layers: dict[str, list[tuple[str, dict[str, Any]]]], calibration: torch.Tensor
+) -> str:
+    """What the accuracy proxy is computed from, by content: the teacher's weights, every layer's options and the
+    calibration images (the target is not among them: every rung of a search shares one proxy)."""
+    return digest({"teacher": state_dict_sha256(ctx.model), "layers": layers,
+                   "calibration": tensor_sha256(calibration)})  # fmt: skip
 
 
 def _measure_round(

@@ -317,15 +317,16 @@ def test_the_bracket_starts_at_the_fastest_estimate_a_fine_tune_may_recover() ->
     fine_tuned = {5.06: -0.7, 7.59: 0.0, 11.39: 0.7, 17.09: 18.5}
     search = _ScriptedSearch(estimates.__getitem__, fine_tuned.__getitem__)
     search.run()
-    # 7.59 (1.7 ≤ 1 + 2) is the start, not 11.39 (3.3): climbing, 17.09 misses: both sides known in three
-    assert search.trained == [7.59, 11.39, 17.09] and _chosen(search) == 11.39
+    # 7.59 (1.7 ≤ 1 + 2) is the start, not 11.39 (3.3): climbing, 17.09's estimate (47.7) is hopeless, so it
+    # misses without a fine-tune: both sides known in two
+    assert search.trained == [7.59, 11.39] and _chosen(search) == 11.39
     missed = _ScriptedSearch(estimates.__getitem__, {**fine_tuned, 7.59: 4.5, 5.06: 0.3}.__getitem__)
     missed.run()
     assert missed.trained == [7.59, 5.06]  # a start that misses steps down to the point a safer start trains
     assert _chosen(missed) == 5.06
     strict = _ScriptedSearch(estimates.__getitem__, fine_tuned.__getitem__, ladder=Ladder(recoverable=0.0))
     strict.run()
-    assert strict.trained == [5.06, 7.59, 11.39, 17.09]  # no margin: from the fastest estimate within the budget
+    assert strict.trained == [5.06, 7.59, 11.39]  # no margin: from the fastest estimate within the budget
 
 
 def test_a_rung_out_of_reach_fills_the_skipped_rung_then_ends_at_the_edge() -> None:
@@ -354,9 +355,10 @@ def test_a_far_faster_point_that_misses_the_budget_gets_a_point_halfway_and_the_
     fine_tuned = {11.39: 0.5, 15.35: 0.9, 17.09: 6.0}
     search = _ScriptedSearch(lambda t: _KNEE.get(t, 0.9), fine_tuned.__getitem__, between=2)
     search.run()
-    # halfway in speedup: √(12.53 × 18.80) = 15.35, fine-tuned, within: the new bracket (16.89x, 18.80x) is
-    # narrower than the gap worth filling, so the second point allowed is not spent
-    assert search.trained == [11.39, 17.09, 15.35] and search.estimated[-1] == 15.35
+    # 17.09's estimate (9.0) is hopeless: it bounds the bracket without a fine-tune. Halfway in speedup:
+    # √(12.53 × 18.80) = 15.35, fine-tuned, within: the new bracket (16.89x, 18.80x) is narrower than the gap
+    # worth filling, so the second point allowed is not spent
+    assert search.trained == [11.39, 15.35] and search.estimated[-1] == 15.35
     assert search.points[15.35]["between"] == [11.39, 17.09] and _chosen(search) == 15.35
     assert search.bands[15.35] == pytest.approx(
         (17.09 / 11.39) ** 0.25 - 1
@@ -370,7 +372,7 @@ def test_a_hopeless_point_halfway_is_not_fine_tuned_and_the_gap_below_it_is_trie
     search = _ScriptedSearch(estimates.__getitem__, fine_tuned.__getitem__, between=2)
     search.run()
     assert search.estimated[-2:] == [15.35, 14.54]  # √(12.53 × 16.89), the hopeless point and the chosen one
-    assert search.trained == [11.39, 17.09, 14.54] and search.points[15.35]["trained"] == "layer-wise only"
+    assert search.trained == [11.39, 14.54] and search.points[15.35]["trained"] == "layer-wise only"
     assert _chosen(search) == 14.54
     capped = _ScriptedSearch(estimates.__getitem__, fine_tuned.__getitem__, between=1)
     capped.run()
@@ -380,7 +382,7 @@ def test_a_hopeless_point_halfway_is_not_fine_tuned_and_the_gap_below_it_is_trie
 def test_no_point_is_tried_between_when_the_planner_has_none_or_the_faster_point_is_close() -> None:
     twin = _ScriptedSearch(_KNEE.__getitem__, {11.39: 0.5, 17.09: 6.0}.__getitem__, between=2, twins={15.35: 17.09})
     twin.run()
-    assert twin.estimated[-1] == 15.35 and twin.trained == [11.39, 17.09]  # the same plan as 17.09: nothing between
+    assert twin.estimated[-1] == 15.35 and twin.trained == [11.39]  # the same plan as 17.09: nothing between
     close = _ScriptedSearch(
         lambda t: 0.0 if t < 6 else 0.5 if t < 7 else 1.6 if t < 8 else 9.0,
         {6.45: 0.5, 7.74: 1.2}.__getitem__,

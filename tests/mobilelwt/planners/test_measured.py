@@ -176,6 +176,36 @@ def test_plans_of_one_search_share_timings_and_the_rest_they_learnt(tmp_path) ->
     assert judge(rung.details["measured_ci95"], 3.0, 0.5) == MEETS
 
 
+def test_the_rungs_of_one_search_compute_the_accuracy_proxy_once_and_other_inputs_compute_it_again(
+    tmp_path, monkeypatch
+) -> None:
+    import mobilelwt.planners.measured as measured
+
+    computed = []
+    real = measured.proxy_costs
+    monkeypatch.setattr(measured, "proxy_costs", lambda *a, **k: computed.append(1) or real(*a, **k))
+    memory, ctx = PlanMemory(), _context()
+    plans = [plan_measured(ctx, target, CALIBRATION, probe=FakeProbe(), table_path=tmp_path / "t.json",
+                           grid_points=4, band=0.5, memory=memory) for target in (2.0, 3.0)]  # fmt: skip
+    assert len(computed) == 1 and memory.proxies_reused == 1
+    # the same errors as a plan made alone: the reused proxy is the one it would compute
+    alone = plan_measured(_context(), 3.0, CALIBRATION, probe=FakeProbe(), table_path=tmp_path / "t.json",
+                          grid_points=4, band=0.5)  # fmt: skip
+    assert len(computed) == 2
+    for name, choice in plans[1].layers.items():
+        if name in alone.layers and alone.layers[name].params == choice.params:
+            assert choice.notes["closed_form_error"] == alone.layers[name].notes["closed_form_error"]
+    # other calibration images, or a teacher whose weights changed: computed anew
+    plan_measured(ctx, 2.0, CALIBRATION + 1, probe=FakeProbe(), table_path=tmp_path / "t.json", grid_points=4,
+                  band=0.5, memory=memory)  # fmt: skip
+    assert len(computed) == 3
+    with torch.no_grad():
+        next(ctx.model.parameters()).mul_(0.5)
+    plan_measured(ctx, 2.0, CALIBRATION, probe=FakeProbe(), table_path=tmp_path / "t.json", grid_points=4,
+                  band=0.5, memory=memory)  # fmt: skip
+    assert len(computed) == 4 and memory.proxies_reused == 1
+
+
 def test_uniform_latency_planner_accepts_a_plan_whose_interval_meets_the_target() -> None:
     ctx, probe = _context(), FakeProbe(ci=0.05)
     plan = plan_latency_uniform(ctx, 1.8, probe=probe)
