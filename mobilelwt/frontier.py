@@ -75,7 +75,7 @@ from mobilelwt.settings import RunSettings
 FRONTIER_FORMAT = "mobilelwt.frontier/1"
 # Raise when the search's rules change (which points it trains, where the bracket starts): a frontier.json chosen
 # under other rules is then searched again. Its points stay keyed by their own inputs and are reused as they are.
-SEARCH_RULES = 2  # 2: the bracket starts at the fastest recoverable estimate
+SEARCH_RULES = 3  # 2: the bracket starts at the fastest recoverable estimate; 3: a hopeless estimate bounds it
 OUT_OF_REACH = "out-of-reach.json"  # a point whose target no plan meets (so a second search does not time it again)
 LONGER_FROM = "longer-from.json"  # what the fine-tune a longer distillation replaced had lost, and its key
 

@@ -72,6 +72,11 @@ def test_the_chosen_student_is_the_fastest_fully_trained_point_within_the_budget
     faster = [p for p in points if p["speedup"] > chosen["speedup"]]
     assert all(p["drop"] > 2.0 or p["trained"] == "layer-wise only" for p in faster)
     assert result.frontier == frontier and "fastest student within 2 points" in frontier["why"]
+    # where its time went, and the accuracy proxy computed once for every point planned
+    phases = frontier["seconds_by_phase"]
+    assert set(phases) == {"planning", "estimates", "fine_tunes"} and all(v > 0 for v in phases.values())
+    assert sum(phases.values()) <= frontier["seconds"]
+    assert frontier["planning"]["proxies_reused"] >= len(frontier["points"]) - 1 >= 2
     # the chosen point is the build's student: the same files, loadable like any build
     build = load_build(out)
     assert result.metrics == json.loads((out / chosen["dir"] / "metrics.json").read_text())
