@@ -356,38 +356,67 @@ def _chosen(search: _ScriptedSearch) -> float:
 _KNEE = {1.5: 0.0, 3.38: 0.0, 7.59: 0.2, 11.39: 0.5, 17.09: 9.0, 25.63: 40.0}
 
 
-def test_a_far_faster_point_that_misses_the_budget_gets_a_point_halfway_and_the_bracket_narrows() -> None:
-    fine_tuned = {11.39: 0.5, 15.35: 0.9, 17.09: 6.0}
+def test_a_far_faster_point_that_misses_the_budget_gets_a_point_between_and_the_bracket_narrows() -> None:
+    fine_tuned = {11.39: 0.5, 13.87: 0.9, 17.09: 6.0}
     search = _ScriptedSearch(lambda t: _KNEE.get(t, 0.9), fine_tuned.__getitem__, between=2)
     search.run()
-    # 17.09's estimate (9.0) is hopeless: it bounds the bracket without a fine-tune. Halfway in speedup:
-    # √(12.53 × 18.80) = 15.35, fine-tuned, within: the new bracket (16.89x, 18.80x) is narrower than the gap
-    # worth filling, so the second point allowed is not spent
-    assert search.trained == [11.39, 15.35] and search.estimated[-1] == 15.35
-    assert search.points[15.35]["between"] == [11.39, 17.09] and _chosen(search) == 15.35
-    assert search.bands[15.35] == pytest.approx(
-        (17.09 / 11.39) ** 0.25 - 1
-    )  # a plan in the gap's middle half, not near 17.09
+    # 17.09's estimate (9.0) is hopeless: it bounds the bracket without a fine-tune. The line through the estimates
+    # (0.5 at 12.53x, 9.0 at 18.80x) crosses 2.0 (the budget + half of what a fine-tune recovers) 18 % of the way,
+    # so the point is aimed a quarter of the way (in log speedup): 12.53 × 1.5^0.25 = 13.87, fine-tuned,
+    # within; the new bracket (15.26x, 18.80x) is narrower than the gap worth filling: the second is not spent
+    assert search.trained == [11.39, 13.87] and search.estimated[-1] == 13.87
+    assert search.points[13.87]["between"] == [11.39, 17.09] and _chosen(search) == 13.87
+    assert search.bands[13.87] == pytest.approx((17.09 / 11.39) ** 0.25 - 1)  # up to halfway, not near 17.09
     assert search._gap() is None
 
 
-def test_a_hopeless_point_halfway_is_not_fine_tuned_and_the_gap_below_it_is_tried_next() -> None:
-    estimates = {**_KNEE, 15.35: 12.0, 14.54: 0.8}
-    fine_tuned = {11.39: 0.5, 14.54: 0.7, 17.09: 6.0}
-    search = _ScriptedSearch(estimates.__getitem__, fine_tuned.__getitem__, between=2)
+def test_a_point_between_is_aimed_where_the_estimates_cross_what_a_fine_tune_recovers() -> None:
+    def aim(slow: float, fast: float) -> float:
+        search = _ScriptedSearch(None, None)
+        return search._aim({"estimate_drop": slow}, {"estimate_drop": fast})
+
+    assert aim(0.5, 9.0) == 0.25 and aim(1.0, 30.6) == 0.25  # far past the knee: no nearer than a quarter
+    assert aim(0.0, 3.0) == pytest.approx(2 / 3)  # just past it: most of the way
+    assert aim(0.0, 2.2) == 0.75
+    assert aim(0.5, 1.8) == 0.5 and aim(3.0, 2.5) == 0.5  # the estimates do not say (a fine-tuned miss): halfway
+
+
+def test_past_a_steep_knee_the_point_between_lands_within_where_halfway_is_spent() -> None:
+    # CIFAR-10 AlexNet 64² (bench/results/frontier-alexnet-cifar64-cost8.json): within the budget at 9.25x
+    # (estimate 1.02, 0.28 after its fine-tune), 30.6 points lost at 15.90x; halfway, 12.13, was planned at
+    # 14.48x and lost 9.58 before its fine-tune, and the planner had nothing new below it
+    estimates = {1.5: 0.0, 3.38: 0.0, 5.06: 0.0, 7.59: 1.02, 11.39: 30.6}
+
+    def estimate(target: float) -> float:
+        return estimates.get(target, 1.8 if target < 10.0 else 9.58)
+
+    fine_tuned = {7.59: 0.28, 9.24: 0.6}.__getitem__
+    search = _ScriptedSearch(estimate, fine_tuned, between=1)
     search.run()
-    assert search.estimated[-2:] == [15.35, 14.54]  # √(12.53 × 16.89), the hopeless point and the chosen one
-    assert search.trained == [11.39, 14.54] and search.points[15.35]["trained"] == "layer-wise only"
-    assert _chosen(search) == 14.54
-    capped = _ScriptedSearch(estimates.__getitem__, fine_tuned.__getitem__, between=1)
+    assert search.estimated[-1] == 9.24 and search.trained == [7.59, 9.24] and _chosen(search) == 9.24
+    halfway = round(1.1 * math.sqrt(7.59 * 11.39), 2)  # 10.23: the rule before, past the knee at 10
+    assert estimate(halfway) == 9.58 and halfway not in search.points
+
+
+def test_a_hopeless_point_between_is_not_fine_tuned_and_the_gap_below_it_is_tried_next() -> None:
+    estimates = {1.5: 0.0, 6.0: 0.0, 12.0: 0.5, 24.0: 9.0, 15.7: 12.0, 14.12: 0.8}
+    fine_tuned = {12.0: 0.5, 14.12: 0.7}
+    ladder = Ladder(step=2.0, longer=1)
+    search = _ScriptedSearch(lambda t: estimates.get(t, 0.0), fine_tuned.__getitem__, between=2, ladder=ladder)
+    search.run()
+    # 13.2 × 2^0.25 = 15.7 is hopeless; the gap below it (13.2x to 17.27x) is still wide: 13.2 × 1.31^0.25 = 14.12
+    assert search.estimated[-2:] == [15.7, 14.12]
+    assert search.trained == [12.0, 14.12] and search.points[15.7]["trained"] == "layer-wise only"
+    assert _chosen(search) == 14.12
+    capped = _ScriptedSearch(lambda t: estimates.get(t, 0.0), fine_tuned.__getitem__, between=1, ladder=ladder)
     capped.run()
-    assert capped.estimated[-1] == 15.35 and _chosen(capped) == 11.39  # one point between allowed, and spent
+    assert capped.estimated[-1] == 15.7 and _chosen(capped) == 12.0  # one point between allowed, and spent
 
 
 def test_no_point_is_tried_between_when_the_planner_has_none_or_the_faster_point_is_close() -> None:
-    twin = _ScriptedSearch(_KNEE.__getitem__, {11.39: 0.5, 17.09: 6.0}.__getitem__, between=2, twins={15.35: 17.09})
+    twin = _ScriptedSearch(_KNEE.__getitem__, {11.39: 0.5, 17.09: 6.0}.__getitem__, between=2, twins={13.87: 17.09})
     twin.run()
-    assert twin.estimated[-1] == 15.35 and twin.trained == [11.39]  # the same plan as 17.09: nothing between
+    assert twin.estimated[-1] == 13.87 and twin.trained == [11.39]  # the same plan as 17.09: nothing between
     close = _ScriptedSearch(
         lambda t: 0.0 if t < 6 else 0.5 if t < 7 else 1.6 if t < 8 else 9.0,
         {6.45: 0.5, 7.74: 1.2}.__getitem__,
