@@ -504,7 +504,7 @@ class _Search:
             target = round(low["speedup"] * ratio ** self._aim(low, high), 2)
             if target in self.points:
                 return
-            # a plan from the aim up to a quarter of the gap (in log speedup) further, never next to the faster point
+            # a plan from the aim up to a quarter of the gap (in log speedup) further (from ¾: up to the faster point)
             self.bands[target] = ratio**0.25 - 1.0
             between = {"between": [low["target"], high["target"]]}
             self.on_progress(ProgressEvent("frontier", 0, 1, {"point": f"{target:g}×", "phase": "between"}))
