@@ -8,6 +8,11 @@ not cover the next process's number; if the repeats disagree as much, it is the 
     python bench/variance.py runs/delivery-default/default-1 --processes 4 --repeats 3 --cap 30 \
         --json bench/results/variance-default-1.json
 
+The state analysis asks whether the teacher's own latency (a memory-bound model: AlexNet's fc6 reads 151 MB per
+cold call) tells the machine's state: every run's speedup against its teacher latency (Pearson r), and the runs
+split at the widest gap between teacher latencies, when that gap is wider than 15 % (two states: the speedup in
+each).
+
 ``--alternate-env NAME=VALUE`` runs every second process with that environment variable set (process 1 without,
 2 with, 3 without, ...), so a setting that may steady the processes (huge pages, an allocator) is judged
 interleaved against the plain processes of the same run.
@@ -16,6 +21,7 @@ interleaved against the plain processes of the same run.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -48,6 +54,33 @@ def repeats_in_this_process(build: Path, cache: str, threads: int, cap: float, r
 def spread(values: list[float]) -> float:
     """(max - min) / median, as a share."""
     return (max(values) - min(values)) / statistics.median(values) if values else float("nan")
+
+
+STATE_GAP = 0.15  # teacher latencies this far apart (share of the lower) are two machine states, not noise
+
+
+def states(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """How the speedup moves with the teacher's latency over ``runs`` (each with teacher_ms and speedup)."""
+    teacher = [r["teacher_ms"] for r in runs]
+    speedup = [r["speedup"] for r in runs]
+    result: dict[str, Any] = {"runs": len(runs), "teacher_ms_range": [min(teacher), max(teacher)],
+                              "r_teacher_speedup": statistics.correlation(teacher, speedup) if len(runs) > 2 else None,
+                              "split": None}  # fmt: skip
+    ordered = sorted(runs, key=lambda r: r["teacher_ms"])
+    gaps = [(b["teacher_ms"] / a["teacher_ms"] - 1, i) for i, (a, b) in enumerate(itertools.pairwise(ordered))]
+    if gaps and max(gaps)[0] > STATE_GAP:
+        cut = max(gaps)[1] + 1
+        fast, slow = ordered[:cut], ordered[cut:]
+        result["split"] = {
+            "gap": max(gaps)[0],
+            "fast": {"runs": len(fast), "teacher_ms": statistics.median(r["teacher_ms"] for r in fast),
+                     "student_ms": statistics.median(r["student_ms"] for r in fast),
+                     "speedup": statistics.median(r["speedup"] for r in fast)},
+            "slow": {"runs": len(slow), "teacher_ms": statistics.median(r["teacher_ms"] for r in slow),
+                     "student_ms": statistics.median(r["student_ms"] for r in slow),
+                     "speedup": statistics.median(r["speedup"] for r in slow)},
+        }  # fmt: skip
+    return result
 
 
 def main() -> None:
@@ -102,6 +135,17 @@ def main() -> None:
             f"{by_group[group]['between_process_spread']:.1%}; median {by_group[group]['median']:.2f}×"
         )
     print(f"one run's interval: ±{width / 2:.1%}")
+    state = states([r for runs in processes for r in runs])
+    r_text = "n/a" if state["r_teacher_speedup"] is None else f"{state['r_teacher_speedup']:+.2f}"
+    print(f"teacher {state['teacher_ms_range'][0]:.2f}–{state['teacher_ms_range'][1]:.2f} ms over the runs; "
+          f"r(teacher ms, speedup) = {r_text}")  # fmt: skip
+    if state["split"]:
+        for name in ("fast", "slow"):
+            part = state["split"][name]
+            print(f"  {name} machine state: {part['runs']} runs, teacher {part['teacher_ms']:.2f} ms, "
+                  f"student {part['student_ms']:.2f} ms, speedup {part['speedup']:.2f}×")  # fmt: skip
+    else:
+        print(f"  one machine state (no gap between teacher latencies over {STATE_GAP:.0%})")
     within = statistics.median(spread([r["speedup"] for r in runs]) for runs in processes)
     between = spread(medians)
     report = {
@@ -119,6 +163,7 @@ def main() -> None:
         "within_process_spread": within,
         "between_process_spread": between,
         "interval_half_width": width / 2,
+        "states": state,
     }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,9 @@ where the weights land in memory and how the threads are placed is decided once 
 ``policy.processes`` fresh processes (more, up to three times as many, while an interval in either cache state is
 wider than the policy asks and the time allows), each running the protocol in every cache state, and the processes
 are combined by a two-level bootstrap (:func:`device_bench.stats.process_speedup`): the interval covers the next
-process too.
+process too. A process whose reference ran more than 20 % from the others' (the machine at another speed through
+that whole process: other tenants of a shared host, which ``/proc`` cannot see) is set aside and replaced while
+two or more agree (:func:`device_bench.load.prevalent_state`); the record says how many were.
 
 The planner keeps timing in its own process (it times in-memory candidates); a build's files are what ships.
 """
@@ -23,6 +25,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from device_bench.load import prevalent_state
 from device_bench.parsers import RunnerOutputError
 from device_bench.protocol import CAPPED, CONVERGED, TimingPolicy, measure_runners, samples_entry
 from device_bench.stats import process_speedup
@@ -61,7 +64,9 @@ def measure_files(
         combined = {cache: combine([run[cache] for run in runs], reference, policy) for cache in caches}
         if len(runs) < policy.processes:
             continue
-        if all(record["converged"] for record in combined.values()):  # every cache state, not the headline's only
+        # every cache state, not the headline's only; and as many processes as asked in the machine's prevalent
+        # speed (a process at another speed is set aside and replaced)
+        if all(r["converged"] and r["state"]["steady_processes"] >= policy.processes for r in combined.values()):
             break
         if len(runs) >= MOST_PROCESSES * policy.processes or time.monotonic() - started >= len(caches) * (
             policy.max_seconds
@@ -76,6 +81,13 @@ def measure_files(
 def combine(records: list[dict[str, Any]], reference: str, policy: TimingPolicy) -> dict[str, Any]:
     """Protocol records of the same files in several processes → one record: the samples pooled for the latency
     statistics, each speedup and its interval from the processes (:func:`process_speedup`)."""
+    everyone = records
+    reference_ms = [r["models"][reference]["median_ms"] for r in everyone]
+    _, members = prevalent_state(reference_ms)
+    # a process that ran wholly while the machine was at another speed (its reference's latency says so) is set
+    # aside when at least two agree on the prevalent speed; otherwise the machine never held one and all count
+    steady = len(members) >= 2 or len(everyone) == 1
+    records = [everyone[i] for i in members] if steady else everyone
     first = records[0]
     loads = [r["load"] for r in records]
     seen_mean = [x["other_cores_mean"] for x in loads if x.get("other_cores_mean") is not None]
@@ -85,9 +97,9 @@ def combine(records: list[dict[str, Any]], reference: str, policy: TimingPolicy)
         "cache": first["cache"],
         "rel_width": policy.rel_width,
         "max_seconds": policy.max_seconds,
-        "batches": sum(r["batches"] for r in records),
+        "batches": sum(r["batches"] for r in everyone),
         "quiet_batches": sum(r["quiet_batches"] for r in records),
-        "seconds": sum(r["seconds"] for r in records),
+        "seconds": sum(r["seconds"] for r in everyone),
         "load": {
             "known": any(x.get("known") for x in loads),
             "other_cores_mean": statistics.fmean(seen_mean) if seen_mean else None,
@@ -109,10 +121,23 @@ def combine(records: list[dict[str, Any]], reference: str, policy: TimingPolicy)
             within = within and low >= point * (1 - policy.rel_width) and high <= point * (1 + policy.rel_width)
         result["models"][name] = entry
     result["processes"] = [
-        {"seconds": r["seconds"], "converged": r["converged"],
+        {"seconds": r["seconds"], "converged": r["converged"], "reference_ms": reference_ms[i],
+         "counted": any(r is kept for kept in records),
          "speedups": {n: m["speedup"] for n, m in r["models"].items() if "speedup" in m}}
-        for r in records
+        for i, r in enumerate(everyone)
     ]  # fmt: skip
+    other = [reference_ms[i] for i, r in enumerate(everyone) if not any(r is kept for kept in records)]
+    inner = [r["state"]["shifted_reference_ms"] for r in records if (r.get("state") or {}).get("shifted_reference_ms")]
+    result["state"] = {
+        "reference_ms": statistics.median(r["models"][reference]["median_ms"] for r in records),
+        "steady": steady,
+        "steady_processes": len(records) if steady else 0,
+        "shifted_processes": len(other),
+        # the processes set aside, else the batches set aside inside the counted ones
+        "shifted_reference_ms": statistics.median(other) if other else statistics.median(inner) if inner else None,
+        "reference_range_ms": [min(reference_ms), max(reference_ms)],
+        "shifted_batches": sum(r.get("state", {}).get("shifted_batches", 0) for r in records),
+    }
     result["converged"] = within
     result["stopped"] = CONVERGED if within else CAPPED
     return result

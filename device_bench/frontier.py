@@ -154,7 +154,7 @@ def bench_frontier(
         "timing": {
             cache: {
                 k: got.get(k)
-                for k in ("batches", "quiet_batches", "seconds", "converged", "stopped", "load", "processes")
+                for k in ("batches", "quiet_batches", "seconds", "converged", "stopped", "load", "state", "processes")
             }
             for cache, got in timed.items()
         },  # fmt: skip

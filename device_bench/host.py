@@ -132,7 +132,7 @@ def role_record(measured: dict[str, dict[str, Any]], role: str, headline: str) -
             k: main[k]
             for k in ("rel_width", "max_seconds", "batches", "quiet_batches", "seconds", "converged", "stopped", "load")
         }  # fmt: skip
-        | {"processes": len(main.get("processes") or []) or 1},
+        | {"processes": len(main.get("processes") or []) or 1, "state": main.get("state")},
         "caches": {},
     }
     for cache, got in measured.items():

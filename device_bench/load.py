@@ -9,6 +9,7 @@ runs longer, and says so. Pure Python; ``None`` where ``/proc`` is missing (macO
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,3 +96,27 @@ class NoLoadMeter(LoadMeter):
 
     def start(self) -> tuple[float, int | None, int | None]:
         return self.clock(), None, None
+
+
+# A load that /proc cannot see: on a shared host (a cloud VM), other tenants take memory bandwidth, and the
+# machine runs in one of two speeds for seconds to minutes at a time. On a 2-core EPYC VM, the same AlexNet-64²
+# teacher file ran 4.5 ms cold in some stretches and 7.3 ms in others, its student 1.2 and 1.6 ms: the speedup
+# moved from 3.6× to 4.6× (bench/variance.py, README). The reference is the same program in every batch, so its
+# own latency is the gauge: a batch whose reference ran this far from the prevalent state's is another state.
+STATE_SHIFT = 0.20
+
+
+def prevalent_state(latencies: list[float], shift: float = STATE_SHIFT) -> tuple[float | None, list[int]]:
+    """The machine state most of ``latencies`` (the reference's median per batch or per process, in order) were
+    taken in: its centre (their median) and the indices within ``±shift`` of it. Two states of equal size: the
+    one of the latest value (the machine's state now)."""
+    if not latencies:
+        return None, []
+    best: list[int] = []
+    for index in reversed(range(len(latencies))):  # the latest first, so that it wins ties
+        anchor = latencies[index]
+        members = [i for i, value in enumerate(latencies) if abs(value - anchor) <= shift * anchor]
+        if len(members) > len(best):
+            best = members
+    centre = statistics.median(latencies[i] for i in best)
+    return centre, [i for i, value in enumerate(latencies) if abs(value - centre) <= shift * centre]

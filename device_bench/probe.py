@@ -161,6 +161,7 @@ def compare_record(record: dict[str, Any]) -> dict[str, Any]:
         "runs": s["runs"],
         "cv": [t["cv"], s["cv"]],
         **{k: record[k] for k in ("cache", "batches", "quiet_batches", "seconds", "converged", "stopped", "load")},
+        "state": record.get("state"),
     }
 
 

@@ -5,6 +5,10 @@ Models run interleaved (every batch runs each model in turn, so drift hits all a
 the bootstrap 95 % interval of every model's speedup over the reference is within ``±rel_width`` of the ratio, or
 the time cap is hit. Batches during which other processes used the CPU (:mod:`device_bench.load`) do not count
 and the run is extended; a measurement that could not get enough quiet batches says so (``load.quiet`` false).
+So do batches taken while the machine ran at another speed, which ``/proc`` cannot see (other tenants of a shared
+host taking memory bandwidth): the reference is the same program in every batch, so a batch whose reference median
+lies more than 20 % from the prevalent state's is set aside (``state`` in the record; a machine that never held
+one speed long enough counts every batch and says so).
 
 The record keeps what a reader needs to trust the number: the cache state, the batches, how long it ran, whether
 it converged (and why it stopped), the interval, and the load.
@@ -19,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from device_bench.load import BUSY_CORES, LoadMeter
+from device_bench.load import BUSY_CORES, LoadMeter, prevalent_state
 from device_bench.stats import speedup_ci
 from device_bench.timing import CACHE_STATES, COLD, WARM, CacheFlusher, calls_per_block, interleaved_round
 
@@ -95,8 +99,9 @@ def measure_ratios(
         if load.other_cores is not None:
             load_seen.append(load.other_cores)
         (loaded if load.busy(policy.busy_cores) else quiet).append(got)
-        if len(quiet) >= policy.min_batches:
-            verdict = _verdict(_merged(quiet), reference, policy, target)
+        steady = _steady(quiet, reference)
+        if len(steady) >= policy.min_batches:
+            verdict = _verdict(_merged(steady), reference, policy, target)
             if verdict is not None:
                 stopped = verdict
                 break
@@ -104,7 +109,14 @@ def measure_ratios(
             break  # the cap counts once the minimum number of batches has run
     # too few quiet batches by the cap: every batch counts, and the record says the number was taken under load
     under_load = len(quiet) < min(policy.min_batches, 2)
-    samples = _merged(quiet + loaded if under_load else quiet)
+    counted = quiet + loaded if under_load else quiet
+    steady = _steady(counted, reference)
+    # the machine kept changing speed: no state held long enough to stand alone, so every batch counts (and the
+    # record says so, as it says a number was taken under load)
+    changing = len(steady) < min(policy.min_batches, 2) and len(counted) > len(steady)
+    samples = _merged(counted if changing else steady)
+    reference_ms = [statistics.median(got[reference]) for got in counted]
+    other = [ms for got, ms in zip(counted, reference_ms, strict=True) if not any(got is s for s in steady)]
     result: dict[str, Any] = {
         "cache": policy.cache,
         "rel_width": policy.rel_width,
@@ -120,6 +132,13 @@ def measure_ratios(
             "other_cores_max": max(load_seen) if load_seen else None,
             "busy_batches": len(loaded),
             "quiet": not under_load and (bool(load_seen) or None),  # None: unknown (no /proc)
+        },
+        "state": {
+            "reference_ms": statistics.median(samples[reference]),
+            "shifted_batches": 0 if changing else len(other),
+            "shifted_reference_ms": statistics.median(other) if other and not changing else None,
+            "steady": not changing,
+            "reference_range_ms": [min(reference_ms), max(reference_ms)],
         },
         "models": {},
     }
@@ -137,6 +156,13 @@ def samples_entry(values: list[float]) -> dict[str, Any]:
     mean = statistics.fmean(values)
     cv = 0.0 if len(values) < 2 else statistics.stdev(values) / mean if mean else math.nan
     return {"median_ms": statistics.median(values), "cv": cv, "runs": len(values), "samples_ms": values}
+
+
+def _steady(batches: list[dict[str, list[float]]], reference: str) -> list[dict[str, list[float]]]:
+    """The batches taken in the machine's prevalent state, judged by the reference's own median per batch
+    (:func:`device_bench.load.prevalent_state`); the others were taken while the machine ran at another speed."""
+    _, members = prevalent_state([statistics.median(got[reference]) for got in batches])
+    return [batches[i] for i in members]
 
 
 def _merged(batches: list[dict[str, list[float]]]) -> dict[str, list[float]]:
@@ -234,7 +260,25 @@ def summary_line(record: dict[str, Any], name: str = "student") -> str:
 def load_note(record: dict[str, Any]) -> str:
     load = record.get("load") or {}
     if load.get("quiet") is False:
-        return f"; measured under load (other processes used up to {load['other_cores_max']:.1f} cores)"
-    if load.get("busy_batches"):
-        return f"; {load['busy_batches']} busy batch(es) excluded"
+        text = f"; measured under load (other processes used up to {load['other_cores_max']:.1f} cores)"
+    elif load.get("busy_batches"):
+        text = f"; {load['busy_batches']} busy batch(es) excluded"
+    else:
+        text = ""
+    return text + state_note(record)
+
+
+def state_note(record: dict[str, Any]) -> str:
+    """What the reference's own latency says of the machine's speed during the run (empty when it held)."""
+    state = record.get("state") or {}
+    if state.get("steady") is False:
+        low, high = state["reference_range_ms"]
+        return f"; the machine kept changing speed (the reference ran {low:.2f}–{high:.2f} ms): every batch counts"
+    for unit in ("processes", "batches"):
+        if state.get(f"shifted_{unit}"):
+            return (
+                f"; {state[f'shifted_{unit}']} {unit[:-2]}(es) at another "
+                f"machine speed excluded (the reference ran {state['shifted_reference_ms']:.2f} ms there, "
+                f"{state['reference_ms']:.2f} ms in the rest)"
+            )
     return ""

@@ -115,6 +115,10 @@ def delivered_phrase(r: dict[str, Any]) -> str:
         how.append("interval not within the width asked by the time cap")
     if r.get("timing_quiet") is False:
         how.append("measured under load: re-measure on a quiet machine")
+    if r.get("timing_steady") is False:
+        how.append("the machine kept changing speed: re-measure")
+    elif not _missing(r.get("timing_shifted")) and r["timing_shifted"] > 0:
+        how.append(f"{int(r['timing_shifted'])} stretch(es) timed at another machine speed set aside")
     text += f" ({', '.join(how)})" if how else ""
     target = r.get("target_speedup")
     if not _missing(target):

@@ -24,7 +24,7 @@ COLUMNS = [
     "params", "macs", "bytes", "latency_median_ms", "latency_p90_ms", "latency_p99_ms", "latency_trimmed_mean_ms",
     "latency_cv", "p99_over_p50", "stable", "load_ms", "first_run_ms", "peak_rss_mb", "model_rss_mb",
     "pss_mb", "speedup", "speedup_ci_low", "speedup_ci_high", "cache", "timing_converged", "timing_quiet",
-    "timing_processes",
+    "timing_processes", "timing_steady", "timing_shifted",
     "target_speedup", "planned_speedup", "mac_ratio", "realised_ratio",
     "top1", "top5", "top1_delta", "top5_delta", "accuracy_source", "max_abs_diff", "sqnr_db",
     "status", "note", "meets_budget",
@@ -149,6 +149,12 @@ def _row(
     }
 
 
+def _shifted(state: dict[str, Any] | None) -> float:
+    if not state:
+        return math.nan
+    return float(state.get("shifted_processes") or state.get("shifted_batches") or 0)
+
+
 def _timing_cells(record: dict[str, Any] | None, target: dict[str, Any]) -> dict[str, Any]:
     """How a record was timed (cache state, converged, quiet) and what its build's plan promised."""
     timing = (record or {}).get("timing") or {}
@@ -158,6 +164,10 @@ def _timing_cells(record: dict[str, Any] | None, target: dict[str, Any]) -> dict
         "timing_converged": timing.get("converged"),
         "timing_quiet": (timing.get("load") or {}).get("quiet"),
         "timing_processes": timing.get("processes", math.nan),
+        # the reference's own latency: did the machine hold one speed (None: not recorded), and how many batches
+        # or processes at another speed were set aside
+        "timing_steady": (timing.get("state") or {}).get("steady"),
+        "timing_shifted": _shifted(timing.get("state")),
         "target_speedup": target.get("value", math.nan) if measured else math.nan,
         "planned_speedup": target.get("measured_speedup") or math.nan if measured else math.nan,
     }
@@ -215,8 +225,9 @@ def headline_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
         best = group.loc[group["speedup"].idxmax()]
         rows.append({key: best[key] for key in ("build", "model", "device", "runtime", "precision", "speedup",
                                                  "speedup_ci_low", "speedup_ci_high", "cache", "timing_converged",
-                                                 "timing_quiet", "timing_processes", "target_speedup",
-                                                 "planned_speedup", "mac_ratio", "top1_delta", "bytes",
+                                                 "timing_quiet", "timing_processes", "timing_steady",
+                                                 "timing_shifted", "target_speedup", "planned_speedup", "mac_ratio",
+                                                 "top1_delta", "bytes",
                                                  "latency_median_ms", "load_ms", "peak_rss_mb", "model_rss_mb",
                                                  "stable")})  # fmt: skip
     return rows

@@ -8,7 +8,7 @@ import pytest
 
 from device_bench import apart
 from device_bench.apart import combine, measure_files
-from device_bench.protocol import CAPPED, CONVERGED, TimingPolicy
+from device_bench.protocol import CAPPED, CONVERGED, TimingPolicy, summary_line
 from device_bench.stats import process_speedup, speedup_ci
 
 
@@ -17,11 +17,13 @@ def _runs(median: float, count: int = 60, spread: float = 0.02, seed: int = 0) -
     return [median * (1 + rng.uniform(-spread, spread)) for _ in range(count)]
 
 
-def _record(speedup: float, *, seed: int = 0, quiet: bool | None = True, cache: str = "cold") -> dict:
-    """One process's protocol record: the teacher at 10 ms, the student at 10/speedup ms."""
-    teacher, student = _runs(10.0, seed=seed), _runs(10.0 / speedup, seed=seed + 1)
+def _record(
+    speedup: float, *, seed: int = 0, quiet: bool | None = True, cache: str = "cold", teacher_ms: float = 10.0
+) -> dict:
+    """One process's protocol record: the teacher at ``teacher_ms``, the student at teacher_ms/speedup ms."""
+    teacher, student = _runs(teacher_ms, seed=seed), _runs(teacher_ms / speedup, seed=seed + 1)
     low, high = speedup_ci(teacher, student)
-    models = {"teacher": {"samples_ms": teacher, "median_ms": 10.0},
+    models = {"teacher": {"samples_ms": teacher, "median_ms": teacher_ms},
               "student": {"samples_ms": student, "speedup": speedup, "speedup_ci95": [low, high]}}  # fmt: skip
     load = {"known": quiet is not None, "other_cores_mean": 0.1, "other_cores_max": 0.3, "busy_batches": 1,
             "quiet": quiet}  # fmt: skip
@@ -106,6 +108,33 @@ def test_a_cache_state_whose_processes_disagree_keeps_the_measurement_going(monk
                         policy=TimingPolicy(processes=3, max_seconds=1e6), caches=["cold", "warm"])  # fmt: skip
     assert len(jobs) > 3 and got["cold"]["converged"]
     assert len(got["warm"]["processes"]) == len(jobs)
+
+
+def test_a_process_that_ran_at_another_machine_speed_is_set_aside_and_replaced(monkeypatch, tmp_path) -> None:
+    jobs: list[dict] = []
+
+    def fake(job):  # the second process ran while the shared host gave more memory bandwidth: teacher 6.2 ms
+        jobs.append(job)
+        fast = len(jobs) == 2
+        return {"cold": _record(3.6 if fast else 4.6, seed=2 * len(jobs), teacher_ms=6.2 if fast else 10.0)}
+
+    monkeypatch.setattr(apart, "_in_a_fresh_process", fake)
+    files = {"teacher": tmp_path / "t.pte", "student": tmp_path / "s.pte"}
+    got = measure_files(files, runtime="executorch", threads=2, input_size=64, reference="teacher",
+                        policy=TimingPolicy(processes=3, max_seconds=1e6), caches=["cold"])["cold"]  # fmt: skip
+    assert len(jobs) == 4 and got["converged"]
+    assert got["models"]["student"]["speedup"] == pytest.approx(4.6, rel=0.01)
+    assert [p["counted"] for p in got["processes"]] == [True, False, True, True]
+    assert got["state"]["shifted_processes"] == 1 and got["state"]["steady_processes"] == 3
+    assert got["state"]["shifted_reference_ms"] == pytest.approx(6.2) and got["state"]["reference_ms"] == 10.0
+    assert "1 process(es) at another machine speed excluded (the reference ran 6.20 ms there" in summary_line(got)
+
+
+def test_processes_that_never_agree_on_a_machine_speed_all_count() -> None:
+    records = [_record(4.6, teacher_ms=10.0), _record(3.6, seed=2, teacher_ms=6.2)]
+    got = combine(records, "teacher", TimingPolicy(processes=2))
+    assert got["state"]["steady"] is False and all(p["counted"] for p in got["processes"])
+    assert got["models"]["student"]["runs"] == 120
 
 
 def test_a_crashing_timing_process_is_one_error(monkeypatch, tmp_path) -> None:

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from device_bench.load import LoadMeter, LoadSample, NoLoadMeter
+from device_bench.load import LoadMeter, LoadSample, NoLoadMeter, prevalent_state
 from device_bench.protocol import CAPPED, CONVERGED, DECIDED, TimingPolicy, both_caches, measure_ratios, summary_line
 from device_bench.timing import COLD, WARM, calls_per_block, interleaved_round
 
@@ -101,6 +101,61 @@ def test_a_number_that_could_only_be_taken_under_load_says_so() -> None:
     assert record["load"]["quiet"] is False and record["quiet_batches"] == 0 and record["stopped"] == CAPPED
     assert record["models"]["s"]["speedup"] == pytest.approx(4.0, rel=0.01)  # still a number, marked as loaded
     assert "measured under load" in summary_line(record, "s")
+
+
+def _two_speeds(clock: FakeClock, calls: list[int], fast_batches: set[int]):
+    """Batches of a machine that ran some stretches faster (memory bandwidth freed on a shared host): there the
+    memory-bound teacher gains more than the student, and the ratio drops from 4.6x to 3.6x."""
+
+    def batch():
+        calls.append(1)
+        clock.now += 1.0
+        if len(calls) in fast_batches:
+            return {"t": [4.5, 4.5, 4.6], "s": [1.25, 1.25, 1.26]}
+        return {"t": [7.3, 7.3, 7.35], "s": [1.58, 1.59, 1.59]}
+
+    return batch
+
+
+def test_the_prevalent_machine_state_is_the_largest_group_and_ties_go_to_the_latest() -> None:
+    assert prevalent_state([7.3, 7.4, 4.5, 4.6, 7.2]) == (7.3, [0, 1, 4])
+    assert prevalent_state([7.3, 4.5]) == (4.5, [1])
+    centre, members = prevalent_state([1.0, 1.1, 0.9, 1.05])  # ordinary noise: one state
+    assert members == [0, 1, 2, 3] and centre == pytest.approx(1.025)
+    assert prevalent_state([]) == (None, [])
+
+
+def test_batches_at_another_machine_speed_do_not_count_and_extend_the_run() -> None:
+    clock, calls = FakeClock(), []
+    policy = TimingPolicy(rel_width=0.05, max_seconds=100, min_batches=3)
+    record = measure_ratios(_two_speeds(clock, calls, {2, 3}), reference="t", policy=policy,
+                            meter=ScriptedMeter([]), clock=clock)  # fmt: skip
+    assert len(calls) == 5 and record["converged"] and record["models"]["t"]["runs"] == 9
+    assert record["models"]["s"]["speedup"] == pytest.approx(7.3 / 1.59, rel=0.01)  # the slow state's ratio only
+    assert record["state"]["shifted_batches"] == 2 and record["state"]["steady"] is True
+    assert record["state"]["shifted_reference_ms"] == pytest.approx(4.5)
+    assert record["state"]["reference_ms"] == pytest.approx(7.3)
+    assert "2 batch(es) at another machine speed excluded (the reference ran 4.50 ms there, 7.30 ms" in summary_line(
+        record, "s"
+    )
+
+
+def test_a_machine_that_never_holds_one_speed_counts_every_batch_and_says_so() -> None:
+    clock, calls = FakeClock(), []
+    policy = TimingPolicy(rel_width=0.05, max_seconds=4, min_batches=3)
+    record = measure_ratios(_two_speeds(clock, calls, {2, 4}), reference="t", policy=policy,
+                            meter=ScriptedMeter([]), clock=clock)  # fmt: skip
+    # two batches in each state by the cap: a tie, so the number is the latest state's (fast), and says so
+    assert record["stopped"] == CAPPED and record["models"]["t"]["runs"] == 6
+    assert record["models"]["s"]["speedup"] == pytest.approx(4.5 / 1.25, rel=0.01)
+    assert record["state"]["steady"] is True and record["state"]["shifted_batches"] == 2
+    clock, calls = FakeClock(), []
+    record = measure_ratios(_two_speeds(clock, calls, {2}), reference="t", policy=TimingPolicy(max_seconds=2,
+                            min_batches=2), meter=ScriptedMeter([]), clock=clock)  # fmt: skip
+    assert record["state"]["steady"] is False and record["models"]["t"]["runs"] == 6
+    assert "the machine kept changing speed (the reference ran 4.50–7.30 ms): every batch counts" in summary_line(
+        record, "s"
+    )
 
 
 def test_unknown_load_is_not_reported_as_quiet() -> None:

@@ -132,11 +132,11 @@ def _with_target(build, value: float, planned: float = 4.1) -> None:
     (build / "metrics.json").write_text(json.dumps(metrics))
 
 
-def _timed(build, *, quiet: bool = True, converged: bool = True) -> None:
+def _timed(build, *, quiet: bool = True, converged: bool = True, state: dict | None = None) -> None:
     records = [json.loads(line) for line in (build / "bench.jsonl").read_text().splitlines()]
     for r in records:
         if r["status"] == "ok":
-            r.update(cache="cold", timing={"converged": converged, "load": {"quiet": quiet}})
+            r.update(cache="cold", timing={"converged": converged, "load": {"quiet": quiet}, "state": state})
     (build / "bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
@@ -167,6 +167,36 @@ def test_a_speedup_timed_under_load_or_not_converged_is_never_shown_as_quiet(tmp
     host_et = next(line for line in headline_lines(load_report_table([build])) if "executorch fp32 (host)" in line)
     assert "measured under load: re-measure on a quiet machine" in host_et
     assert "interval not within the width asked by the time cap" in host_et
+
+
+@pytest.mark.parametrize(
+    ("state", "said"),
+    [
+        (
+            {"steady": True, "shifted_processes": 1, "shifted_batches": 0},
+            "1 stretch(es) timed at another machine speed",
+        ),
+        (
+            {"steady": True, "shifted_processes": 0, "shifted_batches": 3},
+            "3 stretch(es) timed at another machine speed",
+        ),
+        (
+            {"steady": False, "shifted_processes": 0, "shifted_batches": 0},
+            "the machine kept changing speed: re-measure",
+        ),
+        ({"steady": True, "shifted_processes": 0, "shifted_batches": 0}, None),
+    ],
+)
+def test_the_headline_says_when_the_machine_changed_speed_during_the_timing(tmp_path, state, said) -> None:
+    from device_bench.report.render import headline_lines
+
+    build = write_build(tmp_path)
+    _timed(build, state=state)
+    host_et = next(line for line in headline_lines(load_report_table([build])) if "executorch fp32 (host)" in line)
+    if said is None:
+        assert "machine" not in host_et and "4.00× faster (95% CI 3.60–4.30×, cold)" in host_et
+    else:
+        assert said in host_et
 
 
 def test_missing_and_failed_parts_are_shown_as_such_never_zero(tmp_path) -> None:

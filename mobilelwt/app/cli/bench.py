@@ -159,8 +159,10 @@ def _speedup_cell(record: dict) -> str:
         return ""
     low, high = record["speedup_ci95"]
     timing = record.get("timing") or {}
-    marks = ("" if timing.get("converged", True) else " capped") + (
-        " under load" if (timing.get("load") or {}).get("quiet") is False else ""
+    marks = (
+        ("" if timing.get("converged", True) else " capped")
+        + (" under load" if (timing.get("load") or {}).get("quiet") is False else "")
+        + (" speed changing" if (timing.get("state") or {}).get("steady") is False else "")
     )
     return f"{record['speedup']:.2f}× ({low:.2f}–{high:.2f}) {record.get('cache', '')}{marks}"
 
