@@ -104,14 +104,19 @@ class NoLoadMeter(LoadMeter):
 # moved from 3.6× to 4.6× (bench/variance.py, README). The reference is the same program in every batch, so its
 # own latency is the gauge: a batch whose reference ran this far from the prevalent state's is another state.
 STATE_SHIFT = 0.20
+# below this the reference's batch medians move by more than the shift from timer and scheduler noise alone (a tiny
+# model: 0.2-0.38 ms between batches of one quiet run), and memory bandwidth is not what limits it: one state
+STATE_MIN_MS = 1.0
 
 
 def prevalent_state(latencies: list[float], shift: float = STATE_SHIFT) -> tuple[float | None, list[int]]:
     """The machine state most of ``latencies`` (the reference's median per batch or per process, in order) were
     taken in: its centre (their median) and the indices within ``±shift`` of it. Two states of equal size: the
-    one of the latest value (the machine's state now)."""
+    one of the latest value (the machine's state now). A reference under :data:`STATE_MIN_MS` is one state."""
     if not latencies:
         return None, []
+    if statistics.median(latencies) < STATE_MIN_MS:
+        return statistics.median(latencies), list(range(len(latencies)))
     best: list[int] = []
     for index in reversed(range(len(latencies))):  # the latest first, so that it wins ties
         anchor = latencies[index]

@@ -123,6 +123,7 @@ def test_the_prevalent_machine_state_is_the_largest_group_and_ties_go_to_the_lat
     centre, members = prevalent_state([1.0, 1.1, 0.9, 1.05])  # ordinary noise: one state
     assert members == [0, 1, 2, 3] and centre == pytest.approx(1.025)
     assert prevalent_state([]) == (None, [])
+    assert prevalent_state([0.2, 0.38, 0.3])[1] == [0, 1, 2]  # a tiny reference: its batches differ by noise
 
 
 def test_batches_at_another_machine_speed_do_not_count_and_extend_the_run() -> None:
