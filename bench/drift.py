@@ -12,15 +12,12 @@ windows, the correlation between the teacher's latency and the ratio, and the wi
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-from fresh import build_runners
+from fresh import build_runners, machine, write_result
 
 
 def main() -> None:
@@ -81,22 +78,17 @@ def main() -> None:
     print(f"prevalent state: teacher {centre:.2f} ms, speedup {summary['prevalent_speedup']:.2f}×; "
           f"{len(others)} window(s) at another speed"
           + (f" (speedup {summary['other_state_speedup']:.2f}×)" if others else ""))  # fmt: skip
-    if args.json:
-        report = {
-            "benchmark": "drift",
-            "build": str(args.build),
-            "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": sys.version.split()[0]},
-            "runtime": "executorch fp32 (XNNPACK), host",
-            "threads": args.threads,
-            "cache": "cold (a flush before every call; teacher and student alternate call by call)",
-            "window_s": args.window,
-            "summary": summary,
-            "series": windows,
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_suffix(".tmp")
-        tmp.write_text(json.dumps(report, indent=1))
-        tmp.replace(args.json)
+    write_result(args.json, {
+        "benchmark": "drift",
+        "build": str(args.build),
+        "machine": {**machine(), "platform": platform.platform()},
+        "runtime": "executorch fp32 (XNNPACK), host",
+        "threads": args.threads,
+        "cache": "cold (a flush before every call; teacher and student alternate call by call)",
+        "window_s": args.window,
+        "summary": summary,
+        "series": windows,
+    })  # fmt: skip
 
 
 if __name__ == "__main__":
