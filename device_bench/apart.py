@@ -87,7 +87,8 @@ def combine(records: list[dict[str, Any]], reference: str, policy: TimingPolicy)
     # a process that ran wholly while the machine was at another speed (its reference's latency says so) is set
     # aside when at least two agree on the prevalent speed; otherwise the machine never held one and all count
     steady = len(members) >= 2 or len(everyone) == 1
-    records = [everyone[i] for i in members] if steady else everyone
+    counted = set(members) if steady else set(range(len(everyone)))
+    records = [r for i, r in enumerate(everyone) if i in counted]
     first = records[0]
     loads = [r["load"] for r in records]
     seen_mean = [x["other_cores_mean"] for x in loads if x.get("other_cores_mean") is not None]
@@ -122,14 +123,14 @@ def combine(records: list[dict[str, Any]], reference: str, policy: TimingPolicy)
         result["models"][name] = entry
     result["processes"] = [
         {"seconds": r["seconds"], "converged": r["converged"], "reference_ms": reference_ms[i],
-         "counted": any(r is kept for kept in records),
+         "counted": i in counted,
          "speedups": {n: m["speedup"] for n, m in r["models"].items() if "speedup" in m}}
         for i, r in enumerate(everyone)
     ]  # fmt: skip
-    other = [reference_ms[i] for i, r in enumerate(everyone) if not any(r is kept for kept in records)]
+    other = [ms for i, ms in enumerate(reference_ms) if i not in counted]
     inner = [r["state"]["shifted_reference_ms"] for r in records if (r.get("state") or {}).get("shifted_reference_ms")]
     result["state"] = {
-        "reference_ms": statistics.median(r["models"][reference]["median_ms"] for r in records),
+        "reference_ms": statistics.median(reference_ms[i] for i in counted),
         "steady": steady,
         "steady_processes": len(records) if steady else 0,
         "shifted_processes": len(other),

@@ -101,8 +101,9 @@ class NoLoadMeter(LoadMeter):
 # A load that /proc cannot see: on a shared host (a cloud VM), other tenants take memory bandwidth, and the
 # machine runs in one of two speeds for seconds to minutes at a time. On a 2-core EPYC VM, the same AlexNet-64²
 # teacher file ran 4.5 ms cold in some stretches and 7.3 ms in others, its student 1.2 and 1.6 ms: the speedup
-# moved from 3.6× to 4.6× (bench/variance.py, README). The reference is the same program in every batch, so its
-# own latency is the gauge: a batch whose reference ran this far from the prevalent state's is another state.
+# moved from 3.6× to 4.6× (README: "It is the machine's speed, not the process"). The reference is the same
+# program in every batch, so its own latency is the gauge: a batch whose reference ran this far from the
+# prevalent state's is another state.
 STATE_SHIFT = 0.20
 # below this the reference's batch medians move by more than the shift from timer and scheduler noise alone (a tiny
 # model: 0.2-0.38 ms between batches of one quiet run), and memory bandwidth is not what limits it: one state

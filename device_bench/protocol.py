@@ -99,7 +99,7 @@ def measure_ratios(
         if load.other_cores is not None:
             load_seen.append(load.other_cores)
         (loaded if load.busy(policy.busy_cores) else quiet).append(got)
-        steady = _steady(quiet, reference)
+        steady = [quiet[i] for i in _steady(quiet, reference)]
         if len(steady) >= policy.min_batches:
             verdict = _verdict(_merged(steady), reference, policy, target)
             if verdict is not None:
@@ -110,13 +110,13 @@ def measure_ratios(
     # too few quiet batches by the cap: every batch counts, and the record says the number was taken under load
     under_load = len(quiet) < min(policy.min_batches, 2)
     counted = quiet + loaded if under_load else quiet
-    steady = _steady(counted, reference)
+    members = _steady(counted, reference)
     # the machine kept changing speed: no state held long enough to stand alone, so every batch counts (and the
     # record says so, as it says a number was taken under load)
-    changing = len(steady) < min(policy.min_batches, 2) and len(counted) > len(steady)
-    samples = _merged(counted if changing else steady)
+    changing = len(members) < min(policy.min_batches, 2) and len(counted) > len(members)
+    samples = _merged(counted if changing else [counted[i] for i in members])
     reference_ms = [statistics.median(got[reference]) for got in counted]
-    other = [ms for got, ms in zip(counted, reference_ms, strict=True) if not any(got is s for s in steady)]
+    other = [ms for i, ms in enumerate(reference_ms) if i not in members]
     result: dict[str, Any] = {
         "cache": policy.cache,
         "rel_width": policy.rel_width,
@@ -158,11 +158,10 @@ def samples_entry(values: list[float]) -> dict[str, Any]:
     return {"median_ms": statistics.median(values), "cv": cv, "runs": len(values), "samples_ms": values}
 
 
-def _steady(batches: list[dict[str, list[float]]], reference: str) -> list[dict[str, list[float]]]:
-    """The batches taken in the machine's prevalent state, judged by the reference's own median per batch
-    (:func:`device_bench.load.prevalent_state`); the others were taken while the machine ran at another speed."""
-    _, members = prevalent_state([statistics.median(got[reference]) for got in batches])
-    return [batches[i] for i in members]
+def _steady(batches: list[dict[str, list[float]]], reference: str) -> list[int]:
+    """The indices of the batches taken in the machine's prevalent state, judged by the reference's own median per
+    batch (:func:`device_bench.load.prevalent_state`); the others ran while the machine was at another speed."""
+    return prevalent_state([statistics.median(got[reference]) for got in batches])[1]
 
 
 def _merged(batches: list[dict[str, list[float]]]) -> dict[str, list[float]]:
