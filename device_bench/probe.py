@@ -30,7 +30,7 @@ from torch import nn
 from device_bench.android import DeviceOptions, DeviceRun, device_facts, push_cached
 from device_bench.bench import host_facts
 from device_bench.load import LoadMeter, NoLoadMeter
-from device_bench.protocol import TimingPolicy, host_batches, measure_ratios
+from device_bench.protocol import PROTOCOL_RULES, TimingPolicy, host_batches, measure_ratios
 from device_bench.transport import AdbServer, AdbTransport, resolve_devices
 from targets import RUNTIMES, export_file, host_runner
 from targets._common import TargetError
@@ -91,6 +91,7 @@ class _Probe:
             "precision": self.precision,
             "threads": self.threads,
             "cache": self.policy.cache,
+            "timing_rules": PROTOCOL_RULES,  # a table timed by older rules is timed again
         }
 
     def identity(self) -> dict[str, Any]:

@@ -30,6 +30,9 @@ from device_bench.timing import CACHE_STATES, COLD, WARM, CacheFlusher, calls_pe
 Batch = Callable[[], dict[str, list[float]]]
 
 CONVERGED, DECIDED, CAPPED = "converged", "decided", "time cap"
+# the version of what counts and when the protocol stops: every record and table keyed by a policy's description
+# is measured again when it changes (2: batches and processes at another machine speed are set aside)
+PROTOCOL_RULES = 2
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,8 @@ class TimingPolicy:
         return TimingPolicy(**{**asdict(self), "cache": cache})
 
     def describe(self) -> dict[str, Any]:
-        return asdict(self)
+        """The policy and the protocol's rules: what keys every timing made with it."""
+        return {**asdict(self), "rules": PROTOCOL_RULES}
 
 
 def _ratio(reference: list[float], values: list[float]) -> float:

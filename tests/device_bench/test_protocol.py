@@ -159,6 +159,15 @@ def test_a_machine_that_never_holds_one_speed_counts_every_batch_and_says_so() -
     )
 
 
+def test_a_policys_description_carries_the_protocols_rules(monkeypatch) -> None:
+    from device_bench import protocol
+
+    before = TimingPolicy().describe()
+    assert before["rules"] == protocol.PROTOCOL_RULES and before["cache"] == "cold"
+    monkeypatch.setattr(protocol, "PROTOCOL_RULES", protocol.PROTOCOL_RULES + 1)
+    assert TimingPolicy().describe() != before  # every key made from it changes: nothing older is reused
+
+
 def test_unknown_load_is_not_reported_as_quiet() -> None:
     clock, calls = FakeClock(), []
     record = measure_ratios(_steady(clock, calls), reference="t", policy=TimingPolicy(max_seconds=100),
