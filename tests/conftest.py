@@ -114,3 +114,39 @@ def wide_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tinynet trained on digits at 32² to well above chance (about 20 s)."""
     return _digits_teacher(tmp_path_factory, "tinynet")
+
+
+# -- the machine's speed during the suite ------------------------------------------------------------------------
+# This shared VM's memory bandwidth moves by half from hour to hour (README "It is the machine's speed, not the
+# process"), and the suite's time with it: the summary says what the machine was like, so that a slow run can be
+# told from a slower suite.
+_GAUGE: dict[str, float] = {}
+
+
+def machine_gauge_ms(calls: int = 30) -> float:
+    """The median time of one cache flush (a write per line over twice the last-level cache), in ms."""
+    import statistics
+    import time
+
+    from device_bench.timing import CacheFlusher
+
+    flush = CacheFlusher()
+    flush()
+    samples = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        flush()
+        samples.append((time.perf_counter() - started) * 1000.0)
+    return statistics.median(samples)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    _GAUGE["start"] = machine_gauge_ms()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if "start" in _GAUGE:
+        terminalreporter.write_line(
+            f"machine gauge: a cache flush took {_GAUGE['start']:.2f} ms before the tests and "
+            f"{machine_gauge_ms():.2f} ms after them (memory bandwidth; README, Quick start)"
+        )
