@@ -40,6 +40,10 @@ TABLE_CAP_S = 10.0  # seconds at most per table entry (one layer and its candida
 # lowered programs a host probe keeps: the teacher of a plan's rounds (and of a frontier's rungs) is lowered once,
 # and a plan timed again is not lowered again; a few, because an AlexNet program holds its weights (~230 MB)
 LOWERED_KEPT = 3
+# the reference's batches a probe remembers per program, which the machine's speed is judged over in its next
+# timing of that program: enough to outvote a stretch at another speed, few enough that a lasting change of the
+# machine takes over within about one capped timing
+HISTORY_KEPT = 60
 
 # the facts that say which hardware a table was measured on (the serial is not one: a phone of the same model is
 # the same hardware)
@@ -79,6 +83,9 @@ class _Probe:
             )
         self.runtime, self.precision, self.threads = runtime, precision, threads
         self.policy = policy or TimingPolicy()
+        # per reference program: its median per quiet batch in this probe's earlier timings (device_bench.protocol)
+        # (the module is kept too: its id stays its own while the entry lives, as in HostProbe's lowered programs)
+        self._history: OrderedDict[tuple[Any, ...], tuple[nn.Module, list[float]]] = OrderedDict()
 
     @property
     def cache(self) -> str:
@@ -116,9 +123,18 @@ class _Probe:
     ) -> dict[str, Any]:  # fmt: skip
         """The protocol's record for ``modules`` lowered as export lowers them, timed interleaved. The reference
         (the teacher, the same in every round of a plan) may be a program lowered before; the others are lowered
-        afresh, so that a confirming timing is independent of the first."""
+        afresh, so that a confirming timing is independent of the first. The machine's speed is judged over the
+        reference's batches in this probe's earlier timings too: a round timed wholly while the machine ran at
+        another speed waits for the speed its neighbours were timed at (README, "Machine speed")."""
+        key = (weights_fingerprint(modules[reference]), tuple(input_shape), self.policy.cache)
+        _, history = self._history.pop(key, (None, []))
         with self._batches(modules, tuple(input_shape), kept=reference) as batch:
-            return measure_ratios(batch, reference=reference, policy=self.policy, target=target, meter=self.meter())
+            record = measure_ratios(batch, reference=reference, policy=self.policy, target=target,
+                                    meter=self.meter(), history=history)  # fmt: skip
+        self._history[key] = (modules[reference], history[-HISTORY_KEPT:])
+        while len(self._history) > LOWERED_KEPT:  # the programs a search times again are few: its teachers
+            self._history.popitem(last=False)
+        return record
 
     def time_modules(
         self, modules: dict[str, nn.Module], input_shape: tuple[int, ...], *, reference: str

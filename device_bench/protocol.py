@@ -8,7 +8,10 @@ and the run is extended; a measurement that could not get enough quiet batches s
 So do batches taken while the machine ran at another speed, which ``/proc`` cannot see (other tenants of a shared
 host taking memory bandwidth): the reference is the same program in every batch, so a batch whose reference median
 lies more than 20 % from the prevalent state's is set aside (``state`` in the record; a machine that never held
-one speed long enough counts every batch and says so).
+one speed long enough counts every batch and says so). A caller that times the same reference again (a planner's
+rounds, a search's rungs) passes the reference's earlier batches as ``history``: the prevalent state is then judged
+over them too, so that a whole timing taken while the machine ran at another speed waits for the earlier speed
+(until the cap) instead of deciding a round in another state than its neighbours.
 
 The record keeps what a reader needs to trust the number: the cache state, the batches, how long it ran, whether
 it converged (and why it stopped), the interval, and the load.
@@ -31,8 +34,9 @@ Batch = Callable[[], dict[str, list[float]]]
 
 CONVERGED, DECIDED, CAPPED = "converged", "decided", "time cap"
 # the version of what counts and when the protocol stops: every record and table keyed by a policy's description
-# is measured again when it changes (2: batches and processes at another machine speed are set aside)
-PROTOCOL_RULES = 2
+# is measured again when it changes (2: batches and processes at another machine speed are set aside; 3: judged
+# over the same reference's earlier batches too, where the caller keeps them)
+PROTOCOL_RULES = 3
 
 
 @dataclass(frozen=True)
@@ -86,11 +90,16 @@ def measure_ratios(
     target: float | None = None,
     meter: LoadMeter | None = None,
     clock: Callable[[], float] = time.monotonic,
+    history: list[float] | None = None,
 ) -> dict[str, Any]:
     """Run ``batch`` (one interleaved round of every model, ms per call) until every speedup over ``reference``
     is known within ``±policy.rel_width``, or (with ``target``) its interval clears the target's band while at
-    most twice that wide, or ``policy.max_seconds`` have passed. Returns the measurement record."""
+    most twice that wide, or ``policy.max_seconds`` have passed. Returns the measurement record.
+
+    ``history``: the reference's median per quiet batch in earlier timings of the same program (same input, cache
+    state and threads), which the machine state is judged over as well; this run's quiet batches are appended."""
     meter = meter or LoadMeter()
+    earlier = list(history or [])
     started = clock()
     quiet: list[dict[str, list[float]]] = []
     loaded: list[dict[str, list[float]]] = []
@@ -103,7 +112,7 @@ def measure_ratios(
         if load.other_cores is not None:
             load_seen.append(load.other_cores)
         (loaded if load.busy(policy.busy_cores) else quiet).append(got)
-        steady = [quiet[i] for i in _steady(quiet, reference)]
+        steady = [quiet[i] for i in _steady(quiet, reference, earlier)]
         if len(steady) >= policy.min_batches:
             verdict = _verdict(_merged(steady), reference, policy, target)
             if verdict is not None:
@@ -114,7 +123,12 @@ def measure_ratios(
     # too few quiet batches by the cap: every batch counts, and the record says the number was taken under load
     under_load = len(quiet) < min(policy.min_batches, 2)
     counted = quiet + loaded if under_load else quiet
-    members = _steady(counted, reference)
+    members = _steady(counted, reference, earlier)
+    # (nearly) the whole run at another speed than the earlier timings of this reference, up to the cap: the machine
+    # changed for longer than one timing waits, so the run stands on its own batches (and the record says so)
+    apart_from_history = bool(earlier) and len(members) < min(policy.min_batches, 2) and len(counted) > len(members)
+    if apart_from_history:
+        members = _steady(counted, reference)
     # the machine kept changing speed: no state held long enough to stand alone, so every batch counts (and the
     # record says so, as it says a number was taken under load)
     changing = len(members) < min(policy.min_batches, 2) and len(counted) > len(members)
@@ -143,9 +157,14 @@ def measure_ratios(
             "shifted_reference_ms": statistics.median(other) if other and not changing else None,
             "steady": not changing,
             "reference_range_ms": [min(reference_ms), max(reference_ms)],
+            "earlier_batches": len(earlier),
+            "earlier_reference_ms": prevalent_state(earlier)[0],
+            "apart_from_earlier": apart_from_history,
         },
         "models": {},
     }
+    if history is not None:
+        history.extend(statistics.median(got[reference]) for got in quiet)
     for name, values in samples.items():
         entry = samples_entry(values)
         if name != reference:
@@ -162,10 +181,13 @@ def samples_entry(values: list[float]) -> dict[str, Any]:
     return {"median_ms": statistics.median(values), "cv": cv, "runs": len(values), "samples_ms": values}
 
 
-def _steady(batches: list[dict[str, list[float]]], reference: str) -> list[int]:
+def _steady(batches: list[dict[str, list[float]]], reference: str, earlier: list[float] | None = None) -> list[int]:
     """The indices of the batches taken in the machine's prevalent state, judged by the reference's own median per
-    batch (:func:`device_bench.load.prevalent_state`); the others ran while the machine was at another speed."""
-    return prevalent_state([statistics.median(got[reference]) for got in batches])[1]
+    batch (:func:`device_bench.load.prevalent_state`) together with its ``earlier`` batches; the others ran while
+    the machine was at another speed."""
+    earlier = earlier or []
+    _, members = prevalent_state([*earlier, *(statistics.median(got[reference]) for got in batches)])
+    return [i - len(earlier) for i in members if i >= len(earlier)]
 
 
 def _merged(batches: list[dict[str, list[float]]]) -> dict[str, list[float]]:
@@ -274,6 +296,12 @@ def load_note(record: dict[str, Any]) -> str:
 def state_note(record: dict[str, Any]) -> str:
     """What the reference's own latency says of the machine's speed during the run (empty when it held)."""
     state = record.get("state") or {}
+    if state.get("apart_from_earlier"):
+        return (
+            f"; the whole run was timed at another machine speed than this reference's earlier timings (it ran "
+            f"{state['reference_ms']:.2f} ms, {state['earlier_reference_ms']:.2f} ms before) and did not return "
+            "to it by the cap"
+        )
     if state.get("steady") is False:
         low, high = state["reference_range_ms"]
         return f"; the machine kept changing speed (the reference ran {low:.2f}–{high:.2f} ms): every batch counts"

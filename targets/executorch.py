@@ -256,7 +256,10 @@ def set_threads(threads: int) -> None:
     _runtime()
     from executorch.extension.pybindings import portable_lib
 
-    portable_lib._unsafe_reset_threadpool(threads)
+    # a reset recreates the pool's threads and logs a line: only when the count changes (a build loads dozens of
+    # programs at the same count)
+    if portable_lib._threadpool_get_thread_count() != threads:
+        portable_lib._unsafe_reset_threadpool(threads)
 
 
 class HostProgram:

@@ -76,3 +76,47 @@ def test_the_teacher_is_lowered_once_while_its_weights_stay_the_same(monkeypatch
     assert lowered[6:] == [teacher, students[1]]
     probe.time_modules({"teacher": teacher, "cheap": students[0]}, (1, 8, 16, 16), reference="teacher")
     assert lowered[8:] == [teacher, students[0]]  # a table's layers are lowered once anyway: not kept
+
+
+def test_a_probes_next_timing_of_the_same_teacher_judges_the_machine_speed_over_its_earlier_batches() -> None:
+    import contextlib
+
+    from device_bench.load import NoLoadMeter
+    from device_bench.probe import HISTORY_KEPT, _Probe
+
+    class ScriptedProbe(_Probe):
+        """Batches from a script: the teacher at 7.3 ms (4.6x), or 4.5 ms (3.6x) while the machine runs faster."""
+
+        def __init__(self, speeds: list[str]) -> None:
+            super().__init__("executorch", policy=TimingPolicy(max_seconds=60.0, min_batches=3))
+            self.speeds = iter(speeds)
+
+        def meter(self):
+            return NoLoadMeter()
+
+        @contextlib.contextmanager
+        def _batches(self, modules, input_shape, *, kept=None):
+            def batch():
+                if next(self.speeds) == "fast":
+                    return {"teacher": [4.5, 4.5, 4.6], "student": [1.25, 1.25, 1.26]}
+                return {"teacher": [7.3, 7.3, 7.35], "student": [1.58, 1.59, 1.59]}
+
+            yield batch
+
+    teacher, other = nn.Linear(4, 4), nn.Linear(4, 4)
+    probe = ScriptedProbe(["slow"] * 6 + ["fast"] * 3 + ["slow"] * 3 + ["fast"] * 3)
+    for _ in range(2):
+        first = probe.compare(teacher, nn.Linear(4, 2), (1, 4))
+        assert first["speedup"] == pytest.approx(7.3 / 1.59, rel=0.01) and first["batches"] == 3
+    # the next round of the same teacher starts in a fast stretch: it waits for the speed the others were timed at
+    second = probe.compare(teacher, nn.Linear(4, 2), (1, 4))
+    assert second["speedup"] == pytest.approx(7.3 / 1.59, rel=0.01) and second["batches"] == 6
+    assert second["state"]["shifted_batches"] == 3 and second["state"]["earlier_batches"] == 6
+    # another teacher has no history here: its fast batches decide at once
+    third = probe.compare(other, nn.Linear(4, 2), (1, 4))
+    assert third["speedup"] == pytest.approx(4.5 / 1.25, rel=0.01) and third["state"]["earlier_batches"] == 0
+
+    long_run = ScriptedProbe(["slow"] * 10 * HISTORY_KEPT)
+    for _ in range(HISTORY_KEPT):
+        long_run.compare(teacher, nn.Linear(4, 2), (1, 4))
+    assert long_run.compare(teacher, nn.Linear(4, 2), (1, 4))["state"]["earlier_batches"] == HISTORY_KEPT

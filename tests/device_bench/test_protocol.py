@@ -222,3 +222,40 @@ def test_the_load_detector_flags_a_busy_sibling_process() -> None:
         spinner.kill()
         spinner.wait()
     assert busy.other_cores is not None and busy.other_cores > 0.5 and busy.busy()
+
+
+def test_a_run_wholly_at_another_speed_than_the_references_earlier_batches_waits_for_that_speed() -> None:
+    # a planner's earlier rounds timed the teacher at 7.3 ms; this round starts while the machine runs faster
+    clock, calls = FakeClock(), []
+    history = [7.3, 7.32, 7.28, 7.31, 7.3, 7.29]
+    policy = TimingPolicy(rel_width=0.05, max_seconds=100, min_batches=3)
+    record = measure_ratios(_two_speeds(clock, calls, {1, 2, 3}), reference="t", policy=policy,
+                            meter=ScriptedMeter([]), clock=clock, history=history)  # fmt: skip
+    # alone, its first three batches would have decided at 3.6x; against the earlier batches they are set aside
+    assert len(calls) == 6 and record["converged"]
+    assert record["models"]["s"]["speedup"] == pytest.approx(7.3 / 1.59, rel=0.01)
+    assert record["state"]["shifted_batches"] == 3 and record["state"]["earlier_batches"] == 6
+    assert record["state"]["earlier_reference_ms"] == pytest.approx(7.3, rel=0.01)
+    assert record["state"]["apart_from_earlier"] is False
+    assert len(history) == 6 + 6  # this run's quiet batches join the history for the next timing
+
+    # without a history the same batches decide on the faster speed at once
+    clock, calls = FakeClock(), []
+    alone = measure_ratios(_two_speeds(clock, calls, {1, 2, 3}), reference="t", policy=policy,
+                           meter=ScriptedMeter([]), clock=clock)  # fmt: skip
+    assert len(calls) == 3 and alone["models"]["s"]["speedup"] == pytest.approx(4.5 / 1.25, rel=0.01)
+
+
+def test_a_machine_that_stays_at_another_speed_until_the_cap_stands_on_its_own_batches_and_says_so() -> None:
+    clock, calls = FakeClock(), []
+    policy = TimingPolicy(rel_width=0.05, max_seconds=5, min_batches=3)
+    record = measure_ratios(_two_speeds(clock, calls, set(range(1, 100))), reference="t", policy=policy,
+                            meter=ScriptedMeter([]), clock=clock, history=[7.3] * 10)  # fmt: skip
+    assert len(calls) == 5 and record["stopped"] == CAPPED  # it waited for the earlier speed until the cap
+    assert record["models"]["s"]["speedup"] == pytest.approx(4.5 / 1.25, rel=0.01)
+    assert record["state"]["apart_from_earlier"] is True and record["state"]["steady"] is True
+    assert record["state"]["shifted_batches"] == 0
+    assert (
+        "the whole run was timed at another machine speed than this reference's earlier timings (it ran 4.50 ms, "
+        "7.30 ms before)" in summary_line(record, "s")
+    )

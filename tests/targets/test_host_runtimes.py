@@ -62,3 +62,20 @@ def test_a_process_that_only_runs_pte_files_starts_without_the_exporter(tmp_path
     assert run.stdout.split() == ["False", "True"]
     with torch.no_grad():
         assert torch.allclose(torch.load(tmp_path / "y.pt", weights_only=True), model(*example), atol=1e-4)
+
+
+def test_the_executorch_threadpool_is_reset_only_when_the_thread_count_changes(monkeypatch) -> None:
+    from executorch.extension.pybindings import portable_lib
+
+    from targets.executorch import set_threads
+
+    resets = []
+    real = portable_lib._unsafe_reset_threadpool
+    monkeypatch.setattr(portable_lib, "_unsafe_reset_threadpool", lambda n: (resets.append(n), real(n))[1])
+    before = portable_lib._threadpool_get_thread_count()
+    other = 1 if before != 1 else 2
+    set_threads(other)
+    set_threads(other)  # the same count again: the pool's threads are kept
+    assert resets == [other] and portable_lib._threadpool_get_thread_count() == other
+    set_threads(before)
+    assert resets == [other, before]
