@@ -37,15 +37,12 @@ MODES = ("warm-blocks", "warm-alternating", "cold-blocks", "cold-alternating", "
 BASELINE = "cold-blocks"
 
 
-def synthetic_runners(threads: int, size: int) -> tuple[dict[str, Any], Any, str]:
+def alexnet_pair(size: int) -> tuple[Any, Any, str]:
     """A random-weight AlexNet (10 classes) and its student with fc6/fc7 factorised at ranks 320/256 (the plan
-    `compress --speedup 4` chose on the CIFAR-10 teacher at 64²), exported to .pte files and loaded from them."""
+    `compress --speedup 4` chose on the CIFAR-10 teacher at 64²), in memory, and their description."""
     import torch
     from torch import nn
     from torchvision.models import alexnet
-
-    from targets import load_artifact
-    from targets.executorch import ExecuTorchConfig, lower
 
     torch.manual_seed(0)
     teacher = alexnet(num_classes=10).eval()
@@ -56,6 +53,17 @@ def synthetic_runners(threads: int, size: int) -> tuple[dict[str, Any], Any, str
         student.classifier[index] = nn.Sequential(
             nn.Linear(dense.in_features, rank, bias=False), nn.Linear(rank, dense.out_features)
         )
+    return teacher, student, f"random-weight AlexNet {size}², student fc6/fc7 at ranks 320/256"
+
+
+def synthetic_runners(threads: int, size: int) -> tuple[dict[str, Any], Any, str]:
+    """:func:`alexnet_pair` exported to .pte files and loaded from them (what ships)."""
+    import torch
+
+    from targets import load_artifact
+    from targets.executorch import ExecuTorchConfig, lower
+
+    teacher, student, what = alexnet_pair(size)
     example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     folder = Path(tempfile.mkdtemp(prefix="order-"))
     runners = {}
@@ -63,7 +71,7 @@ def synthetic_runners(threads: int, size: int) -> tuple[dict[str, Any], Any, str
         path = folder / f"{role}.pte"
         path.write_bytes(lower(model, (example,), ExecuTorchConfig("fp32"))[0])
         runners[role] = load_artifact("executorch", path, threads=threads)
-    return runners, example, f"random-weight AlexNet {size}², student fc6/fc7 at ranks 320/256"
+    return runners, example, what
 
 
 def all_cores(flush: Callable[[], None]) -> Callable[[], None]:

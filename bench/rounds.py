@@ -19,24 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fresh import machine, write_result
-
-
-def models(size: int) -> tuple[Any, Any, str]:
-    """The random-weight AlexNet pair of ``bench/order.py`` (student: fc6/fc7 at ranks 320/256), in memory."""
-    import torch
-    from torch import nn
-    from torchvision.models import alexnet
-
-    torch.manual_seed(0)
-    teacher = alexnet(num_classes=10).eval()
-    student = alexnet(num_classes=10).eval()
-    student.load_state_dict(teacher.state_dict())
-    for index, rank in ((1, 320), (4, 256)):
-        dense = student.classifier[index]
-        student.classifier[index] = nn.Sequential(
-            nn.Linear(dense.in_features, rank, bias=False), nn.Linear(rank, dense.out_features)
-        )
-    return teacher, student, f"random-weight AlexNet {size}², student fc6/fc7 at ranks 320/256"
+from order import alexnet_pair
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -70,7 +53,7 @@ def main() -> None:
     from device_bench.probe import HostProbe
     from device_bench.protocol import TimingPolicy
 
-    teacher, student, what = models(args.input_size)
+    teacher, student, what = alexnet_pair(args.input_size)
     shape = (1, 3, args.input_size, args.input_size)
     policy = TimingPolicy(max_seconds=args.cap)
     probes = {"history": HostProbe("executorch", threads=args.threads, policy=policy),
