@@ -126,18 +126,11 @@ _GAUGE: dict[str, float] = {}
 def machine_gauge_ms(calls: int = 30) -> float:
     """The median time of one cache flush (a write per line over twice the last-level cache), in ms."""
     import statistics
-    import time
 
     from device_bench.timing import CacheFlusher
+    from targets._common import time_callable
 
-    flush = CacheFlusher()
-    flush()
-    samples = []
-    for _ in range(calls):
-        started = time.perf_counter()
-        flush()
-        samples.append((time.perf_counter() - started) * 1000.0)
-    return statistics.median(samples)
+    return statistics.median(time_callable(CacheFlusher(), warmup=1, runs=calls))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
