@@ -1,5 +1,7 @@
 """The one timing protocol on synthetic timers: when it stops, what it records, warm and cold, and load."""
 
+import random
+import statistics
 import subprocess
 import sys
 import time
@@ -124,6 +126,47 @@ def test_the_prevalent_machine_state_is_the_largest_group_and_ties_go_to_the_lat
     assert members == [0, 1, 2, 3] and centre == pytest.approx(1.025)
     assert prevalent_state([]) == (None, [])
     assert prevalent_state([0.2, 0.38, 0.3])[1] == [0, 1, 2]  # a tiny reference: its batches differ by noise
+
+
+def test_the_prevalent_state_is_the_one_every_anchor_tried_by_scan_would_give() -> None:
+    """The bisection finds what trying every value as the anchor and scanning all the others finds."""
+
+    def by_scan(latencies: list[float], shift: float = 0.2) -> tuple[float, list[int]]:
+        best: list[int] = []
+        for anchor in reversed(latencies):
+            members = [i for i, v in enumerate(latencies) if anchor * (1 - shift) <= v <= anchor * (1 + shift)]
+            if len(members) > len(best):
+                best = members
+        centre = statistics.median(latencies[i] for i in best)
+        return centre, [i for i, v in enumerate(latencies) if centre * (1 - shift) <= v <= centre * (1 + shift)]
+
+    rng = random.Random(7)
+    for _ in range(300):
+        latencies = [rng.choice([4.5, 5.8, 7.3]) * rng.lognormvariate(0, 0.1) for _ in range(rng.randint(1, 60))]
+        assert prevalent_state(latencies) == by_scan(latencies)
+
+
+def test_a_long_run_looks_for_a_verdict_as_its_batches_grow_by_a_tenth_not_after_each(monkeypatch) -> None:
+    """The bootstrap grows with the samples: looked for after every batch, a capped run spent half its time there."""
+    from device_bench import protocol
+
+    looks: list[int] = []
+    real = protocol._verdict
+    monkeypatch.setattr(protocol, "_verdict", lambda samples, *a: looks.append(len(samples["t"])) or real(samples, *a))
+    clock, calls, rng = FakeClock(), [], random.Random(3)
+
+    def noisy():  # one machine state, 5 % noise: never within ±0.1 %
+        calls.append(1)
+        clock.now += 1.0
+        return {"t": [4.0 * rng.lognormvariate(0, 0.05) for _ in range(3)],
+                "s": [1.0 * rng.lognormvariate(0, 0.05) for _ in range(3)]}  # fmt: skip
+
+    policy = TimingPolicy(rel_width=0.001, max_seconds=300, min_batches=3)  # never this narrow: it runs to the cap
+    record = measure_ratios(noisy, reference="t", policy=policy, meter=ScriptedMeter([]), clock=clock)
+    assert record["stopped"] == CAPPED and record["batches"] == 300
+    batches = [n // 3 for n in looks]
+    assert batches[:8] == [3, 4, 5, 6, 7, 8, 9, 10]  # every batch while few, where the early stops are decided
+    assert all(b >= a * 1.1 - 1 for a, b in zip(batches, batches[1:], strict=False)) and len(looks) < 50
 
 
 def test_batches_at_another_machine_speed_do_not_count_and_extend_the_run() -> None:

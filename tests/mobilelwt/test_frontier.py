@@ -180,8 +180,20 @@ def test_a_floor_out_of_reach_is_one_error_naming_what_can_be_reached(tmp_path, 
     assert "Lower --speedup below 6" in info.value.fix
 
 
-def test_a_budget_no_student_meets_is_one_error_and_the_frontier_is_still_written(tmp_path, tiny_teacher) -> None:
+def test_a_budget_no_student_meets_is_one_error_and_the_frontier_is_still_written(
+    tmp_path, tiny_teacher, monkeypatch
+) -> None:
     untrained = {"layerwise": LayerwiseConfig(epochs=0), "finetune": DistillConfig(epochs=0)}  # closed form only
+    # every student loses at least one image of the 179: whether the closed form alone keeps them all at 3.3x
+    # depends on the CPU's float kernels (on an Intel Xeon it kept every one; on the AMD EPYC it lost some)
+    record_point = frontier_module._Search._record
+
+    def losing(self, *args, **kwargs):
+        point = record_point(self, *args, **kwargs)
+        lost = max(point["drop"], 100 / 179) - point["drop"]
+        return {**point, "top1": point["top1"] - lost, "drop": point["drop"] + lost}
+
+    monkeypatch.setattr(frontier_module._Search, "_record", losing)
     with pytest.raises(ConfigError) as info:
         _search(tmp_path / "b", tiny_teacher, 0.0, speedup=3.3, **untrained)
     assert "No student" in info.value.problem and "--max-drop" in info.value.fix
