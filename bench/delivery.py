@@ -145,20 +145,39 @@ def main() -> None:
         seconds.append(run_build(out, extra))
         rows.append({**row_for(out, args.threads, args.cap), "build_seconds": seconds[-1]})
         print(f"{out}: {seconds[-1]:.0f} s", flush=True)
+        if args.json:  # after every row: a run cut short keeps what it measured
+            write_report(args, rows, complete=len(rows) == len(plans))
     print_table(rows)
+    print(f"goals met in {sum(all(r['goals'].values()) for r in rows)} of {len(rows)} rows")
+
+
+def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], *, complete: bool) -> None:
     report = {
         "benchmark": "delivery",
         "mode": args.mode,
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": sys.version.split()[0]},
+        "machine": machine(),
         "runtime": "executorch fp32 (XNNPACK), host",
         "threads": args.threads,
+        "complete": complete,
         "rows": rows,
         "all_goals_met": all(all(r["goals"].values()) for r in rows),
     }
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1))
-    print(f"goals met in {sum(all(r['goals'].values()) for r in rows)} of {len(rows)} rows")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    partial = args.json.with_name(args.json.name + ".part")
+    partial.write_text(json.dumps(report, indent=1))
+    partial.replace(args.json)
+
+
+def machine() -> dict[str, Any]:
+    """The facts a timing depends on: the CPU (its model and last-level cache) besides the platform."""
+    from device_bench.timing import last_level_cache_bytes
+
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    model = names[0] if names else platform.processor()
+    return {"platform": platform.platform(), "cpu": model, "cpu_count": os.cpu_count(),
+            "last_level_cache_mib": last_level_cache_bytes() / 2**20, "python": sys.version.split()[0]}  # fmt: skip
 
 
 if __name__ == "__main__":

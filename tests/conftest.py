@@ -139,7 +139,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     if "start" in _GAUGE:
+        from device_bench.timing import last_level_cache_bytes
+
+        # the flush's size follows the last-level cache, which differs between machines of this kind (260 MiB on the
+        # Intel Xeon of 2026-12-07, where a flush took ten times as long as on the AMD EPYC): the rate compares them
+        size = 2 * last_level_cache_bytes()
+        after = machine_gauge_ms()
         terminalreporter.write_line(
-            f"machine gauge: a cache flush took {_GAUGE['start']:.2f} ms before the tests and "
-            f"{machine_gauge_ms():.2f} ms after them (memory bandwidth; README, Quick start)"
+            f"machine gauge: a cache flush of {size / 2**20:.0f} MiB took {_GAUGE['start']:.2f} ms before the tests "
+            f"and {after:.2f} ms after them ({size / _GAUGE['start'] / 1e6:.1f} and {size / after / 1e6:.1f} GB/s; "
+            "memory bandwidth; README, Quick start)"
         )
