@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -155,7 +153,7 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], *, comple
     report = {
         "benchmark": "delivery",
         "mode": args.mode,
-        "machine": machine(),
+        "machine": machine(args.threads),
         "runtime": "executorch fp32 (XNNPACK), host",
         "threads": args.threads,
         "complete": complete,
@@ -168,16 +166,13 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], *, comple
     partial.replace(args.json)
 
 
-def machine() -> dict[str, Any]:
-    """The facts a timing depends on: the CPU (its model and last-level cache) besides the platform."""
+def machine(threads: int) -> dict[str, Any]:
+    """The facts a timing depends on: the bench records' host facts, and the last-level cache a cold flush follows."""
+    from device_bench.bench import host_facts
     from device_bench.timing import last_level_cache_bytes
 
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    model = names[0] if names else platform.processor()
-    return {"platform": platform.platform(), "cpu": model, "cpu_count": os.cpu_count(),
-            "last_level_cache_mib": last_level_cache_bytes() / 2**20, "python": sys.version.split()[0]}  # fmt: skip
+    return {**host_facts(threads), "last_level_cache_mib": last_level_cache_bytes() / 2**20,
+            "python": sys.version.split()[0]}  # fmt: skip
 
 
 if __name__ == "__main__":
