@@ -40,7 +40,7 @@ CONVERGED, DECIDED, CAPPED = "converged", "decided", "time cap"
 PROTOCOL_RULES = 4
 # A verdict is looked for each time the quiet batches grew by this share (every batch while there are fewer than
 # ten). Its bootstrap costs time in proportion to the samples so far: looked for after every batch, a capped 60 s
-# timing of a cold AlexNet-64² pair spent 31 s of its 60 s bootstrapping, and ran half the batches it could have.
+# timing of a synthetic 90 ms batch (a cold AlexNet-64² pair's size) spent 31 s of its 60 s bootstrapping.
 LOOK_GROWTH = 1.1
 
 
@@ -118,7 +118,9 @@ def measure_ratios(
         if load.other_cores is not None:
             load_seen.append(load.other_cores)
         (loaded if load.busy(policy.busy_cores) else quiet).append(got)
-        if len(quiet) >= next_look:
+        # the cap counts once the minimum number of batches has run
+        capped = clock() - started >= policy.max_seconds and len(quiet) + len(loaded) >= policy.min_batches
+        if len(quiet) >= next_look or capped:  # at the cap, one last look: a narrow interval is "converged"
             next_look = max(len(quiet) + 1, math.ceil(len(quiet) * LOOK_GROWTH))
             steady = [quiet[i] for i in _steady(quiet, reference, earlier)]
             if len(steady) >= policy.min_batches:
@@ -126,8 +128,8 @@ def measure_ratios(
                 if verdict is not None:
                     stopped = verdict
                     break
-        if clock() - started >= policy.max_seconds and len(quiet) + len(loaded) >= policy.min_batches:
-            break  # the cap counts once the minimum number of batches has run
+        if capped:
+            break
     # too few quiet batches by the cap: every batch counts, and the record says the number was taken under load
     under_load = len(quiet) < min(policy.min_batches, 2)
     counted = quiet + loaded if under_load else quiet
