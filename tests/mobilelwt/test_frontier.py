@@ -322,9 +322,14 @@ def test_a_point_that_misses_the_budget_narrowly_is_distilled_longer_and_the_cli
     off = _ScriptedSearch(estimates.__getitem__, {**fine_tuned, 5.06: 0.5}.__getitem__, ladder=Ladder(longer=1))
     off.run()
     assert off.trained == [7.59, 5.06]
-    capped = _ScriptedSearch(estimates.__getitem__, fine_tuned.__getitem__, ladder=Ladder(max_full=1))
+    # the cap counts every fine-tune, the longer ones too (7.59 is not distilled longer), and it bounds the climb but
+    # not a step down that has found no point within the budget yet
+    capped = _ScriptedSearch(estimates.__getitem__, {**fine_tuned, 5.06: 0.5}.__getitem__, ladder=Ladder(max_full=1))
     capped.run()
-    assert capped.trained == [7.59]  # the cap counts every fine-tune, the longer ones too
+    assert capped.trained == [7.59, 5.06] and _chosen(capped) == 5.06
+    climbing = _ScriptedSearch(estimates.__getitem__, {7.59: 0.5}.__getitem__, ladder=Ladder(max_full=1))
+    climbing.run()
+    assert climbing.trained == [7.59] and _chosen(climbing) == 7.59
 
 
 def test_the_bracket_starts_at_the_fastest_estimate_a_fine_tune_may_recover() -> None:
