@@ -29,6 +29,7 @@ from targets._common import (
     first_line,
     is_compute_op,
 )
+from targets.program_cache import cached_lowering
 from targets.quantize import quantize_pt2e
 
 PRECISIONS = ("fp32", "int8")
@@ -86,10 +87,29 @@ def lower(
 
     ``keep_manager`` (a list) receives the ExecuTorch program manager, for bundling test cases with it;
     ``etrecord`` (a list) the program's ETRecord (graph and debug handles: what maps profiled events to layers).
+    Without either, the program comes from the lowered-program cache when this content was lowered before
+    (:mod:`targets.program_cache`).
     """
+    model = model.eval()
+    if keep_manager is None and etrecord is None:  # those need the lowering's own objects, not only its bytes
+        return cached_lowering("pte", model, example_inputs, config,
+                               lambda: _lower(model, example_inputs, config, calibration=calibration),
+                               calibration=calibration, packages=("executorch",))  # fmt: skip
+    return _lower(model, example_inputs, config, calibration=calibration, keep_manager=keep_manager,
+                  etrecord=etrecord)  # fmt: skip
+
+
+def _lower(
+    model: nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    config: ExecuTorchConfig,
+    *,
+    calibration: torch.Tensor | None = None,
+    keep_manager: list | None = None,
+    etrecord: list | None = None,
+) -> tuple[bytes, dict[str, Any]]:
     from executorch.exir import to_edge_transform_and_lower
 
-    model = model.eval()
     if config.precision == "int8":
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
             XNNPACKQuantizer,

@@ -21,6 +21,7 @@ from torch import nn
 from targets._common import REWRITE_LAYER, Artifact, TargetError, UnsupportedOpError, describe_failing_op, first_line
 from targets.litert_profiler import ProfilerError, parse_op_profile, profile_summary, profile_summary_apart
 from targets.litert_profiler import delegation as litert_delegation
+from targets.program_cache import cached_lowering
 from targets.quantize import quantize_pt2e
 
 PRECISIONS = ("fp32", "int8")
@@ -52,10 +53,35 @@ def convert(
     *,
     calibration: torch.Tensor | None = None,
 ) -> bytes:
+    """The ``.tflite`` bytes of ``model`` (int8: calibrated on ``calibration``), from the lowered-program cache
+    when this content was converted before (:mod:`targets.program_cache`)."""
+    model = model.eval()
+    data, _ = cached_lowering("tflite", model, example_inputs, config,
+                              lambda: (_convert(model, example_inputs, config, calibration=calibration), {}),
+                              calibration=_calibrated_on(config, example_inputs, calibration),
+                              packages=("litert-torch",))  # fmt: skip
+    return data
+
+
+def _calibrated_on(
+    config: TFLiteConfig, example_inputs: tuple[torch.Tensor, ...], calibration: torch.Tensor | None
+) -> torch.Tensor | None:
+    """What an int8 conversion's observers see: a dynamic one without calibration images runs the example input."""
+    if config.precision == "int8" and calibration is None and config.quantization == "dynamic":
+        return example_inputs[0]
+    return calibration
+
+
+def _convert(
+    model: nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    config: TFLiteConfig,
+    *,
+    calibration: torch.Tensor | None = None,
+) -> bytes:
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")  # its own progress lines would garble ours
     import litert_torch
 
-    model = model.eval()
     kwargs: dict[str, Any] = {}
     try:
         if config.precision == "int8":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +134,24 @@ def machine_gauge_ms(calls: int = 30) -> float:
     from targets._common import time_callable
 
     return statistics.median(time_callable(CacheFlusher(), warmup=1, runs=calls))
+
+
+# -- lowered programs ----------------------------------------------------------------------------------------------
+# Every run gets its own empty cache of lowered programs (targets/program_cache.py), never the user's: what one test
+# lowers, a later one may reuse (the same content gives the same bytes), but no run starts from another's programs.
+_PROGRAM_CACHE: dict[str, str] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from targets.program_cache import CACHE_ENV
+
+    _PROGRAM_CACHE["dir"] = tempfile.mkdtemp(prefix="mobilelwt-programs-")
+    os.environ[CACHE_ENV] = _PROGRAM_CACHE["dir"]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if "dir" in _PROGRAM_CACHE:
+        shutil.rmtree(_PROGRAM_CACHE.pop("dir"), ignore_errors=True)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

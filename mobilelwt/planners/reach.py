@@ -55,9 +55,9 @@ def measure_confirmed(
     band: float | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None, str]:
     """Teacher vs student timed by the probe's protocol; when that meets ``target`` (within ``band``, see
-    :func:`band_of`), an independent timing (the student lowered afresh, timed again) must agree, since one run's
-    interval says nothing of what moves between runs. Returns the first timing, the confirmation (None when not
-    needed) and the verdict that counts (the confirmation's, when there is one)."""
+    :func:`band_of`), an independent timing (the student's program loaded afresh, timed again) must agree, since
+    one run's interval says nothing of what moves between runs. Returns the first timing, the confirmation (None
+    when not needed) and the verdict that counts (the confirmation's, when there is one)."""
     width = band_of(probe, band)
     first = probe.compare(teacher, student, shape, target=target)
     verdict = judge(first["speedup_ci95"], target, width)
