@@ -56,10 +56,10 @@ def convert(
     """The ``.tflite`` bytes of ``model`` (int8: calibrated on ``calibration``), from the lowered-program cache
     when this content was converted before (:mod:`targets.program_cache`)."""
     model = model.eval()
+    calibration = _calibrated_on(config, example_inputs, calibration)
     data, _ = cached_lowering("tflite", model, example_inputs, config,
                               lambda: (_convert(model, example_inputs, config, calibration=calibration), {}),
-                              calibration=_calibrated_on(config, example_inputs, calibration),
-                              packages=("litert-torch",))  # fmt: skip
+                              calibration=calibration, packages=("litert-torch",))  # fmt: skip
     return data
 
 
@@ -91,8 +91,6 @@ def _convert(
             quantizer = PT2EQuantizer().set_global(
                 get_symmetric_quantization_config(is_per_channel=True, is_dynamic=config.quantization == "dynamic")
             )
-            if config.quantization == "dynamic" and calibration is None:
-                calibration = example_inputs[0]
             # litert-torch folds the quantize ops itself; folded int8 weights fail its stablehlo lowering
             model = quantize_pt2e(model, example_inputs, calibration, quantizer, fold_quantize=False)
             kwargs["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
