@@ -16,18 +16,20 @@ def test_topk_counts() -> None:
 
 
 def test_teacher_training_on_digits_learns_far_above_chance(tmp_path) -> None:
-    out = tmp_path / "alexnet.pt"
+    # tinynet at 32² (tests/conftest.py): the same loop as AlexNet at 64², which took 45 of the suite's seconds here
+    # (the session's digits_teacher still trains an AlexNet, briefly)
+    out = tmp_path / "tinynet.pt"
     result = train_teacher(
-        "alexnet", run=RunSettings(data="digits", input_size=64), out=out, config=TrainConfig(epochs=2, seed=0)
+        "tinynet", run=RunSettings(data="digits", input_size=32), out=out, config=TrainConfig(epochs=2, lr=2e-3, seed=0)
     )
     history = result.metrics["history"]
     assert len(history) == 2
     assert history[-1]["train_loss"] < history[0]["train_loss"]
-    assert result.metrics["val_top1"] > 40.0  # chance is 10%; two epochs reach about 53 %
+    assert result.metrics["val_top1"] > 40.0  # chance is 10%; two epochs reached 80 % (3 s on a 2-core EPYC)
     assert result.metrics["val_top5"] > result.metrics["val_top1"]
 
     # the checkpoint reloads through --weights and reproduces the reported accuracy
-    teacher = build_teacher("alexnet", weights=out)
+    teacher = build_teacher("tinynet", weights=out)
     data = load_data("digits", teacher.input_size, val_fraction=0.1, seed=0)
     again = evaluate(teacher.model, data.eval_batches(data.val, 256))
     assert abs(again["top1"] - result.metrics["val_top1"]) < 1e-6
@@ -35,7 +37,7 @@ def test_teacher_training_on_digits_learns_far_above_chance(tmp_path) -> None:
     manifest = json.loads(result.manifest.read_text())
     assert manifest["command"] == "train-teacher"
     assert manifest["seeds"] == {"seed": 0, "split_seed": 0}
-    assert manifest["files"]["alexnet.pt"]["bytes"] == out.stat().st_size
+    assert manifest["files"]["tinynet.pt"]["bytes"] == out.stat().st_size
     assert manifest["settings"]["data"]["classes"] == [str(i) for i in range(10)]
     assert manifest["environment"]["versions"]["torch"].startswith("2.14")
     assert not list(tmp_path.glob(".*.tmp"))
